@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what vmdeck needs on a Debian 12 / Ubuntu machine.
+#   scripts/setup.sh          build + run dependencies (libvirt headers, pkg-config)
+#   scripts/setup.sh --test   also what the test suite and benchmark use: a libvirt daemon,
+#                             QEMU, headless Chromium + ChromeDriver, prometheus-libvirt-exporter.
+# Idempotent: packages already present are not reinstalled. Runs apt through sudo when not root.
+set -euo pipefail
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+pkgs=(pkg-config libvirt-dev gcc)
+if [ "$want_test" = 1 ]; then
+  pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
+         chromium chromium-driver prometheus-libvirt-exporter curl procps)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  extra=()
+  # Trap seen on some images: qemu-utils from a newer release breaks qemu-system-x86 from the
+  # distribution's own release. Pin qemu-utils to the release qemu-system-x86 comes from.
+  if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]] && dpkg-query -W qemu-utils >/dev/null 2>&1; then
+    sys_ver=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    utils_ver=$(dpkg-query -W -f='${Version}' qemu-utils)
+    if [ -n "$sys_ver" ] && [ "$sys_ver" != "$utils_ver" ] && apt-cache madison qemu-utils | grep -q " $sys_ver "; then
+      extra+=(--allow-downgrades "qemu-utils=$sys_ver")
+    fi
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${extra[@]}" "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "setup: cargo is in ~/.cargo/bin; add it to PATH (source ~/.cargo/env)" >&2
+  else
+    echo "setup: installing the Rust toolchain with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  fi
+  exit 1
+fi
+echo "setup: ok"

@@ -1,0 +1,66 @@
+//! The web layer's error type and the HTML error pages. What the user reads is kept apart from
+//! the cause, which is only logged.
+
+use rocket::http::Status;
+use rocket::response::{self, Responder};
+use rocket::{Catcher, Request};
+use rocket_dyn_templates::{context, Template};
+
+/// An error a route returns.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 404: the thing asked for does not exist; the message says which.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: the request itself is wrong; the message says how.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 500: a fault of vmdeck's; the cause is logged, the user sees a generic message.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+impl<'r> Responder<'r, 'static> for AppError {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        let (status, message) = match &self {
+            AppError::NotFound(m) => (Status::NotFound, m.clone()),
+            AppError::BadRequest(m) => (Status::BadRequest, m.clone()),
+            AppError::Internal(cause) => {
+                tracing::error!(path = %req.uri().path(), "internal error: {cause:#}");
+                (Status::InternalServerError, "Something went wrong on the server. The details are in its log.".into())
+            }
+        };
+        error_page(status, &message).respond_to(req).map(|mut r| {
+            r.set_status(status);
+            r
+        })
+    }
+}
+
+fn error_page(status: Status, message: &str) -> Template {
+    Template::render(
+        "error/error",
+        context! { title: format!("{} {}", status.code, status.reason_lossy()), code: status.code, message },
+    )
+}
+
+#[rocket::catch(default)]
+fn default_catcher(status: Status, req: &Request<'_>) -> (Status, Template) {
+    let message = match status.code {
+        404 => format!("There is no page at {}.", req.uri().path()),
+        422 | 400 => "The request could not be understood.".to_string(),
+        500 => "Something went wrong on the server. The details are in its log.".to_string(),
+        _ => status.reason_lossy().to_string(),
+    };
+    (status, error_page(status, &message))
+}
+
+pub fn catchers() -> Vec<Catcher> {
+    rocket::catchers![default_catcher]
+}
