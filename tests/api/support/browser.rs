@@ -47,7 +47,9 @@ pub fn browser_tests_enabled() -> Result<(), String> {
 pub fn output_dir() -> PathBuf {
     match std::env::var_os("VMDECK_TEST_OUTPUT") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-output"),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("test-output"),
     }
 }
 
@@ -64,8 +66,8 @@ impl Browser {
     ///
     /// Errors (never panics) with a message saying how to install what is missing.
     pub async fn start() -> Result<Browser, String> {
-        let chromedriver = find_chromedriver()
-            .ok_or_else(|| format!("chromedriver not found: {INSTALL_HINT}"))?;
+        let chromedriver =
+            find_chromedriver().ok_or_else(|| format!("chromedriver not found: {INSTALL_HINT}"))?;
         let chromium =
             find_chromium().ok_or_else(|| format!("chromium not found: {INSTALL_HINT}"))?;
 
@@ -115,8 +117,6 @@ impl Browser {
             "--disable-sync".to_string(),
             "--disable-dev-shm-usage".to_string(),
             "--hide-scrollbars".to_string(),
-            // No crashpad handler: it would run outside chromedriver's process group.
-            "--disable-crashpad-for-testing".to_string(),
             format!("--user-data-dir={}", profile.display()),
             format!("--window-size={},{}", WINDOW_SIZE.0, WINDOW_SIZE.1),
         ];
@@ -163,7 +163,8 @@ impl Browser {
             .screenshot()
             .await
             .map_err(|e| format!("screenshot {name:?} failed: {e}"))?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let file = name.strip_suffix(".png").unwrap_or(name);
         let path = dir.join(format!("{file}.png"));
         std::fs::write(&path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -250,11 +251,13 @@ impl Driver {
                 self.reaped = true;
                 let log = self.log_tail();
                 let msg = format!("chromedriver exited early ({status})\n{log}");
-                return Err(if log.contains("ddress already in use") || log.contains("bind") {
-                    SpawnError::PortTaken(msg)
-                } else {
-                    SpawnError::Fatal(msg)
-                });
+                return Err(
+                    if log.contains("ddress already in use") || log.contains("bind") {
+                        SpawnError::PortTaken(msg)
+                    } else {
+                        SpawnError::Fatal(msg)
+                    },
+                );
             }
             // The log line proves that *our* chromedriver owns the port (and not some other
             // process that took it after our probe).
@@ -352,10 +355,11 @@ fn free_port() -> Result<u16, String> {
 async fn status_ready(port: u16) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let probe = async {
-        let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.ok()?;
-        let req = format!(
-            "GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-        );
+        let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .ok()?;
+        let req =
+            format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
         stream.write_all(req.as_bytes()).await.ok()?;
         // chromedriver keeps the socket open despite "Connection: close": stop at the body's end.
         let mut buf = Vec::new();

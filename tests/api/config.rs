@@ -1,0 +1,125 @@
+//! Configuration errors stop the real binary at startup with one message naming the key, and
+//! credentials in URIs never reach logs or pages.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::app::free_port;
+
+/// Runs `vmdeck` with `toml` as its configuration file; returns (exit success, stderr+stdout).
+fn run_with_config(dir: &Path, toml: &str) -> (bool, String) {
+    let file = dir.join("Rocket.toml");
+    std::fs::write(&file, toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .current_dir(dir)
+        .env("ROCKET_CONFIG", &file)
+        .env("ROCKET_PORT", free_port().to_string())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (status.is_some_and(|s| s.success()), out)
+}
+
+#[test]
+fn bad_configuration_stops_startup_with_a_message_naming_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("unknown driver", "[[default.hosts]]\nname='a'\ndriver='xen'\nuri='xen:///'\n", "hosts[0].driver"),
+        (
+            "duplicate host",
+            "[[default.hosts]]\nname='a'\ndriver='libvirt'\nuri='test:///default'\n[[default.hosts]]\nname='a'\ndriver='libvirt'\nuri='test:///default'\n",
+            "hosts[1].name",
+        ),
+        ("host name not URL-safe", "[[default.hosts]]\nname='a/b'\ndriver='libvirt'\nuri='test:///default'\n", "hosts[0].name"),
+        ("malformed URI", "[[default.hosts]]\nname='a'\ndriver='libvirt'\nuri='not a uri'\n", "hosts[0].uri"),
+        ("missing URI", "[[default.hosts]]\nname='a'\ndriver='libvirt'\n", "hosts[0].uri"),
+        ("zero interval", "[default]\npoll_interval_secs = 0\n", "poll_interval_secs"),
+        ("absurd interval", "[default]\npoll_interval_secs = 99999999\n", "poll_interval_secs"),
+        ("interval of the wrong type", "[default]\npoll_interval_secs = 'often'\n", "poll_interval_secs"),
+        ("not a sqlite URL", "[default]\ndatabase_url = 'postgres://x/y'\n", "database_url"),
+        ("unopenable database", "[default]\ndatabase_url = 'sqlite:///proc/vmdeck/x.db'\n", "database_url"),
+        ("malformed TOML", "[default\npoll_interval_secs = 1\n", "Rocket.toml"),
+    ];
+    for (what, toml, key) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, out) = run_with_config(dir.path(), toml);
+        assert!(!ok, "{what}: vmdeck should refuse to start; output:\n{out}");
+        assert!(out.contains(key), "{what}: the message should name {key:?}; output:\n{out}");
+        assert!(out.contains("configuration error") || out.contains("Rocket.toml"), "{what}: {out}");
+    }
+}
+
+#[test]
+fn an_unreadable_config_file_is_an_error_not_silently_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .current_dir(dir.path())
+        .env("ROCKET_CONFIG", dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("ROCKET_CONFIG") && text.contains("missing.toml"), "{text}");
+}
+
+#[test]
+fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Port 1 on loopback refuses the connection at once: the poll fails and says so.
+    let toml = "[default]\npoll_interval_secs = 1\n[[default.hosts]]\nname='secret'\ndriver='libvirt'\nuri='qemu+tcp://admin:hunter2@127.0.0.1:1/system?password=alsosecret'\n";
+    std::fs::write(dir.path().join("Rocket.toml"), toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .current_dir(dir.path())
+        .env("ROCKET_CONFIG", dir.path().join("Rocket.toml"))
+        .env("ROCKET_PORT", port.to_string())
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (health, page) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+                let body = r.text().await.unwrap();
+                if body.contains("\"failing\"") {
+                    let page = client.get(format!("{base}/vms")).send().await.unwrap().text().await.unwrap();
+                    return (body, page);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the failing host never showed up in /healthz");
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for (what, text) in [("/healthz", &health), ("/vms", &page), ("logs", &logs)] {
+        assert!(!text.contains("hunter2"), "{what} leaks the password:\n{text}");
+        assert!(!text.contains("alsosecret"), "{what} leaks the query secret:\n{text}");
+    }
+    assert!(page.contains("unreachable"), "the page shows the failing host");
+    assert!(page.contains("admin:***@127.0.0.1"), "the redacted URI is shown: {page}");
+}

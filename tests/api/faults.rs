@@ -1,0 +1,120 @@
+//! Faults: a host that cannot be reached, a host that hangs. The failure is recorded and shown,
+//! other hosts keep polling, nothing panics. (A daemon killed and restarted is in real_vm.rs.)
+
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vmdeck::poller::PollOutcome;
+
+use crate::support::app::{breadth_uri, libvirt_host, spawn_app, vm_names, AppOptions};
+
+#[tokio::test]
+async fn an_unreachable_host_is_shown_failing_while_the_others_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("qemu+unix:///system?socket={}/no-such.sock", dir.path().display());
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", &breadth_uri()), libvirt_host("dead", &dead)],
+        ..Default::default()
+    })
+    .await;
+    let (status, html) = app.get("/vms").await;
+    assert_eq!(status, 200);
+    assert_eq!(vm_names(&html).len(), 21, "the working host's VMs are listed");
+    assert!(html.contains("data-host=\"dead\""));
+    assert!(html.contains("unreachable") && html.contains("no-such.sock"), "the banner shows the error");
+
+    let body: serde_json::Value =
+        app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    let dead_host = body["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "dead").unwrap();
+    assert_eq!(dead_host["status"], "failing");
+    assert!(dead_host["last_error"].as_str().unwrap().contains("cannot connect"));
+
+    // The next attempt comes after a backoff and says so instead of hammering the host.
+    match app.poll("dead").await {
+        PollOutcome::Failed(msg) => assert!(msg.contains("next try in") || msg.contains("cannot connect"), "{msg}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(matches!(app.poll("lab").await, PollOutcome::Recorded(_)));
+    let failures: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM polls p JOIN hosts h ON h.id = p.host_id WHERE h.name = 'dead' AND p.ok = 0")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(failures >= 2, "each failed poll is recorded");
+}
+
+/// A unix socket that accepts connections and never answers: libvirt's client waits forever.
+struct SilentSocket {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentSocket {
+    fn start(path: &std::path::Path) -> Self {
+        let listener = UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok((s, _)) = listener.accept() {
+                    held.push(s);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Dropping the streams closes them: the stuck libvirt call gets EOF and returns.
+        });
+        SilentSocket { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for SilentSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_host_times_out_and_does_not_delay_the_other_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("hang.sock");
+    let silent = SilentSocket::start(&sock);
+    let hang_uri = format!("qemu+unix:///system?socket={}", sock.display());
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", &breadth_uri()), libvirt_host("hang", &hang_uri)],
+        call_timeout_secs: 1,
+        ..Default::default()
+    })
+    .await;
+
+    // The liftoff poll of "hang" timed out after 1 s and was recorded as a failure.
+    let err: String = sqlx::query_scalar(
+        "SELECT p.error FROM polls p JOIN hosts h ON h.id = p.host_id WHERE h.name = 'hang' ORDER BY p.id LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(err.contains("did not answer within"), "{err}");
+
+    // While the first call is still stuck inside libvirt, a new poll fails fast (no queueing),
+    // and the healthy host polls at its normal speed meanwhile.
+    let t = Instant::now();
+    let (hang, lab) = tokio::join!(app.poll("hang"), app.poll("lab"));
+    assert!(t.elapsed() < Duration::from_secs(3), "polls took {:?}", t.elapsed());
+    match hang {
+        PollOutcome::Failed(msg) => assert!(msg.contains("has not returned yet") || msg.contains("did not answer"), "{msg}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(matches!(lab, PollOutcome::Recorded(_)), "{lab:?}");
+
+    let (_, html) = app.get("/vms").await;
+    assert!(html.contains("data-host=\"hang\"") && html.contains("unreachable"));
+    assert_eq!(vm_names(&html).len(), 21);
+    drop(silent);
+}

@@ -1,0 +1,16 @@
+//! vmdeck's integration tests: one binary, one module per area. Everything runs against real
+//! parts: libvirt's test driver and a private libvirtd with QEMU, SQLite files, the HTTP server,
+//! headless Chromium.
+
+mod support {
+    pub mod app;
+    pub mod browser;
+    pub mod libvirtd;
+}
+
+mod browser_list;
+mod config;
+mod faults;
+mod inventory;
+mod real_vm;
+mod store;

@@ -1,0 +1,156 @@
+//! `spawn_app`: the real application on a real HTTP port with its own SQLite file, built through
+//! `vmdeck::build` exactly as `main` does, with a figment that ignores the developer's Rocket.toml.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocket::figment::Figment;
+use serde::Serialize;
+use sqlx::SqlitePool;
+use vmdeck::db::Db;
+use vmdeck::poller::{self, Hosts, PollOutcome};
+
+#[derive(Serialize, Clone)]
+pub struct HostSpec {
+    pub name: String,
+    pub driver: String,
+    pub uri: String,
+}
+
+pub fn libvirt_host(name: &str, uri: &str) -> HostSpec {
+    HostSpec { name: name.into(), driver: "libvirt".into(), uri: uri.into() }
+}
+
+/// The breadth lab: libvirt's test driver loaded with `tests/fixtures/breadth.xml`.
+pub fn breadth_uri() -> String {
+    format!("test://{}", fixture("breadth.xml").display())
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub pool: SqlitePool,
+    pub hosts: Arc<Hosts>,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    shutdown: rocket::Shutdown,
+}
+
+pub struct AppOptions {
+    pub hosts: Vec<HostSpec>,
+    pub poll_interval_secs: u64,
+    pub call_timeout_secs: u64,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        // A long interval: the first poll runs at liftoff, tests drive the rest with `poll`.
+        AppOptions { hosts: Vec::new(), poll_interval_secs: 3600, call_timeout_secs: 10 }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The figment tests use: Rocket's defaults plus the given values, no Rocket.toml, no env.
+pub fn test_figment(dir: &Path, opts: &AppOptions, port: u16) -> Figment {
+    Figment::from(rocket::Config::debug_default())
+        .merge(("port", port))
+        .merge(("address", "127.0.0.1"))
+        .merge(("log_level", "off"))
+        .merge(("cli_colors", false))
+        .merge(("database_url", format!("sqlite://{}/vmdeck.db", dir.display())))
+        .merge(("poll_interval_secs", opts.poll_interval_secs))
+        .merge(("call_timeout_secs", opts.call_timeout_secs))
+        .merge(("hosts", opts.hosts.clone()))
+}
+
+pub async fn spawn_app(opts: AppOptions) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let rocket = vmdeck::build(test_figment(dir.path(), &opts, port)).expect("valid test configuration");
+    let rocket = rocket.ignite().await.expect("ignite");
+    let pool = rocket.state::<Db>().expect("db state").0.clone();
+    let hosts = rocket.state::<Arc<Hosts>>().expect("hosts state").clone();
+    let shutdown = rocket.shutdown();
+    tokio::spawn(rocket.launch());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let app = TestApp { base, pool, hosts, client, dir, shutdown };
+    app.wait_for_first_polls().await;
+    app
+}
+
+impl TestApp {
+    /// GET a path; returns status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let res = self.client.get(format!("{}{}", self.base, path)).send().await.expect("request");
+        let status = res.status().as_u16();
+        (status, res.text().await.unwrap_or_default())
+    }
+
+    /// Polls one host now, through the poller's own code path.
+    pub async fn poll(&self, host: &str) -> PollOutcome {
+        let entry = self.hosts.get(host).unwrap_or_else(|| panic!("no host {host}"));
+        poller::poll_once(&self.pool, entry).await
+    }
+
+    /// Waits until every host has recorded at least one poll (the one run at liftoff).
+    pub async fn wait_for_first_polls(&self) {
+        for _ in 0..600 {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE last_poll_id IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+            if n as usize >= self.hosts.0.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the first poll of every host did not finish within 30 s");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.clone().notify();
+    }
+}
+
+/// The text of every `<td class="col-name">` in a page, in order.
+pub fn vm_names(html: &str) -> Vec<String> {
+    html.split("<td class=\"col-name\"")
+        .skip(1)
+        .filter_map(|s| {
+            let start = s.find('>')? + 1;
+            let end = s.find("</td>")?;
+            Some(unescape(&s[start..end]))
+        })
+        .collect()
+}
+
+/// Undoes Tera's HTML escaping.
+pub fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2F;", "/")
+        .replace("&amp;", "&")
+}
