@@ -12,7 +12,7 @@ want_test=0
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-pkgs=(pkg-config libvirt-dev gcc)
+pkgs=(pkg-config libvirt-dev gcc libc6-dev)
 if [ "$want_test" = 1 ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
          chromium chromium-driver prometheus-libvirt-exporter curl procps)
@@ -40,13 +40,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     "${extra[@]}" "${missing[@]}"
 fi
 
-if ! command -v cargo >/dev/null 2>&1; then
-  if [ -x "$HOME/.cargo/bin/cargo" ]; then
-    echo "setup: cargo is in ~/.cargo/bin; add it to PATH (source ~/.cargo/env)" >&2
-  else
-    echo "setup: installing the Rust toolchain with rustup" >&2
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-  fi
-  exit 1
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  echo "setup: installing the Rust toolchain with rustup (into ~/.cargo)"
+  command -v curl >/dev/null 2>&1 || { $SUDO apt-get update -qq; $SUDO apt-get install -y -qq curl ca-certificates; }
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile default
 fi
 echo "setup: ok"

@@ -116,14 +116,25 @@ impl HostUri {
             let pairs: Vec<(String, String)> = url
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if is_secret_key(&k) { "***".to_string() } else { v.into_owned() };
+                    let v = if is_secret_key(&k) {
+                        "***".to_string()
+                    } else {
+                        v.into_owned()
+                    };
                     (k.into_owned(), v)
                 })
                 .collect();
             url.query_pairs_mut().clear().extend_pairs(pairs);
         }
-        let redacted = if had_password || secret_query { url.to_string() } else { s.to_string() };
-        Ok(HostUri { raw: s.to_string(), redacted })
+        let redacted = if had_password || secret_query {
+            url.to_string()
+        } else {
+            s.to_string()
+        };
+        Ok(HostUri {
+            raw: s.to_string(),
+            redacted,
+        })
     }
 
     /// The URI as configured, credentials included: only for the backend's connection call.
@@ -158,7 +169,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), message: message.into() }
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -192,7 +206,11 @@ impl Settings {
         check_config_file()?;
         let raw: RawSettings = figment.extract().map_err(|e| {
             let key = e.path.join(".");
-            let key = if key.is_empty() { "Rocket.toml".to_string() } else { key };
+            let key = if key.is_empty() {
+                "Rocket.toml".to_string()
+            } else {
+                key
+            };
             ConfigError::new(key, e.to_string())
         })?;
 
@@ -211,29 +229,43 @@ impl Settings {
             ));
         }
 
-        let database_url = raw.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+        let database_url = raw
+            .database_url
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
         if !database_url.starts_with("sqlite:") {
             return Err(ConfigError::new(
                 "database_url",
-                format!("{database_url:?} is not a SQLite URL (expected e.g. sqlite://data/vmdeck.db)"),
+                format!(
+                    "{database_url:?} is not a SQLite URL (expected e.g. sqlite://data/vmdeck.db)"
+                ),
             ));
         }
 
         let mut hosts: Vec<HostConfig> = Vec::with_capacity(raw.hosts.len());
         for (i, h) in raw.hosts.into_iter().enumerate() {
             let key = |field: &str| format!("hosts[{i}].{field}");
-            let name = h.name.ok_or_else(|| ConfigError::new(key("name"), "missing"))?;
+            let name = h
+                .name
+                .ok_or_else(|| ConfigError::new(key("name"), "missing"))?;
             let name = HostName::parse(&name).map_err(|m| ConfigError::new(key("name"), m))?;
             if hosts.iter().any(|o| o.name == name) {
-                return Err(ConfigError::new(key("name"), format!("duplicate host name {name:?}")));
+                return Err(ConfigError::new(
+                    key("name"),
+                    format!("duplicate host name {name:?}"),
+                ));
             }
-            let driver = h.driver.ok_or_else(|| ConfigError::new(key("driver"), "missing"))?;
+            let driver = h
+                .driver
+                .ok_or_else(|| ConfigError::new(key("driver"), "missing"))?;
             let driver = match driver.as_str() {
                 "libvirt" => Driver::Libvirt,
                 other => {
                     return Err(ConfigError::new(
                         key("driver"),
-                        format!("unknown driver {other:?} (known: {})", Driver::ALL.join(", ")),
+                        format!(
+                            "unknown driver {other:?} (known: {})",
+                            Driver::ALL.join(", ")
+                        ),
                     ))
                 }
             };
@@ -243,7 +275,9 @@ impl Settings {
                     "this vmdeck was built without the `libvirt` feature",
                 ));
             }
-            let uri = h.uri.ok_or_else(|| ConfigError::new(key("uri"), "missing"))?;
+            let uri = h
+                .uri
+                .ok_or_else(|| ConfigError::new(key("uri"), "missing"))?;
             let uri = HostUri::parse(&uri).map_err(|m| ConfigError::new(key("uri"), m))?;
             hosts.push(HostConfig { name, driver, uri });
         }
@@ -269,7 +303,9 @@ impl Settings {
 
 /// The file path inside a `sqlite:` URL, or None for in-memory databases.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
         None
@@ -281,10 +317,15 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
 /// Rocket's figment silently skips a missing `Rocket.toml`; a file named explicitly through
 /// `ROCKET_CONFIG` that cannot be read is an error instead.
 fn check_config_file() -> Result<(), ConfigError> {
-    let Ok(path) = std::env::var("ROCKET_CONFIG") else { return Ok(()) };
+    let Ok(path) = std::env::var("ROCKET_CONFIG") else {
+        return Ok(());
+    };
     match std::fs::read_to_string(&path) {
         Ok(_) => Ok(()),
-        Err(e) => Err(ConfigError::new("ROCKET_CONFIG", format!("cannot read {path:?}: {e}"))),
+        Err(e) => Err(ConfigError::new(
+            "ROCKET_CONFIG",
+            format!("cannot read {path:?}: {e}"),
+        )),
     }
 }
 
@@ -324,8 +365,14 @@ mod tests {
 
     #[test]
     fn sqlite_paths_are_found_in_urls() {
-        assert_eq!(sqlite_path("sqlite://data/x.db"), Some(PathBuf::from("data/x.db")));
-        assert_eq!(sqlite_path("sqlite:///tmp/x.db?mode=rwc"), Some(PathBuf::from("/tmp/x.db")));
+        assert_eq!(
+            sqlite_path("sqlite://data/x.db"),
+            Some(PathBuf::from("data/x.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/x.db?mode=rwc"),
+            Some(PathBuf::from("/tmp/x.db"))
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }

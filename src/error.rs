@@ -33,7 +33,10 @@ impl<'r> Responder<'r, 'static> for AppError {
             AppError::BadRequest(m) => (Status::BadRequest, m.clone()),
             AppError::Internal(cause) => {
                 tracing::error!(path = %req.uri().path(), "internal error: {cause:#}");
-                (Status::InternalServerError, "Something went wrong on the server. The details are in its log.".into())
+                (
+                    Status::InternalServerError,
+                    "Something went wrong on the server. The details are in its log.".into(),
+                )
             }
         };
         error_page(status, &message).respond_to(req).map(|mut r| {

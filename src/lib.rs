@@ -35,11 +35,17 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
     // Templates and static files are found beside the crate unless configured otherwise, so the
     // binary works from any working directory.
     let figment = figment
-        .join(("template_dir", concat!(env!("CARGO_MANIFEST_DIR"), "/templates")))
+        .join((
+            "template_dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
+        ))
         .join(("static_dir", concat!(env!("CARGO_MANIFEST_DIR"), "/static")));
     let static_dir: String = figment
         .extract_inner("static_dir")
-        .map_err(|e| ConfigError { key: "static_dir".into(), message: e.to_string() })?;
+        .map_err(|e| ConfigError {
+            key: "static_dir".into(),
+            message: e.to_string(),
+        })?;
 
     Ok(rocket::custom(figment)
         .manage(settings)
@@ -48,7 +54,9 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .attach(db::stage())
         .attach(hosts_stage())
         .attach(poller::stage())
-        .attach(Template::custom(|engines| view::register_filters(&mut engines.tera)))
+        .attach(Template::custom(|engines| {
+            view::register_filters(&mut engines.tera)
+        }))
         .mount("/", inventory::routes())
         .mount("/static", FileServer::from(static_dir))
         .register("/", error::catchers()))
@@ -57,10 +65,12 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
 /// Registers the configured hosts in the database and creates one backend per host.
 fn hosts_stage() -> AdHoc {
     AdHoc::try_on_ignite("Hosts", |rocket| async move {
-        let (Some(settings), Some(db)) = (rocket.state::<Settings>(), rocket.state::<db::Db>()) else {
+        let (Some(settings), Some(db)) = (rocket.state::<Settings>(), rocket.state::<db::Db>())
+        else {
             return Err(rocket);
         };
-        let ids = match inventory::store::upsert_hosts(&db.0, &settings.hosts, settings.demo).await {
+        let ids = match inventory::store::upsert_hosts(&db.0, &settings.hosts, settings.demo).await
+        {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::error!("cannot register hosts in the database: {e}");
@@ -72,7 +82,11 @@ fn hosts_stage() -> AdHoc {
             .iter()
             .zip(ids)
             .map(|(h, id)| {
-                Arc::new(HostEntry::new(h.clone(), id, backend::connect(h, settings.call_timeout)))
+                Arc::new(HostEntry::new(
+                    h.clone(),
+                    id,
+                    backend::connect(h, settings.call_timeout),
+                ))
             })
             .collect();
         Ok(rocket.manage(Arc::new(Hosts(entries))))

@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "vmdeck", version, about = "A web console for libvirt and VirtualBox virtual machines")]
+#[command(
+    name = "vmdeck",
+    version,
+    about = "A web console for libvirt and VirtualBox virtual machines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -86,9 +86,23 @@ pub async fn poll_once(pool: &SqlitePool, host: &HostEntry) -> PollOutcome {
     let outcome = match result {
         Ok(reports) => {
             let mut cache = host.cache.lock().await;
-            match store::record_success(pool, &mut cache, host.id, started_at, finished_at, &reports).await {
+            match store::record_success(
+                pool,
+                &mut cache,
+                host.id,
+                started_at,
+                finished_at,
+                &reports,
+            )
+            .await
+            {
                 Ok(rec) => {
-                    tracing::debug!(vms = rec.vms, new = rec.new_vms, gone = rec.gone_vms, "poll recorded");
+                    tracing::debug!(
+                        vms = rec.vms,
+                        new = rec.new_vms,
+                        gone = rec.gone_vms,
+                        "poll recorded"
+                    );
                     PollOutcome::Recorded(rec)
                 }
                 Err(e) => {
@@ -100,7 +114,9 @@ pub async fn poll_once(pool: &SqlitePool, host: &HostEntry) -> PollOutcome {
         Err(e) => {
             let message = e.to_string();
             tracing::warn!("poll failed: {message}");
-            if let Err(db) = store::record_failure(pool, host.id, started_at, finished_at, &message).await {
+            if let Err(db) =
+                store::record_failure(pool, host.id, started_at, finished_at, &message).await
+            {
                 tracing::error!("recording the failed poll failed too: {db}");
             }
             PollOutcome::Failed(message)
@@ -136,14 +152,23 @@ pub fn stage() -> AdHoc {
                 let shutdown = rocket.shutdown();
                 tokio::spawn(supervise(db.0.clone(), host.clone(), interval, shutdown));
             }
-            tracing::info!(hosts = hosts.0.len(), interval_secs = interval.as_secs(), "poller started");
+            tracing::info!(
+                hosts = hosts.0.len(),
+                interval_secs = interval.as_secs(),
+                "poller started"
+            );
         })
     })
 }
 
 /// Runs a host's poll loop, restarting it after a panic (which would be a bug) so one host's
 /// failure never stops its polling for good.
-async fn supervise(pool: SqlitePool, host: Arc<HostEntry>, interval: Duration, shutdown: rocket::Shutdown) {
+async fn supervise(
+    pool: SqlitePool,
+    host: Arc<HostEntry>,
+    interval: Duration,
+    shutdown: rocket::Shutdown,
+) {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let task = tokio::spawn(poll_loop(pool.clone(), host.clone(), interval));

@@ -60,7 +60,11 @@ pub struct HostStatus {
     last_success_abs: Option<String>,
 }
 
-async fn host_statuses(pool: &SqlitePool, hosts: &Hosts, settings: &Settings) -> sqlx::Result<Vec<HostStatus>> {
+async fn host_statuses(
+    pool: &SqlitePool,
+    hosts: &Hosts,
+    settings: &Settings,
+) -> sqlx::Result<Vec<HostStatus>> {
     let rows: Vec<HostStatusRow> = sqlx::query_as(
         "SELECT h.name, h.driver, h.uri_redacted, h.demo,
                 lp.started_at AS last_started, lp.finished_at AS last_finished, lp.ok AS last_ok,
@@ -96,7 +100,11 @@ async fn host_statuses(pool: &SqlitePool, hosts: &Hosts, settings: &Settings) ->
                 last_poll_started_ms: row.last_started,
                 last_poll_finished_ms: row.last_finished,
                 last_success_ms: row.ok_finished,
-                last_error: if row.last_ok == Some(false) { row.last_error.clone() } else { None },
+                last_error: if row.last_ok == Some(false) {
+                    row.last_error.clone()
+                } else {
+                    None
+                },
                 vm_count: row.ok_vm_count,
                 consecutive_failures: rt.consecutive_failures,
                 last_duration_ms: rt.last_duration_ms,
@@ -116,10 +124,22 @@ pub struct Health {
 }
 
 #[rocket::get("/healthz")]
-pub async fn healthz(db: &State<Db>, hosts: &State<Arc<Hosts>>, settings: &State<Settings>) -> Result<Json<Health>, AppError> {
+pub async fn healthz(
+    db: &State<Db>,
+    hosts: &State<Arc<Hosts>>,
+    settings: &State<Settings>,
+) -> Result<Json<Health>, AppError> {
     let hosts = host_statuses(&db.0, hosts, settings).await?;
-    let status = if hosts.iter().all(|h| h.status == "ok") { "ok" } else { "degraded" };
-    Ok(Json(Health { status, poll_interval_secs: settings.poll_interval.as_secs(), hosts }))
+    let status = if hosts.iter().all(|h| h.status == "ok") {
+        "ok"
+    } else {
+        "degraded"
+    };
+    Ok(Json(Health {
+        status,
+        poll_interval_secs: settings.poll_interval.as_secs(),
+        hosts,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -185,11 +205,17 @@ impl SortKey {
     ];
 
     fn parse(s: &str) -> Option<SortKey> {
-        Self::ALL.iter().find(|(_, k, _)| *k == s).map(|(k, _, _)| *k)
+        Self::ALL
+            .iter()
+            .find(|(_, k, _)| *k == s)
+            .map(|(k, _, _)| *k)
     }
 
     fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(k, _, _)| *k == self).map_or("name", |(_, s, _)| s)
+        Self::ALL
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map_or("name", |(_, s, _)| s)
     }
 }
 
@@ -224,7 +250,11 @@ impl Filters {
             s.append_pair("dir", "desc");
         }
         let qs = s.finish();
-        if qs.is_empty() { "/vms".into() } else { format!("/vms?{qs}") }
+        if qs.is_empty() {
+            "/vms".into()
+        } else {
+            format!("/vms?{qs}")
+        }
     }
 
     fn is_filtered(&self) -> bool {
@@ -329,7 +359,9 @@ pub async fn vm_list(
     let mut q = q.unwrap_or_default().trim().to_string();
     if q.chars().count() > MAX_QUERY_LEN {
         q = q.chars().take(MAX_QUERY_LEN).collect();
-        notices.push(format!("The search text was cut to {MAX_QUERY_LEN} characters."));
+        notices.push(format!(
+            "The search text was cut to {MAX_QUERY_LEN} characters."
+        ));
     }
     let state = match state.as_deref().map(str::trim) {
         None | Some("") | Some("all") => None,
@@ -365,7 +397,13 @@ pub async fn vm_list(
             false
         }
     };
-    let filters = Filters { q, state, host, sort: sort_key, desc };
+    let filters = Filters {
+        q,
+        state,
+        host,
+        sort: sort_key,
+        desc,
+    };
 
     let now = now_ms();
     let needle = filters.q.to_lowercase();
@@ -420,7 +458,11 @@ pub async fn vm_list(
             }
         })
         .collect();
-    let mut state_options = vec![Option_ { value: String::new(), label: "any state".into(), selected: filters.state.is_none() }];
+    let mut state_options = vec![Option_ {
+        value: String::new(),
+        label: "any state".into(),
+        selected: filters.state.is_none(),
+    }];
     state_options.extend(PowerState::ALL.iter().map(|p| Option_ {
         value: p.as_str().into(),
         label: p.label().into(),
@@ -431,7 +473,11 @@ pub async fn vm_list(
         label: "gone from host".into(),
         selected: filters.state.as_deref() == Some("gone"),
     });
-    let mut host_options = vec![Option_ { value: String::new(), label: "any host".into(), selected: filters.host.is_none() }];
+    let mut host_options = vec![Option_ {
+        value: String::new(),
+        label: "any host".into(),
+        selected: filters.host.is_none(),
+    }];
     host_options.extend(host_names.iter().map(|h| Option_ {
         value: h.to_string(),
         label: h.to_string(),
@@ -468,7 +514,11 @@ fn sort_entries(entries: &mut [Entry], key: SortKey, desc: bool) {
         match (a, b) {
             (Some(a), Some(b)) => {
                 let o = a.partial_cmp(&b).unwrap_or(Ordering::Equal);
-                if desc { o.reverse() } else { o }
+                if desc {
+                    o.reverse()
+                } else {
+                    o
+                }
             }
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
@@ -481,7 +531,11 @@ fn sort_entries(entries: &mut [Entry], key: SortKey, desc: bool) {
             SortKey::Name => Ordering::Equal,
             SortKey::Host => dir(a.row.host.cmp(&b.row.host), desc),
             SortKey::State => dir(a.state.cmp(&b.state), desc),
-            SortKey::Ip => opt(a.ips.first().map(|i| (i.addr.is_ipv6(), i.addr)), b.ips.first().map(|i| (i.addr.is_ipv6(), i.addr)), desc),
+            SortKey::Ip => opt(
+                a.ips.first().map(|i| (i.addr.is_ipv6(), i.addr)),
+                b.ips.first().map(|i| (i.addr.is_ipv6(), i.addr)),
+                desc,
+            ),
             SortKey::Vcpus => opt(a.row.vcpus, b.row.vcpus, desc),
             SortKey::Memory => opt(a.row.memory_max_kib, b.row.memory_max_kib, desc),
             SortKey::Disk => opt(a.row.disk_capacity_bytes, b.row.disk_capacity_bytes, desc),
@@ -489,13 +543,21 @@ fn sort_entries(entries: &mut [Entry], key: SortKey, desc: bool) {
         };
         primary.then_with(|| {
             let o = name_key(a).cmp(&name_key(b));
-            if key == SortKey::Name { dir(o, desc) } else { o }
+            if key == SortKey::Name {
+                dir(o, desc)
+            } else {
+                o
+            }
         })
     });
 }
 
 fn dir(o: Ordering, desc: bool) -> Ordering {
-    if desc { o.reverse() } else { o }
+    if desc {
+        o.reverse()
+    } else {
+        o
+    }
 }
 
 fn vm_view(e: Entry, now: i64) -> VmView {
@@ -506,7 +568,13 @@ fn vm_view(e: Entry, now: i64) -> VmView {
         .iter()
         .map(|ip| IpView {
             text: ip.addr.to_string(),
-            title: format!("{}/{} on {} (from the {})", ip.addr, ip.prefix, ip.mac, source_label(ip.source)),
+            title: format!(
+                "{}/{} on {} (from the {})",
+                ip.addr,
+                ip.prefix,
+                ip.mac,
+                source_label(ip.source)
+            ),
         })
         .collect();
     let memory_title = match (r.memory_current_kib, r.memory_used_kib) {
@@ -519,7 +587,10 @@ fn vm_view(e: Entry, now: i64) -> VmView {
         _ => String::new(),
     };
     let (since, since_title) = match r.gone_at {
-        Some(g) => (format!("gone {}", view::ago(g, now)), format!("Last seen {}", view::absolute(g))),
+        Some(g) => (
+            format!("gone {}", view::ago(g, now)),
+            format!("Last seen {}", view::absolute(g)),
+        ),
         None => (
             format!("for {}", view::duration_words(now - r.state_since)),
             format!(
@@ -542,7 +613,9 @@ fn vm_view(e: Entry, now: i64) -> VmView {
         gone,
         ips,
         vcpus: r.vcpus.map_or_else(|| "–".into(), |v| v.to_string()),
-        memory: r.memory_max_kib.map_or_else(|| "–".into(), |m| view::bytes(m.max(0) as u64 * 1024)),
+        memory: r
+            .memory_max_kib
+            .map_or_else(|| "–".into(), |m| view::bytes(m.max(0) as u64 * 1024)),
         memory_title,
         disk: match r.disk_capacity_bytes {
             Some(d) if d > 0 => view::bytes(d as u64),

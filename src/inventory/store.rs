@@ -13,7 +13,11 @@ use crate::backend::{Counters, IpAddress, PowerState, VmConfig, VmReport};
 use crate::config::HostConfig;
 
 /// Registers the configured hosts (insert or refresh) and returns their ids in config order.
-pub async fn upsert_hosts(pool: &SqlitePool, hosts: &[HostConfig], demo: bool) -> sqlx::Result<Vec<i64>> {
+pub async fn upsert_hosts(
+    pool: &SqlitePool,
+    hosts: &[HostConfig],
+    demo: bool,
+) -> sqlx::Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(hosts.len());
     for h in hosts {
         let id: i64 = sqlx::query_scalar(
@@ -188,7 +192,15 @@ pub async fn record_success(
 ) -> sqlx::Result<Recorded> {
     cache.load(pool, host_id).await?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let poll_id = insert_poll(&mut tx, host_id, started_at, finished_at, None, Some(reports.len())).await?;
+    let poll_id = insert_poll(
+        &mut tx,
+        host_id,
+        started_at,
+        finished_at,
+        None,
+        Some(reports.len()),
+    )
+    .await?;
 
     // Changes are staged and applied to the cache only after COMMIT, so a failed transaction
     // leaves the cache matching the database.
@@ -231,7 +243,13 @@ pub async fn record_success(
                 || vm.raw_state != r.raw_state
                 || vm.state_reason != r.state_reason)
         {
-            update_vm_state(&mut tx, vm.id, r, (vm.state != r.state || vm.gone).then_some(started_at)).await?;
+            update_vm_state(
+                &mut tx,
+                vm.id,
+                r,
+                (vm.state != r.state || vm.gone).then_some(started_at),
+            )
+            .await?;
             vm.gone = false;
             vm.name = r.name.clone();
             vm.state = r.state;
@@ -256,12 +274,18 @@ pub async fn record_success(
             vm.disk_usage_json = disk_usage_json;
         }
         let rates = match (&vm.last, r.state) {
-            (Some(last), PowerState::Running) => {
-                derive_rates(&last.counters, &r.counters, started_at - last.ts, r.config.vcpus)
-            }
+            (Some(last), PowerState::Running) => derive_rates(
+                &last.counters,
+                &r.counters,
+                started_at - last.ts,
+                r.config.vcpus,
+            ),
             _ => Rates::default(),
         };
-        vm.last = Some(LastSample { ts: started_at, counters: r.counters });
+        vm.last = Some(LastSample {
+            ts: started_at,
+            counters: r.counters,
+        });
         samples.push(SampleRow {
             vm_id: vm.id,
             state: r.state,
@@ -299,7 +323,13 @@ pub async fn record_success(
     }
     let count = updated.len();
     cache.vms.extend(updated);
-    Ok(Recorded { poll_id, vms: count, new_vms, gone_vms: vanished.len(), config_changes })
+    Ok(Recorded {
+        poll_id,
+        vms: count,
+        new_vms,
+        gone_vms: vanished.len(),
+        config_changes,
+    })
 }
 
 /// Records a failed poll.
@@ -343,7 +373,12 @@ async fn insert_poll(
     .await
 }
 
-async fn insert_vm(tx: &mut Transaction<'_, Sqlite>, host_id: i64, r: &VmReport, now: i64) -> sqlx::Result<i64> {
+async fn insert_vm(
+    tx: &mut Transaction<'_, Sqlite>,
+    host_id: i64,
+    r: &VmReport,
+    now: i64,
+) -> sqlx::Result<i64> {
     // A VM seen before under this host (e.g. while vmdeck's cache was cold) keeps its row.
     sqlx::query_scalar(
         "INSERT INTO vms (host_id, uuid, name, first_seen, state, raw_state, state_reason, state_since)
@@ -385,7 +420,12 @@ async fn update_vm_state(
     Ok(())
 }
 
-async fn insert_config(tx: &mut Transaction<'_, Sqlite>, vm_id: i64, now: i64, c: &VmConfig) -> sqlx::Result<()> {
+async fn insert_config(
+    tx: &mut Transaction<'_, Sqlite>,
+    vm_id: i64,
+    now: i64,
+    c: &VmConfig,
+) -> sqlx::Result<()> {
     let body = serde_json::to_string(c).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let config_id: i64 = sqlx::query_scalar(
         "INSERT INTO vm_configs (vm_id, valid_from, vcpus, memory_max_kib, memory_current_kib,
@@ -474,7 +514,11 @@ async fn mark_gone(tx: &mut Transaction<'_, Sqlite>, vm_id: i64, now: i64) -> sq
 /// Rows per INSERT: 14 bound values each stays far below SQLite's 32766-variable limit.
 const SAMPLE_CHUNK: usize = 1000;
 
-async fn insert_samples(tx: &mut Transaction<'_, Sqlite>, ts: i64, rows: &[SampleRow]) -> sqlx::Result<()> {
+async fn insert_samples(
+    tx: &mut Transaction<'_, Sqlite>,
+    ts: i64,
+    rows: &[SampleRow],
+) -> sqlx::Result<()> {
     let as_i64 = |v: Option<u64>| v.map(|v| v.min(i64::MAX as u64) as i64);
     for chunk in rows.chunks(SAMPLE_CHUNK) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -510,7 +554,11 @@ mod tests {
     use super::*;
 
     fn c(cpu: u64, rd: u64) -> Counters {
-        Counters { cpu_time_ns: Some(cpu), disk_read_bytes: Some(rd), ..Counters::default() }
+        Counters {
+            cpu_time_ns: Some(cpu),
+            disk_read_bytes: Some(rd),
+            ..Counters::default()
+        }
     }
 
     #[test]
@@ -519,7 +567,10 @@ mod tests {
         let r = derive_rates(&c(0, 0), &c(10_000_000_000, 5_000), 10_000, 2);
         assert_eq!(r.cpu_pct, Some(50.0));
         assert_eq!(r.disk_read_bps, Some(500.0));
-        assert_eq!(r.net_rx_bps, None, "a counter missing on both sides gives no rate");
+        assert_eq!(
+            r.net_rx_bps, None,
+            "a counter missing on both sides gives no rate"
+        );
     }
 
     #[test]
@@ -531,11 +582,17 @@ mod tests {
     #[test]
     fn absurd_or_ill_timed_values_give_no_rate() {
         // 1000 s of CPU in 10 s on one vCPU is a broken counter, not 10000 %.
-        assert_eq!(derive_rates(&c(0, 0), &c(1_000_000_000_000, 0), 10_000, 1).cpu_pct, None);
+        assert_eq!(
+            derive_rates(&c(0, 0), &c(1_000_000_000_000, 0), 10_000, 1).cpu_pct,
+            None
+        );
         assert_eq!(derive_rates(&c(0, 0), &c(1, 1), 0, 1), Rates::default());
         assert_eq!(derive_rates(&c(0, 0), &c(1, 1), -5, 1), Rates::default());
         assert_eq!(derive_rates(&c(0, 0), &c(1, 1), 10_000, 0).cpu_pct, None);
         // Slight jitter over 100 % is clamped.
-        assert_eq!(derive_rates(&c(0, 0), &c(10_500_000_000, 0), 10_000, 1).cpu_pct, Some(100.0));
+        assert_eq!(
+            derive_rates(&c(0, 0), &c(10_500_000_000, 0), 10_000, 1).cpu_pct,
+            Some(100.0)
+        );
     }
 }

@@ -35,8 +35,18 @@ fn run_with_config(dir: &Path, toml: &str) -> (bool, String) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut out = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     (status.is_some_and(|s| s.success()), out)
 }
 
@@ -63,8 +73,14 @@ fn bad_configuration_stops_startup_with_a_message_naming_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let (ok, out) = run_with_config(dir.path(), toml);
         assert!(!ok, "{what}: vmdeck should refuse to start; output:\n{out}");
-        assert!(out.contains(key), "{what}: the message should name {key:?}; output:\n{out}");
-        assert!(out.contains("configuration error") || out.contains("Rocket.toml"), "{what}: {out}");
+        assert!(
+            out.contains(key),
+            "{what}: the message should name {key:?}; output:\n{out}"
+        );
+        assert!(
+            out.contains("configuration error") || out.contains("Rocket.toml"),
+            "{what}: {out}"
+        );
     }
 }
 
@@ -78,7 +94,10 @@ fn an_unreadable_config_file_is_an_error_not_silently_ignored() {
         .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("ROCKET_CONFIG") && text.contains("missing.toml"), "{text}");
+    assert!(
+        text.contains("ROCKET_CONFIG") && text.contains("missing.toml"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -105,7 +124,14 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
             if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
                 let body = r.text().await.unwrap();
                 if body.contains("\"failing\"") {
-                    let page = client.get(format!("{base}/vms")).send().await.unwrap().text().await.unwrap();
+                    let page = client
+                        .get(format!("{base}/vms"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .text()
+                        .await
+                        .unwrap();
                     return (body, page);
                 }
             }
@@ -115,11 +141,27 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
     });
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (what, text) in [("/healthz", &health), ("/vms", &page), ("logs", &logs)] {
-        assert!(!text.contains("hunter2"), "{what} leaks the password:\n{text}");
-        assert!(!text.contains("alsosecret"), "{what} leaks the query secret:\n{text}");
+        assert!(
+            !text.contains("hunter2"),
+            "{what} leaks the password:\n{text}"
+        );
+        assert!(
+            !text.contains("alsosecret"),
+            "{what} leaks the query secret:\n{text}"
+        );
     }
-    assert!(page.contains("unreachable"), "the page shows the failing host");
-    assert!(page.contains("admin:***@127.0.0.1"), "the redacted URI is shown: {page}");
+    assert!(
+        page.contains("unreachable"),
+        "the page shows the failing host"
+    );
+    assert!(
+        page.contains("admin:***@127.0.0.1"),
+        "the redacted URI is shown: {page}"
+    );
 }

@@ -51,7 +51,13 @@ struct ConnState {
 impl LibvirtBackend {
     pub fn new(uri: HostUri, call_timeout: Duration) -> Self {
         silence_default_error_printer();
-        LibvirtBackend { inner: Arc::new(Inner { uri, conn: Mutex::default() }), call_timeout }
+        LibvirtBackend {
+            inner: Arc::new(Inner {
+                uri,
+                conn: Mutex::default(),
+            }),
+            call_timeout,
+        }
     }
 
     /// Runs `f` with the host's connection on the blocking pool, under the time limit.
@@ -68,7 +74,9 @@ impl LibvirtBackend {
         });
         match tokio::time::timeout(self.call_timeout, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(BackendError::Hypervisor(format!("libvirt call failed: {join}"))),
+            Ok(Err(join)) => Err(BackendError::Hypervisor(format!(
+                "libvirt call failed: {join}"
+            ))),
             Err(_) => Err(BackendError::Timeout(self.call_timeout)),
         }
     }
@@ -183,7 +191,11 @@ fn collect_inventory(conn: &Connect) -> Result<Vec<VmReport>, BackendError> {
     Ok(out)
 }
 
-fn domain_report(conn: &Connect, dom: &Domain, stats: &Stats) -> Result<VmReport, virt::error::Error> {
+fn domain_report(
+    conn: &Connect,
+    dom: &Domain,
+    stats: &Stats,
+) -> Result<VmReport, virt::error::Error> {
     let uuid = dom.uuid_string()?;
     let name = dom.name()?;
     let xml_text = dom.xml_desc(0)?;
@@ -199,7 +211,11 @@ fn domain_report(conn: &Connect, dom: &Domain, stats: &Stats) -> Result<VmReport
     let reason_code = stats.u64("state.reason").unwrap_or(0) as u32;
     let active = matches!(state_code, 1..=4);
     // The test driver's bulk call has no cpu/balloon groups; virDomainGetInfo fills them.
-    let info = if stats.u64("cpu.time").is_none() { dom.info().ok() } else { None };
+    let info = if stats.u64("cpu.time").is_none() {
+        dom.info().ok()
+    } else {
+        None
+    };
 
     let vcpus = stats
         .u64("vcpu.current")
@@ -292,8 +308,15 @@ fn domain_report(conn: &Connect, dom: &Domain, stats: &Stats) -> Result<VmReport
         }
     }
 
-    let cpu_time_ns = stats.u64("cpu.time").or(info.map(|i| i.cpu_time)).filter(|_| active);
-    let addresses = if active && !parsed.nics.is_empty() { ip_addresses(dom) } else { Vec::new() };
+    let cpu_time_ns = stats
+        .u64("cpu.time")
+        .or(info.map(|i| i.cpu_time))
+        .filter(|_| active);
+    let addresses = if active && !parsed.nics.is_empty() {
+        ip_addresses(dom)
+    } else {
+        Vec::new()
+    };
 
     let config = VmConfig {
         vcpus,
@@ -328,9 +351,17 @@ fn domain_report(conn: &Connect, dom: &Domain, stats: &Stats) -> Result<VmReport
 
 /// Disk sizes when the bulk call has none (inactive domains, drivers without the block group):
 /// the storage volume behind the path if libvirt manages it, else virDomainGetBlockInfo.
-fn disk_size_fallback(conn: &Connect, dom: &Domain, target: &str, source: &str) -> (Option<u64>, Option<u64>, Option<u64>) {
+fn disk_size_fallback(
+    conn: &Connect,
+    dom: &Domain,
+    target: &str,
+    source: &str,
+) -> (Option<u64>, Option<u64>, Option<u64>) {
     if source.starts_with('/') {
-        if let Ok(info) = conn.lookup_storage_vol_by_path(source).and_then(|v| v.info()) {
+        if let Ok(info) = conn
+            .lookup_storage_vol_by_path(source)
+            .and_then(|v| v.info())
+        {
             return (Some(info.capacity), Some(info.allocation), None);
         }
     }
@@ -344,16 +375,28 @@ fn disk_size_fallback(conn: &Connect, dom: &Domain, target: &str, source: &str) 
 /// knows any address wins.
 fn ip_addresses(dom: &Domain) -> Vec<IpAddress> {
     let sources = [
-        (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, AddrSource::GuestAgent),
-        (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, AddrSource::DhcpLease),
+        (
+            sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+            AddrSource::GuestAgent,
+        ),
+        (
+            sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            AddrSource::DhcpLease,
+        ),
         (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP, AddrSource::Arp),
     ];
     for (flag, source) in sources {
-        let Ok(ifaces) = dom.interface_addresses(flag, 0) else { continue };
+        let Ok(ifaces) = dom.interface_addresses(flag, 0) else {
+            continue;
+        };
         let mut found: Vec<IpAddress> = ifaces
             .iter()
             .flat_map(|iface| {
-                let mac = iface.hwaddr.clone().unwrap_or_default().to_ascii_lowercase();
+                let mac = iface
+                    .hwaddr
+                    .clone()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
                 iface.addrs.iter().filter_map(move |a| {
                     let addr: IpAddr = a.addr.parse().ok()?;
                     // The agent also reports loopback; nobody connects to a VM's 127.0.0.1.
@@ -385,8 +428,17 @@ pub fn describe_state(state: u32, reason: u32) -> (PowerState, &'static str, Str
             PowerState::Running,
             "running",
             &[
-                "unknown", "booted", "migrated", "restored", "from snapshot", "unpaused",
-                "migration canceled", "save canceled", "woken up", "crashed", "post-copy",
+                "unknown",
+                "booted",
+                "migrated",
+                "restored",
+                "from snapshot",
+                "unpaused",
+                "migration canceled",
+                "save canceled",
+                "woken up",
+                "crashed",
+                "post-copy",
             ],
         ),
         2 => (PowerState::Running, "blocked", &["unknown"]),
@@ -394,9 +446,20 @@ pub fn describe_state(state: u32, reason: u32) -> (PowerState, &'static str, Str
             PowerState::Paused,
             "paused",
             &[
-                "unknown", "user", "migration", "saving", "dumping", "I/O error", "watchdog",
-                "from snapshot", "shutting down", "snapshot", "crashed", "starting up",
-                "post-copy", "post-copy failed",
+                "unknown",
+                "user",
+                "migration",
+                "saving",
+                "dumping",
+                "I/O error",
+                "watchdog",
+                "from snapshot",
+                "shutting down",
+                "snapshot",
+                "crashed",
+                "starting up",
+                "post-copy",
+                "post-copy failed",
             ],
         ),
         4 => (PowerState::InTransition, "shutdown", &["unknown", "user"]),
@@ -404,15 +467,24 @@ pub fn describe_state(state: u32, reason: u32) -> (PowerState, &'static str, Str
             PowerState::ShutOff,
             "shutoff",
             &[
-                "unknown", "shut down", "destroyed", "crashed", "migrated", "saved", "failed",
-                "from snapshot", "daemon",
+                "unknown",
+                "shut down",
+                "destroyed",
+                "crashed",
+                "migrated",
+                "saved",
+                "failed",
+                "from snapshot",
+                "daemon",
             ],
         ),
         6 => (PowerState::Crashed, "crashed", &["unknown", "panicked"]),
         7 => (PowerState::Suspended, "pmsuspended", &["unknown"]),
         _ => (PowerState::Unknown, "nostate", &["unknown"]),
     };
-    let reason = reasons.get(reason as usize).map_or_else(|| format!("reason {reason}"), |r| r.to_string());
+    let reason = reasons
+        .get(reason as usize)
+        .map_or_else(|| format!("reason {reason}"), |r| r.to_string());
     (normalized, word, reason)
 }
 
@@ -424,12 +496,19 @@ mod tests {
     fn every_libvirt_state_maps_to_a_normalized_state() {
         assert_eq!(describe_state(1, 1).0, PowerState::Running);
         assert_eq!(describe_state(2, 0).1, "blocked");
-        assert_eq!(describe_state(3, 1), (PowerState::Paused, "paused", "user".to_string()));
+        assert_eq!(
+            describe_state(3, 1),
+            (PowerState::Paused, "paused", "user".to_string())
+        );
         assert_eq!(describe_state(4, 1).0, PowerState::InTransition);
         assert_eq!(describe_state(5, 2).2, "destroyed");
         assert_eq!(describe_state(6, 1).0, PowerState::Crashed);
         assert_eq!(describe_state(7, 0).0, PowerState::Suspended);
         assert_eq!(describe_state(0, 0).0, PowerState::Unknown);
-        assert_eq!(describe_state(99, 42).2, "reason 42", "unknown codes are kept, not dropped");
+        assert_eq!(
+            describe_state(99, 42).2,
+            "reason 42",
+            "unknown codes are kept, not dropped"
+        );
     }
 }

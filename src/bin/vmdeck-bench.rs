@@ -1,0 +1,340 @@
+//! `vmdeck-bench`: the figures BENCHMARKS.md records, measured on this machine.
+//!
+//! It loads libvirt's test driver with N generated domains (default 1,000) and measures, in one
+//! run: a full poll + persist beside the bare libvirt calls it makes, server-side render time of
+//! `/vms` (from the Server-Timing header) over a few hundred requests, resident memory after 100
+//! polls, and Debian's prometheus-libvirt-exporter scraping the same definition.
+//!
+//! Run: `cargo run --release --bin vmdeck-bench -- [--domains 1000] [--polls 100] [--requests 300]`
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rocket::figment::Figment;
+use vmdeck::config::{Driver, HostConfig, HostName, HostUri};
+use vmdeck::db::Db;
+use vmdeck::poller::{self, Hosts, PollOutcome};
+
+#[derive(Parser)]
+#[command(about = "Measure vmdeck's poll, render and memory figures against libvirt's test driver")]
+struct Args {
+    /// Domains in the generated test-driver node.
+    #[arg(long, default_value_t = 1000)]
+    domains: usize,
+    /// Polls before memory is measured (the first 20 are also timed against the bare calls).
+    #[arg(long, default_value_t = 100)]
+    polls: usize,
+    /// Requests to `/vms` for the render figures.
+    #[arg(long, default_value_t = 300)]
+    requests: usize,
+    /// Scrapes of prometheus-libvirt-exporter (skipped when it is not installed).
+    #[arg(long, default_value_t = 20)]
+    scrapes: usize,
+}
+
+/// Writes a test-driver node with `n` domains: 70 % running, the rest shut off, paused or
+/// crashed; two disks and two NICs each.
+fn write_node(path: &Path, n: usize) {
+    let mut xml = String::from("<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\n");
+    xml.push_str(
+        "<network><name>default</name><bridge name='virbr0'/><forward/>\
+         <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip></network>\n",
+    );
+    for i in 0..n {
+        let state = match i % 10 {
+            0..=6 => 1,
+            7 | 8 => 5,
+            _ => 3,
+        };
+        xml.push_str(&format!(
+            "<domain type='test'><name>bench-{i:04}</name><uuid>00000000-0000-4000-8000-{i:012}</uuid>\
+             <memory unit='MiB'>{mem}</memory><currentMemory unit='MiB'>{mem}</currentMemory><vcpu>{vcpu}</vcpu>\
+             <os><type arch='x86_64'>hvm</type></os><devices>\
+             <disk type='file' device='disk'><source file='/var/lib/libvirt/images/bench-{i:04}.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+             <disk type='file' device='disk'><source file='/var/lib/libvirt/images/bench-{i:04}-data.qcow2'/><target dev='vdb' bus='virtio'/></disk>\
+             <interface type='network'><mac address='52:54:00:{a:02x}:{b:02x}:01'/><source network='default'/><model type='virtio'/></interface>\
+             <interface type='bridge'><mac address='52:54:00:{a:02x}:{b:02x}:02'/><source bridge='br0'/><model type='virtio'/></interface>\
+             </devices><test:runstate>{state}</test:runstate></domain>\n",
+            mem = 512 << (i % 5),
+            vcpu = 1 + i % 8,
+            a = i / 256,
+            b = i % 256,
+        ));
+    }
+    xml.push_str("</node>\n");
+    std::fs::write(path, xml).expect("write node definition");
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (pick(0.5), pick(0.99), v[v.len() - 1])
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One HTTP/1.1 GET over a fresh connection; returns (status, server-timing ms, body length).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Option<f64>, usize)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let timing = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("server-timing:"))
+        .and_then(|l| l.split("dur=").nth(1))
+        .and_then(|v| v.trim().parse().ok());
+    Ok((status, timing, body.len()))
+}
+
+#[rocket::main]
+async fn main() {
+    let args = Args::parse();
+    let dir = BenchDir::new();
+    let node = dir.path().join("bench-node.xml");
+    write_node(&node, args.domains);
+    let uri = format!("test://{}", node.display());
+    println!(
+        "vmdeck-bench: {} domains, {} polls, {} requests",
+        args.domains, args.polls, args.requests
+    );
+    println!("machine: {} cores, {}", num_cpus(), cpu_model());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let figment = Figment::from(rocket::Config::release_default())
+        .merge(("port", port))
+        .merge(("log_level", "off"))
+        .merge((
+            "database_url",
+            format!("sqlite://{}/bench.db", dir.path().display()),
+        ))
+        .merge(("poll_interval_secs", 3600))
+        .merge((
+            "hosts",
+            vec![serde_json::json!({"name": "bench", "driver": "libvirt", "uri": uri})],
+        ));
+    let rocket = vmdeck::build(figment)
+        .expect("config")
+        .ignite()
+        .await
+        .expect("ignite");
+    let pool = rocket.state::<Db>().unwrap().0.clone();
+    let hosts = rocket.state::<Arc<Hosts>>().unwrap().clone();
+    let shutdown = rocket.shutdown();
+    tokio::spawn(rocket.launch());
+    let host = hosts.get("bench").unwrap().clone();
+
+    // The bare calls: the same backend code on its own connection, without persistence.
+    let bare = vmdeck::backend::connect(
+        &HostConfig {
+            name: HostName::parse("bare").unwrap(),
+            driver: Driver::Libvirt,
+            uri: HostUri::parse(&uri).unwrap(),
+        },
+        Duration::from_secs(60),
+    );
+    // Warm both connections (the first open parses the node file).
+    let _ = bare.inventory().await.expect("bare inventory");
+    let first = poller::poll_once(&pool, &host).await;
+    assert!(matches!(first, PollOutcome::Recorded(_)), "{first:?}");
+
+    let mut bare_ms = Vec::new();
+    let mut full_ms = Vec::new();
+    for i in 1..args.polls {
+        if i <= 20 {
+            let t = Instant::now();
+            let n = bare.inventory().await.expect("bare").len();
+            bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(n, args.domains);
+        }
+        let t = Instant::now();
+        match poller::poll_once(&pool, &host).await {
+            PollOutcome::Recorded(r) => assert_eq!(r.vms, args.domains),
+            PollOutcome::Failed(e) => panic!("poll failed: {e}"),
+        }
+        if i <= 20 {
+            full_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let (bare_med, bare_p99, _) = stats(bare_ms);
+    let (full_med, full_p99, _) = stats(full_ms);
+    println!("\n## Poll of {} VMs (20 rounds, interleaved)", args.domains);
+    println!("bare libvirt calls : median {bare_med:.1} ms, p99 {bare_p99:.1} ms");
+    println!("full poll + persist: median {full_med:.1} ms, p99 {full_p99:.1} ms  (ratio {:.2}x; goal <= 1.5x and < 250 ms)", full_med / bare_med);
+
+    let rss = rss_kib();
+    println!(
+        "\n## Memory after {} polls of {} VMs",
+        args.polls, args.domains
+    );
+    println!(
+        "resident set (whole bench process: server + poller + pools): {:.1} MiB (goal <= 80 MB)",
+        rss as f64 / 1024.0
+    );
+
+    let mut server_ms = Vec::new();
+    let mut client_ms = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..args.requests {
+        let t = Instant::now();
+        let (status, timing, len) = tokio::task::spawn_blocking(move || http_get(port, "/vms"))
+            .await
+            .unwrap()
+            .expect("GET /vms");
+        client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(status, 200);
+        server_ms.push(timing.expect("Server-Timing header"));
+        bytes = len;
+    }
+    let (s_med, s_p99, s_max) = stats(server_ms);
+    let (c_med, c_p99, _) = stats(client_ms);
+    println!(
+        "\n## GET /vms with {} VMs ({} requests, {} KiB page)",
+        args.domains,
+        args.requests,
+        bytes / 1024
+    );
+    println!("server-side: median {s_med:.2} ms, p99 {s_p99:.2} ms, max {s_max:.2} ms (goal: median <= 15 ms)");
+    println!(
+        "client-side (loopback, new connection each): median {c_med:.2} ms, p99 {c_p99:.2} ms"
+    );
+    let db_size = std::fs::metadata(dir.path().join("bench.db"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        + std::fs::metadata(dir.path().join("bench.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    println!(
+        "database after {} polls: {:.1} MiB",
+        args.polls,
+        db_size as f64 / 1048576.0
+    );
+
+    exporter(&uri, args.scrapes).await;
+    shutdown.notify();
+}
+
+async fn exporter(uri: &str, scrapes: usize) {
+    println!("\n## prometheus-libvirt-exporter, same definition");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("prometheus-libvirt-exporter")
+        .arg(format!("--libvirt.uri={uri}"))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        println!("not installed (apt-get install prometheus-libvirt-exporter); skipped");
+        return;
+    };
+    let mut times = Vec::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if http_get(port, "/").is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if ready {
+        let mut size = 0;
+        for _ in 0..scrapes {
+            let t = Instant::now();
+            match tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
+                .await
+                .unwrap()
+            {
+                Ok((200, _, len)) => {
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                    size = len;
+                }
+                other => {
+                    println!("scrape failed: {other:?}");
+                    break;
+                }
+            }
+        }
+        if !times.is_empty() {
+            let (med, p99, _) = stats(times);
+            println!(
+                "scrape /metrics: median {med:.1} ms, p99 {p99:.1} ms ({} KiB of metrics)",
+                size / 1024
+            );
+        }
+    } else {
+        println!("exporter did not start");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// A scratch directory removed at the end of the run.
+struct BenchDir(std::path::PathBuf);
+
+impl BenchDir {
+    fn new() -> Self {
+        let p = std::env::temp_dir().join(format!("vmdeck-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create scratch directory");
+        BenchDir(p)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
