@@ -33,7 +33,37 @@ pub struct Settings {
 pub struct HostConfig {
     pub name: HostName,
     pub driver: Driver,
+    /// libvirt: the connection URI. VirtualBox: a description of the command vmdeck runs
+    /// (see [`HostUri::command`]), stored and shown where a libvirt host shows its URI.
     pub uri: HostUri,
+    /// The VirtualBox host keys; `Some` exactly when `driver` is [`Driver::Virtualbox`].
+    pub virtualbox: Option<VirtualBoxSettings>,
+}
+
+/// How vmdeck runs `VBoxManage` for a VirtualBox host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualBoxSettings {
+    /// The executable (`vboxmanage` key): a path, or a name looked up on `PATH` (on the remote
+    /// side when a `command_prefix` such as `ssh` runs it).
+    pub vboxmanage: String,
+    /// Arguments placed before the executable (`command_prefix` key), e.g. `ssh -o
+    /// BatchMode=yes vbox@desk1` or `sudo -u vbox`; empty to run it directly.
+    pub command_prefix: Vec<String>,
+    /// Time limit for one VBoxManage command (`command_timeout_secs` key).
+    pub command_timeout: Duration,
+}
+
+pub const DEFAULT_VBOXMANAGE: &str = "VBoxManage";
+pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 30;
+
+impl Default for VirtualBoxSettings {
+    fn default() -> Self {
+        VirtualBoxSettings {
+            vboxmanage: DEFAULT_VBOXMANAGE.to_string(),
+            command_prefix: Vec::new(),
+            command_timeout: Duration::from_secs(DEFAULT_COMMAND_TIMEOUT_SECS),
+        }
+    }
 }
 
 /// A host name: 1 to 63 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit, so it
@@ -74,14 +104,16 @@ impl fmt::Display for HostName {
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
     Libvirt,
+    Virtualbox,
 }
 
 impl Driver {
-    pub const ALL: &'static [&'static str] = &["libvirt"];
+    pub const ALL: &'static [&'static str] = &["libvirt", "virtualbox"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Driver::Libvirt => "libvirt",
+            Driver::Virtualbox => "virtualbox",
         }
     }
 }
@@ -146,6 +178,33 @@ impl HostUri {
     pub fn redacted(&self) -> &str {
         &self.redacted
     }
+
+    /// The public face of a host reached by running a command rather than through a URI (a
+    /// VirtualBox host): the command line, with any argument that looks like a secret masked.
+    pub fn command(words: &[String]) -> Self {
+        let mut shown = Vec::with_capacity(words.len());
+        let mut mask_next = false;
+        for w in words {
+            if std::mem::take(&mut mask_next) {
+                shown.push("***".to_string());
+                continue;
+            }
+            match w.split_once('=') {
+                Some((k, _)) if is_secret_key(k) => shown.push(format!("{k}=***")),
+                _ => shown.push(w.clone()),
+            }
+            // `--password X`, `-passin X`, and sshpass's `-p X` carry the secret in the next word.
+            let flag = w.trim_start_matches('-');
+            mask_next = w.starts_with('-')
+                && !w.contains('=')
+                && (is_secret_key(flag) || (flag == "p" && words[0].ends_with("sshpass")));
+        }
+        let line = shown.join(" ");
+        HostUri {
+            raw: line.clone(),
+            redacted: line,
+        }
+    }
 }
 
 fn is_secret_key(k: &str) -> bool {
@@ -192,27 +251,26 @@ struct RawHost {
     name: Option<String>,
     driver: Option<String>,
     uri: Option<String>,
+    // VirtualBox only; refused for other drivers.
+    vboxmanage: Option<String>,
+    command_prefix: Option<Vec<String>>,
+    command_timeout_secs: Option<u64>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/vmdeck.db";
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 10;
 pub const MAX_POLL_INTERVAL_SECS: u64 = 3600;
 pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 20;
+pub const MAX_COMMAND_TIMEOUT_SECS: u64 = 600;
 
 impl Settings {
     /// Extracts and validates vmdeck's keys from the figment. `demo_dir` is where the demo lab's
     /// node definition is written when no hosts are configured.
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
         check_config_file()?;
-        let raw: RawSettings = figment.extract().map_err(|e| {
-            let key = e.path.join(".");
-            let key = if key.is_empty() {
-                "Rocket.toml".to_string()
-            } else {
-                key
-            };
-            ConfigError::new(key, e.to_string())
-        })?;
+        let raw: RawSettings = figment
+            .extract()
+            .map_err(|e| ConfigError::new(figment_error_key(&e), e.to_string()))?;
 
         let poll_secs = raw.poll_interval_secs.unwrap_or(DEFAULT_POLL_INTERVAL_SECS);
         if !(1..=MAX_POLL_INTERVAL_SECS).contains(&poll_secs) {
@@ -259,6 +317,7 @@ impl Settings {
                 .ok_or_else(|| ConfigError::new(key("driver"), "missing"))?;
             let driver = match driver.as_str() {
                 "libvirt" => Driver::Libvirt,
+                "virtualbox" => Driver::Virtualbox,
                 other => {
                     return Err(ConfigError::new(
                         key("driver"),
@@ -275,11 +334,50 @@ impl Settings {
                     "this vmdeck was built without the `libvirt` feature",
                 ));
             }
-            let uri = h
-                .uri
-                .ok_or_else(|| ConfigError::new(key("uri"), "missing"))?;
-            let uri = HostUri::parse(&uri).map_err(|m| ConfigError::new(key("uri"), m))?;
-            hosts.push(HostConfig { name, driver, uri });
+            let (uri, virtualbox) = match driver {
+                Driver::Libvirt => {
+                    for (field, given) in [
+                        ("vboxmanage", h.vboxmanage.is_some()),
+                        ("command_prefix", h.command_prefix.is_some()),
+                        ("command_timeout_secs", h.command_timeout_secs.is_some()),
+                    ] {
+                        if given {
+                            return Err(ConfigError::new(
+                                key(field),
+                                "only used with driver = \"virtualbox\"",
+                            ));
+                        }
+                    }
+                    let uri = h
+                        .uri
+                        .ok_or_else(|| ConfigError::new(key("uri"), "missing"))?;
+                    let uri = HostUri::parse(&uri).map_err(|m| ConfigError::new(key("uri"), m))?;
+                    (uri, None)
+                }
+                Driver::Virtualbox => {
+                    if h.uri.is_some() {
+                        return Err(ConfigError::new(
+                            key("uri"),
+                            "not used by the virtualbox driver: set vboxmanage (and command_prefix for a remote host) instead",
+                        ));
+                    }
+                    let vbox = virtualbox_settings(
+                        h.vboxmanage,
+                        h.command_prefix,
+                        h.command_timeout_secs,
+                        &key,
+                    )?;
+                    let mut words = vbox.command_prefix.clone();
+                    words.push(vbox.vboxmanage.clone());
+                    (HostUri::command(&words), Some(vbox))
+                }
+            };
+            hosts.push(HostConfig {
+                name,
+                driver,
+                uri,
+                virtualbox,
+            });
         }
 
         let demo = hosts.is_empty();
@@ -298,6 +396,77 @@ impl Settings {
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+/// Validates a VirtualBox host's own keys; `key` names a field of this host.
+fn virtualbox_settings(
+    vboxmanage: Option<String>,
+    command_prefix: Option<Vec<String>>,
+    command_timeout_secs: Option<u64>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<VirtualBoxSettings, ConfigError> {
+    let vboxmanage = vboxmanage.unwrap_or_else(|| DEFAULT_VBOXMANAGE.to_string());
+    if vboxmanage.is_empty() || vboxmanage.trim() != vboxmanage || vboxmanage.contains('\0') {
+        return Err(ConfigError::new(
+            key("vboxmanage"),
+            "must be a path or command name without surrounding spaces",
+        ));
+    }
+    let command_prefix = command_prefix.unwrap_or_default();
+    if let Some(i) = command_prefix
+        .iter()
+        .position(|w| w.is_empty() || w.contains('\0'))
+    {
+        return Err(ConfigError::new(
+            format!("{}[{i}]", key("command_prefix")),
+            "must be a non-empty argument",
+        ));
+    }
+    let secs = command_timeout_secs.unwrap_or(DEFAULT_COMMAND_TIMEOUT_SECS);
+    if !(1..=MAX_COMMAND_TIMEOUT_SECS).contains(&secs) {
+        return Err(ConfigError::new(
+            key("command_timeout_secs"),
+            format!("{secs} is out of range: use 1 to {MAX_COMMAND_TIMEOUT_SECS} seconds"),
+        ));
+    }
+    Ok(VirtualBoxSettings {
+        vboxmanage,
+        command_prefix,
+        command_timeout: Duration::from_secs(secs),
+    })
+}
+
+/// The key a figment error is about, written as the configuration reference writes keys:
+/// `hosts[0].command_prefix`, including the name of an unknown or missing field.
+fn figment_error_key(e: &rocket::figment::Error) -> String {
+    use rocket::figment::error::Kind;
+    let mut key = String::new();
+    for part in &e.path {
+        if part.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    let field = match &e.kind {
+        Kind::UnknownField(f, _) => Some(f.as_str()),
+        Kind::MissingField(f) => Some(f.as_ref()),
+        _ => None,
+    };
+    if let Some(f) = field.filter(|f| !key.ends_with(&format!(".{f}")) && key != *f) {
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(f);
+    }
+    if key.is_empty() {
+        "Rocket.toml".to_string()
+    } else {
+        key
     }
 }
 
@@ -360,6 +529,116 @@ mod tests {
     fn malformed_uris_are_refused() {
         for bad in ["", " qemu:///system", "not a uri", "://x", "kvm1/system"] {
             assert!(HostUri::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    fn settings(toml: &str) -> Result<Settings, ConfigError> {
+        use rocket::figment::providers::{Format, Toml};
+        Settings::from_figment(&Figment::from(Toml::string(toml)))
+    }
+
+    #[test]
+    fn a_virtualbox_host_needs_no_uri_and_gets_defaults() {
+        let s = settings("[[hosts]]\nname = 'desk1'\ndriver = 'virtualbox'\n").unwrap();
+        let h = &s.hosts[0];
+        assert_eq!(h.driver, Driver::Virtualbox);
+        assert_eq!(h.virtualbox, Some(VirtualBoxSettings::default()));
+        assert_eq!(h.uri.redacted(), "VBoxManage");
+    }
+
+    #[test]
+    fn virtualbox_keys_are_read_and_the_command_is_shown_without_secrets() {
+        let s = settings(
+            "[[hosts]]\nname = 'desk1'\ndriver = 'virtualbox'\nvboxmanage = '/usr/bin/VBoxManage'\n\
+             command_prefix = ['sshpass', '-p', 'hunter2', 'ssh', '-o', 'BatchMode=yes', 'vbox@desk1']\n\
+             command_timeout_secs = 45\n",
+        )
+        .unwrap();
+        let vbox = s.hosts[0].virtualbox.clone().unwrap();
+        assert_eq!(vbox.vboxmanage, "/usr/bin/VBoxManage");
+        assert_eq!(vbox.command_prefix.len(), 7);
+        assert_eq!(vbox.command_timeout, Duration::from_secs(45));
+        let shown = s.hosts[0].uri.redacted();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("vbox@desk1") && shown.ends_with("/usr/bin/VBoxManage"),
+            "{shown}"
+        );
+        let pw = HostUri::command(&[
+            "tool".into(),
+            "--password".into(),
+            "s3cret".into(),
+            "token=abc".into(),
+        ]);
+        assert_eq!(pw.redacted(), "tool --password *** token=***");
+    }
+
+    #[test]
+    fn bad_virtualbox_keys_are_refused_naming_the_key() {
+        let vbox = "[[hosts]]\nname = 'a'\ndriver = 'virtualbox'\n";
+        let libvirt = "[[hosts]]\nname = 'a'\ndriver = 'libvirt'\nuri = 'test:///default'\n";
+        let cases = [
+            (
+                "a uri on a virtualbox host",
+                format!("{vbox}uri = 'qemu:///system'\n"),
+                "hosts[0].uri",
+            ),
+            (
+                "a prefix that is not a list",
+                format!("{vbox}command_prefix = 'ssh desk1'\n"),
+                "hosts[0].command_prefix",
+            ),
+            (
+                "a prefix with a number",
+                format!("{vbox}command_prefix = ['ssh', 1]\n"),
+                "hosts[0].command_prefix[1]",
+            ),
+            (
+                "an empty prefix word",
+                format!("{vbox}command_prefix = ['ssh', '']\n"),
+                "hosts[0].command_prefix[1]",
+            ),
+            (
+                "a zero timeout",
+                format!("{vbox}command_timeout_secs = 0\n"),
+                "hosts[0].command_timeout_secs",
+            ),
+            (
+                "an absurd timeout",
+                format!("{vbox}command_timeout_secs = 100000\n"),
+                "hosts[0].command_timeout_secs",
+            ),
+            (
+                "a timeout of the wrong type",
+                format!("{vbox}command_timeout_secs = 'soon'\n"),
+                "hosts[0].command_timeout_secs",
+            ),
+            (
+                "an empty vboxmanage",
+                format!("{vbox}vboxmanage = ''\n"),
+                "hosts[0].vboxmanage",
+            ),
+            (
+                "a misspelt key",
+                format!("{vbox}comand_prefix = ['ssh']\n"),
+                "hosts[0].comand_prefix",
+            ),
+            (
+                "vboxmanage on a libvirt host",
+                format!("{libvirt}vboxmanage = 'VBoxManage'\n"),
+                "hosts[0].vboxmanage",
+            ),
+            (
+                "a prefix on a libvirt host",
+                format!("{libvirt}command_prefix = ['ssh']\n"),
+                "hosts[0].command_prefix",
+            ),
+        ];
+        for (what, toml, key) in cases {
+            match settings(&toml) {
+                Ok(_) => panic!("{what}: should be refused"),
+                Err(e) => assert_eq!(e.key, key, "{what}: {e}"),
+            }
         }
     }
 

@@ -30,5 +30,6 @@ pub fn host(data_dir: &Path) -> Result<HostConfig, ConfigError> {
         name: HostName::parse(DEMO_HOST).expect("the demo host name is valid"),
         driver: Driver::Libvirt,
         uri,
+        virtualbox: None,
     })
 }

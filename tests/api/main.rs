@@ -14,3 +14,4 @@ mod faults;
 mod inventory;
 mod real_vm;
 mod store;
+mod virtualbox;

@@ -24,6 +24,7 @@ async fn db() -> Db {
         name: HostName::parse("h1").unwrap(),
         driver: Driver::Libvirt,
         uri: HostUri::parse("test:///default").unwrap(),
+        virtualbox: None,
     };
     let host_id = store::upsert_hosts(&pool, &[host], false).await.unwrap()[0];
     Db {

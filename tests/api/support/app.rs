@@ -12,11 +12,20 @@ use sqlx::SqlitePool;
 use vmdeck::db::Db;
 use vmdeck::poller::{self, Hosts, PollOutcome};
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, Default)]
 pub struct HostSpec {
     pub name: String,
     pub driver: String,
+    /// libvirt only; left out of the configuration when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub uri: String,
+    // VirtualBox only; left out when None.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vboxmanage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_prefix: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_timeout_secs: Option<u64>,
 }
 
 pub fn libvirt_host(name: &str, uri: &str) -> HostSpec {
@@ -24,6 +33,17 @@ pub fn libvirt_host(name: &str, uri: &str) -> HostSpec {
         name: name.into(),
         driver: "libvirt".into(),
         uri: uri.into(),
+        ..HostSpec::default()
+    }
+}
+
+/// A VirtualBox host whose `vboxmanage` is `vboxmanage` (the stand-in, in tests).
+pub fn virtualbox_host(name: &str, vboxmanage: &Path) -> HostSpec {
+    HostSpec {
+        name: name.into(),
+        driver: "virtualbox".into(),
+        vboxmanage: Some(vboxmanage.display().to_string()),
+        ..HostSpec::default()
     }
 }
 

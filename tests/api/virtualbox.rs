@@ -1,0 +1,613 @@
+//! VirtualBox hosts through real processes: vmdeck runs the stand-in `VBoxManage`
+//! (`examples/fake_vboxmanage.rs`, replaying the real output formats) as the host's
+//! `vboxmanage`, and the poller → database → page path and the backend's power actions run
+//! through it, including commands that hang, lie about their exit status or find the VM locked.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use vmdeck::backend::{Backend, BackendError, PowerAction, PowerState};
+use vmdeck::poller::PollOutcome;
+
+use crate::support::app::{
+    breadth_uri, libvirt_host, spawn_app, unescape, virtualbox_host, vm_names, AppOptions,
+    HostSpec, TestApp,
+};
+
+/// The stand-in's lab (see `lab()` in the example): UUID of VM `n`.
+fn lab_uuid(n: u32) -> String {
+    format!("6a1e0000-0000-4000-8000-{n:012x}")
+}
+const WEB: u32 = 1; // running, Guest Additions, three NICs, two disks
+const DB: u32 = 2; // powered off, name with quotes and braces
+const CAFE: u32 = 3; // running, unicode name, no Guest Additions
+const PAUSED: u32 = 5;
+
+/// The stand-in binary, built by `cargo test` with the other examples. A filtered run
+/// (`cargo test --test api virtualbox`) does not build examples, so it is built here when
+/// missing or older than its source.
+fn fake_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/api-<hash> → target/<profile>/examples/fake_vboxmanage
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+        let bin = profile_dir.join("examples/fake_vboxmanage");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fake_vboxmanage.rs");
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if modified(&bin) < modified(&source) {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--example", "fake_vboxmanage"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo to build the stand-in VBoxManage");
+            assert!(
+                status.success(),
+                "building examples/fake_vboxmanage.rs failed"
+            );
+        }
+        bin
+    })
+}
+
+/// One stand-in installation: its own directory, state and logs.
+struct FakeVbox {
+    dir: tempfile::TempDir,
+}
+
+impl FakeVbox {
+    fn lab() -> Self {
+        Self::init(&["lab"])
+    }
+
+    fn init(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(fake_binary(), dir.path().join("VBoxManage")).unwrap();
+        let status = Command::new(fake_binary())
+            .arg("fake-init")
+            .arg(dir.path())
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        FakeVbox { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("VBoxManage")
+    }
+
+    fn host(&self, name: &str) -> HostSpec {
+        virtualbox_host(name, &self.path())
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("state.json")).unwrap())
+            .unwrap()
+    }
+
+    /// Adds a fault rule (see `Fault` in the stand-in).
+    fn fault(&self, rule: serde_json::Value) {
+        let mut state = self.state();
+        state["faults"].as_array_mut().unwrap().push(rule);
+        std::fs::write(
+            self.dir.path().join("state.json"),
+            serde_json::to_string(&state).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Every invocation so far, arguments joined by spaces.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.replace('\t', " "))
+            .collect()
+    }
+
+    fn hung_pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.path().join("hung.pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+async fn app_with(hosts: Vec<HostSpec>) -> TestApp {
+    spawn_app(AppOptions {
+        hosts,
+        ..Default::default()
+    })
+    .await
+}
+
+fn backend(app: &TestApp, host: &str) -> Arc<dyn Backend> {
+    app.hosts
+        .get(host)
+        .expect("configured host")
+        .backend
+        .clone()
+}
+
+/// The `<tr>` of the VM with this UUID in the list page.
+fn row<'a>(html: &'a str, uuid: &str) -> &'a str {
+    let start = html
+        .find(&format!("data-uuid=\"{uuid}\""))
+        .unwrap_or_else(|| panic!("no row for {uuid}"));
+    let end = html[start..].find("</tr>").unwrap() + start;
+    &html[start..end]
+}
+
+async fn stored_state(app: &TestApp, uuid: &str) -> (String, String, String) {
+    sqlx::query_as("SELECT state, raw_state, state_reason FROM vms WHERE uuid = ?")
+        .bind(uuid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_virtualbox_host_lists_its_vms_with_state_ips_vcpus_memory_and_disks() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+
+    let (status, html) = app.get("/vms").await;
+    assert_eq!(status, 200);
+    let mut names = vm_names(&html);
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "<inaccessible>",
+            "build box",
+            "café ✓ ünïcode",
+            "db \"primary\" {main}",
+            "old-crash",
+            "paused-vm",
+            "web-01"
+        ]
+    );
+    assert!(
+        !html.contains("\"primary\" {main}"),
+        "names are HTML-escaped"
+    );
+
+    let expected = [
+        (1, "running", "running"),
+        (2, "shut_off", "poweroff"),
+        (3, "running", "running"),
+        (4, "shut_off", "saved"),
+        (5, "paused", "paused"),
+        (6, "crashed", "aborted"),
+        (7, "unknown", "inaccessible"),
+    ];
+    for (n, state, raw) in expected {
+        let (s, r, reason) = stored_state(&app, &lab_uuid(n)).await;
+        assert_eq!((s.as_str(), r.as_str()), (state, raw), "VM {n} ({reason})");
+    }
+    let (_, _, reason) = stored_state(&app, &lab_uuid(WEB)).await;
+    assert_eq!(
+        reason, "running since 2025-11-20 14:02:11 UTC",
+        "VirtualBox's own words and its VMStateChangeTime"
+    );
+
+    // web-01: the guest's addresses on its own NICs, IPv4 first; not the host-only interface
+    // that is down, not the guest's Docker bridge.
+    let web = row(&html, &lab_uuid(WEB));
+    let ips: Vec<String> = web
+        .split("<span class=\"ip\"")
+        .skip(1)
+        .map(|s| unescape(&s[s.find('>').unwrap() + 1..s.find("</span>").unwrap()]))
+        .collect();
+    assert_eq!(
+        ips,
+        vec!["10.0.2.15", "192.168.1.57", "fd00::a00:27ff:fed4:e5f6"]
+    );
+    assert!(
+        web.contains("guest additions"),
+        "the source is named: {web}"
+    );
+    assert!(web.contains("col-vcpus num\">2<"), "{web}");
+    assert!(web.contains(">2 GiB<"), "memory: {web}");
+    assert!(
+        web.contains(">120 GiB<"),
+        "20 GiB + 100 GiB of disks: {web}"
+    );
+    let (addresses,): (String,) = sqlx::query_as("SELECT addresses FROM vms WHERE uuid = ?")
+        .bind(lab_uuid(WEB))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        addresses.contains("\"source\":\"guest_additions\""),
+        "{addresses}"
+    );
+    assert!(
+        addresses.contains("\"mac\":\"08:00:27:00:00:03\""),
+        "{addresses}"
+    );
+
+    // Without Guest Additions a running VM has no addresses and nobody asked for them.
+    assert!(!row(&html, &lab_uuid(CAFE)).contains("class=\"ip\""));
+    assert!(
+        !fake
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("guestproperty") && c.contains(&lab_uuid(CAFE))),
+        "{:?}",
+        fake.calls()
+    );
+
+    let (body,): (String,) = sqlx::query_as(
+        "SELECT c.body FROM vms v JOIN vm_configs c ON c.id = v.config_id WHERE v.uuid = ?",
+    )
+    .bind(lab_uuid(WEB))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let disks: Vec<(&str, &str, Option<u64>)> = config["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["target"].as_str().unwrap(),
+                d["device"].as_str().unwrap(),
+                d["capacity_bytes"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        disks,
+        vec![
+            ("SATA-0-0", "disk", Some(20480 << 20)),
+            ("SATA-1-0", "disk", Some(102400 << 20)),
+            ("IDE-1-0", "cdrom", None),
+        ]
+    );
+    let nics: Vec<(&str, &str, &str)> = config["nics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["mac"].as_str().unwrap(),
+                n["kind"].as_str().unwrap(),
+                n["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        nics,
+        vec![
+            ("08:00:27:00:00:02", "nat", "nat"),
+            ("08:00:27:00:00:03", "bridged", "enp3s0"),
+            ("08:00:27:0a:0b:0c", "hostonly", "vboxnet0"),
+        ]
+    );
+
+    // Every command ran with LC_ALL=C.
+    let env = std::fs::read_to_string(fake.dir.path().join("env.log")).unwrap();
+    assert!(env.lines().all(|l| l == "LC_ALL=C"), "{env}");
+}
+
+#[tokio::test]
+async fn after_the_first_poll_a_poll_runs_at_most_two_commands_per_vm() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let first = fake.calls().len();
+    // A second apart, so the CPU figure below is not skewed by the first poll's extra commands.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(matches!(app.poll("vbox").await, PollOutcome::Recorded(_)));
+    let calls = fake.calls()[first..].to_vec();
+    let vms = 7;
+    assert!(
+        calls.len() <= 2 * vms,
+        "{} commands for {vms} VMs: {calls:#?}",
+        calls.len()
+    );
+    for cached in [
+        "showmediuminfo",
+        "list hostinfo",
+        "metrics setup",
+        "--version",
+    ] {
+        assert!(
+            !calls.iter().any(|c| c.starts_with(cached)),
+            "{cached} is not repeated: {calls:#?}"
+        );
+    }
+    // The metrics of the two running VMs came from one query, and CPU and memory use show.
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("metrics query"))
+            .count(),
+        1
+    );
+    let (cpu, mem): (Option<f64>, Option<i64>) = sqlx::query_as(
+        "SELECT s.cpu_pct, s.memory_used_kib FROM samples s JOIN vms v ON v.id = s.vm_id
+         WHERE v.uuid = ? ORDER BY s.ts DESC LIMIT 1",
+    )
+    .bind(lab_uuid(CAFE))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(mem, Some(512 * 1024), "RAM/Usage/Used of the VM process");
+    // 5.75 % user + 0.5 % kernel of 8 host CPUs is half a CPU busy: 50 % of its one vCPU
+    // (give or take the few milliseconds between vmdeck's clock and the poll's timestamps).
+    let cpu = cpu.expect("a CPU figure from the second poll");
+    assert!((35.0..=65.0).contains(&cpu), "{cpu}");
+}
+
+#[tokio::test]
+async fn backend_power_actions_reach_vboxmanage_and_vm_state_confirms_them() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let vbox = backend(&app, "vbox");
+    let db = lab_uuid(DB);
+
+    vbox.power(&db, PowerAction::Start).await.unwrap();
+    assert!(fake
+        .calls()
+        .contains(&format!("startvm {db} --type headless")));
+    assert_eq!(vbox.vm_state(&db).await.unwrap().state, PowerState::Running);
+
+    let steps = [
+        (PowerAction::Pause, "pause", PowerState::Paused),
+        (PowerAction::Resume, "resume", PowerState::Running),
+        (PowerAction::Reset, "reset", PowerState::Running),
+        (PowerAction::Reboot, "reboot", PowerState::Running),
+        (PowerAction::Save, "savestate", PowerState::ShutOff),
+    ];
+    for (action, word, expected) in steps {
+        vbox.power(&db, action)
+            .await
+            .unwrap_or_else(|e| panic!("{action:?}: {e}"));
+        assert!(
+            fake.calls().contains(&format!("controlvm {db} {word}")),
+            "{action:?}"
+        );
+        let state = vbox.vm_state(&db).await.unwrap();
+        assert_eq!(state.state, expected, "{action:?} → {state:?}");
+    }
+    assert_eq!(vbox.vm_state(&db).await.unwrap().raw_state, "saved");
+    vbox.power(&db, PowerAction::Start).await.unwrap();
+    vbox.power(&db, PowerAction::Shutdown).await.unwrap();
+    assert!(fake
+        .calls()
+        .contains(&format!("controlvm {db} acpipowerbutton")));
+    assert_eq!(vbox.vm_state(&db).await.unwrap().state, PowerState::ShutOff);
+    vbox.power(&db, PowerAction::Start).await.unwrap();
+    vbox.power(&db, PowerAction::PowerOff).await.unwrap();
+    assert_eq!(vbox.vm_state(&db).await.unwrap().state, PowerState::ShutOff);
+
+    // The next poll stores what the actions did.
+    assert!(matches!(app.poll("vbox").await, PollOutcome::Recorded(_)));
+    assert_eq!(stored_state(&app, &db).await.1, "poweroff");
+}
+
+#[tokio::test]
+async fn refused_power_actions_say_why() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let vbox = backend(&app, "vbox");
+
+    match vbox.power(&lab_uuid(PAUSED), PowerAction::Shutdown).await {
+        Err(BackendError::InvalidState(m)) => assert_eq!(m, "Invalid machine state: Paused"),
+        other => panic!("ACPI shutdown of a paused VM: {other:?}"),
+    }
+    match vbox.power(&lab_uuid(DB), PowerAction::PowerOff).await {
+        Err(BackendError::InvalidState(m)) => assert!(m.contains("PoweredOff"), "{m}"),
+        other => panic!("power off of a powered-off VM: {other:?}"),
+    }
+    match vbox.power(&lab_uuid(DB), PowerAction::Pause).await {
+        Err(BackendError::InvalidState(m)) => assert!(m.contains("not running"), "{m}"),
+        other => panic!("pause of a powered-off VM: {other:?}"),
+    }
+    // Starting a running VM: VirtualBox finds its session locked.
+    match vbox.power(&lab_uuid(WEB), PowerAction::Start).await {
+        Err(BackendError::Hypervisor(m)) => assert!(m.contains("locked by another session"), "{m}"),
+        other => panic!("start of a running VM: {other:?}"),
+    }
+    let gone = "0badc0de-0000-4000-8000-000000000000";
+    assert!(matches!(
+        vbox.power(gone, PowerAction::Start).await,
+        Err(BackendError::NoSuchVm)
+    ));
+    assert!(matches!(
+        vbox.vm_state(gone).await,
+        Err(BackendError::NoSuchVm)
+    ));
+    assert!(
+        matches!(
+            vbox.power("not-a-uuid; rm -rf /", PowerAction::Start).await,
+            Err(BackendError::NoSuchVm)
+        ),
+        "anything but a UUID never reaches a command line"
+    );
+    assert!(!fake.calls().iter().any(|c| c.contains("rm -rf")));
+}
+
+#[tokio::test]
+async fn a_locked_vm_is_reported_as_locked_and_left_as_it_was() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let vbox = backend(&app, "vbox");
+    let db = lab_uuid(DB);
+    fake.fault(
+        serde_json::json!({"command": "startvm", "vm": db, "behaviour": "locked", "times": 1}),
+    );
+
+    match vbox.power(&db, PowerAction::Start).await {
+        Err(BackendError::Hypervisor(m)) => {
+            assert!(
+                m.contains("locked by another session") && m.contains("try again"),
+                "{m}"
+            )
+        }
+        other => panic!("expected the locked message, got {other:?}"),
+    }
+    assert_eq!(vbox.vm_state(&db).await.unwrap().state, PowerState::ShutOff);
+    vbox.power(&db, PowerAction::Start).await.unwrap();
+    assert_eq!(vbox.vm_state(&db).await.unwrap().state, PowerState::Running);
+}
+
+#[tokio::test]
+async fn success_printed_before_exit_status_1_counts_as_success() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let vbox = backend(&app, "vbox");
+    let db = lab_uuid(DB);
+    fake.fault(serde_json::json!({"command": "startvm", "behaviour": "success_then_exit1"}));
+    fake.fault(
+        serde_json::json!({"command": "controlvm pause", "behaviour": "success_then_exit1"}),
+    );
+
+    vbox.power(&db, PowerAction::Start)
+        .await
+        .expect("`successfully started` on stdout wins over exit status 1");
+    assert_eq!(vbox.vm_state(&db).await.unwrap().state, PowerState::Running);
+    // `pause` prints nothing on success: exit status 1 is all there is, and it is a failure.
+    assert!(vbox.power(&db, PowerAction::Pause).await.is_err());
+}
+
+#[tokio::test]
+async fn a_hung_command_times_out_its_poll_and_is_killed() {
+    let fake = FakeVbox::lab();
+    let mut host = fake.host("vbox");
+    host.command_timeout_secs = Some(1);
+    let app = app_with(vec![host]).await;
+    fake.fault(serde_json::json!({"command": "showvminfo", "vm": lab_uuid(DB), "behaviour": "hang", "times": 1}));
+
+    let started = Instant::now();
+    match app.poll("vbox").await {
+        PollOutcome::Failed(m) => assert!(m.contains("did not answer within 1s"), "{m}"),
+        other => panic!("expected a timed-out poll, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let pids = fake.hung_pids();
+    assert_eq!(pids.len(), 1, "one command hung");
+    let proc_dir = PathBuf::from(format!("/proc/{}", pids[0]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proc_dir.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !proc_dir.exists(),
+        "the hung VBoxManage (pid {}) was killed and reaped",
+        pids[0]
+    );
+
+    // The failure is shown, and the next poll (the fault was for one call) recovers.
+    let (_, html) = app.get("/vms").await;
+    assert!(
+        html.contains("did not answer within 1s"),
+        "the banner shows the error"
+    );
+    assert!(matches!(app.poll("vbox").await, PollOutcome::Recorded(_)));
+}
+
+#[tokio::test]
+async fn a_hung_power_action_times_out_instead_of_hanging_the_caller() {
+    let fake = FakeVbox::lab();
+    let mut host = fake.host("vbox");
+    host.command_timeout_secs = Some(1);
+    let app = app_with(vec![host]).await;
+    fake.fault(serde_json::json!({"command": "startvm", "behaviour": "hang"}));
+    let started = Instant::now();
+    let result = backend(&app, "vbox")
+        .power(&lab_uuid(DB), PowerAction::Start)
+        .await;
+    assert!(
+        matches!(result, Err(BackendError::Timeout(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_virtualbox_6_host_is_read_in_its_own_formats_and_refuses_reboot() {
+    let fake = FakeVbox::init(&["lab", "--version", "6.1.50r161033"]);
+    let app = app_with(vec![fake.host("vbox6")]).await;
+    let (addresses,): (String,) = sqlx::query_as("SELECT addresses FROM vms WHERE uuid = ?")
+        .bind(lab_uuid(WEB))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        addresses.contains("192.168.1.57"),
+        "the pre-7.0 `Name: …, value: …` layout is read too: {addresses}"
+    );
+    match backend(&app, "vbox6")
+        .power(&lab_uuid(WEB), PowerAction::Reboot)
+        .await
+    {
+        Err(BackendError::Hypervisor(m)) => assert!(m.contains("needs VirtualBox 7.0"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !fake.calls().iter().any(|c| c.contains("reboot")),
+        "reboot is refused before any command"
+    );
+}
+
+#[tokio::test]
+async fn a_command_prefix_runs_vboxmanage_through_another_program() {
+    let fake = FakeVbox::lab();
+    let mut host = fake.host("vbox");
+    // `env` stands in for `ssh host` or `sudo -u vbox`: it runs the rest as its command.
+    host.command_prefix = Some(vec!["env".into(), "VMDECK_PREFIX_TEST=1".into()]);
+    let app = app_with(vec![host]).await;
+    let (_, html) = app.get("/vms").await;
+    assert_eq!(vm_names(&html).len(), 7);
+    assert!(
+        unescape(&html).contains(&format!(
+            "env VMDECK_PREFIX_TEST=1 {}",
+            fake.path().display()
+        )),
+        "the banner shows the command line"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_vboxmanage_fails_the_poll_with_a_message_naming_it() {
+    let app = app_with(vec![virtualbox_host(
+        "vbox",
+        Path::new("/nonexistent/VBoxManage"),
+    )])
+    .await;
+    let (_, html) = app.get("/vms").await;
+    assert!(
+        unescape(&html).contains("cannot run /nonexistent/VBoxManage"),
+        "the banner says what could not run"
+    );
+}
+
+#[tokio::test]
+async fn libvirt_and_virtualbox_hosts_render_one_list() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![libvirt_host("lab", &breadth_uri()), fake.host("vbox")]).await;
+    let (status, html) = app.get("/vms").await;
+    assert_eq!(status, 200);
+    let names = vm_names(&html);
+    assert_eq!(names.len(), 21 + 7, "{names:?}");
+    assert!(names.iter().any(|n| n == "br-running"));
+    assert!(names.iter().any(|n| n == "web-01"));
+    let (_, only_vbox) = app.get("/vms?host=vbox").await;
+    assert_eq!(vm_names(&only_vbox).len(), 7);
+    let (_, running) = app.get("/vms?state=running").await;
+    let running = vm_names(&running);
+    assert!(running.iter().any(|n| n == "web-01") && running.iter().any(|n| n == "br-running"));
+    let (_, by_ip) = app.get("/vms?q=192.168.1.57").await;
+    assert_eq!(vm_names(&by_ip), vec!["web-01"]);
+}
