@@ -17,6 +17,120 @@ pub trait Backend: Send + Sync {
     /// Takes an inventory of every VM on the host. Implementations bound the call by their time
     /// limit and never block the async runtime.
     async fn inventory(&self) -> Result<Vec<VmReport>, BackendError>;
+
+    /// Sends a power action to one VM. Ok means the hypervisor accepted it; whether the VM got
+    /// there is observed afterwards through [`Backend::vm_state`].
+    async fn power(&self, uuid: &str, action: PowerAction) -> Result<(), BackendError>;
+
+    /// The current state of one VM, cheaper than a full inventory: used to confirm power actions.
+    async fn vm_state(&self, uuid: &str) -> Result<VmState, BackendError>;
+}
+
+/// One VM's state as a backend reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmState {
+    pub state: PowerState,
+    pub raw_state: String,
+    pub state_reason: String,
+}
+
+/// A power action an operator can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Boot (or restore from saved state).
+    Start,
+    /// Ask the guest to shut down (ACPI); the guest may ignore it.
+    Shutdown,
+    /// Cut the power at once.
+    PowerOff,
+    /// Ask the guest to reboot.
+    Reboot,
+    /// Hard reset at once.
+    Reset,
+    Pause,
+    Resume,
+    /// Save the VM's memory to disk and stop it; the next start restores it.
+    Save,
+}
+
+impl PowerAction {
+    pub const ALL: [PowerAction; 8] = [
+        PowerAction::Start,
+        PowerAction::Shutdown,
+        PowerAction::PowerOff,
+        PowerAction::Reboot,
+        PowerAction::Reset,
+        PowerAction::Pause,
+        PowerAction::Resume,
+        PowerAction::Save,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::Start => "start",
+            PowerAction::Shutdown => "shutdown",
+            PowerAction::PowerOff => "power_off",
+            PowerAction::Reboot => "reboot",
+            PowerAction::Reset => "reset",
+            PowerAction::Pause => "pause",
+            PowerAction::Resume => "resume",
+            PowerAction::Save => "save",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PowerAction::Start => "Start",
+            PowerAction::Shutdown => "Shut down",
+            PowerAction::PowerOff => "Power off",
+            PowerAction::Reboot => "Reboot",
+            PowerAction::Reset => "Reset",
+            PowerAction::Pause => "Pause",
+            PowerAction::Resume => "Resume",
+            PowerAction::Save => "Save state",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PowerAction> {
+        PowerAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Forced actions lose guest state and ask for confirmation first.
+    pub fn is_forced(self) -> bool {
+        matches!(self, PowerAction::PowerOff | PowerAction::Reset)
+    }
+
+    /// Whether the action makes sense for a VM in `state`.
+    pub fn applies_to(self, state: PowerState) -> bool {
+        use PowerState::*;
+        match self {
+            PowerAction::Start => matches!(state, ShutOff | Crashed | Suspended),
+            PowerAction::Shutdown
+            | PowerAction::Reboot
+            | PowerAction::Pause
+            | PowerAction::Save => state == Running,
+            PowerAction::PowerOff => {
+                matches!(state, Running | Paused | Crashed | InTransition | Suspended)
+            }
+            PowerAction::Reset => matches!(state, Running | Paused),
+            PowerAction::Resume => matches!(state, Paused | Suspended),
+        }
+    }
+
+    /// The state a successful action leads to, which confirms it. Reboot and reset end where
+    /// they started (running).
+    pub fn expected_state(self) -> PowerState {
+        match self {
+            PowerAction::Start | PowerAction::Reboot | PowerAction::Reset | PowerAction::Resume => {
+                PowerState::Running
+            }
+            PowerAction::Shutdown | PowerAction::PowerOff | PowerAction::Save => {
+                PowerState::ShutOff
+            }
+            PowerAction::Pause => PowerState::Paused,
+        }
+    }
 }
 
 /// Why a backend call failed, in words an operator can act on.
@@ -41,6 +155,12 @@ pub enum BackendError {
     /// The hypervisor answered with an error.
     #[error("{0}")]
     Hypervisor(String),
+    /// The VM does not exist (any more) on the host.
+    #[error("the VM does not exist on this host (it may have been deleted)")]
+    NoSuchVm,
+    /// The VM is not in a state that allows the action.
+    #[error("the VM is not in a state that allows this: {0}")]
+    InvalidState(String),
     /// The hypervisor answered something vmdeck could not understand.
     #[error("unexpected answer from the hypervisor: {0}")]
     Malformed(String),
@@ -238,6 +358,12 @@ struct Unavailable(&'static str);
 #[async_trait::async_trait]
 impl Backend for Unavailable {
     async fn inventory(&self) -> Result<Vec<VmReport>, BackendError> {
+        Err(BackendError::Hypervisor(self.0.to_string()))
+    }
+    async fn power(&self, _: &str, _: PowerAction) -> Result<(), BackendError> {
+        Err(BackendError::Hypervisor(self.0.to_string()))
+    }
+    async fn vm_state(&self, _: &str) -> Result<VmState, BackendError> {
         Err(BackendError::Hypervisor(self.0.to_string()))
     }
 }

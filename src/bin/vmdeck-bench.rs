@@ -35,6 +35,10 @@ struct Args {
     /// Scrapes of prometheus-libvirt-exporter (skipped when it is not installed).
     #[arg(long, default_value_t = 20)]
     scrapes: usize,
+    /// Internal: only open a test-driver connection to this node, take one inventory and print
+    /// the process's resident memory (the share of the test driver itself).
+    #[arg(long, hide = true)]
+    driver_only: Option<std::path::PathBuf>,
 }
 
 /// Writes a test-driver node with `n` domains: 70 % running, the rest shut off, paused or
@@ -115,6 +119,19 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Option<f64>, usize)>
 #[rocket::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(node) = &args.driver_only {
+        let backend = vmdeck::backend::connect(
+            &HostConfig {
+                name: HostName::parse("driver").unwrap(),
+                driver: Driver::Libvirt,
+                uri: HostUri::parse(&format!("test://{}", node.display())).unwrap(),
+            },
+            Duration::from_secs(60),
+        );
+        let n = backend.inventory().await.expect("inventory").len();
+        println!("{} {n}", rss_kib());
+        return;
+    }
     let dir = BenchDir::new();
     let node = dir.path().join("bench-node.xml");
     write_node(&node, args.domains);
@@ -153,7 +170,46 @@ async fn main() {
     tokio::spawn(rocket.launch());
     let host = hosts.get("bench").unwrap().clone();
 
-    // The bare calls: the same backend code on its own connection, without persistence.
+    // Memory first, before the bench opens a second test-driver connection of its own (the test
+    // driver keeps a full copy of the node per connection, which a real host does not).
+    for _ in 0..args.polls {
+        match poller::poll_once(&pool, &host).await {
+            PollOutcome::Recorded(r) => assert_eq!(r.vms, args.domains),
+            PollOutcome::Failed(e) => panic!("poll failed: {e}"),
+        }
+    }
+    let rss = rss_kib();
+    // The test driver runs inside vmdeck's process (a real host's libvirtd does not): measure
+    // what a process holding only that driver and one inventory needs, for comparison.
+    let driver_rss = Command::new(std::env::current_exe().unwrap())
+        .arg("--driver-only")
+        .arg(&node)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+    println!(
+        "\n## Memory after {} polls of {} VMs",
+        args.polls, args.domains
+    );
+    println!(
+        "resident set of the process (server + poller + SQLite + in-process test driver): {:.1} MiB (goal <= 80 MB)",
+        rss as f64 / 1024.0
+    );
+    if let Some(d) = driver_rss {
+        println!(
+            "  of which a process with only the test driver and one inventory needs {:.1} MiB; vmdeck's own share is about {:.1} MiB",
+            d as f64 / 1024.0,
+            rss.saturating_sub(d) as f64 / 1024.0
+        );
+    }
+
+    // The bare calls: the same backend code on its own connection, without persistence,
+    // interleaved with full polls so both see the same machine state.
     let bare = vmdeck::backend::connect(
         &HostConfig {
             name: HostName::parse("bare").unwrap(),
@@ -162,71 +218,62 @@ async fn main() {
         },
         Duration::from_secs(60),
     );
-    // Warm both connections (the first open parses the node file).
     let _ = bare.inventory().await.expect("bare inventory");
-    let first = poller::poll_once(&pool, &host).await;
-    assert!(matches!(first, PollOutcome::Recorded(_)), "{first:?}");
-
     let mut bare_ms = Vec::new();
     let mut full_ms = Vec::new();
-    for i in 1..args.polls {
-        if i <= 20 {
-            let t = Instant::now();
-            let n = bare.inventory().await.expect("bare").len();
-            bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(n, args.domains);
-        }
+    for _ in 0..20 {
+        let t = Instant::now();
+        let n = bare.inventory().await.expect("bare").len();
+        bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(n, args.domains);
         let t = Instant::now();
         match poller::poll_once(&pool, &host).await {
             PollOutcome::Recorded(r) => assert_eq!(r.vms, args.domains),
             PollOutcome::Failed(e) => panic!("poll failed: {e}"),
         }
-        if i <= 20 {
-            full_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
+        full_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    drop(bare);
     let (bare_med, bare_p99, _) = stats(bare_ms);
     let (full_med, full_p99, _) = stats(full_ms);
     println!("\n## Poll of {} VMs (20 rounds, interleaved)", args.domains);
     println!("bare libvirt calls : median {bare_med:.1} ms, p99 {bare_p99:.1} ms");
-    println!("full poll + persist: median {full_med:.1} ms, p99 {full_p99:.1} ms  (ratio {:.2}x; goal <= 1.5x and < 250 ms)", full_med / bare_med);
-
-    let rss = rss_kib();
     println!(
-        "\n## Memory after {} polls of {} VMs",
-        args.polls, args.domains
-    );
-    println!(
-        "resident set (whole bench process: server + poller + pools): {:.1} MiB (goal <= 80 MB)",
-        rss as f64 / 1024.0
+        "full poll + persist: median {full_med:.1} ms, p99 {full_p99:.1} ms  (ratio {:.2}x; goal <= 1.5x and < 250 ms)",
+        full_med / bare_med
     );
 
-    let mut server_ms = Vec::new();
-    let mut client_ms = Vec::new();
-    let mut bytes = 0;
-    for _ in 0..args.requests {
-        let t = Instant::now();
-        let (status, timing, len) = tokio::task::spawn_blocking(move || http_get(port, "/vms"))
-            .await
-            .unwrap()
-            .expect("GET /vms");
-        client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(status, 200);
-        server_ms.push(timing.expect("Server-Timing header"));
-        bytes = len;
+    for (path, what) in [
+        ("/vms", "default page (first 100 rows, sorted by name)"),
+        ("/vms?per_page=all", "every row on one page"),
+    ] {
+        let mut server_ms = Vec::new();
+        let mut client_ms = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..args.requests {
+            let t = Instant::now();
+            let (status, timing, len) = tokio::task::spawn_blocking(move || http_get(port, path))
+                .await
+                .unwrap()
+                .expect("GET /vms");
+            client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200);
+            server_ms.push(timing.expect("Server-Timing header"));
+            bytes = len;
+        }
+        let (s_med, s_p99, s_max) = stats(server_ms);
+        let (c_med, c_p99, _) = stats(client_ms);
+        println!(
+            "\n## GET {path} with {} VMs: {what} ({} requests, {} KiB page)",
+            args.domains,
+            args.requests,
+            bytes / 1024
+        );
+        println!("server-side: median {s_med:.2} ms, p99 {s_p99:.2} ms, max {s_max:.2} ms (goal: median <= 15 ms)");
+        println!(
+            "client-side (loopback, new connection each): median {c_med:.2} ms, p99 {c_p99:.2} ms"
+        );
     }
-    let (s_med, s_p99, s_max) = stats(server_ms);
-    let (c_med, c_p99, _) = stats(client_ms);
-    println!(
-        "\n## GET /vms with {} VMs ({} requests, {} KiB page)",
-        args.domains,
-        args.requests,
-        bytes / 1024
-    );
-    println!("server-side: median {s_med:.2} ms, p99 {s_p99:.2} ms, max {s_max:.2} ms (goal: median <= 15 ms)");
-    println!(
-        "client-side (loopback, new connection each): median {c_med:.2} ms, p99 {c_p99:.2} ms"
-    );
     let db_size = std::fs::metadata(dir.path().join("bench.db"))
         .map(|m| m.len())
         .unwrap_or(0)

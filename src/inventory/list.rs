@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rocket::serde::json::Json;
 use rocket::State;
 use rocket_dyn_templates::Template;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, SqlitePool};
 
 use crate::backend::{AddrSource, IpAddress, PowerState};
@@ -145,7 +145,7 @@ pub async fn healthz(
 // ---------------------------------------------------------------------------------------------
 // The VM list
 
-#[derive(Debug, FromRow)]
+#[derive(Debug, Deserialize)]
 struct VmListRow {
     uuid: String,
     name: String,
@@ -164,19 +164,28 @@ struct VmListRow {
     memory_used_kib: Option<i64>,
 }
 
-async fn vm_rows(pool: &SqlitePool) -> sqlx::Result<Vec<VmListRow>> {
-    sqlx::query_as(
-        "SELECT v.uuid, v.name, h.name AS host, v.state, v.state_since, v.state_reason, v.raw_state,
-                v.gone_at, v.addresses, c.vcpus, c.memory_max_kib, c.memory_current_kib,
-                c.disk_capacity_bytes, s.cpu_pct, s.memory_used_kib
+async fn vm_rows(pool: &SqlitePool) -> anyhow::Result<Vec<VmListRow>> {
+    // sqlx's SQLite driver hands rows one by one from its worker thread (~8 µs each), which
+    // made this query cost 9 ms for 1,000 VMs. SQLite builds the whole result as one JSON
+    // document in well under that, so the list is fetched as a single value.
+    let json: String = sqlx::query_scalar(
+        "SELECT COALESCE(json_group_array(json_object(
+                'uuid', v.uuid, 'name', v.name, 'host', h.name, 'state', v.state,
+                'state_since', v.state_since, 'state_reason', v.state_reason,
+                'raw_state', v.raw_state, 'gone_at', v.gone_at, 'addresses', v.addresses,
+                'vcpus', c.vcpus, 'memory_max_kib', c.memory_max_kib,
+                'memory_current_kib', c.memory_current_kib,
+                'disk_capacity_bytes', c.disk_capacity_bytes, 'cpu_pct', s.cpu_pct,
+                'memory_used_kib', s.memory_used_kib)), '[]')
          FROM vms v
          JOIN hosts h ON h.id = v.host_id
          LEFT JOIN vm_configs c ON c.id = v.config_id
          LEFT JOIN polls p ON p.id = h.last_ok_poll_id
          LEFT JOIN samples s ON s.vm_id = v.id AND s.ts = p.started_at",
     )
-    .fetch_all(pool)
-    .await
+    .fetch_one(pool)
+    .await?;
+    Ok(serde_json::from_str(&json)?)
 }
 
 /// Sortable columns, by their query-parameter name.
@@ -228,11 +237,16 @@ struct Filters {
     host: Option<String>,
     sort: SortKey,
     desc: bool,
+    /// Rows per page; None shows every row.
+    per_page: Option<usize>,
 }
 
+/// Page sizes offered; the first is the default.
+const PAGE_SIZES: [usize; 5] = [100, 50, 250, 500, 1000];
+
 impl Filters {
-    /// Builds the `/vms?...` link for these filters with some fields changed.
-    fn href(&self, sort: SortKey, desc: bool) -> String {
+    /// Builds the `/vms?...` link for these filters with sort and page changed.
+    fn href(&self, sort: SortKey, desc: bool, page: usize) -> String {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         if !self.q.is_empty() {
             s.append_pair("q", &self.q);
@@ -248,6 +262,18 @@ impl Filters {
         }
         if desc {
             s.append_pair("dir", "desc");
+        }
+        match self.per_page {
+            Some(n) if n == PAGE_SIZES[0] => {}
+            Some(n) => {
+                s.append_pair("per_page", &n.to_string());
+            }
+            None => {
+                s.append_pair("per_page", "all");
+            }
+        }
+        if page > 1 {
+            s.append_pair("page", &page.to_string());
         }
         let qs = s.finish();
         if qs.is_empty() {
@@ -303,6 +329,18 @@ struct Option_ {
 }
 
 #[derive(Serialize)]
+struct Pager {
+    page: usize,
+    pages: usize,
+    /// 1-based numbers of the first and last row shown.
+    first: usize,
+    last: usize,
+    matched: usize,
+    prev: Option<String>,
+    next: Option<String>,
+}
+
+#[derive(Serialize)]
 struct ListPage {
     title: &'static str,
     demo: bool,
@@ -317,6 +355,8 @@ struct ListPage {
     sort: &'static str,
     dir: &'static str,
     filtered: bool,
+    pager: Pager,
+    page_size_options: Vec<Option_>,
     clear_href: &'static str,
     notices: Vec<String>,
     empty: Option<String>,
@@ -340,7 +380,7 @@ struct Entry {
 }
 
 #[allow(clippy::too_many_arguments)] // one argument per query parameter
-#[rocket::get("/vms?<q>&<state>&<host>&<sort>&<dir>")]
+#[rocket::get("/vms?<q>&<state>&<host>&<sort>&<dir>&<page>&<per_page>")]
 pub async fn vm_list(
     db: &State<Db>,
     hosts: &State<Arc<Hosts>>,
@@ -350,8 +390,17 @@ pub async fn vm_list(
     host: Option<String>,
     sort: Option<String>,
     dir: Option<String>,
+    page: Option<String>,
+    per_page: Option<String>,
 ) -> Result<Template, AppError> {
-    let (statuses, rows) = tokio::try_join!(host_statuses(&db.0, hosts, settings), vm_rows(&db.0))?;
+    let (statuses, rows) = tokio::try_join!(
+        async {
+            host_statuses(&db.0, hosts, settings)
+                .await
+                .map_err(anyhow::Error::from)
+        },
+        vm_rows(&db.0)
+    )?;
     let host_names: Vec<&str> = hosts.0.iter().map(|h| h.config.name.as_str()).collect();
 
     // Validate the parameters; anything wrong becomes a visible notice, never an error page.
@@ -397,12 +446,37 @@ pub async fn vm_list(
             false
         }
     };
+    let per_page = match per_page.as_deref().map(str::trim) {
+        None | Some("") => Some(PAGE_SIZES[0]),
+        Some("all") => None,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if PAGE_SIZES.contains(&n) => Some(n),
+            _ => {
+                notices.push(format!(
+                    "Cannot show {n:?} rows per page: showing {}.",
+                    PAGE_SIZES[0]
+                ));
+                Some(PAGE_SIZES[0])
+            }
+        },
+    };
+    let mut page = match page.as_deref().map(str::trim) {
+        None | Some("") => 1,
+        Some(p) => match p.parse::<usize>() {
+            Ok(p) if p >= 1 => p,
+            _ => {
+                notices.push(format!("There is no page {p:?}: showing the first page."));
+                1
+            }
+        },
+    };
     let filters = Filters {
         q,
         state,
         host,
         sort: sort_key,
         desc,
+        per_page,
     };
 
     let now = now_ms();
@@ -432,7 +506,45 @@ pub async fn vm_list(
     });
     sort_entries(&mut entries, filters.sort, filters.desc);
 
-    let vms: Vec<VmView> = entries.into_iter().map(|e| vm_view(e, now)).collect();
+    // Only the rows of the requested page are formatted and rendered.
+    let matched = entries.len();
+    let size = filters.per_page.unwrap_or(matched.max(1));
+    let pages = matched.div_ceil(size).max(1);
+    if page > pages {
+        notices.push(format!(
+            "There are only {pages} page(s): showing the last one."
+        ));
+        page = pages;
+    }
+    let first = (page - 1) * size;
+    let vms: Vec<VmView> = entries
+        .into_iter()
+        .skip(first)
+        .take(size)
+        .map(|e| vm_view(e, now))
+        .collect();
+    let pager = Pager {
+        page,
+        pages,
+        first: if matched == 0 { 0 } else { first + 1 },
+        last: first + vms.len(),
+        matched,
+        prev: (page > 1).then(|| filters.href(filters.sort, filters.desc, page - 1)),
+        next: (page < pages).then(|| filters.href(filters.sort, filters.desc, page + 1)),
+    };
+    let mut page_size_options: Vec<Option_> = PAGE_SIZES
+        .iter()
+        .map(|n| Option_ {
+            value: n.to_string(),
+            label: format!("{n} per page"),
+            selected: filters.per_page == Some(*n),
+        })
+        .collect();
+    page_size_options.push(Option_ {
+        value: "all".into(),
+        label: "all".into(),
+        selected: filters.per_page.is_none(),
+    });
     let empty = if !vms.is_empty() {
         None
     } else if filters.is_filtered() {
@@ -453,7 +565,7 @@ pub async fn vm_list(
                 key,
                 label,
                 // Clicking the sorted column flips its direction; another column sorts ascending.
-                href: filters.href(*k, current && !filters.desc),
+                href: filters.href(*k, current && !filters.desc, 1),
                 sorted: current.then_some(if filters.desc { "desc" } else { "asc" }),
             }
         })
@@ -500,6 +612,8 @@ pub async fn vm_list(
             sort: filters.sort.as_str(),
             dir: if filters.desc { "desc" } else { "asc" },
             filtered: filters.is_filtered(),
+            pager,
+            page_size_options,
             clear_href: "/vms",
             notices,
             empty,

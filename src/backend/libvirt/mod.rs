@@ -21,8 +21,8 @@ use virt::error::ErrorNumber;
 use virt_sys as sys;
 
 use super::{
-    sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, IpAddress, PowerState,
-    VmConfig, VmReport,
+    sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, IpAddress, PowerAction,
+    PowerState, VmConfig, VmReport, VmState,
 };
 use crate::config::HostUri;
 use bulk::Stats;
@@ -86,6 +86,64 @@ impl LibvirtBackend {
 impl Backend for LibvirtBackend {
     async fn inventory(&self) -> Result<Vec<VmReport>, BackendError> {
         self.with_connection(collect_inventory).await
+    }
+
+    async fn power(&self, uuid: &str, action: PowerAction) -> Result<(), BackendError> {
+        let uuid = uuid.to_string();
+        self.with_connection(move |conn| {
+            let dom = lookup(conn, &uuid)?;
+            let result = match action {
+                PowerAction::Start => dom.create(),
+                PowerAction::Shutdown => dom.shutdown(),
+                PowerAction::PowerOff => dom.destroy(),
+                PowerAction::Reboot => dom.reboot(0),
+                PowerAction::Reset => dom.reset(),
+                PowerAction::Pause => dom.suspend(),
+                PowerAction::Resume => dom.resume(),
+                PowerAction::Save => dom.managed_save(0).map(|_| ()),
+            };
+            result.map(|_| ()).map_err(|e| action_error(action, e))
+        })
+        .await
+    }
+
+    async fn vm_state(&self, uuid: &str) -> Result<VmState, BackendError> {
+        let uuid = uuid.to_string();
+        self.with_connection(move |conn| {
+            let dom = lookup(conn, &uuid)?;
+            let info = dom
+                .info()
+                .map_err(|e| hv_error("reading the VM state", e))?;
+            // virDomainGetInfo has no reason; the next poll stores it.
+            let (state, raw, _) = describe_state(info.state.to_raw(), 0);
+            Ok(VmState {
+                state,
+                raw_state: raw.to_string(),
+                state_reason: String::new(),
+            })
+        })
+        .await
+    }
+}
+
+fn lookup(conn: &Connect, uuid: &str) -> Result<Domain, BackendError> {
+    conn.lookup_domain_by_uuid_string(uuid).map_err(|e| {
+        if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) {
+            BackendError::NoSuchVm
+        } else {
+            hv_error("looking up the VM", e)
+        }
+    })
+}
+
+/// libvirt's error for a power action, in words an operator can act on.
+fn action_error(action: PowerAction, e: virt::error::Error) -> BackendError {
+    match e.code() {
+        Enum::Known(ErrorNumber::NoDomain) => BackendError::NoSuchVm,
+        Enum::Known(ErrorNumber::OperationInvalid) => {
+            BackendError::InvalidState(e.message().to_string())
+        }
+        _ => BackendError::Hypervisor(format!("{} failed: {}", action.label(), e.message())),
     }
 }
 
