@@ -141,11 +141,7 @@ pub enum BackendError {
     Connect { uri: String, message: String },
     /// After failures, the backend waits before it connects again.
     #[error("not reconnecting yet after {failures} failed attempt(s): next try in {retry_in_secs} s (last error: {last_error})")]
-    Backoff {
-        failures: u32,
-        retry_in_secs: u64,
-        last_error: String,
-    },
+    Backoff { failures: u32, retry_in_secs: u64, last_error: String },
     /// The call did not finish within its time limit.
     #[error("the host did not answer within {0:?}")]
     Timeout(Duration),

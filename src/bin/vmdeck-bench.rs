@@ -95,19 +95,12 @@ fn rss_kib() -> u64 {
 /// One HTTP/1.1 GET over a fresh connection; returns (status, server-timing ms, body length).
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Option<f64>, usize)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let timing = head
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("server-timing:"))
@@ -142,28 +135,17 @@ async fn main() {
     );
     println!("machine: {} cores, {}", num_cpus(), cpu_model());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let figment = Figment::from(rocket::Config::release_default())
         .merge(("port", port))
         .merge(("log_level", "off"))
-        .merge((
-            "database_url",
-            format!("sqlite://{}/bench.db", dir.path().display()),
-        ))
+        .merge(("database_url", format!("sqlite://{}/bench.db", dir.path().display())))
         .merge(("poll_interval_secs", 3600))
         .merge((
             "hosts",
             vec![serde_json::json!({"name": "bench", "driver": "libvirt", "uri": uri})],
         ));
-    let rocket = vmdeck::build(figment)
-        .expect("config")
-        .ignite()
-        .await
-        .expect("ignite");
+    let rocket = vmdeck::build(figment).expect("config").ignite().await.expect("ignite");
     let pool = rocket.state::<Db>().unwrap().0.clone();
     let hosts = rocket.state::<Arc<Hosts>>().unwrap().clone();
     let shutdown = rocket.shutdown();
@@ -187,15 +169,8 @@ async fn main() {
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        });
-    println!(
-        "\n## Memory after {} polls of {} VMs",
-        args.polls, args.domains
-    );
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()));
+    println!("\n## Memory after {} polls of {} VMs", args.polls, args.domains);
     println!(
         "resident set of the process (server + poller + SQLite + in-process test driver): {:.1} MiB (goal <= 80 MB)",
         rss as f64 / 1024.0
@@ -274,17 +249,9 @@ async fn main() {
             "client-side (loopback, new connection each): median {c_med:.2} ms, p99 {c_p99:.2} ms"
         );
     }
-    let db_size = std::fs::metadata(dir.path().join("bench.db"))
-        .map(|m| m.len())
-        .unwrap_or(0)
-        + std::fs::metadata(dir.path().join("bench.db-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-    println!(
-        "database after {} polls: {:.1} MiB",
-        args.polls,
-        db_size as f64 / 1048576.0
-    );
+    let db_size = std::fs::metadata(dir.path().join("bench.db")).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(dir.path().join("bench.db-wal")).map(|m| m.len()).unwrap_or(0);
+    println!("database after {} polls: {:.1} MiB", args.polls, db_size as f64 / 1048576.0);
 
     exporter(&uri, args.scrapes).await;
     shutdown.notify();
@@ -292,11 +259,7 @@ async fn main() {
 
 async fn exporter(uri: &str, scrapes: usize) {
     println!("\n## prometheus-libvirt-exporter, same definition");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new("prometheus-libvirt-exporter")
         .arg(format!("--libvirt.uri={uri}"))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -320,10 +283,7 @@ async fn exporter(uri: &str, scrapes: usize) {
         let mut size = 0;
         for _ in 0..scrapes {
             let t = Instant::now();
-            match tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
-                .await
-                .unwrap()
-            {
+            match tokio::task::spawn_blocking(move || http_get(port, "/metrics")).await.unwrap() {
                 Ok((200, _, len)) => {
                     times.push(t.elapsed().as_secs_f64() * 1000.0);
                     size = len;
@@ -349,9 +309,7 @@ async fn exporter(uri: &str, scrapes: usize) {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn cpu_model() -> String {

@@ -10,12 +10,15 @@ use rocket_dyn_templates::Template;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, SqlitePool};
 
-use crate::backend::{AddrSource, IpAddress, PowerState};
+use crate::audit::store as audit;
+use crate::auth::{Chrome, Viewer};
+use crate::backend::{AddrSource, IpAddress, PowerAction, PowerState};
 use crate::config::Settings;
 use crate::db::{now_ms, Db};
 use crate::error::AppError;
 use crate::poller::Hosts;
 use crate::view;
+use rocket::request::FlashMessage;
 
 /// A host's data is stale once it is older than this many poll intervals.
 const STALE_INTERVALS: i64 = 3;
@@ -100,11 +103,7 @@ async fn host_statuses(
                 last_poll_started_ms: row.last_started,
                 last_poll_finished_ms: row.last_finished,
                 last_success_ms: row.ok_finished,
-                last_error: if row.last_ok == Some(false) {
-                    row.last_error.clone()
-                } else {
-                    None
-                },
+                last_error: if row.last_ok == Some(false) { row.last_error.clone() } else { None },
                 vm_count: row.ok_vm_count,
                 consecutive_failures: rt.consecutive_failures,
                 last_duration_ms: rt.last_duration_ms,
@@ -130,16 +129,8 @@ pub async fn healthz(
     settings: &State<Settings>,
 ) -> Result<Json<Health>, AppError> {
     let hosts = host_statuses(&db.0, hosts, settings).await?;
-    let status = if hosts.iter().all(|h| h.status == "ok") {
-        "ok"
-    } else {
-        "degraded"
-    };
-    Ok(Json(Health {
-        status,
-        poll_interval_secs: settings.poll_interval.as_secs(),
-        hosts,
-    }))
+    let status = if hosts.iter().all(|h| h.status == "ok") { "ok" } else { "degraded" };
+    Ok(Json(Health { status, poll_interval_secs: settings.poll_interval.as_secs(), hosts }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,17 +205,11 @@ impl SortKey {
     ];
 
     fn parse(s: &str) -> Option<SortKey> {
-        Self::ALL
-            .iter()
-            .find(|(_, k, _)| *k == s)
-            .map(|(k, _, _)| *k)
+        Self::ALL.iter().find(|(_, k, _)| *k == s).map(|(k, _, _)| *k)
     }
 
     fn as_str(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(k, _, _)| *k == self)
-            .map_or("name", |(_, s, _)| s)
+        Self::ALL.iter().find(|(k, _, _)| *k == self).map_or("name", |(_, s, _)| s)
     }
 }
 
@@ -304,7 +289,22 @@ struct IpView {
 }
 
 #[derive(Serialize)]
+struct ActionView {
+    value: &'static str,
+    label: &'static str,
+    /// Forced actions go through a confirmation page (a link, not a button).
+    confirm_href: Option<String>,
+}
+
+#[derive(Serialize)]
 struct VmView {
+    /// `host/uuid`, the bulk form's value.
+    key: String,
+    actions: Vec<ActionView>,
+    /// The power action in flight, in words.
+    pending: Option<String>,
+    audit_href: String,
+    power_href: String,
     name: String,
     host: String,
     uuid: String,
@@ -343,7 +343,10 @@ struct Pager {
 #[derive(Serialize)]
 struct ListPage {
     title: &'static str,
-    demo: bool,
+    chrome: Chrome,
+    /// This page's own URL, where power forms come back to.
+    back: String,
+    bulk_actions: Vec<ActionView>,
     hosts: Vec<HostStatus>,
     any_pending: bool,
     vms: Vec<VmView>,
@@ -382,6 +385,8 @@ struct Entry {
 #[allow(clippy::too_many_arguments)] // one argument per query parameter
 #[rocket::get("/vms?<q>&<state>&<host>&<sort>&<dir>&<page>&<per_page>")]
 pub async fn vm_list(
+    user: Viewer<'_>,
+    flash: Option<FlashMessage<'_>>,
     db: &State<Db>,
     hosts: &State<Arc<Hosts>>,
     settings: &State<Settings>,
@@ -393,14 +398,21 @@ pub async fn vm_list(
     page: Option<String>,
     per_page: Option<String>,
 ) -> Result<Template, AppError> {
-    let (statuses, rows) = tokio::try_join!(
-        async {
-            host_statuses(&db.0, hosts, settings)
-                .await
-                .map_err(anyhow::Error::from)
-        },
-        vm_rows(&db.0)
+    let (statuses, rows, pending) = tokio::try_join!(
+        async { host_statuses(&db.0, hosts, settings).await.map_err(anyhow::Error::from) },
+        vm_rows(&db.0),
+        async { audit::pending_power(&db.0).await.map_err(anyhow::Error::from) }
     )?;
+    let pending: std::collections::HashMap<(String, String), String> = pending
+        .into_iter()
+        .map(|p| {
+            let label =
+                PowerAction::parse(&p.action).map_or(p.action.as_str(), |a| a.label()).to_string();
+            let by = p.user_name.unwrap_or_default();
+            ((p.host_name, p.vm_uuid), format!("{label} requested by {by}, {}", p.status))
+        })
+        .collect();
+    let operator = user.0.can(crate::auth::Role::Operator);
     let host_names: Vec<&str> = hosts.0.iter().map(|h| h.config.name.as_str()).collect();
 
     // Validate the parameters; anything wrong becomes a visible notice, never an error page.
@@ -408,9 +420,7 @@ pub async fn vm_list(
     let mut q = q.unwrap_or_default().trim().to_string();
     if q.chars().count() > MAX_QUERY_LEN {
         q = q.chars().take(MAX_QUERY_LEN).collect();
-        notices.push(format!(
-            "The search text was cut to {MAX_QUERY_LEN} characters."
-        ));
+        notices.push(format!("The search text was cut to {MAX_QUERY_LEN} characters."));
     }
     let state = match state.as_deref().map(str::trim) {
         None | Some("") | Some("all") => None,
@@ -452,10 +462,8 @@ pub async fn vm_list(
         Some(n) => match n.parse::<usize>() {
             Ok(n) if PAGE_SIZES.contains(&n) => Some(n),
             _ => {
-                notices.push(format!(
-                    "Cannot show {n:?} rows per page: showing {}.",
-                    PAGE_SIZES[0]
-                ));
+                notices
+                    .push(format!("Cannot show {n:?} rows per page: showing {}.", PAGE_SIZES[0]));
                 Some(PAGE_SIZES[0])
             }
         },
@@ -470,14 +478,7 @@ pub async fn vm_list(
             }
         },
     };
-    let filters = Filters {
-        q,
-        state,
-        host,
-        sort: sort_key,
-        desc,
-        per_page,
-    };
+    let filters = Filters { q, state, host, sort: sort_key, desc, per_page };
 
     let now = now_ms();
     let needle = filters.q.to_lowercase();
@@ -511,17 +512,19 @@ pub async fn vm_list(
     let size = filters.per_page.unwrap_or(matched.max(1));
     let pages = matched.div_ceil(size).max(1);
     if page > pages {
-        notices.push(format!(
-            "There are only {pages} page(s): showing the last one."
-        ));
+        notices.push(format!("There are only {pages} page(s): showing the last one."));
         page = pages;
     }
     let first = (page - 1) * size;
+    let back = filters.href(filters.sort, filters.desc, page);
     let vms: Vec<VmView> = entries
         .into_iter()
         .skip(first)
         .take(size)
-        .map(|e| vm_view(e, now))
+        .map(|e| {
+            let p = pending.get(&(e.row.host.clone(), e.row.uuid.clone())).cloned();
+            vm_view(e, now, operator, p, &back)
+        })
         .collect();
     let pager = Pager {
         page,
@@ -600,8 +603,18 @@ pub async fn vm_list(
         "inventory/list",
         ListPage {
             title: "Virtual machines",
-            demo: settings.demo,
-            any_pending: statuses.iter().any(|h| h.status == "pending"),
+            chrome: Chrome::new(user.0, flash, settings),
+            bulk_actions: if operator {
+                PowerAction::ALL
+                    .iter()
+                    .map(|a| ActionView { value: a.as_str(), label: a.label(), confirm_href: None })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            back,
+            // Refresh by itself while a host has no data yet or a power action is settling.
+            any_pending: statuses.iter().any(|h| h.status == "pending") || !pending.is_empty(),
             hosts: statuses,
             vms,
             total,
@@ -674,9 +687,29 @@ fn dir(o: Ordering, desc: bool) -> Ordering {
     }
 }
 
-fn vm_view(e: Entry, now: i64) -> VmView {
+fn vm_view(e: Entry, now: i64, operator: bool, pending: Option<String>, back: &str) -> VmView {
     let r = e.row;
     let gone = r.gone_at.is_some();
+    let power_href = format!("/vms/{}/{}/power", r.host, r.uuid);
+    let actions = if operator && !gone && pending.is_none() {
+        PowerAction::ALL
+            .iter()
+            .filter(|a| a.applies_to(e.state))
+            .map(|a| ActionView {
+                value: a.as_str(),
+                label: a.label(),
+                confirm_href: a.is_forced().then(|| {
+                    let q = url::form_urlencoded::Serializer::new(String::new())
+                        .append_pair("action", a.as_str())
+                        .append_pair("back", back)
+                        .finish();
+                    format!("{power_href}/confirm?{q}")
+                }),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let ips = e
         .ips
         .iter()
@@ -701,10 +734,9 @@ fn vm_view(e: Entry, now: i64) -> VmView {
         _ => String::new(),
     };
     let (since, since_title) = match r.gone_at {
-        Some(g) => (
-            format!("gone {}", view::ago(g, now)),
-            format!("Last seen {}", view::absolute(g)),
-        ),
+        Some(g) => {
+            (format!("gone {}", view::ago(g, now)), format!("Last seen {}", view::absolute(g)))
+        }
         None => (
             format!("for {}", view::duration_words(now - r.state_since)),
             format!(
@@ -717,6 +749,11 @@ fn vm_view(e: Entry, now: i64) -> VmView {
         ),
     };
     VmView {
+        key: format!("{}/{}", r.host, r.uuid),
+        actions,
+        pending,
+        audit_href: format!("/audit?vm={}", r.uuid),
+        power_href,
         name: r.name,
         host: r.host,
         uuid: r.uuid,

@@ -208,15 +208,8 @@ async fn write_success(
 ) -> sqlx::Result<Recorded> {
     cache.load(pool, host_id).await?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let poll_id = insert_poll(
-        &mut tx,
-        host_id,
-        started_at,
-        finished_at,
-        None,
-        Some(reports.len()),
-    )
-    .await?;
+    let poll_id =
+        insert_poll(&mut tx, host_id, started_at, finished_at, None, Some(reports.len())).await?;
 
     // The cache is updated in place as rows are written. If anything below fails the
     // transaction rolls back, and the caller drops the cache so the next poll reloads it from
@@ -286,18 +279,12 @@ async fn write_success(
             vm.disk_usage.clone_from(&r.disk_usage);
         }
         let rates = match (&vm.last, r.state) {
-            (Some(last), PowerState::Running) => derive_rates(
-                &last.counters,
-                &r.counters,
-                started_at - last.ts,
-                r.config.vcpus,
-            ),
+            (Some(last), PowerState::Running) => {
+                derive_rates(&last.counters, &r.counters, started_at - last.ts, r.config.vcpus)
+            }
             _ => Rates::default(),
         };
-        vm.last = Some(LastSample {
-            ts: started_at,
-            counters: r.counters,
-        });
+        vm.last = Some(LastSample { ts: started_at, counters: r.counters });
         samples.push(SampleRow {
             vm_id: vm.id,
             state: r.state,
@@ -326,13 +313,7 @@ async fn write_success(
         .await?;
     tx.commit().await?;
     let count = samples.len();
-    Ok(Recorded {
-        poll_id,
-        vms: count,
-        new_vms,
-        gone_vms,
-        config_changes,
-    })
+    Ok(Recorded { poll_id, vms: count, new_vms, gone_vms, config_changes })
 }
 
 /// Records a failed poll.
@@ -562,11 +543,7 @@ mod tests {
     use super::*;
 
     fn c(cpu: u64, rd: u64) -> Counters {
-        Counters {
-            cpu_time_ns: Some(cpu),
-            disk_read_bytes: Some(rd),
-            ..Counters::default()
-        }
+        Counters { cpu_time_ns: Some(cpu), disk_read_bytes: Some(rd), ..Counters::default() }
     }
 
     #[test]
@@ -575,10 +552,7 @@ mod tests {
         let r = derive_rates(&c(0, 0), &c(10_000_000_000, 5_000), 10_000, 2);
         assert_eq!(r.cpu_pct, Some(50.0));
         assert_eq!(r.disk_read_bps, Some(500.0));
-        assert_eq!(
-            r.net_rx_bps, None,
-            "a counter missing on both sides gives no rate"
-        );
+        assert_eq!(r.net_rx_bps, None, "a counter missing on both sides gives no rate");
     }
 
     #[test]
@@ -590,17 +564,11 @@ mod tests {
     #[test]
     fn absurd_or_ill_timed_values_give_no_rate() {
         // 1000 s of CPU in 10 s on one vCPU is a broken counter, not 10000 %.
-        assert_eq!(
-            derive_rates(&c(0, 0), &c(1_000_000_000_000, 0), 10_000, 1).cpu_pct,
-            None
-        );
+        assert_eq!(derive_rates(&c(0, 0), &c(1_000_000_000_000, 0), 10_000, 1).cpu_pct, None);
         assert_eq!(derive_rates(&c(0, 0), &c(1, 1), 0, 1), Rates::default());
         assert_eq!(derive_rates(&c(0, 0), &c(1, 1), -5, 1), Rates::default());
         assert_eq!(derive_rates(&c(0, 0), &c(1, 1), 10_000, 0).cpu_pct, None);
         // Slight jitter over 100 % is clamped.
-        assert_eq!(
-            derive_rates(&c(0, 0), &c(10_500_000_000, 0), 10_000, 1).cpu_pct,
-            Some(100.0)
-        );
+        assert_eq!(derive_rates(&c(0, 0), &c(10_500_000_000, 0), 10_000, 1).cpu_pct, Some(100.0));
     }
 }

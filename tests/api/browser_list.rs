@@ -11,11 +11,7 @@ use crate::support::browser::{browser_tests_enabled, output_dir, Browser};
 
 async fn try_names(b: &Browser) -> Result<Vec<String>, fantoccini::error::CmdError> {
     let mut out = Vec::new();
-    for el in b
-        .client
-        .find_all(Locator::Css("#vm-table tbody td.col-name"))
-        .await?
-    {
+    for el in b.client.find_all(Locator::Css("#vm-table tbody td.col-name")).await? {
         out.push(el.text().await?);
     }
     Ok(out)
@@ -39,14 +35,7 @@ async fn names_when(b: &Browser, ready: impl Fn(&[String]) -> bool) -> Vec<Strin
 
 async fn wait_for_query(b: &Browser, needle: &str) {
     for _ in 0..100 {
-        if b.client
-            .current_url()
-            .await
-            .unwrap()
-            .query()
-            .unwrap_or_default()
-            .contains(needle)
-        {
+        if b.client.current_url().await.unwrap().query().unwrap_or_default().contains(needle) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -70,44 +59,20 @@ async fn the_vm_list_sorts_and_filters_in_a_real_browser() {
         .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
 
     b.client.goto(&format!("{}/", app.base)).await.unwrap();
-    assert_eq!(
-        b.client.current_url().await.unwrap().path(),
-        "/vms",
-        "/ redirects to the list"
-    );
+    assert_eq!(b.client.current_url().await.unwrap().path(), "/vms", "/ redirects to the list");
     let all = names_when(&b, |n| n.len() == 21).await;
     assert_eq!(all.len(), 21);
 
     // Sort by vCPUs, twice for descending.
-    b.client
-        .find(Locator::Css("th.col-vcpus a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.client.find(Locator::Css("th.col-vcpus a")).await.unwrap().click().await.unwrap();
     wait_for_query(&b, "sort=vcpus").await;
-    b.client
-        .find(Locator::Css("th.col-vcpus a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.client.find(Locator::Css("th.col-vcpus a")).await.unwrap().click().await.unwrap();
     wait_for_query(&b, "dir=desc").await;
     let sorted = names_when(&b, |n| n.first().map(String::as_str) == Some("br-big")).await;
-    assert_eq!(
-        sorted.first().map(String::as_str),
-        Some("br-big"),
-        "{sorted:?}"
-    );
+    assert_eq!(sorted.first().map(String::as_str), Some("br-big"), "{sorted:?}");
 
     // Filter by state and text through the form.
-    let state = b
-        .client
-        .find(Locator::Css("select[name=state]"))
-        .await
-        .unwrap();
+    let state = b.client.find(Locator::Css("select[name=state]")).await.unwrap();
     state.select_by_value("paused").await.unwrap();
     let q = b.client.find(Locator::Css("input[name=q]")).await.unwrap();
     q.send_keys("transient").await.unwrap();
@@ -119,26 +84,14 @@ async fn the_vm_list_sorts_and_filters_in_a_real_browser() {
         .await
         .unwrap();
     wait_for_query(&b, "state=paused").await;
-    assert_eq!(
-        names_when(&b, |n| n.len() == 1).await,
-        vec!["br-transient-paused"]
-    );
+    assert_eq!(names_when(&b, |n| n.len() == 1).await, vec!["br-transient-paused"]);
     let shot_filtered = b.screenshot(&output_dir(), "vms-filtered").await.unwrap();
 
     // Back to everything; the screenshot of the full list is kept for people to look at.
-    b.client
-        .find(Locator::LinkText("Clear filters"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.client.find(Locator::LinkText("Clear filters")).await.unwrap().click().await.unwrap();
     assert_eq!(names_when(&b, |n| n.len() == 21).await.len(), 21);
     let shot = b.screenshot(&output_dir(), "vms-list").await.unwrap();
-    assert!(
-        std::fs::metadata(&shot).unwrap().len() > 10_000,
-        "a real screenshot was written"
-    );
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real screenshot was written");
     assert!(shot_filtered.exists());
     b.close().await;
 }

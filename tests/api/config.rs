@@ -35,18 +35,8 @@ fn run_with_config(dir: &Path, toml: &str) -> (bool, String) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut out = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     (status.is_some_and(|s| s.success()), out)
 }
 
@@ -73,10 +63,7 @@ fn bad_configuration_stops_startup_with_a_message_naming_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let (ok, out) = run_with_config(dir.path(), toml);
         assert!(!ok, "{what}: vmdeck should refuse to start; output:\n{out}");
-        assert!(
-            out.contains(key),
-            "{what}: the message should name {key:?}; output:\n{out}"
-        );
+        assert!(out.contains(key), "{what}: the message should name {key:?}; output:\n{out}");
         assert!(
             out.contains("configuration error") || out.contains("Rocket.toml"),
             "{what}: {out}"
@@ -94,10 +81,7 @@ fn an_unreadable_config_file_is_an_error_not_silently_ignored() {
         .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        text.contains("ROCKET_CONFIG") && text.contains("missing.toml"),
-        "{text}"
-    );
+    assert!(text.contains("ROCKET_CONFIG") && text.contains("missing.toml"), "{text}");
 }
 
 #[test]
@@ -141,27 +125,12 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
     });
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let logs =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     for (what, text) in [("/healthz", &health), ("/vms", &page), ("logs", &logs)] {
-        assert!(
-            !text.contains("hunter2"),
-            "{what} leaks the password:\n{text}"
-        );
-        assert!(
-            !text.contains("alsosecret"),
-            "{what} leaks the query secret:\n{text}"
-        );
+        assert!(!text.contains("hunter2"), "{what} leaks the password:\n{text}");
+        assert!(!text.contains("alsosecret"), "{what} leaks the query secret:\n{text}");
     }
-    assert!(
-        page.contains("unreachable"),
-        "the page shows the failing host"
-    );
-    assert!(
-        page.contains("admin:***@127.0.0.1"),
-        "the redacted URI is shown: {page}"
-    );
+    assert!(page.contains("unreachable"), "the page shows the failing host");
+    assert!(page.contains("admin:***@127.0.0.1"), "the redacted URI is shown: {page}");
 }

@@ -25,10 +25,7 @@ fn daemon_or_skip() -> Option<LibvirtDaemon> {
 /// A `Key:   value` line of virsh output.
 fn field<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(key)
-                .map(|v| v.trim_start_matches(':').trim())
-        })
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim_start_matches(':').trim()))
         .unwrap_or_else(|| panic!("no {key:?} in:\n{text}"))
 }
 
@@ -51,15 +48,9 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
     let Some(daemon) = daemon_or_skip() else {
         return;
     };
-    let running = daemon
-        .define_vm("vmdeck-run", 2, 96, 1024)
-        .expect("define vmdeck-run");
-    let idle = daemon
-        .define_vm("vmdeck-off", 1, 64, 512)
-        .expect("define vmdeck-off");
-    daemon
-        .virsh(&["start", "vmdeck-run"])
-        .expect("start vmdeck-run");
+    let running = daemon.define_vm("vmdeck-run", 2, 96, 1024).expect("define vmdeck-run");
+    let idle = daemon.define_vm("vmdeck-off", 1, 64, 512).expect("define vmdeck-off");
+    daemon.virsh(&["start", "vmdeck-run"]).expect("start vmdeck-run");
 
     let app = spawn_app(AppOptions {
         hosts: vec![libvirt_host("lab", daemon.uri())],
@@ -73,22 +64,10 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
         let blk = daemon.virsh(&["domblkinfo", name, "vda"]).unwrap();
         let (state, vcpus, mem_kib, disk, _) = stored(&app, uuid).await;
         assert_eq!(vcpus.to_string(), field(&info, "CPU(s)"), "{name}: vCPUs");
-        assert_eq!(
-            format!("{mem_kib} KiB"),
-            field(&info, "Max memory"),
-            "{name}: memory"
-        );
-        assert_eq!(
-            disk.to_string(),
-            field(&blk, "Capacity"),
-            "{name}: disk capacity"
-        );
+        assert_eq!(format!("{mem_kib} KiB"), field(&info, "Max memory"), "{name}: memory");
+        assert_eq!(disk.to_string(), field(&blk, "Capacity"), "{name}: disk capacity");
         let virsh_state = field(&info, "State");
-        let expected = if virsh_state == "running" {
-            "running"
-        } else {
-            "shut_off"
-        };
+        let expected = if virsh_state == "running" { "running" } else { "shut_off" };
         assert_eq!(state, expected, "{name}: virsh says {virsh_state}");
     }
     let (_, _, _, _, cpu1) = stored(&app, &running).await;
@@ -100,18 +79,12 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(
-        rss.is_some_and(|r| r > 0),
-        "balloon.rss comes from the bulk call on real QEMU"
-    );
+    assert!(rss.is_some_and(|r| r > 0), "balloon.rss comes from the bulk call on real QEMU");
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(matches!(app.poll("lab").await, PollOutcome::Recorded(_)));
     let (_, _, _, _, cpu2) = stored(&app, &running).await;
-    assert!(
-        cpu2.unwrap() > cpu1,
-        "CPU time grows between polls ({cpu1} -> {cpu2:?})"
-    );
+    assert!(cpu2.unwrap() > cpu1, "CPU time grows between polls ({cpu1} -> {cpu2:?})");
     let pct: Option<f64> = sqlx::query_scalar(
         "SELECT s.cpu_pct FROM samples s JOIN vms v ON v.id = s.vm_id WHERE v.uuid = ? ORDER BY s.ts DESC LIMIT 1",
     )
@@ -119,10 +92,7 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(
-        pct.is_some_and(|p| (0.0..=100.0).contains(&p)),
-        "a CPU % is derived: {pct:?}"
-    );
+    assert!(pct.is_some_and(|p| (0.0..=100.0).contains(&p)), "a CPU % is derived: {pct:?}");
 
     let (_, html) = app.get("/vms").await;
     let names = vm_names(&html);
@@ -163,11 +133,7 @@ async fn a_daemon_killed_between_polls_is_reported_and_picked_up_again_after_res
     }
     let (_, html) = app.get("/vms").await;
     assert!(html.contains("unreachable"), "the page shows the failure");
-    assert_eq!(
-        vm_names(&html),
-        vec!["vmdeck-k"],
-        "the last known data stays visible"
-    );
+    assert_eq!(vm_names(&html), vec!["vmdeck-k"], "the last known data stays visible");
 
     daemon.restart().expect("restart the daemon");
     // Reconnection waits out a short backoff; within a few polls the host is back.
@@ -180,14 +146,7 @@ async fn a_daemon_killed_between_polls_is_reported_and_picked_up_again_after_res
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(recovered, "vmdeck reconnects after the daemon comes back");
-    let body: serde_json::Value = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value =
+        app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["hosts"][0]["status"], "ok");
 }

@@ -51,13 +51,7 @@ struct ConnState {
 impl LibvirtBackend {
     pub fn new(uri: HostUri, call_timeout: Duration) -> Self {
         silence_default_error_printer();
-        LibvirtBackend {
-            inner: Arc::new(Inner {
-                uri,
-                conn: Mutex::default(),
-            }),
-            call_timeout,
-        }
+        LibvirtBackend { inner: Arc::new(Inner { uri, conn: Mutex::default() }), call_timeout }
     }
 
     /// Runs `f` with the host's connection on the blocking pool, under the time limit.
@@ -74,9 +68,7 @@ impl LibvirtBackend {
         });
         match tokio::time::timeout(self.call_timeout, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(BackendError::Hypervisor(format!(
-                "libvirt call failed: {join}"
-            ))),
+            Ok(Err(join)) => Err(BackendError::Hypervisor(format!("libvirt call failed: {join}"))),
             Err(_) => Err(BackendError::Timeout(self.call_timeout)),
         }
     }
@@ -111,16 +103,10 @@ impl Backend for LibvirtBackend {
         let uuid = uuid.to_string();
         self.with_connection(move |conn| {
             let dom = lookup(conn, &uuid)?;
-            let info = dom
-                .info()
-                .map_err(|e| hv_error("reading the VM state", e))?;
+            let info = dom.info().map_err(|e| hv_error("reading the VM state", e))?;
             // virDomainGetInfo has no reason; the next poll stores it.
             let (state, raw, _) = describe_state(info.state.to_raw(), 0);
-            Ok(VmState {
-                state,
-                raw_state: raw.to_string(),
-                state_reason: String::new(),
-            })
+            Ok(VmState { state, raw_state: raw.to_string(), state_reason: String::new() })
         })
         .await
     }
@@ -269,17 +255,10 @@ fn domain_report(
     let reason_code = stats.u64("state.reason").unwrap_or(0) as u32;
     let active = matches!(state_code, 1..=4);
     // The test driver's bulk call has no cpu/balloon groups; virDomainGetInfo fills them.
-    let info = if stats.u64("cpu.time").is_none() {
-        dom.info().ok()
-    } else {
-        None
-    };
+    let info = if stats.u64("cpu.time").is_none() { dom.info().ok() } else { None };
 
-    let vcpus = stats
-        .u64("vcpu.current")
-        .map(|v| v as u32)
-        .filter(|_| active)
-        .unwrap_or(parsed.vcpus);
+    let vcpus =
+        stats.u64("vcpu.current").map(|v| v as u32).filter(|_| active).unwrap_or(parsed.vcpus);
     let memory_max_kib = stats
         .u64("balloon.maximum")
         .or(info.as_ref().map(|i| i.max_mem))
@@ -366,15 +345,8 @@ fn domain_report(
         }
     }
 
-    let cpu_time_ns = stats
-        .u64("cpu.time")
-        .or(info.map(|i| i.cpu_time))
-        .filter(|_| active);
-    let addresses = if active && !parsed.nics.is_empty() {
-        ip_addresses(dom)
-    } else {
-        Vec::new()
-    };
+    let cpu_time_ns = stats.u64("cpu.time").or(info.map(|i| i.cpu_time)).filter(|_| active);
+    let addresses = if active && !parsed.nics.is_empty() { ip_addresses(dom) } else { Vec::new() };
 
     let config = VmConfig {
         vcpus,
@@ -416,10 +388,7 @@ fn disk_size_fallback(
     source: &str,
 ) -> (Option<u64>, Option<u64>, Option<u64>) {
     if source.starts_with('/') {
-        if let Ok(info) = conn
-            .lookup_storage_vol_by_path(source)
-            .and_then(|v| v.info())
-        {
+        if let Ok(info) = conn.lookup_storage_vol_by_path(source).and_then(|v| v.info()) {
             return (Some(info.capacity), Some(info.allocation), None);
         }
     }
@@ -433,14 +402,8 @@ fn disk_size_fallback(
 /// knows any address wins.
 fn ip_addresses(dom: &Domain) -> Vec<IpAddress> {
     let sources = [
-        (
-            sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
-            AddrSource::GuestAgent,
-        ),
-        (
-            sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
-            AddrSource::DhcpLease,
-        ),
+        (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, AddrSource::GuestAgent),
+        (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, AddrSource::DhcpLease),
         (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP, AddrSource::Arp),
     ];
     for (flag, source) in sources {
@@ -450,11 +413,7 @@ fn ip_addresses(dom: &Domain) -> Vec<IpAddress> {
         let mut found: Vec<IpAddress> = ifaces
             .iter()
             .flat_map(|iface| {
-                let mac = iface
-                    .hwaddr
-                    .clone()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
+                let mac = iface.hwaddr.clone().unwrap_or_default().to_ascii_lowercase();
                 iface.addrs.iter().filter_map(move |a| {
                     let addr: IpAddr = a.addr.parse().ok()?;
                     // The agent also reports loopback; nobody connects to a VM's 127.0.0.1.
@@ -540,9 +499,8 @@ pub fn describe_state(state: u32, reason: u32) -> (PowerState, &'static str, Str
         7 => (PowerState::Suspended, "pmsuspended", &["unknown"]),
         _ => (PowerState::Unknown, "nostate", &["unknown"]),
     };
-    let reason = reasons
-        .get(reason as usize)
-        .map_or_else(|| format!("reason {reason}"), |r| r.to_string());
+    let reason =
+        reasons.get(reason as usize).map_or_else(|| format!("reason {reason}"), |r| r.to_string());
     (normalized, word, reason)
 }
 
@@ -554,19 +512,12 @@ mod tests {
     fn every_libvirt_state_maps_to_a_normalized_state() {
         assert_eq!(describe_state(1, 1).0, PowerState::Running);
         assert_eq!(describe_state(2, 0).1, "blocked");
-        assert_eq!(
-            describe_state(3, 1),
-            (PowerState::Paused, "paused", "user".to_string())
-        );
+        assert_eq!(describe_state(3, 1), (PowerState::Paused, "paused", "user".to_string()));
         assert_eq!(describe_state(4, 1).0, PowerState::InTransition);
         assert_eq!(describe_state(5, 2).2, "destroyed");
         assert_eq!(describe_state(6, 1).0, PowerState::Crashed);
         assert_eq!(describe_state(7, 0).0, PowerState::Suspended);
         assert_eq!(describe_state(0, 0).0, PowerState::Unknown);
-        assert_eq!(
-            describe_state(99, 42).2,
-            "reason 42",
-            "unknown codes are kept, not dropped"
-        );
+        assert_eq!(describe_state(99, 42).2, "reason 42", "unknown codes are kept, not dropped");
     }
 }

@@ -20,11 +20,7 @@ pub struct HostSpec {
 }
 
 pub fn libvirt_host(name: &str, uri: &str) -> HostSpec {
-    HostSpec {
-        name: name.into(),
-        driver: "libvirt".into(),
-        uri: uri.into(),
-    }
+    HostSpec { name: name.into(), driver: "libvirt".into(), uri: uri.into() }
 }
 
 /// The breadth lab: libvirt's test driver loaded with `tests/fixtures/breadth.xml`.
@@ -33,9 +29,7 @@ pub fn breadth_uri() -> String {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 pub struct TestApp {
@@ -56,20 +50,12 @@ pub struct AppOptions {
 impl Default for AppOptions {
     fn default() -> Self {
         // A long interval: the first poll runs at liftoff, tests drive the rest with `poll`.
-        AppOptions {
-            hosts: Vec::new(),
-            poll_interval_secs: 3600,
-            call_timeout_secs: 10,
-        }
+        AppOptions { hosts: Vec::new(), poll_interval_secs: 3600, call_timeout_secs: 10 }
     }
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The figment tests use: Rocket's defaults plus the given values, no Rocket.toml, no env.
@@ -79,10 +65,7 @@ pub fn test_figment(dir: &Path, opts: &AppOptions, port: u16) -> Figment {
         .merge(("address", "127.0.0.1"))
         .merge(("log_level", "off"))
         .merge(("cli_colors", false))
-        .merge((
-            "database_url",
-            format!("sqlite://{}/vmdeck.db", dir.display()),
-        ))
+        .merge(("database_url", format!("sqlite://{}/vmdeck.db", dir.display())))
         .merge(("poll_interval_secs", opts.poll_interval_secs))
         .merge(("call_timeout_secs", opts.call_timeout_secs))
         .merge(("hosts", opts.hosts.clone()))
@@ -110,14 +93,7 @@ pub async fn spawn_app(opts: AppOptions) -> TestApp {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let app = TestApp {
-        base,
-        pool,
-        hosts,
-        client,
-        dir,
-        shutdown,
-    };
+    let app = TestApp { base, pool, hosts, client, dir, shutdown };
     app.wait_for_first_polls().await;
     app
 }
@@ -125,22 +101,14 @@ pub async fn spawn_app(opts: AppOptions) -> TestApp {
 impl TestApp {
     /// GET a path; returns status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let res = self
-            .client
-            .get(format!("{}{}", self.base, path))
-            .send()
-            .await
-            .expect("request");
+        let res = self.client.get(format!("{}{}", self.base, path)).send().await.expect("request");
         let status = res.status().as_u16();
         (status, res.text().await.unwrap_or_default())
     }
 
     /// Polls one host now, through the poller's own code path.
     pub async fn poll(&self, host: &str) -> PollOutcome {
-        let entry = self
-            .hosts
-            .get(host)
-            .unwrap_or_else(|| panic!("no host {host}"));
+        let entry = self.hosts.get(host).unwrap_or_else(|| panic!("no host {host}"));
         poller::poll_once(&self.pool, entry).await
     }
 
