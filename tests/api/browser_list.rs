@@ -6,7 +6,7 @@
 
 use fantoccini::Locator;
 
-use crate::support::app::{breadth_uri, libvirt_host, spawn_app, AppOptions};
+use crate::support::app::{breadth_uri, libvirt_host, spawn_app, AppOptions, PASSWORD};
 use crate::support::browser::{browser_tests_enabled, output_dir, Browser};
 
 async fn try_names(b: &Browser) -> Result<Vec<String>, fantoccini::error::CmdError> {
@@ -58,8 +58,24 @@ async fn the_vm_list_sorts_and_filters_in_a_real_browser() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
 
+    // Not logged in: / leads to the list, which asks for a login first.
     b.client.goto(&format!("{}/", app.base)).await.unwrap();
     assert_eq!(b.client.current_url().await.unwrap().path(), "/vms", "/ redirects to the list");
+    b.client
+        .find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys("viewer")
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    b.client.find(Locator::Css(".login button[type=submit]")).await.unwrap().click().await.unwrap();
     let all = names_when(&b, |n| n.len() == 21).await;
     assert_eq!(all.len(), 21);
 

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::app::free_port;
+use std::io::Write;
+
+use crate::support::app::{free_port, login, PASSWORD};
 
 /// Runs `vmdeck` with `toml` as its configuration file; returns (exit success, stderr+stdout).
 fn run_with_config(dir: &Path, toml: &str) -> (bool, String) {
@@ -91,6 +93,19 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
     // Port 1 on loopback refuses the connection at once: the poll fails and says so.
     let toml = "[default]\npoll_interval_secs = 1\n[[default.hosts]]\nname='secret'\ndriver='libvirt'\nuri='qemu+tcp://admin:hunter2@127.0.0.1:1/system?password=alsosecret'\n";
     std::fs::write(dir.path().join("Rocket.toml"), toml).unwrap();
+    // The list needs a login: create a user with the CLI, password on stdin.
+    let mut add = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .args(["user", "add", "watcher", "--role", "viewer"])
+        .current_dir(dir.path())
+        .env("ROCKET_CONFIG", dir.path().join("Rocket.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    let added = add.wait_with_output().unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
         .current_dir(dir.path())
         .env("ROCKET_CONFIG", dir.path().join("Rocket.toml"))
@@ -108,14 +123,8 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
             if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
                 let body = r.text().await.unwrap();
                 if body.contains("\"failing\"") {
-                    let page = client
-                        .get(format!("{base}/vms"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .text()
-                        .await
-                        .unwrap();
+                    let session = login(&base, "watcher", PASSWORD).await.expect("login");
+                    let page = session.get("/vms").await.1;
                     return (body, page);
                 }
             }

@@ -2,9 +2,8 @@
 //! built from one bulk stats call plus the per-domain calls that fill what the bulk call lacks.
 //!
 //! libvirt calls block, so every call runs on tokio's blocking pool under a time limit. A call
-//! that hangs keeps its thread (libvirt cannot be interrupted), and holds the connection lock:
-//! the next poll sees the lock taken and fails fast with [`BackendError::Busy`] instead of
-//! queueing behind it.
+//! that hangs keeps its thread (libvirt cannot be interrupted); while one is stuck past the time
+//! limit, new calls fail fast with [`BackendError::Busy`] instead of piling up behind it.
 
 mod bulk;
 pub mod xml;
@@ -37,12 +36,16 @@ pub struct LibvirtBackend {
 
 struct Inner {
     uri: HostUri,
+    call_timeout: Duration,
     conn: Mutex<ConnState>,
+    /// Start times of the calls in progress, by call number.
+    calls: Mutex<HashMap<u64, Instant>>,
+    next_call: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
 struct ConnState {
-    conn: Option<Connect>,
+    conn: Option<Arc<Connect>>,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
@@ -51,7 +54,16 @@ struct ConnState {
 impl LibvirtBackend {
     pub fn new(uri: HostUri, call_timeout: Duration) -> Self {
         silence_default_error_printer();
-        LibvirtBackend { inner: Arc::new(Inner { uri, conn: Mutex::default() }), call_timeout }
+        LibvirtBackend {
+            inner: Arc::new(Inner {
+                uri,
+                call_timeout,
+                conn: Mutex::default(),
+                calls: Mutex::default(),
+                next_call: Default::default(),
+            }),
+            call_timeout,
+        }
     }
 
     /// Runs `f` with the host's connection on the blocking pool, under the time limit.
@@ -134,64 +146,118 @@ fn action_error(action: PowerAction, e: virt::error::Error) -> BackendError {
 }
 
 impl Inner {
+    /// Runs `f` with the host's connection, connecting first if needed.
+    ///
+    /// libvirt connections are thread-safe, so calls run concurrently on one shared connection;
+    /// the lock only guards connecting. A call still running past the time limit means the
+    /// host hangs: further calls then fail fast instead of piling up blocked threads.
     fn run<T>(
         &self,
         f: impl FnOnce(&Connect) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let mut st = match self.conn.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::WouldBlock) => return Err(BackendError::Busy),
-            // A panic inside a libvirt call poisoned the lock: the state is still usable, but
-            // the connection may not be, so drop it.
-            Err(TryLockError::Poisoned(p)) => {
-                let mut guard = p.into_inner();
-                guard.conn = None;
-                guard
-            }
-        };
-        if st.conn.is_none() {
-            if let Some(at) = st.retry_at {
-                let now = Instant::now();
-                if at > now {
-                    return Err(BackendError::Backoff {
-                        failures: st.failures,
-                        retry_in_secs: (at - now).as_secs().max(1),
-                        last_error: st.last_error.clone(),
-                    });
-                }
-            }
-            match Connect::open(Some(self.uri.expose())) {
-                Ok(c) => {
-                    tracing::info!(uri = self.uri.redacted(), "connected");
-                    st.conn = Some(c);
-                }
-                Err(e) => {
-                    let err = BackendError::Connect {
-                        uri: self.uri.redacted().to_string(),
-                        message: scrub(e.message(), &self.uri),
-                    };
-                    st.record_failure(&err);
-                    return Err(err);
-                }
-            }
+        if self.hung() {
+            return Err(BackendError::Busy);
         }
-        let conn = st.conn.as_ref().expect("connection set above");
-        match f(conn) {
+        let conn = self.connection()?;
+        let id = self.begin_call();
+        let result = f(&conn);
+        self.end_call(id);
+        match result {
             Ok(v) => {
-                st.failures = 0;
-                st.retry_at = None;
+                if let Ok(mut st) = self.conn.lock() {
+                    st.failures = 0;
+                    st.retry_at = None;
+                }
                 Ok(v)
             }
             Err(err) => {
                 // Only a dead connection is dropped; a domain-level error keeps it.
                 if !conn.is_alive().unwrap_or(false) {
                     tracing::warn!(uri = self.uri.redacted(), "connection lost; will reconnect");
-                    st.conn = None;
-                    st.record_failure(&err);
+                    if let Ok(mut st) = self.conn.lock() {
+                        if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                            st.conn = None;
+                            st.record_failure(&err);
+                        }
+                    }
                 }
                 Err(err)
             }
         }
+    }
+
+    /// The shared connection, opened (respecting the backoff) when there is none.
+    fn connection(&self) -> Result<Arc<Connect>, BackendError> {
+        // Another thread may be connecting (which can hang): wait for it up to the time limit.
+        let deadline = Instant::now() + self.call_timeout;
+        let mut st = loop {
+            match self.conn.try_lock() {
+                Ok(guard) => break guard,
+                Err(TryLockError::Poisoned(p)) => {
+                    let mut guard = p.into_inner();
+                    guard.conn = None;
+                    break guard;
+                }
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(TryLockError::WouldBlock) => return Err(BackendError::Busy),
+            }
+        };
+        if let Some(c) = &st.conn {
+            return Ok(c.clone());
+        }
+        if let Some(at) = st.retry_at {
+            let now = Instant::now();
+            if at > now {
+                return Err(BackendError::Backoff {
+                    failures: st.failures,
+                    retry_in_secs: (at - now).as_secs().max(1),
+                    last_error: st.last_error.clone(),
+                });
+            }
+        }
+        let call = self.begin_call();
+        let opened = Connect::open(Some(self.uri.expose()));
+        self.end_call(call);
+        match opened {
+            Ok(c) => {
+                tracing::info!(uri = self.uri.redacted(), "connected");
+                let c = Arc::new(c);
+                st.conn = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                let err = BackendError::Connect {
+                    uri: self.uri.redacted().to_string(),
+                    message: scrub(e.message(), &self.uri),
+                };
+                st.record_failure(&err);
+                Err(err)
+            }
+        }
+    }
+
+    fn begin_call(&self) -> u64 {
+        let id = self.next_call.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.insert(id, Instant::now());
+        }
+        id
+    }
+
+    fn end_call(&self, id: u64) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.remove(&id);
+        }
+    }
+
+    /// Whether a call has been stuck inside libvirt for longer than the time limit.
+    fn hung(&self) -> bool {
+        self.calls
+            .lock()
+            .map(|c| c.values().any(|t| t.elapsed() > self.call_timeout))
+            .unwrap_or(false)
     }
 }
 
