@@ -111,3 +111,78 @@ async fn the_vm_list_sorts_and_filters_in_a_real_browser() {
     assert!(shot_filtered.exists());
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
+    if let Err(why) = browser_tests_enabled() {
+        eprintln!("SKIPPED (explicitly): {why}");
+        return;
+    }
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", &breadth_uri())],
+        ..Default::default()
+    })
+    .await;
+    crate::support::app::add_user(&app.pool, "olivia", "operator").await;
+    let b = Browser::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
+
+    b.client.goto(&format!("{}/login", app.base)).await.unwrap();
+    b.client
+        .find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys("olivia")
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    b.client.find(Locator::Css(".login button[type=submit]")).await.unwrap().click().await.unwrap();
+    names_when(&b, |n| n.len() == 21).await;
+
+    // Power off br-running: the row's link leads to a confirmation page, a plain form.
+    let uuid: String = sqlx::query_scalar("SELECT uuid FROM vms WHERE name = 'br-running'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let link = format!("tr[data-uuid='{uuid}'] a[data-action=power_off]");
+    b.client.find(Locator::Css(&link)).await.unwrap().click().await.unwrap();
+    let button = loop_find(&b, "#confirm-button").await;
+    assert!(b.client.source().await.unwrap().contains("cuts the power"));
+    b.screenshot(&output_dir(), "confirm-power-off").await.unwrap();
+    button.click().await.unwrap();
+
+    let flash = loop_find(&b, "#flash").await.text().await.unwrap();
+    assert!(flash.contains("br-running") && flash.contains("accepted"), "{flash}");
+    b.screenshot(&output_dir(), "vms-after-power-off").await.unwrap();
+
+    b.client.goto(&format!("{}/audit?vm={uuid}", app.base)).await.unwrap();
+    let mut outcome = String::new();
+    for _ in 0..50 {
+        outcome = loop_find(&b, "#audit-table td.col-outcome").await.text().await.unwrap();
+        if outcome == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        b.client.refresh().await.unwrap();
+    }
+    assert_eq!(outcome, "confirmed");
+    b.screenshot(&output_dir(), "audit-log").await.unwrap();
+    b.close().await;
+}
+
+async fn loop_find(b: &Browser, css: &str) -> fantoccini::elements::Element {
+    for _ in 0..100 {
+        if let Ok(e) = b.client.find(Locator::Css(css)).await {
+            return e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{css} never appeared");
+}

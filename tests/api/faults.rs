@@ -125,3 +125,47 @@ async fn a_hanging_host_times_out_and_does_not_delay_the_other_hosts() {
     assert_eq!(vm_names(&html).len(), 21);
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_call_to_a_hanging_host_fails_within_the_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("hang.sock");
+    let silent = SilentSocket::start(&sock);
+    let hang_uri = format!("qemu+unix:///system?socket={}", sock.display());
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("hang", &hang_uri)],
+        call_timeout_secs: 1,
+        ..Default::default()
+    })
+    .await;
+    // A VM vmdeck saw on this host before it started hanging.
+    let host_id: i64 = sqlx::query_scalar("SELECT id FROM hosts WHERE name = 'hang'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let uuid = "11111111-2222-3333-4444-555555555555";
+    sqlx::query(
+        "INSERT INTO vms (host_id, uuid, name, first_seen, state, raw_state, state_reason, state_since)
+         VALUES (?, ?, 'stuck-vm', 0, 'running', 'running', 'booted', 0)",
+    )
+    .bind(host_id)
+    .bind(uuid)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let op = app.session("operator").await;
+    let t = Instant::now();
+    let res = op.post(&format!("/vms/hang/{uuid}/power"), &[("action", "pause")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    assert!(t.elapsed() < Duration::from_secs(5), "answered in {:?}", t.elapsed());
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM audit_log WHERE kind = 'power' AND vm_uuid = ?")
+            .bind(uuid)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed");
+    let error = error.unwrap_or_default();
+    assert!(error.contains("did not answer") || error.contains("hanging"), "{error}");
+    drop(silent);
+}

@@ -150,3 +150,243 @@ async fn a_daemon_killed_between_polls_is_reported_and_picked_up_again_after_res
         app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["hosts"][0]["status"], "ok");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Power control against real QEMU
+
+async fn entry(app: &TestApp, uuid: &str) -> (String, Option<String>, Option<String>) {
+    sqlx::query_as("SELECT status, error, detail FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id DESC LIMIT 1")
+        .bind(uuid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn settled_entry(app: &TestApp, uuid: &str) -> (String, Option<String>, Option<String>) {
+    for _ in 0..300 {
+        let e = entry(app, uuid).await;
+        if !["requested", "sent", "accepted"].contains(&e.0.as_str()) {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the power request for {uuid} never settled");
+}
+
+fn domstate(daemon: &LibvirtDaemon, name: &str) -> String {
+    daemon.virsh(&["domstate", name]).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_stops_and_starts_real_vms_over_http() {
+    let Some(daemon) = daemon_or_skip() else { return };
+    let a = daemon.define_vm("vmdeck-a", 1, 64, 256).unwrap();
+    let b = daemon.define_vm("vmdeck-b", 1, 64, 256).unwrap();
+    daemon.virsh(&["start", "vmdeck-a"]).unwrap();
+    daemon.virsh(&["start", "vmdeck-b"]).unwrap();
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", daemon.uri())],
+        ..Default::default()
+    })
+    .await;
+    let op = app.session("operator").await;
+
+    // Stop one (forced: a VM without an OS ignores ACPI), confirmed against libvirt.
+    let res = op
+        .post(&format!("/vms/lab/{a}/power"), &[("action", "power_off"), ("confirm", "yes")])
+        .await;
+    assert_eq!(res.status().as_u16(), 303);
+    assert_eq!(settled_entry(&app, &a).await.0, "confirmed");
+    assert_eq!(domstate(&daemon, "vmdeck-a"), "shut off", "libvirt agrees");
+
+    // Start it again.
+    op.post(&format!("/vms/lab/{a}/power"), &[("action", "start")]).await;
+    assert_eq!(settled_entry(&app, &a).await.0, "confirmed");
+    assert_eq!(domstate(&daemon, "vmdeck-a"), "running");
+
+    // Bulk-stop both.
+    let (ka, kb) = (format!("lab/{a}"), format!("lab/{b}"));
+    let res = op
+        .post(
+            "/vms/power",
+            &[("action", "power_off"), ("confirm", "yes"), ("vm", &ka), ("vm", &kb)],
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 303);
+    assert_eq!(settled_entry(&app, &a).await.0, "confirmed");
+    assert_eq!(settled_entry(&app, &b).await.0, "confirmed");
+    assert_eq!(
+        (domstate(&daemon, "vmdeck-a"), domstate(&daemon, "vmdeck-b")),
+        ("shut off".into(), "shut off".into())
+    );
+
+    // A viewer's attempt and a request without the CSRF token change nothing and are audited.
+    assert_eq!(
+        app.viewer
+            .post(&format!("/vms/lab/{a}/power"), &[("action", "start")])
+            .await
+            .status()
+            .as_u16(),
+        403
+    );
+    let no_token = op
+        .client
+        .post(format!("{}/vms/lab/{a}/power", app.base))
+        .form(&[("action", "start")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status().as_u16(), 403);
+    assert_eq!(domstate(&daemon, "vmdeck-a"), "shut off");
+    let refusals: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE kind IN ('access_denied', 'csrf_refused')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(refusals, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hypervisor_refusals_are_recorded_in_words_an_operator_can_act_on() {
+    let Some(mut daemon) = daemon_or_skip() else { return };
+    let a = daemon.define_vm("vmdeck-r", 1, 64, 256).unwrap();
+    let gone = daemon.define_vm("vmdeck-gone", 1, 64, 256).unwrap();
+    daemon.virsh(&["start", "vmdeck-r"]).unwrap();
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", daemon.uri())],
+        ..Default::default()
+    })
+    .await;
+    let op = app.session("operator").await;
+
+    // Stopped behind vmdeck's back: vmdeck still believes it runs, libvirt refuses.
+    daemon.virsh(&["destroy", "vmdeck-r"]).unwrap();
+    op.post(&format!("/vms/lab/{a}/power"), &[("action", "pause")]).await;
+    let (status, error, _) = settled_entry(&app, &a).await;
+    assert_eq!(status, "failed");
+    assert!(error.as_deref().unwrap_or("").contains("not running"), "{error:?}");
+    assert!(op.flash_at("/vms").await.contains("failed"));
+
+    // Deleted behind vmdeck's back.
+    daemon.virsh(&["undefine", "vmdeck-gone"]).unwrap();
+    op.post(&format!("/vms/lab/{gone}/power"), &[("action", "start")]).await;
+    let (status, error, _) = settled_entry(&app, &gone).await;
+    assert_eq!(
+        (status.as_str(), error.as_deref()),
+        ("failed", Some("The VM no longer exists on its host."))
+    );
+
+    // The daemon is down.
+    app.poll("lab").await;
+    daemon.kill();
+    op.post(&format!("/vms/lab/{a}/power"), &[("action", "start")]).await;
+    let (status, error, _) = settled_entry(&app, &a).await;
+    assert_eq!(status, "failed");
+    assert!(!error.unwrap_or_default().is_empty());
+}
+
+/// Writes a config for the real binary and creates an operator with the CLI.
+fn binary_setup(dir: &std::path::Path, uri: &str, port: u16) -> std::path::PathBuf {
+    let config = dir.join("Rocket.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\nport = {port}\ndatabase_url = \"sqlite://{}/vmdeck.db\"\n[[default.hosts]]\nname = \"lab\"\ndriver = \"libvirt\"\nuri = \"{uri}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .args(["user", "add", "op", "--role", "operator"])
+        .env("ROCKET_CONFIG", &config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", crate::support::app::PASSWORD).as_bytes())
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    config
+}
+
+fn start_server(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .env("ROCKET_CONFIG", config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_up(port: u16) {
+    for _ in 0..300 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pending_when_the_server_is_killed_is_settled_after_restart() {
+    let Some(daemon) = daemon_or_skip() else { return };
+    let uuid = daemon.define_vm("vmdeck-kill", 1, 64, 256).unwrap();
+    daemon.virsh(&["start", "vmdeck-kill"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::support::app::free_port();
+    let config = binary_setup(dir.path(), daemon.uri(), port);
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut server = start_server(&config);
+    wait_up(port).await;
+    let op = crate::support::app::login(&base, "op", crate::support::app::PASSWORD).await.unwrap();
+    // An ACPI shutdown: a VM without an operating system never acts on it, so the request stays
+    // accepted-but-unconfirmed, exactly the state a crash would leave behind.
+    let res = op.post(&format!("/vms/lab/{uuid}/power"), &[("action", "shutdown")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    let again = op.post(&format!("/vms/lab/{uuid}/power"), &[("action", "shutdown")]).await;
+    assert_eq!(again.status().as_u16(), 303);
+    assert!(op.flash_at("/vms").await.contains("still pending"), "a second click is refused");
+
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let pool =
+        vmdeck::db::connect(&format!("sqlite://{}/vmdeck.db", dir.path().display())).await.unwrap();
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id LIMIT 1",
+    )
+    .bind(&uuid)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "accepted", "the request survived the crash, still pending");
+
+    let mut server = start_server(&config);
+    wait_up(port).await;
+    let mut settled = None;
+    for _ in 0..100 {
+        let row: (String, Option<String>) = sqlx::query_as(
+            "SELECT status, detail FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id LIMIT 1",
+        )
+        .bind(&uuid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if row.0 != "accepted" {
+            settled = Some(row);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let (status, detail) = settled.expect("settled after restart");
+    assert_eq!(status, "unconfirmed", "checked against the VM's actual state (still running)");
+    assert!(detail.unwrap_or_default().contains("running"));
+}
