@@ -253,6 +253,7 @@ async fn main() {
         + std::fs::metadata(dir.path().join("bench.db-wal")).map(|m| m.len()).unwrap_or(0);
     println!("database after {} polls: {:.1} MiB", args.polls, db_size as f64 / 1048576.0);
 
+    control_figures(port, &pool, &hosts, &uri, args.domains).await;
     exporter(&uri, args.scrapes).await;
     shutdown.notify();
 }
@@ -342,4 +343,232 @@ impl Drop for BenchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A tiny HTTP/1.1 client with a cookie jar: enough to log in and post forms. (The bench is
+/// part of the server crate, which has no HTTP client dependency of its own.)
+struct Http {
+    port: u16,
+    cookies: Vec<(String, String)>,
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Http {
+    fn new(port: u16) -> Self {
+        Http { port, cookies: Vec::new() }
+    }
+
+    fn send(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> std::io::Result<Reply> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let body = form
+            .map(|f| url::form_urlencoded::Serializer::new(String::new()).extend_pairs(f).finish())
+            .unwrap_or_default();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n", self.port);
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req.push_str(&format!("Cookie: {}\r\n", jar.join("; ")));
+        }
+        if form.is_some() {
+            req.push_str(&format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        s.write_all(req.as_bytes())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        for line in head.lines() {
+            if let Some(v) = line.strip_prefix("set-cookie: ").or_else(|| line.strip_prefix("Set-Cookie: ")) {
+                if let Some((k, v)) = v.split(';').next().and_then(|kv| kv.split_once('=')) {
+                    self.cookies.retain(|(name, _)| name != k);
+                    if !v.is_empty() {
+                        self.cookies.push((k.to_string(), v.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(Reply { status, body: body.to_string() })
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let key = "name=\"csrf_token\" value=\"";
+    html.find(key)
+        .map(|i| &html[i + key.len()..])
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn login(port: u16, user: &str, password: &str) -> (Http, String) {
+    let mut http = Http::new(port);
+    let r = http.send("POST", "/login", Some(&[("username", user), ("password", password)])).expect("login");
+    assert_eq!(r.status, 303, "login as {user}");
+    let page = http.send("GET", "/audit", None).expect("audit page");
+    let csrf = csrf_of(&page.body);
+    (http, csrf)
+}
+
+async fn control_figures(port: u16, pool: &sqlx::SqlitePool, hosts: &Hosts, uri: &str, domains: usize) {
+    const PASSWORD: &str = "bench password 1";
+    vmdeck::auth::users::add(pool, "bench-op", vmdeck::auth::Role::Operator, PASSWORD.into(), false)
+        .await
+        .expect("bench user");
+    let running: Vec<String> = sqlx::query_scalar(
+        "SELECT uuid FROM vms WHERE state = 'running' AND gone_at IS NULL ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    if running.len() < 100 {
+        println!("\n## Power control: skipped (needs 100 running VMs, have {})", running.len());
+        return;
+    }
+    let host = hosts.get("bench").unwrap();
+    let (single, bulk) = running.split_at(50);
+    let bulk = &bulk[..50];
+
+    // Request to accepted over HTTP (login, CSRF, audit rows, backend call, 303) against the
+    // bare libvirt call, each on 50 distinct running VMs.
+    let bare = vmdeck::backend::connect(
+        &HostConfig {
+            name: HostName::parse("bare").unwrap(),
+            driver: Driver::Libvirt,
+            uri: HostUri::parse(uri).unwrap(),
+        },
+        Duration::from_secs(60),
+    );
+    let _ = bare.inventory().await;
+    let mut bare_ms = Vec::new();
+    for uuid in single {
+        let t = Instant::now();
+        bare.power(uuid, vmdeck::backend::PowerAction::Pause).await.expect("bare pause");
+        bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (mut http, csrf) = tokio::task::spawn_blocking(move || login(port, "bench-op", PASSWORD)).await.unwrap();
+    let mut http_ms = Vec::new();
+    for uuid in single {
+        let path = format!("/vms/bench/{uuid}/power");
+        let csrf = csrf.clone();
+        let t = Instant::now();
+        let (h, r) = tokio::task::spawn_blocking(move || {
+            let r = http.send("POST", &path, Some(&[("csrf_token", &csrf), ("action", "pause")]));
+            (http, r)
+        })
+        .await
+        .unwrap();
+        http = h;
+        http_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(r.expect("power").status, 303);
+    }
+    let accepted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE kind = 'power' AND status IN ('accepted', 'confirmed')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let (b_med, b_p99, _) = stats(bare_ms.clone());
+    let (h_med, h_p99, _) = stats(http_ms);
+    println!("\n## Power action: request to accepted ({} VMs on the host, 50 pauses each way)", domains);
+    println!("bare libvirt call (virDomainSuspend): median {b_med:.2} ms, p99 {b_p99:.2} ms");
+    println!(
+        "vmdeck POST /vms/<host>/<uuid>/power to 303: median {h_med:.2} ms, p99 {h_p99:.2} ms ({accepted} accepted) -> overhead {:.2} ms (goal <= 20 ms)",
+        h_med - b_med
+    );
+
+    // Bulk power-off of 50 VMs in one request.
+    let mut form: Vec<(String, String)> = vec![
+        ("csrf_token".into(), csrf.clone()),
+        ("action".into(), "power_off".into()),
+        ("confirm".into(), "yes".into()),
+    ];
+    form.extend(bulk.iter().map(|u| ("vm".to_string(), format!("bench/{u}"))));
+    let t = Instant::now();
+    let (h, r) = tokio::task::spawn_blocking(move || {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = http.send("POST", "/vms/power", Some(&pairs));
+        (http, r)
+    })
+    .await
+    .unwrap();
+    let _ = h;
+    let wall = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(r.expect("bulk").status, 303);
+    let spans: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT sent_at, accepted_at FROM audit_log WHERE kind = 'power' AND action = 'power_off' AND accepted_at IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    // Most requests between sent and accepted at the same moment: the concurrency reached.
+    let mut peak = 0;
+    for (s, _) in &spans {
+        let overlapping = spans.iter().filter(|(s2, a2)| s2 <= s && a2 >= s).count();
+        peak = peak.max(overlapping);
+    }
+    let busy_ms: i64 = spans.iter().map(|(s, a)| a - s).sum();
+    println!("\n## Bulk power off of 50 VMs in one request");
+    println!(
+        "POST /vms/power to 303: {wall:.1} ms for {} accepted (goal: well under 1 s); peak concurrency {peak} (cap {} per host); sum of per-VM send-to-accept times {busy_ms} ms",
+        spans.len(),
+        host.config.name.as_str().len().min(0) + 4
+    );
+
+    // /vms latency while 10 logins run (argon2 must not stall page loads).
+    let page = |n: usize| {
+        move || {
+            let (mut http, _) = login(port, "bench-op", PASSWORD);
+            let mut ms = Vec::new();
+            for _ in 0..n {
+                let t = Instant::now();
+                let r = http.send("GET", "/vms", None).expect("GET /vms");
+                assert_eq!(r.status, 200);
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            ms
+        }
+    };
+    let quiet = tokio::task::spawn_blocking(page(50)).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..10 {
+        let (stop, logins) = (stop.clone(), logins.clone());
+        workers.push(std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut http = Http::new(port);
+                if let Ok(r) = http.send("POST", "/login", Some(&[("username", "bench-op"), ("password", PASSWORD)])) {
+                    if r.status == 303 {
+                        logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let loaded = tokio::task::spawn_blocking(page(50)).await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let done = logins.load(std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    let (q_med, q_p99, _) = stats(quiet);
+    let (l_med, l_p99, _) = stats(loaded);
+    println!("\n## GET /vms while 10 clients log in continuously (argon2id, 19 MiB, t=2)");
+    println!("without logins: median {q_med:.2} ms, p99 {q_p99:.2} ms");
+    println!(
+        "with 10 concurrent login loops: median {l_med:.2} ms, p99 {l_p99:.2} ms ({done} logins done, about {:.0}/s)",
+        done as f64 / (secs + 0.3)
+    );
 }

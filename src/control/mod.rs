@@ -187,6 +187,12 @@ struct Watch {
 }
 
 impl Watch {
+    async fn settle(&self, outcome: &str, detail: Option<&str>) {
+        if let Err(e) = audit::power_settled(&self.pool, self.id, outcome, None, detail).await {
+            tracing::error!("settling a power request failed: {e}");
+        }
+    }
+
     async fn run(self) {
         let start = Instant::now();
         let expected = self.action.expected_state();
@@ -194,52 +200,33 @@ impl Watch {
         let mut delays = [100u64, 200, 300, 500, 500, 1000, 1000, 2000].into_iter();
         let mut last_seen: Option<PowerState> = None;
         loop {
+            // The new state is stored before the entry settles, so the list never shows the
+            // action settled beside the old state. Only this VM's row is written: re-polling a
+            // 1,000-VM host for every action would be wasteful.
             match self.host.backend.vm_state(&self.uuid).await {
-                Ok(s) if s.state == expected => {
-                    let _ =
-                        audit::power_settled(&self.pool, self.id, status::CONFIRMED, None, None)
-                            .await;
-                    // Refresh the host so the list shows the new state without waiting a tick.
-                    poller::poll_once(&self.pool, &self.host).await;
-                    return;
+                Ok(s) => {
+                    self.host.record_state(&self.pool, &self.uuid, &s).await;
+                    if s.state == expected {
+                        self.settle(status::CONFIRMED, None).await;
+                        return;
+                    }
+                    last_seen = Some(s.state);
                 }
-                Ok(s) => last_seen = Some(s.state),
                 Err(BackendError::NoSuchVm) if expected == PowerState::ShutOff => {
                     // A transient VM disappears when it stops: that is the stop.
-                    let _ = audit::power_settled(
-                        &self.pool,
-                        self.id,
-                        status::CONFIRMED,
-                        None,
-                        Some("the VM (transient) disappeared"),
-                    )
-                    .await;
                     poller::poll_once(&self.pool, &self.host).await;
+                    self.settle(status::CONFIRMED, Some("the VM (transient) disappeared")).await;
                     return;
                 }
                 Err(e) => tracing::debug!(vm = %self.uuid, "state check failed: {e}"),
             }
             if start.elapsed() >= self.deadline {
+                let secs = self.deadline.as_secs();
                 let detail = match last_seen {
-                    Some(s) => format!(
-                        "after {} s the VM was still {}",
-                        self.deadline.as_secs(),
-                        s.label()
-                    ),
-                    None => format!(
-                        "the VM's state could not be read within {} s",
-                        self.deadline.as_secs()
-                    ),
+                    Some(s) => format!("after {secs} s the VM was still {}", s.label()),
+                    None => format!("the VM's state could not be read within {secs} s"),
                 };
-                let _ = audit::power_settled(
-                    &self.pool,
-                    self.id,
-                    status::UNCONFIRMED,
-                    None,
-                    Some(&detail),
-                )
-                .await;
-                poller::poll_once(&self.pool, &self.host).await;
+                self.settle(status::UNCONFIRMED, Some(&detail)).await;
                 return;
             }
             let wait = Duration::from_millis(delays.next().unwrap_or(3000));

@@ -168,9 +168,9 @@ async fn power_one(
     let outcome = control.execute(&target, action, &user.0.actor()).await;
     let message = match &outcome {
         Outcome::Accepted => format!(
-            "{}: {} accepted the request; the list shows it until it is confirmed.",
-            target.name,
-            action.label()
+            "{} {}: accepted by the host; the list shows it as pending until the VM gets there.",
+            action.label(),
+            target.name
         ),
         Outcome::Refused(why) => why.clone(),
         Outcome::Failed(why) => format!("{} {} failed: {why}", action.label(), target.name),

@@ -316,6 +316,35 @@ async fn write_success(
     Ok(Recorded { poll_id, vms: count, new_vms, gone_vms, config_changes })
 }
 
+/// Records one VM's state observed outside a poll (a power action's confirmation), so the list
+/// shows it at once without re-polling the whole host. Keeps the cache in step.
+pub async fn record_state(
+    pool: &SqlitePool,
+    cache: &mut HostCache,
+    host_id: i64,
+    uuid: &str,
+    state: &crate::backend::VmState,
+    at: i64,
+) -> sqlx::Result<()> {
+    cache.load(pool, host_id).await?;
+    let Some(vm) = cache.vms.get_mut(uuid) else { return Ok(()) };
+    if vm.state == state.state && vm.raw_state == state.raw_state {
+        return Ok(());
+    }
+    sqlx::query("UPDATE vms SET state = ?, raw_state = ?, state_reason = ?, state_since = ? WHERE id = ?")
+        .bind(state.state.as_str())
+        .bind(&state.raw_state)
+        .bind(&state.state_reason)
+        .bind(at)
+        .bind(vm.id)
+        .execute(pool)
+        .await?;
+    vm.state = state.state;
+    vm.raw_state.clone_from(&state.raw_state);
+    vm.state_reason.clone_from(&state.state_reason);
+    Ok(())
+}
+
 /// Records a failed poll.
 pub async fn record_failure(
     pool: &SqlitePool,
