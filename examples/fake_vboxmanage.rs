@@ -145,11 +145,7 @@ struct Reply {
 
 impl Reply {
     fn ok(stdout: impl Into<String>) -> Self {
-        Reply {
-            code: 0,
-            stdout: stdout.into(),
-            stderr: String::new(),
-        }
+        Reply { code: 0, stdout: stdout.into(), stderr: String::new() }
     }
 
     fn com_error(message: &str, code: &str, hex: &str, component: &str, context: &str) -> Self {
@@ -184,21 +180,11 @@ impl Reply {
     }
 
     fn invalid_state(message: &str, context: &str) -> Self {
-        Reply::com_error(
-            message,
-            "VBOX_E_INVALID_VM_STATE",
-            "0x80bb0002",
-            "ConsoleWrap",
-            context,
-        )
+        Reply::com_error(message, "VBOX_E_INVALID_VM_STATE", "0x80bb0002", "ConsoleWrap", context)
     }
 
     fn syntax(message: &str) -> Self {
-        Reply {
-            code: 2,
-            stdout: String::new(),
-            stderr: format!("VBoxManage: error: {message}\n"),
-        }
+        Reply { code: 2, stdout: String::new(), stderr: format!("VBoxManage: error: {message}\n") }
     }
 }
 
@@ -211,11 +197,7 @@ fn main() -> ExitCode {
     log_call(&dir, &args[1..]);
     let words: Vec<&str> = args[1..].iter().map(String::as_str).collect();
 
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.join("state.json"))
-    {
+    let mut file = match OpenOptions::new().read(true).write(true).open(dir.join("state.json")) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("fake VBoxManage: no state in {}: {e}", dir.display());
@@ -253,10 +235,8 @@ fn main() -> ExitCode {
         Reply::locked(&name)
     } else {
         let mut reply = run(&mut state, &words);
-        dirty |= matches!(
-            words.as_slice(),
-            ["startvm" | "controlvm", ..] | ["metrics", "setup", ..]
-        );
+        dirty |=
+            matches!(words.as_slice(), ["startvm" | "controlvm", ..] | ["metrics", "setup", ..]);
         if fault == Some(Behaviour::SuccessThenExit1) && reply.code == 0 {
             reply.code = 1;
         }
@@ -283,20 +263,12 @@ fn state_dir(argv0: &str) -> PathBuf {
 }
 
 fn log_call(dir: &Path, args: &[String]) {
-    if let Ok(mut f) = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("calls.log"))
-    {
+    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(dir.join("calls.log")) {
         // One write per line: concurrent invocations append whole lines.
         let _ = f.write_all(format!("{}\n", args.join("\t")).as_bytes());
     }
     // The locale each call ran under: vmdeck promises LC_ALL=C.
-    if let Ok(mut f) = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("env.log"))
-    {
+    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(dir.join("env.log")) {
         let lc_all = std::env::var("LC_ALL").unwrap_or_else(|_| "(unset)".into());
         let _ = f.write_all(format!("LC_ALL={lc_all}\n").as_bytes());
     }
@@ -347,19 +319,11 @@ fn take_fault(state: &mut State, words: &[&str]) -> (Option<Behaviour>, bool) {
 }
 
 fn find(state: &State, what: &str) -> Option<usize> {
-    state
-        .vms
-        .iter()
-        .position(|v| v.uuid.eq_ignore_ascii_case(what) || v.name == what)
+    state.vms.iter().position(|v| v.uuid.eq_ignore_ascii_case(what) || v.name == what)
 }
 
 fn major(state: &State) -> u32 {
-    state
-        .version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(7)
+    state.version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(7)
 }
 
 fn now_utc(fraction_digits: usize) -> String {
@@ -410,21 +374,14 @@ fn run(state: &mut State, words: &[&str]) -> Reply {
             None => Reply::not_found(vm),
         },
         ["metrics", "setup", ..] => {
-            state.metrics_set_up = state
-                .vms
-                .iter()
-                .filter(|v| v.state == "running")
-                .map(|v| v.uuid.clone())
-                .collect();
+            state.metrics_set_up =
+                state.vms.iter().filter(|v| v.state == "running").map(|v| v.uuid.clone()).collect();
             Reply::ok("")
         }
         ["metrics", "query", ..] => Reply::ok(metrics(state)),
         ["startvm", vm, rest @ ..] => startvm(state, vm, rest),
         ["controlvm", vm, action, ..] => controlvm(state, vm, action),
-        _ => Reply::syntax(&format!(
-            "Syntax error: unknown command {:?}",
-            words.join(" ")
-        )),
+        _ => Reply::syntax(&format!("Syntax error: unknown command {:?}", words.join(" "))),
     }
 }
 
@@ -434,11 +391,7 @@ fn list(state: &State, keep: impl Fn(&Vm) -> bool) -> String {
         .iter()
         .filter(|v| keep(v))
         .map(|v| {
-            let name = if v.inaccessible {
-                "<inaccessible>"
-            } else {
-                v.name.as_str()
-            };
+            let name = if v.inaccessible { "<inaccessible>" } else { v.name.as_str() };
             format!("\"{name}\" {{{}}}\n", v.uuid)
         })
         .collect()
@@ -490,26 +443,17 @@ fn showvminfo(state: &State, vm: &Vm) -> String {
         "memory={}\npagefusion=\"off\"\nvram=16\ncpuexecutioncap=100\n",
         vm.memory_mb
     ));
-    o.push_str(&format!(
-        "hpet=\"off\"\nchipset=\"piix3\"\nfirmware=\"BIOS\"\ncpus={}\n",
-        vm.cpus
-    ));
+    o.push_str(&format!("hpet=\"off\"\nchipset=\"piix3\"\nfirmware=\"BIOS\"\ncpus={}\n", vm.cpus));
     o.push_str(
         "pae=\"on\"\nlongmode=\"on\"\napic=\"on\"\nx2apic=\"on\"\ncpuid-portability-level=0\n",
     );
     o.push_str("bootmenu=\"messageandmenu\"\nboot1=\"dvd\"\nboot2=\"disk\"\nboot3=\"none\"\nboot4=\"none\"\n");
     o.push_str("acpi=\"on\"\nioapic=\"on\"\nbiosapic=\"apic\"\nbiossystemtimeoffset=0\n");
     if major >= 6 {
-        o.push_str(&format!(
-            "BIOS NVRAM File=\"{dir}/{}.nvram\"\n",
-            vm.name.replace('"', "\\\"")
-        ));
+        o.push_str(&format!("BIOS NVRAM File=\"{dir}/{}.nvram\"\n", vm.name.replace('"', "\\\"")));
     }
     o.push_str("rtcuseutc=\"on\"\nhwvirtex=\"on\"\nnestedpaging=\"on\"\nparavirtprovider=\"default\"\neffparavirtprovider=\"kvm\"\n");
-    o.push_str(&format!(
-        "VMState=\"{}\"\nVMStateChangeTime=\"{}\"\n",
-        vm.state, vm.state_change
-    ));
+    o.push_str(&format!("VMState=\"{}\"\nVMStateChangeTime=\"{}\"\n", vm.state, vm.state_change));
     if vm.state == "saved" {
         o.push_str(&mr("VMStateFile", &format!("{dir}/Snapshots/state.sav")));
     }
@@ -526,11 +470,7 @@ fn showvminfo(state: &State, vm: &Vm) -> String {
         ));
     }
     for c in &vm.controllers {
-        let devices = if c.kind.starts_with("PIIX") || c.kind == "ICH6" {
-            2
-        } else {
-            1
-        };
+        let devices = if c.kind.starts_with("PIIX") || c.kind == "ICH6" { 2 } else { 1 };
         for port in 0..c.ports {
             for device in 0..devices {
                 let slot = format!("{}-{port}-{device}", c.name);
@@ -542,17 +482,12 @@ fn showvminfo(state: &State, vm: &Vm) -> String {
                     o.push_str(&mr(&slot, "none"));
                     continue;
                 };
-                let medium = a
-                    .medium
-                    .as_deref()
-                    .and_then(|u| state.media.iter().find(|m| m.uuid == u));
+                let medium =
+                    a.medium.as_deref().and_then(|u| state.media.iter().find(|m| m.uuid == u));
                 match medium {
                     Some(m) => {
                         o.push_str(&mr(&slot, &m.location));
-                        o.push_str(&mr(
-                            &format!("{}-ImageUUID-{port}-{device}", c.name),
-                            &m.uuid,
-                        ));
+                        o.push_str(&mr(&format!("{}-ImageUUID-{port}-{device}", c.name), &m.uuid));
                     }
                     None => o.push_str(&mr(&slot, "emptydrive")),
                 }
@@ -571,10 +506,7 @@ fn showvminfo(state: &State, vm: &Vm) -> String {
                             "off",
                         ));
                     }
-                    o.push_str(&mr(
-                        &format!("{}-nonrotational-{port}-{device}", c.name),
-                        "off",
-                    ));
+                    o.push_str(&mr(&format!("{}-nonrotational-{port}-{device}", c.name), "off"));
                     o.push_str(&mr(&format!("{}-discard-{port}-{device}", c.name), "off"));
                 }
             }
@@ -647,11 +579,7 @@ fn mediuminfo(state: &State, m: &Medium) -> String {
     let users: Vec<String> = state
         .vms
         .iter()
-        .filter(|v| {
-            v.attachments
-                .iter()
-                .any(|a| a.medium.as_deref() == Some(&m.uuid))
-        })
+        .filter(|v| v.attachments.iter().any(|a| a.medium.as_deref() == Some(&m.uuid)))
         .map(|v| format!("{} (UUID: {})", v.name, v.uuid))
         .collect();
     let is_iso = m.location.ends_with(".iso");
@@ -673,16 +601,8 @@ fn guestproperties(state: &State, vm: &Vm) -> String {
     if vm.state == "running" {
         if let Some(ga) = &vm.guest_additions {
             props.push(("/VirtualBox/GuestAdd/Version".into(), ga.clone(), ""));
-            props.push((
-                "/VirtualBox/GuestInfo/OS/Product".into(),
-                "Linux".into(),
-                "",
-            ));
-            props.push((
-                "/VirtualBox/GuestInfo/OS/ServicePack".into(),
-                String::new(),
-                "",
-            ));
+            props.push(("/VirtualBox/GuestInfo/OS/Product".into(), "Linux".into(), ""));
+            props.push(("/VirtualBox/GuestInfo/OS/ServicePack".into(), String::new(), ""));
             props.push((
                 "/VirtualBox/GuestInfo/OS/LoggedInUsers".into(),
                 "0".into(),
@@ -713,12 +633,7 @@ fn guestproperties(state: &State, vm: &Vm) -> String {
     }
     props.push((
         "/VirtualBox/HostInfo/VBoxVer".into(),
-        state
-            .version
-            .split('r')
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+        state.version.split('r').next().unwrap_or_default().to_string(),
         "TRANSIENT, RDONLYGUEST",
     ));
     if major(state) >= 7 {
@@ -737,18 +652,8 @@ fn guestproperties(state: &State, vm: &Vm) -> String {
 /// VirtualBox 7's layout: sorted, `%-*s = '%s'` padded to a column, then `@ <time>`, flags.
 fn new_format(props: &mut [(String, String, &str)]) -> String {
     props.sort_by(|a, b| a.0.cmp(&b.0));
-    let name_w = props
-        .iter()
-        .map(|p| p.0.chars().count())
-        .max()
-        .unwrap_or(1)
-        .clamp(1, 48);
-    let value_w = props
-        .iter()
-        .map(|p| p.1.chars().count())
-        .max()
-        .unwrap_or(1)
-        .clamp(1, 28);
+    let name_w = props.iter().map(|p| p.0.chars().count()).max().unwrap_or(1).clamp(1, 48);
+    let value_w = props.iter().map(|p| p.1.chars().count()).max().unwrap_or(1).clamp(1, 28);
     let ts = now_utc(3);
     let mut out = String::new();
     for (n, v, f) in props.iter() {
@@ -779,17 +684,9 @@ fn metrics(state: &State) -> String {
     out.push_str(&row("host", "RAM/Usage/Used", "11476812 kB"));
     for vm in state.vms.iter().filter(|v| v.state == "running") {
         if state.metrics_set_up.contains(&vm.uuid) {
-            out.push_str(&row(
-                &vm.name,
-                "CPU/Load/User",
-                &format!("{:.2}%", vm.cpu_user_pct),
-            ));
+            out.push_str(&row(&vm.name, "CPU/Load/User", &format!("{:.2}%", vm.cpu_user_pct)));
             out.push_str(&row(&vm.name, "CPU/Load/Kernel", "0.50%"));
-            out.push_str(&row(
-                &vm.name,
-                "RAM/Usage/Used",
-                &format!("{} kB", vm.ram_used_kb),
-            ));
+            out.push_str(&row(&vm.name, "RAM/Usage/Used", &format!("{} kB", vm.ram_used_kb)));
         } else {
             // Registered but not set up: the row is printed with no values.
             for metric in ["CPU/Load/User", "CPU/Load/Kernel", "RAM/Usage/Used"] {
@@ -854,19 +751,11 @@ fn controlvm(state: &mut State, what: &str, action: &str) -> Reply {
     match action {
         "poweroff" => {
             set(vm, "poweroff");
-            Reply {
-                code: 0,
-                stdout: String::new(),
-                stderr: progress.into(),
-            }
+            Reply { code: 0, stdout: String::new(), stderr: progress.into() }
         }
         "savestate" => {
             set(vm, "saved");
-            Reply {
-                code: 0,
-                stdout: String::new(),
-                stderr: progress.into(),
-            }
+            Reply { code: 0, stdout: String::new(), stderr: progress.into() }
         }
         "acpipowerbutton" if paused => {
             Reply::invalid_state("Invalid machine state: Paused", "PowerButton()")
@@ -884,10 +773,7 @@ fn controlvm(state: &mut State, what: &str, action: &str) -> Reply {
             Reply::ok("")
         }
         "pause" | "resume" => Reply::invalid_state(
-            &format!(
-                "Invalid machine state: {}",
-                if paused { "Paused" } else { "Running" }
-            ),
+            &format!("Invalid machine state: {}", if paused { "Paused" } else { "Running" }),
             "Resume()",
         ),
         "reset" if running => Reply::ok(""),
@@ -911,12 +797,8 @@ fn fake_init(args: &[String]) -> ExitCode {
         eprintln!("usage: fake_vboxmanage fake-init <dir> <lab|bench> [--vms N] [--version V]");
         return ExitCode::from(2);
     };
-    let option = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let option =
+        |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let version = option("--version").unwrap_or_else(|| "7.1.4r165100".into());
     let mut state = State {
         version,
@@ -1002,11 +884,7 @@ fn vm(
                 kind: "IntelAhci".into(),
                 ports: disks.len().max(1) as u32,
             },
-            Controller {
-                name: "IDE".into(),
-                kind: "PIIX4".into(),
-                ports: 2,
-            },
+            Controller { name: "IDE".into(), kind: "PIIX4".into(), ports: 2 },
         ],
         attachments,
         nics: vec![
@@ -1052,16 +930,8 @@ fn vm(
 /// not, several NICs, a DVD, an inaccessible VM.
 fn lab(state: &mut State) {
     let media = &mut state.media;
-    let mut web = vm(
-        1,
-        "web-01",
-        "running",
-        2,
-        2048,
-        &[(1, 20480, 6143), (2, 102400, 512)],
-        media,
-        true,
-    );
+    let mut web =
+        vm(1, "web-01", "running", 2, 2048, &[(1, 20480, 6143), (2, 102400, 512)], media, true);
     web.description = Some("Web front end.\nOwner: \"ops\" team\nBuilds in C:\\builds".into());
     web.nics.push(Nic {
         slot: 3,
@@ -1087,47 +957,11 @@ fn lab(state: &mut State) {
     });
     web.guest_ifs[1].ipv4 = Some("192.168.1.57".into());
     web.guest_ifs[1].ipv6 = Some("fd00::a00:27ff:fed4:e5f6".into());
-    let db = vm(
-        2,
-        "db \"primary\" {main}",
-        "poweroff",
-        4,
-        8192,
-        &[(3, 51200, 20000)],
-        media,
-        true,
-    );
-    let mut cafe = vm(
-        3,
-        "café ✓ ünïcode",
-        "running",
-        1,
-        1024,
-        &[(4, 10240, 2048)],
-        media,
-        false,
-    );
+    let db = vm(2, "db \"primary\" {main}", "poweroff", 4, 8192, &[(3, 51200, 20000)], media, true);
+    let mut cafe = vm(3, "café ✓ ünïcode", "running", 1, 1024, &[(4, 10240, 2048)], media, false);
     cafe.cpu_user_pct = 5.75;
-    let build = vm(
-        4,
-        "build box",
-        "saved",
-        8,
-        16384,
-        &[(5, 204800, 150000)],
-        media,
-        true,
-    );
-    let paused = vm(
-        5,
-        "paused-vm",
-        "paused",
-        1,
-        512,
-        &[(6, 8192, 1024)],
-        media,
-        true,
-    );
+    let build = vm(4, "build box", "saved", 8, 16384, &[(5, 204800, 150000)], media, true);
+    let paused = vm(5, "paused-vm", "paused", 1, 512, &[(6, 8192, 1024)], media, true);
     let crashed = vm(6, "old-crash", "aborted", 1, 512, &[], media, false);
     let mut lost = vm(7, "lost", "poweroff", 1, 512, &[], media, false);
     lost.inaccessible = true;

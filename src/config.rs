@@ -26,6 +26,20 @@ pub struct Settings {
     pub hosts: Vec<HostConfig>,
     /// True when vmdeck runs on its built-in demo lab.
     pub demo: bool,
+    /// A session ends after this long without a request.
+    pub session_idle: Duration,
+    /// A session ends this long after login, however active.
+    pub session_lifetime: Duration,
+    /// Proxies whose `X-Forwarded-For` / `X-Real-IP` header is believed; nobody else's is.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Audit entries older than this many days are pruned; None keeps them forever.
+    pub audit_retention_days: Option<u32>,
+    /// How long vmdeck watches for a power action's expected state before calling it unconfirmed.
+    pub confirm_timeout: Duration,
+    /// Power actions sent to one host at the same time (bulk actions).
+    pub power_concurrency: usize,
+    /// Whether Rocket serves TLS (session cookies are then marked Secure).
+    pub tls: bool,
 }
 
 /// One configured hypervisor host.
@@ -76,9 +90,7 @@ impl HostName {
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok_len = (1..=63).contains(&s.len());
         let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-        let ok_chars = s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        let ok_chars = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if ok_len && ok_first && ok_chars {
             Ok(HostName(s.to_owned()))
         } else {
@@ -148,25 +160,14 @@ impl HostUri {
             let pairs: Vec<(String, String)> = url
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if is_secret_key(&k) {
-                        "***".to_string()
-                    } else {
-                        v.into_owned()
-                    };
+                    let v = if is_secret_key(&k) { "***".to_string() } else { v.into_owned() };
                     (k.into_owned(), v)
                 })
                 .collect();
             url.query_pairs_mut().clear().extend_pairs(pairs);
         }
-        let redacted = if had_password || secret_query {
-            url.to_string()
-        } else {
-            s.to_string()
-        };
-        Ok(HostUri {
-            raw: s.to_string(),
-            redacted,
-        })
+        let redacted = if had_password || secret_query { url.to_string() } else { s.to_string() };
+        Ok(HostUri { raw: s.to_string(), redacted })
     }
 
     /// The URI as configured, credentials included: only for the backend's connection call.
@@ -200,10 +201,7 @@ impl HostUri {
                 && (is_secret_key(flag) || (flag == "p" && words[0].ends_with("sshpass")));
         }
         let line = shown.join(" ");
-        HostUri {
-            raw: line.clone(),
-            redacted: line,
-        }
+        HostUri { raw: line.clone(), redacted: line }
     }
 }
 
@@ -228,10 +226,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError { key: key.into(), message: message.into() }
     }
 }
 
@@ -243,6 +238,37 @@ struct RawSettings {
     call_timeout_secs: Option<u64>,
     #[serde(default)]
     hosts: Vec<RawHost>,
+    session_idle_minutes: Option<u64>,
+    session_lifetime_hours: Option<u64>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    audit_retention_days: Option<u32>,
+    confirm_timeout_secs: Option<u64>,
+    power_concurrency_per_host: Option<usize>,
+    secret_key: Option<serde::de::IgnoredAny>,
+    tls: Option<serde::de::IgnoredAny>,
+}
+
+/// Checks an optional number against its range; returns the default when absent.
+fn ranged<T>(
+    key: &str,
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + Copy + fmt::Display,
+{
+    let v = value.unwrap_or(default);
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("{v} is out of range: use {} to {} {unit}", range.start(), range.end()),
+        ))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,8 +290,7 @@ pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 20;
 pub const MAX_COMMAND_TIMEOUT_SECS: u64 = 600;
 
 impl Settings {
-    /// Extracts and validates vmdeck's keys from the figment. `demo_dir` is where the demo lab's
-    /// node definition is written when no hosts are configured.
+    /// Extracts and validates vmdeck's keys from the figment.
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
         check_config_file()?;
         let raw: RawSettings = figment
@@ -287,9 +312,7 @@ impl Settings {
             ));
         }
 
-        let database_url = raw
-            .database_url
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+        let database_url = raw.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
         if !database_url.starts_with("sqlite:") {
             return Err(ConfigError::new(
                 "database_url",
@@ -302,29 +325,19 @@ impl Settings {
         let mut hosts: Vec<HostConfig> = Vec::with_capacity(raw.hosts.len());
         for (i, h) in raw.hosts.into_iter().enumerate() {
             let key = |field: &str| format!("hosts[{i}].{field}");
-            let name = h
-                .name
-                .ok_or_else(|| ConfigError::new(key("name"), "missing"))?;
+            let name = h.name.ok_or_else(|| ConfigError::new(key("name"), "missing"))?;
             let name = HostName::parse(&name).map_err(|m| ConfigError::new(key("name"), m))?;
             if hosts.iter().any(|o| o.name == name) {
-                return Err(ConfigError::new(
-                    key("name"),
-                    format!("duplicate host name {name:?}"),
-                ));
+                return Err(ConfigError::new(key("name"), format!("duplicate host name {name:?}")));
             }
-            let driver = h
-                .driver
-                .ok_or_else(|| ConfigError::new(key("driver"), "missing"))?;
+            let driver = h.driver.ok_or_else(|| ConfigError::new(key("driver"), "missing"))?;
             let driver = match driver.as_str() {
                 "libvirt" => Driver::Libvirt,
                 "virtualbox" => Driver::Virtualbox,
                 other => {
                     return Err(ConfigError::new(
                         key("driver"),
-                        format!(
-                            "unknown driver {other:?} (known: {})",
-                            Driver::ALL.join(", ")
-                        ),
+                        format!("unknown driver {other:?} (known: {})", Driver::ALL.join(", ")),
                     ))
                 }
             };
@@ -348,9 +361,7 @@ impl Settings {
                             ));
                         }
                     }
-                    let uri = h
-                        .uri
-                        .ok_or_else(|| ConfigError::new(key("uri"), "missing"))?;
+                    let uri = h.uri.ok_or_else(|| ConfigError::new(key("uri"), "missing"))?;
                     let uri = HostUri::parse(&uri).map_err(|m| ConfigError::new(key("uri"), m))?;
                     (uri, None)
                 }
@@ -372,12 +383,56 @@ impl Settings {
                     (HostUri::command(&words), Some(vbox))
                 }
             };
-            hosts.push(HostConfig {
-                name,
-                driver,
-                uri,
-                virtualbox,
-            });
+            hosts.push(HostConfig { name, driver, uri, virtualbox });
+        }
+
+        let idle = ranged(
+            "session_idle_minutes",
+            raw.session_idle_minutes,
+            30,
+            1..=7 * 24 * 60,
+            "minutes",
+        )?;
+        let lifetime =
+            ranged("session_lifetime_hours", raw.session_lifetime_hours, 12, 1..=24 * 90, "hours")?;
+        let confirm =
+            ranged("confirm_timeout_secs", raw.confirm_timeout_secs, 120, 5..=3600, "seconds")?;
+        let power_concurrency = ranged(
+            "power_concurrency_per_host",
+            raw.power_concurrency_per_host,
+            4,
+            1..=64,
+            "actions",
+        )?;
+        let audit_retention_days = match raw.audit_retention_days {
+            None | Some(0) => None,
+            Some(d) => Some(ranged("audit_retention_days", Some(d), d, 1..=36_500, "days")?),
+        };
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse().map_err(|_| {
+                    ConfigError::new(
+                        format!("trusted_proxies[{i}]"),
+                        format!("{p:?} is not an IP address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // Rocket generates a throwaway key in the debug profile; anywhere else sessions must
+        // survive restarts and cookies must not be forgeable, so a key is required.
+        let profile = figment.profile().as_str().to_string();
+        if raw.secret_key.is_none() && profile != "debug" {
+            return Err(ConfigError::new(
+                "secret_key",
+                format!(
+                    "required in the {profile:?} profile: set ROCKET_SECRET_KEY or secret_key in Rocket.toml \
+                     (generate one with: openssl rand -base64 32)"
+                ),
+            ));
         }
 
         let demo = hosts.is_empty();
@@ -387,6 +442,13 @@ impl Settings {
             call_timeout: Duration::from_secs(timeout_secs),
             hosts,
             demo,
+            session_idle: Duration::from_secs(idle * 60),
+            session_lifetime: Duration::from_secs(lifetime * 3600),
+            trusted_proxies,
+            audit_retention_days,
+            confirm_timeout: Duration::from_secs(confirm),
+            power_concurrency,
+            tls: raw.tls.is_some(),
         })
     }
 
@@ -414,10 +476,7 @@ fn virtualbox_settings(
         ));
     }
     let command_prefix = command_prefix.unwrap_or_default();
-    if let Some(i) = command_prefix
-        .iter()
-        .position(|w| w.is_empty() || w.contains('\0'))
-    {
+    if let Some(i) = command_prefix.iter().position(|w| w.is_empty() || w.contains('\0')) {
         return Err(ConfigError::new(
             format!("{}[{i}]", key("command_prefix")),
             "must be a non-empty argument",
@@ -472,9 +531,7 @@ fn figment_error_key(e: &rocket::figment::Error) -> String {
 
 /// The file path inside a `sqlite:` URL, or None for in-memory databases.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
         None
@@ -491,10 +548,7 @@ fn check_config_file() -> Result<(), ConfigError> {
     };
     match std::fs::read_to_string(&path) {
         Ok(_) => Ok(()),
-        Err(e) => Err(ConfigError::new(
-            "ROCKET_CONFIG",
-            format!("cannot read {path:?}: {e}"),
-        )),
+        Err(e) => Err(ConfigError::new("ROCKET_CONFIG", format!("cannot read {path:?}: {e}"))),
     }
 }
 
@@ -560,10 +614,7 @@ mod tests {
         assert_eq!(vbox.command_timeout, Duration::from_secs(45));
         let shown = s.hosts[0].uri.redacted();
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(
-            shown.contains("vbox@desk1") && shown.ends_with("/usr/bin/VBoxManage"),
-            "{shown}"
-        );
+        assert!(shown.contains("vbox@desk1") && shown.ends_with("/usr/bin/VBoxManage"), "{shown}");
         let pw = HostUri::command(&[
             "tool".into(),
             "--password".into(),
@@ -613,11 +664,7 @@ mod tests {
                 format!("{vbox}command_timeout_secs = 'soon'\n"),
                 "hosts[0].command_timeout_secs",
             ),
-            (
-                "an empty vboxmanage",
-                format!("{vbox}vboxmanage = ''\n"),
-                "hosts[0].vboxmanage",
-            ),
+            ("an empty vboxmanage", format!("{vbox}vboxmanage = ''\n"), "hosts[0].vboxmanage"),
             (
                 "a misspelt key",
                 format!("{vbox}comand_prefix = ['ssh']\n"),
@@ -644,14 +691,8 @@ mod tests {
 
     #[test]
     fn sqlite_paths_are_found_in_urls() {
-        assert_eq!(
-            sqlite_path("sqlite://data/x.db"),
-            Some(PathBuf::from("data/x.db"))
-        );
-        assert_eq!(
-            sqlite_path("sqlite:///tmp/x.db?mode=rwc"),
-            Some(PathBuf::from("/tmp/x.db"))
-        );
+        assert_eq!(sqlite_path("sqlite://data/x.db"), Some(PathBuf::from("data/x.db")));
+        assert_eq!(sqlite_path("sqlite:///tmp/x.db?mode=rwc"), Some(PathBuf::from("/tmp/x.db")));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }

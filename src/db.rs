@@ -19,10 +19,7 @@ pub struct Db(pub SqlitePool);
 
 /// Opens (creating if missing) and migrates the database at `url`.
 pub async fn connect(url: &str) -> anyhow::Result<SqlitePool> {
-    if let Some(parent) = sqlite_path(url)
-        .as_deref()
-        .and_then(std::path::Path::parent)
-    {
+    if let Some(parent) = sqlite_path(url).as_deref().and_then(std::path::Path::parent) {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;

@@ -10,16 +10,9 @@ pub const LAB_XML: &str = include_str!("../demo/lab.xml");
 /// Writes the lab definition into `data_dir` (libvirt's test driver reads a file by absolute
 /// path) and returns the demo host.
 pub fn host(data_dir: &Path) -> Result<HostConfig, ConfigError> {
-    let err = |message: String| ConfigError {
-        key: "database_url".into(),
-        message,
-    };
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        err(format!(
-            "cannot create data directory {}: {e}",
-            data_dir.display()
-        ))
-    })?;
+    let err = |message: String| ConfigError { key: "database_url".into(), message };
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| err(format!("cannot create data directory {}: {e}", data_dir.display())))?;
     let path = data_dir.join("demo-lab.xml");
     std::fs::write(&path, LAB_XML)
         .map_err(|e| err(format!("cannot write {}: {e}", path.display())))?;

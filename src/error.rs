@@ -64,6 +64,41 @@ fn default_catcher(status: Status, req: &Request<'_>) -> (Status, Template) {
     (status, error_page(status, &message))
 }
 
+/// Not logged in (or the session ended): the login form, right here, coming back to this page.
+#[rocket::catch(401)]
+fn unauthorized(req: &Request<'_>) -> Template {
+    let next = req.uri().to_string();
+    let next = if req.method() == rocket::http::Method::Get { next } else { "/vms".into() };
+    Template::render(
+        "auth/login",
+        context! {
+            title: "Log in",
+            error: "Log in to continue (your session may have ended).",
+            username: "",
+            next: crate::auth::safe_next(Some(&next)),
+            no_users: false,
+            demo: false,
+        },
+    )
+}
+
+#[rocket::catch(403)]
+fn forbidden(req: &Request<'_>) -> Template {
+    let message = match req.uri().path().as_str() {
+        p if p.starts_with("/users") => "Only admins can manage users. The attempt was recorded in the audit log.",
+        p if p.ends_with("/power") || p.contains("/power/") => {
+            "Your role cannot start or stop VMs, or the form was stale (reload the page and try again). The attempt was recorded in the audit log."
+        }
+        _ => "This request was refused: your role does not allow it, or the form was stale (reload the page and try again).",
+    };
+    error_page(Status::Forbidden, message)
+}
+
+#[rocket::catch(413)]
+fn too_large() -> Template {
+    error_page(Status::PayloadTooLarge, "The form was too large; nothing was done.")
+}
+
 pub fn catchers() -> Vec<Catcher> {
-    rocket::catchers![default_catcher]
+    rocket::catchers![default_catcher, unauthorized, forbidden, too_large]
 }

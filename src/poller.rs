@@ -55,6 +55,21 @@ impl HostEntry {
         }
     }
 
+    /// Stores one VM's freshly observed state (see [`store::record_state`]).
+    pub async fn record_state(
+        &self,
+        pool: &SqlitePool,
+        uuid: &str,
+        state: &crate::backend::VmState,
+    ) {
+        let mut cache = self.cache.lock().await;
+        if let Err(e) = store::record_state(pool, &mut cache, self.id, uuid, state, now_ms()).await
+        {
+            tracing::error!(vm = uuid, "storing an observed state failed: {e}");
+            *cache = HostCache::default();
+        }
+    }
+
     pub fn runtime(&self) -> Runtime {
         self.runtime.lock().map(|r| r.clone()).unwrap_or_default()
     }

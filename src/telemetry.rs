@@ -13,10 +13,7 @@ pub fn init() {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // try_init also installs the log -> tracing bridge; a second call just fails quietly.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
 }
 
 /// Logs each request's method, path, status and duration at debug level.
@@ -29,10 +26,7 @@ pub struct RequestLog;
 #[rocket::async_trait]
 impl Fairing for RequestLog {
     fn info(&self) -> Info {
-        Info {
-            name: "Request log",
-            kind: Kind::Request | Kind::Response,
-        }
+        Info { name: "Request log", kind: Kind::Request | Kind::Response }
     }
 
     async fn on_request(&self, _req: &mut Request<'_>, _data: &mut Data<'_>) {}

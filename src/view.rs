@@ -72,9 +72,7 @@ pub fn duration_words(ms: i64) -> String {
 /// Registers the filters templates may use.
 pub fn register_filters(tera: &mut Tera) {
     tera.register_filter("bytes", |v: &Value, _: &HashMap<String, Value>| {
-        let n = v
-            .as_u64()
-            .ok_or_else(|| tera::Error::msg("bytes: not a number"))?;
+        let n = v.as_u64().ok_or_else(|| tera::Error::msg("bytes: not a number"))?;
         Ok(Value::String(bytes(n)))
     });
 }

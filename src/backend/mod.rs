@@ -107,10 +107,13 @@ impl PowerAction {
         use PowerState::*;
         match self {
             PowerAction::Start => matches!(state, ShutOff | Crashed | Suspended),
-            PowerAction::Shutdown | PowerAction::Reboot | PowerAction::Pause | PowerAction::Save => {
-                state == Running
+            PowerAction::Shutdown
+            | PowerAction::Reboot
+            | PowerAction::Pause
+            | PowerAction::Save => state == Running,
+            PowerAction::PowerOff => {
+                matches!(state, Running | Paused | Crashed | InTransition | Suspended)
             }
-            PowerAction::PowerOff => matches!(state, Running | Paused | Crashed | InTransition | Suspended),
             PowerAction::Reset => matches!(state, Running | Paused),
             PowerAction::Resume => matches!(state, Paused | Suspended),
         }
@@ -123,7 +126,9 @@ impl PowerAction {
             PowerAction::Start | PowerAction::Reboot | PowerAction::Reset | PowerAction::Resume => {
                 PowerState::Running
             }
-            PowerAction::Shutdown | PowerAction::PowerOff | PowerAction::Save => PowerState::ShutOff,
+            PowerAction::Shutdown | PowerAction::PowerOff | PowerAction::Save => {
+                PowerState::ShutOff
+            }
             PowerAction::Pause => PowerState::Paused,
         }
     }
@@ -137,11 +142,7 @@ pub enum BackendError {
     Connect { uri: String, message: String },
     /// After failures, the backend waits before it connects again.
     #[error("not reconnecting yet after {failures} failed attempt(s): next try in {retry_in_secs} s (last error: {last_error})")]
-    Backoff {
-        failures: u32,
-        retry_in_secs: u64,
-        last_error: String,
-    },
+    Backoff { failures: u32, retry_in_secs: u64, last_error: String },
     /// The call did not finish within its time limit.
     #[error("the host did not answer within {0:?}")]
     Timeout(Duration),

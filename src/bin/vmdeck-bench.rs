@@ -35,6 +35,10 @@ struct Args {
     /// Scrapes of prometheus-libvirt-exporter (skipped when it is not installed).
     #[arg(long, default_value_t = 20)]
     scrapes: usize,
+    /// Internal: only open a test-driver connection to this node, take one inventory and print
+    /// the process's resident memory (the share of the test driver itself).
+    #[arg(long, hide = true)]
+    driver_only: Option<std::path::PathBuf>,
 }
 
 /// Writes a test-driver node with `n` domains: 70 % running, the rest shut off, paused or
@@ -91,19 +95,12 @@ fn rss_kib() -> u64 {
 /// One HTTP/1.1 GET over a fresh connection; returns (status, server-timing ms, body length).
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Option<f64>, usize)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let timing = head
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("server-timing:"))
@@ -115,6 +112,15 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Option<f64>, usize)>
 #[rocket::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(node) = &args.driver_only {
+        let backend = vmdeck::backend::connect(
+            &libvirt_host("driver", &format!("test://{}", node.display())),
+            Duration::from_secs(60),
+        );
+        let n = backend.inventory().await.expect("inventory").len();
+        println!("{} {n}", rss_kib());
+        return;
+    }
     let dir = BenchDir::new();
     let node = dir.path().join("bench-node.xml");
     write_node(&node, args.domains);
@@ -125,131 +131,128 @@ async fn main() {
     );
     println!("machine: {} cores, {}", num_cpus(), cpu_model());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let figment = Figment::from(rocket::Config::release_default())
         .merge(("port", port))
         .merge(("log_level", "off"))
-        .merge((
-            "database_url",
-            format!("sqlite://{}/bench.db", dir.path().display()),
-        ))
+        .merge(("database_url", format!("sqlite://{}/bench.db", dir.path().display())))
         .merge(("poll_interval_secs", 3600))
         .merge((
             "hosts",
             vec![serde_json::json!({"name": "bench", "driver": "libvirt", "uri": uri})],
         ));
-    let rocket = vmdeck::build(figment)
-        .expect("config")
-        .ignite()
-        .await
-        .expect("ignite");
+    let rocket = vmdeck::build(figment).expect("config").ignite().await.expect("ignite");
     let pool = rocket.state::<Db>().unwrap().0.clone();
     let hosts = rocket.state::<Arc<Hosts>>().unwrap().clone();
     let shutdown = rocket.shutdown();
     tokio::spawn(rocket.launch());
     let host = hosts.get("bench").unwrap().clone();
 
-    // The bare calls: the same backend code on its own connection, without persistence.
+    // Memory first, before the bench opens a second test-driver connection of its own (the test
+    // driver keeps a full copy of the node per connection, which a real host does not).
+    for _ in 0..args.polls {
+        match poller::poll_once(&pool, &host).await {
+            PollOutcome::Recorded(r) => assert_eq!(r.vms, args.domains),
+            PollOutcome::Failed(e) => panic!("poll failed: {e}"),
+        }
+    }
+    let rss = rss_kib();
+    // The test driver runs inside vmdeck's process (a real host's libvirtd does not): measure
+    // what a process holding only that driver and one inventory needs, for comparison.
+    let driver_rss = Command::new(std::env::current_exe().unwrap())
+        .arg("--driver-only")
+        .arg(&node)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()));
+    println!("\n## Memory after {} polls of {} VMs", args.polls, args.domains);
+    println!(
+        "resident set of the process (server + poller + SQLite + in-process test driver): {:.1} MiB (goal <= 80 MB)",
+        rss as f64 / 1024.0
+    );
+    if let Some(d) = driver_rss {
+        println!(
+            "  of which a process with only the test driver and one inventory needs {:.1} MiB; vmdeck's own share is about {:.1} MiB",
+            d as f64 / 1024.0,
+            rss.saturating_sub(d) as f64 / 1024.0
+        );
+    }
+
+    // The bare calls: the same backend code on its own connection, without persistence,
+    // interleaved with full polls so both see the same machine state.
     let bare = vmdeck::backend::connect(
-        &HostConfig {
-            name: HostName::parse("bare").unwrap(),
-            driver: Driver::Libvirt,
-            uri: HostUri::parse(&uri).unwrap(),
-        },
+        &libvirt_host("bare", &uri),
         Duration::from_secs(60),
     );
-    // Warm both connections (the first open parses the node file).
     let _ = bare.inventory().await.expect("bare inventory");
-    let first = poller::poll_once(&pool, &host).await;
-    assert!(matches!(first, PollOutcome::Recorded(_)), "{first:?}");
-
     let mut bare_ms = Vec::new();
     let mut full_ms = Vec::new();
-    for i in 1..args.polls {
-        if i <= 20 {
-            let t = Instant::now();
-            let n = bare.inventory().await.expect("bare").len();
-            bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(n, args.domains);
-        }
+    for _ in 0..20 {
+        let t = Instant::now();
+        let n = bare.inventory().await.expect("bare").len();
+        bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(n, args.domains);
         let t = Instant::now();
         match poller::poll_once(&pool, &host).await {
             PollOutcome::Recorded(r) => assert_eq!(r.vms, args.domains),
             PollOutcome::Failed(e) => panic!("poll failed: {e}"),
         }
-        if i <= 20 {
-            full_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
+        full_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    drop(bare);
     let (bare_med, bare_p99, _) = stats(bare_ms);
     let (full_med, full_p99, _) = stats(full_ms);
     println!("\n## Poll of {} VMs (20 rounds, interleaved)", args.domains);
     println!("bare libvirt calls : median {bare_med:.1} ms, p99 {bare_p99:.1} ms");
-    println!("full poll + persist: median {full_med:.1} ms, p99 {full_p99:.1} ms  (ratio {:.2}x; goal <= 1.5x and < 250 ms)", full_med / bare_med);
-
-    let rss = rss_kib();
     println!(
-        "\n## Memory after {} polls of {} VMs",
-        args.polls, args.domains
-    );
-    println!(
-        "resident set (whole bench process: server + poller + pools): {:.1} MiB (goal <= 80 MB)",
-        rss as f64 / 1024.0
+        "full poll + persist: median {full_med:.1} ms, p99 {full_p99:.1} ms  (ratio {:.2}x; goal <= 1.5x and < 250 ms)",
+        full_med / bare_med
     );
 
-    let mut server_ms = Vec::new();
-    let mut client_ms = Vec::new();
-    let mut bytes = 0;
-    for _ in 0..args.requests {
-        let t = Instant::now();
-        let (status, timing, len) = tokio::task::spawn_blocking(move || http_get(port, "/vms"))
-            .await
-            .unwrap()
-            .expect("GET /vms");
-        client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(status, 200);
-        server_ms.push(timing.expect("Server-Timing header"));
-        bytes = len;
+    for (path, what) in [
+        ("/vms", "default page (first 100 rows, sorted by name)"),
+        ("/vms?per_page=all", "every row on one page"),
+    ] {
+        let mut server_ms = Vec::new();
+        let mut client_ms = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..args.requests {
+            let t = Instant::now();
+            let (status, timing, len) = tokio::task::spawn_blocking(move || http_get(port, path))
+                .await
+                .unwrap()
+                .expect("GET /vms");
+            client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200);
+            server_ms.push(timing.expect("Server-Timing header"));
+            bytes = len;
+        }
+        let (s_med, s_p99, s_max) = stats(server_ms);
+        let (c_med, c_p99, _) = stats(client_ms);
+        println!(
+            "\n## GET {path} with {} VMs: {what} ({} requests, {} KiB page)",
+            args.domains,
+            args.requests,
+            bytes / 1024
+        );
+        println!("server-side: median {s_med:.2} ms, p99 {s_p99:.2} ms, max {s_max:.2} ms (goal: median <= 15 ms)");
+        println!(
+            "client-side (loopback, new connection each): median {c_med:.2} ms, p99 {c_p99:.2} ms"
+        );
     }
-    let (s_med, s_p99, s_max) = stats(server_ms);
-    let (c_med, c_p99, _) = stats(client_ms);
-    println!(
-        "\n## GET /vms with {} VMs ({} requests, {} KiB page)",
-        args.domains,
-        args.requests,
-        bytes / 1024
-    );
-    println!("server-side: median {s_med:.2} ms, p99 {s_p99:.2} ms, max {s_max:.2} ms (goal: median <= 15 ms)");
-    println!(
-        "client-side (loopback, new connection each): median {c_med:.2} ms, p99 {c_p99:.2} ms"
-    );
-    let db_size = std::fs::metadata(dir.path().join("bench.db"))
-        .map(|m| m.len())
-        .unwrap_or(0)
-        + std::fs::metadata(dir.path().join("bench.db-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-    println!(
-        "database after {} polls: {:.1} MiB",
-        args.polls,
-        db_size as f64 / 1048576.0
-    );
+    let db_size = std::fs::metadata(dir.path().join("bench.db")).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(dir.path().join("bench.db-wal")).map(|m| m.len()).unwrap_or(0);
+    println!("database after {} polls: {:.1} MiB", args.polls, db_size as f64 / 1048576.0);
 
+    control_figures(port, &pool, &hosts, &uri, args.domains).await;
     exporter(&uri, args.scrapes).await;
     shutdown.notify();
 }
 
 async fn exporter(uri: &str, scrapes: usize) {
     println!("\n## prometheus-libvirt-exporter, same definition");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new("prometheus-libvirt-exporter")
         .arg(format!("--libvirt.uri={uri}"))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -273,10 +276,7 @@ async fn exporter(uri: &str, scrapes: usize) {
         let mut size = 0;
         for _ in 0..scrapes {
             let t = Instant::now();
-            match tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
-                .await
-                .unwrap()
-            {
+            match tokio::task::spawn_blocking(move || http_get(port, "/metrics")).await.unwrap() {
                 Ok((200, _, len)) => {
                     times.push(t.elapsed().as_secs_f64() * 1000.0);
                     size = len;
@@ -302,9 +302,7 @@ async fn exporter(uri: &str, scrapes: usize) {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn cpu_model() -> String {
@@ -336,5 +334,271 @@ impl BenchDir {
 impl Drop for BenchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A tiny HTTP/1.1 client with a cookie jar: enough to log in and post forms. (The bench is
+/// part of the server crate, which has no HTTP client dependency of its own.)
+struct Http {
+    port: u16,
+    cookies: Vec<(String, String)>,
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Http {
+    fn new(port: u16) -> Self {
+        Http { port, cookies: Vec::new() }
+    }
+
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+    ) -> std::io::Result<Reply> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let body = form
+            .map(|f| url::form_urlencoded::Serializer::new(String::new()).extend_pairs(f).finish())
+            .unwrap_or_default();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
+            self.port
+        );
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req.push_str(&format!("Cookie: {}\r\n", jar.join("; ")));
+        }
+        if form.is_some() {
+            req.push_str(&format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        s.write_all(req.as_bytes())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        for line in head.lines() {
+            if let Some(v) =
+                line.strip_prefix("set-cookie: ").or_else(|| line.strip_prefix("Set-Cookie: "))
+            {
+                if let Some((k, v)) = v.split(';').next().and_then(|kv| kv.split_once('=')) {
+                    self.cookies.retain(|(name, _)| name != k);
+                    if !v.is_empty() {
+                        self.cookies.push((k.to_string(), v.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(Reply { status, body: body.to_string() })
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let key = "name=\"csrf_token\" value=\"";
+    html.find(key)
+        .map(|i| &html[i + key.len()..])
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn login(port: u16, user: &str, password: &str) -> (Http, String) {
+    let mut http = Http::new(port);
+    let r = http
+        .send("POST", "/login", Some(&[("username", user), ("password", password)]))
+        .expect("login");
+    assert_eq!(r.status, 303, "login as {user}");
+    let page = http.send("GET", "/audit", None).expect("audit page");
+    let csrf = csrf_of(&page.body);
+    (http, csrf)
+}
+
+async fn control_figures(
+    port: u16,
+    pool: &sqlx::SqlitePool,
+    hosts: &Hosts,
+    uri: &str,
+    domains: usize,
+) {
+    const PASSWORD: &str = "bench password 1";
+    vmdeck::auth::users::add(
+        pool,
+        "bench-op",
+        vmdeck::auth::Role::Operator,
+        PASSWORD.into(),
+        false,
+    )
+    .await
+    .expect("bench user");
+    let running: Vec<String> = sqlx::query_scalar(
+        "SELECT uuid FROM vms WHERE state = 'running' AND gone_at IS NULL ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    if running.len() < 100 {
+        println!("\n## Power control: skipped (needs 100 running VMs, have {})", running.len());
+        return;
+    }
+    let host = hosts.get("bench").unwrap();
+    let (single, bulk) = running.split_at(50);
+    let bulk = &bulk[..50];
+
+    // Request to accepted over HTTP (login, CSRF, audit rows, backend call, 303) against the
+    // bare libvirt call, each on 50 distinct running VMs.
+    let bare = vmdeck::backend::connect(
+        &libvirt_host("bare", uri),
+        Duration::from_secs(60),
+    );
+    let _ = bare.inventory().await;
+    let mut bare_ms = Vec::new();
+    for uuid in single {
+        let t = Instant::now();
+        bare.power(uuid, vmdeck::backend::PowerAction::Pause).await.expect("bare pause");
+        bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (mut http, csrf) =
+        tokio::task::spawn_blocking(move || login(port, "bench-op", PASSWORD)).await.unwrap();
+    let mut http_ms = Vec::new();
+    for uuid in single {
+        let path = format!("/vms/bench/{uuid}/power");
+        let csrf = csrf.clone();
+        let t = Instant::now();
+        let (h, r) = tokio::task::spawn_blocking(move || {
+            let r = http.send("POST", &path, Some(&[("csrf_token", &csrf), ("action", "pause")]));
+            (http, r)
+        })
+        .await
+        .unwrap();
+        http = h;
+        http_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(r.expect("power").status, 303);
+    }
+    let accepted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE kind = 'power' AND status IN ('accepted', 'confirmed')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let (b_med, b_p99, _) = stats(bare_ms.clone());
+    let (h_med, h_p99, _) = stats(http_ms);
+    println!(
+        "\n## Power action: request to accepted ({} VMs on the host, 50 pauses each way)",
+        domains
+    );
+    println!("bare libvirt call (virDomainSuspend): median {b_med:.2} ms, p99 {b_p99:.2} ms");
+    println!(
+        "vmdeck POST /vms/<host>/<uuid>/power to 303: median {h_med:.2} ms, p99 {h_p99:.2} ms ({accepted} accepted) -> overhead {:.2} ms (goal <= 20 ms)",
+        h_med - b_med
+    );
+
+    // Bulk power-off of 50 VMs in one request.
+    let mut form: Vec<(String, String)> = vec![
+        ("csrf_token".into(), csrf.clone()),
+        ("action".into(), "power_off".into()),
+        ("confirm".into(), "yes".into()),
+    ];
+    form.extend(bulk.iter().map(|u| ("vm".to_string(), format!("bench/{u}"))));
+    let t = Instant::now();
+    let (h, r) = tokio::task::spawn_blocking(move || {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = http.send("POST", "/vms/power", Some(&pairs));
+        (http, r)
+    })
+    .await
+    .unwrap();
+    let _ = h;
+    let wall = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(r.expect("bulk").status, 303);
+    let spans: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT sent_at, accepted_at FROM audit_log WHERE kind = 'power' AND action = 'power_off' AND accepted_at IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    // Most requests between sent and accepted at the same moment: the concurrency reached.
+    let mut peak = 0;
+    for (s, _) in &spans {
+        let overlapping = spans.iter().filter(|(s2, a2)| s2 <= s && a2 >= s).count();
+        peak = peak.max(overlapping);
+    }
+    let busy_ms: i64 = spans.iter().map(|(s, a)| a - s).sum();
+    println!("\n## Bulk power off of 50 VMs in one request");
+    println!(
+        "POST /vms/power to 303: {wall:.1} ms for {} accepted (goal: well under 1 s); peak concurrency {peak} (cap {} per host); sum of per-VM send-to-accept times {busy_ms} ms",
+        spans.len(),
+        host.config.name.as_str().len().min(0) + 4
+    );
+
+    // /vms latency while 10 logins run (argon2 must not stall page loads).
+    let page = |n: usize| {
+        move || {
+            let (mut http, _) = login(port, "bench-op", PASSWORD);
+            let mut ms = Vec::new();
+            for _ in 0..n {
+                let t = Instant::now();
+                let r = http.send("GET", "/vms", None).expect("GET /vms");
+                assert_eq!(r.status, 200);
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            ms
+        }
+    };
+    let quiet = tokio::task::spawn_blocking(page(50)).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..10 {
+        let (stop, logins) = (stop.clone(), logins.clone());
+        workers.push(std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut http = Http::new(port);
+                if let Ok(r) = http.send(
+                    "POST",
+                    "/login",
+                    Some(&[("username", "bench-op"), ("password", PASSWORD)]),
+                ) {
+                    if r.status == 303 {
+                        logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let loaded = tokio::task::spawn_blocking(page(50)).await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let done = logins.load(std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    let (q_med, q_p99, _) = stats(quiet);
+    let (l_med, l_p99, _) = stats(loaded);
+    println!("\n## GET /vms while 10 clients log in continuously (argon2id, 19 MiB, t=2)");
+    println!("without logins: median {q_med:.2} ms, p99 {q_p99:.2} ms");
+    println!(
+        "with 10 concurrent login loops: median {l_med:.2} ms, p99 {l_p99:.2} ms ({done} logins done, about {:.0}/s)",
+        done as f64 / (secs + 0.3)
+    );
+}
+
+/// A libvirt host for the bench's own connections.
+fn libvirt_host(name: &str, uri: &str) -> HostConfig {
+    HostConfig {
+        name: HostName::parse(name).expect("valid name"),
+        driver: Driver::Libvirt,
+        uri: HostUri::parse(uri).expect("valid URI"),
+        virtualbox: None,
     }
 }

@@ -62,9 +62,7 @@ impl Stand {
     }
 
     fn calls(&self) -> usize {
-        std::fs::read_to_string(self.dir.join("calls.log"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        std::fs::read_to_string(self.dir.join("calls.log")).map(|s| s.lines().count()).unwrap_or(0)
     }
 }
 
@@ -113,10 +111,7 @@ async fn main() {
     let figment = Figment::from(rocket::Config::release_default())
         .merge(("port", free_port()))
         .merge(("log_level", "off"))
-        .merge((
-            "database_url",
-            format!("sqlite://{}/bench.db", scratch.path().display()),
-        ))
+        .merge(("database_url", format!("sqlite://{}/bench.db", scratch.path().display())))
         .merge(("poll_interval_secs", 3600))
         .merge(("call_timeout_secs", 120))
         .merge((
@@ -127,11 +122,7 @@ async fn main() {
                 "vboxmanage": full_stand.vboxmanage(),
             })],
         ));
-    let rocket = vmdeck::build(figment)
-        .expect("config")
-        .ignite()
-        .await
-        .expect("ignite");
+    let rocket = vmdeck::build(figment).expect("config").ignite().await.expect("ignite");
     let pool = rocket.state::<Db>().unwrap().0.clone();
     let hosts = rocket.state::<Arc<Hosts>>().unwrap().clone();
     let shutdown = rocket.shutdown();
@@ -244,17 +235,11 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn cpu_model() -> String {

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use crate::backend::{Counters, IpAddress, PowerState, VmConfig, VmReport};
+use crate::backend::{Counters, DiskUsage, IpAddress, PowerState, VmConfig, VmReport};
 use crate::config::HostConfig;
 
 /// Registers the configured hosts (insert or refresh) and returns their ids in config order.
@@ -48,7 +48,7 @@ struct CachedVm {
     gone: bool,
     config: Option<VmConfig>,
     addresses: Vec<IpAddress>,
-    disk_usage_json: String,
+    disk_usage: Vec<DiskUsage>,
     last: Option<LastSample>,
 }
 
@@ -100,7 +100,7 @@ impl HostCache {
                     gone: row.get::<Option<i64>, _>("gone_at").is_some(),
                     config: body.and_then(|b| serde_json::from_str(&b).ok()),
                     addresses: serde_json::from_str(row.get("addresses")).unwrap_or_default(),
-                    disk_usage_json: row.get("disk_usage"),
+                    disk_usage: serde_json::from_str(row.get("disk_usage")).unwrap_or_default(),
                     last: s_ts.map(|ts| LastSample {
                         ts,
                         counters: Counters {
@@ -190,21 +190,30 @@ pub async fn record_success(
     finished_at: i64,
     reports: &[VmReport],
 ) -> sqlx::Result<Recorded> {
+    let result = write_success(pool, cache, host_id, started_at, finished_at, reports).await;
+    if result.is_err() {
+        // The transaction rolled back; the cache may hold changes that never landed.
+        *cache = HostCache::default();
+    }
+    result
+}
+
+async fn write_success(
+    pool: &SqlitePool,
+    cache: &mut HostCache,
+    host_id: i64,
+    started_at: i64,
+    finished_at: i64,
+    reports: &[VmReport],
+) -> sqlx::Result<Recorded> {
     cache.load(pool, host_id).await?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let poll_id = insert_poll(
-        &mut tx,
-        host_id,
-        started_at,
-        finished_at,
-        None,
-        Some(reports.len()),
-    )
-    .await?;
+    let poll_id =
+        insert_poll(&mut tx, host_id, started_at, finished_at, None, Some(reports.len())).await?;
 
-    // Changes are staged and applied to the cache only after COMMIT, so a failed transaction
-    // leaves the cache matching the database.
-    let mut updated: Vec<(String, CachedVm)> = Vec::with_capacity(reports.len());
+    // The cache is updated in place as rows are written. If anything below fails the
+    // transaction rolls back, and the caller drops the cache so the next poll reloads it from
+    // the database: cheaper than cloning every cached VM on every poll to stage changes.
     let mut samples = Vec::with_capacity(reports.len());
     let mut seen: HashSet<&str> = HashSet::with_capacity(reports.len());
     let (mut new_vms, mut config_changes) = (0, 0);
@@ -213,16 +222,28 @@ pub async fn record_success(
             tracing::warn!(vm = %r.name, uuid = %r.uuid, "duplicate uuid in one poll; ignored");
             continue;
         }
-        let mut addresses = r.addresses.clone();
-        crate::backend::sort_addresses(&mut addresses);
-        let disk_usage_json = serde_json::to_string(&r.disk_usage).unwrap_or_else(|_| "[]".into());
-        let prev = cache.vms.get(&r.uuid);
-        let mut vm = match prev {
-            Some(c) => c.clone(),
+        let vm = match cache.vms.get_mut(&r.uuid) {
+            Some(vm) => {
+                if vm.gone
+                    || vm.name != r.name
+                    || vm.state != r.state
+                    || vm.raw_state != r.raw_state
+                    || vm.state_reason != r.state_reason
+                {
+                    let since = (vm.state != r.state || vm.gone).then_some(started_at);
+                    update_vm_state(&mut tx, vm.id, r, since).await?;
+                    vm.gone = false;
+                    vm.name.clone_from(&r.name);
+                    vm.state = r.state;
+                    vm.raw_state.clone_from(&r.raw_state);
+                    vm.state_reason.clone_from(&r.state_reason);
+                }
+                vm
+            }
             None => {
                 new_vms += 1;
                 let id = insert_vm(&mut tx, host_id, r, started_at).await?;
-                CachedVm {
+                cache.vms.entry(r.uuid.clone()).or_insert(CachedVm {
                     id,
                     name: r.name.clone(),
                     state: r.state,
@@ -231,61 +252,39 @@ pub async fn record_success(
                     gone: false,
                     config: None,
                     addresses: Vec::new(),
-                    disk_usage_json: "[]".into(),
+                    disk_usage: Vec::new(),
                     last: None,
-                }
+                })
             }
         };
-        if prev.is_some()
-            && (vm.gone
-                || vm.name != r.name
-                || vm.state != r.state
-                || vm.raw_state != r.raw_state
-                || vm.state_reason != r.state_reason)
-        {
-            update_vm_state(
-                &mut tx,
-                vm.id,
-                r,
-                (vm.state != r.state || vm.gone).then_some(started_at),
-            )
-            .await?;
-            vm.gone = false;
-            vm.name = r.name.clone();
-            vm.state = r.state;
-            vm.raw_state = r.raw_state.clone();
-            vm.state_reason = r.state_reason.clone();
-        }
         if vm.config.as_ref() != Some(&r.config) {
             insert_config(&mut tx, vm.id, started_at, &r.config).await?;
             config_changes += 1;
             vm.config = Some(r.config.clone());
         }
-        if vm.addresses != addresses {
+        if !same_addresses(&vm.addresses, &r.addresses) {
+            let mut addresses = r.addresses.clone();
+            crate::backend::sort_addresses(&mut addresses);
             update_addresses(&mut tx, vm.id, &vm.addresses, &addresses, started_at).await?;
             vm.addresses = addresses;
         }
-        if vm.disk_usage_json != disk_usage_json {
+        if vm.disk_usage != r.disk_usage {
+            let json = serde_json::to_string(&r.disk_usage)
+                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             sqlx::query("UPDATE vms SET disk_usage = ? WHERE id = ?")
-                .bind(&disk_usage_json)
+                .bind(json)
                 .bind(vm.id)
                 .execute(&mut *tx)
                 .await?;
-            vm.disk_usage_json = disk_usage_json;
+            vm.disk_usage.clone_from(&r.disk_usage);
         }
         let rates = match (&vm.last, r.state) {
-            (Some(last), PowerState::Running) => derive_rates(
-                &last.counters,
-                &r.counters,
-                started_at - last.ts,
-                r.config.vcpus,
-            ),
+            (Some(last), PowerState::Running) => {
+                derive_rates(&last.counters, &r.counters, started_at - last.ts, r.config.vcpus)
+            }
             _ => Rates::default(),
         };
-        vm.last = Some(LastSample {
-            ts: started_at,
-            counters: r.counters,
-        });
+        vm.last = Some(LastSample { ts: started_at, counters: r.counters });
         samples.push(SampleRow {
             vm_id: vm.id,
             state: r.state,
@@ -293,18 +292,18 @@ pub async fn record_success(
             counters: r.counters,
             rates,
         });
-        updated.push((r.uuid.clone(), vm));
     }
     insert_samples(&mut tx, started_at, &samples).await?;
 
-    let vanished: Vec<(String, i64)> = cache
-        .vms
-        .iter()
-        .filter(|(uuid, vm)| !vm.gone && !seen.contains(uuid.as_str()))
-        .map(|(uuid, vm)| (uuid.clone(), vm.id))
-        .collect();
-    for (_, id) in &vanished {
-        mark_gone(&mut tx, *id, started_at).await?;
+    let mut gone_vms = 0;
+    for (uuid, vm) in cache.vms.iter_mut() {
+        if !vm.gone && !seen.contains(uuid.as_str()) {
+            mark_gone(&mut tx, vm.id, started_at).await?;
+            vm.gone = true;
+            vm.last = None;
+            vm.addresses.clear();
+            gone_vms += 1;
+        }
     }
     sqlx::query("UPDATE hosts SET last_poll_id = ?, last_ok_poll_id = ? WHERE id = ?")
         .bind(poll_id)
@@ -313,23 +312,39 @@ pub async fn record_success(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    let count = samples.len();
+    Ok(Recorded { poll_id, vms: count, new_vms, gone_vms, config_changes })
+}
 
-    for (uuid, _) in &vanished {
-        if let Some(vm) = cache.vms.get_mut(uuid) {
-            vm.gone = true;
-            vm.last = None;
-            vm.addresses.clear();
-        }
+/// Records one VM's state observed outside a poll (a power action's confirmation), so the list
+/// shows it at once without re-polling the whole host. Keeps the cache in step.
+pub async fn record_state(
+    pool: &SqlitePool,
+    cache: &mut HostCache,
+    host_id: i64,
+    uuid: &str,
+    state: &crate::backend::VmState,
+    at: i64,
+) -> sqlx::Result<()> {
+    cache.load(pool, host_id).await?;
+    let Some(vm) = cache.vms.get_mut(uuid) else { return Ok(()) };
+    if vm.state == state.state && vm.raw_state == state.raw_state {
+        return Ok(());
     }
-    let count = updated.len();
-    cache.vms.extend(updated);
-    Ok(Recorded {
-        poll_id,
-        vms: count,
-        new_vms,
-        gone_vms: vanished.len(),
-        config_changes,
-    })
+    sqlx::query(
+        "UPDATE vms SET state = ?, raw_state = ?, state_reason = ?, state_since = ? WHERE id = ?",
+    )
+    .bind(state.state.as_str())
+    .bind(&state.raw_state)
+    .bind(&state.state_reason)
+    .bind(at)
+    .bind(vm.id)
+    .execute(pool)
+    .await?;
+    vm.state = state.state;
+    vm.raw_state.clone_from(&state.raw_state);
+    vm.state_reason.clone_from(&state.state_reason);
+    Ok(())
 }
 
 /// Records a failed poll.
@@ -452,6 +467,11 @@ async fn insert_config(
     Ok(())
 }
 
+/// Whether a report's addresses (in backend order) equal the cached ones (sorted).
+fn same_addresses(cached: &[IpAddress], reported: &[IpAddress]) -> bool {
+    cached.len() == reported.len() && reported.iter().all(|a| cached.contains(a))
+}
+
 async fn update_addresses(
     tx: &mut Transaction<'_, Sqlite>,
     vm_id: i64,
@@ -554,11 +574,7 @@ mod tests {
     use super::*;
 
     fn c(cpu: u64, rd: u64) -> Counters {
-        Counters {
-            cpu_time_ns: Some(cpu),
-            disk_read_bytes: Some(rd),
-            ..Counters::default()
-        }
+        Counters { cpu_time_ns: Some(cpu), disk_read_bytes: Some(rd), ..Counters::default() }
     }
 
     #[test]
@@ -567,10 +583,7 @@ mod tests {
         let r = derive_rates(&c(0, 0), &c(10_000_000_000, 5_000), 10_000, 2);
         assert_eq!(r.cpu_pct, Some(50.0));
         assert_eq!(r.disk_read_bps, Some(500.0));
-        assert_eq!(
-            r.net_rx_bps, None,
-            "a counter missing on both sides gives no rate"
-        );
+        assert_eq!(r.net_rx_bps, None, "a counter missing on both sides gives no rate");
     }
 
     #[test]
@@ -582,17 +595,11 @@ mod tests {
     #[test]
     fn absurd_or_ill_timed_values_give_no_rate() {
         // 1000 s of CPU in 10 s on one vCPU is a broken counter, not 10000 %.
-        assert_eq!(
-            derive_rates(&c(0, 0), &c(1_000_000_000_000, 0), 10_000, 1).cpu_pct,
-            None
-        );
+        assert_eq!(derive_rates(&c(0, 0), &c(1_000_000_000_000, 0), 10_000, 1).cpu_pct, None);
         assert_eq!(derive_rates(&c(0, 0), &c(1, 1), 0, 1), Rates::default());
         assert_eq!(derive_rates(&c(0, 0), &c(1, 1), -5, 1), Rates::default());
         assert_eq!(derive_rates(&c(0, 0), &c(1, 1), 10_000, 0).cpu_pct, None);
         // Slight jitter over 100 % is clamped.
-        assert_eq!(
-            derive_rates(&c(0, 0), &c(10_500_000_000, 0), 10_000, 1).cpu_pct,
-            Some(100.0)
-        );
+        assert_eq!(derive_rates(&c(0, 0), &c(10_500_000_000, 0), 10_000, 1).cpu_pct, Some(100.0));
     }
 }

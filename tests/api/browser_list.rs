@@ -6,16 +6,12 @@
 
 use fantoccini::Locator;
 
-use crate::support::app::{breadth_uri, libvirt_host, spawn_app, AppOptions};
+use crate::support::app::{breadth_uri, libvirt_host, spawn_app, AppOptions, PASSWORD};
 use crate::support::browser::{browser_tests_enabled, output_dir, Browser};
 
 async fn try_names(b: &Browser) -> Result<Vec<String>, fantoccini::error::CmdError> {
     let mut out = Vec::new();
-    for el in b
-        .client
-        .find_all(Locator::Css("#vm-table tbody td.col-name"))
-        .await?
-    {
+    for el in b.client.find_all(Locator::Css("#vm-table tbody td.col-name")).await? {
         out.push(el.text().await?);
     }
     Ok(out)
@@ -39,14 +35,7 @@ async fn names_when(b: &Browser, ready: impl Fn(&[String]) -> bool) -> Vec<Strin
 
 async fn wait_for_query(b: &Browser, needle: &str) {
     for _ in 0..100 {
-        if b.client
-            .current_url()
-            .await
-            .unwrap()
-            .query()
-            .unwrap_or_default()
-            .contains(needle)
-        {
+        if b.client.current_url().await.unwrap().query().unwrap_or_default().contains(needle) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -69,45 +58,37 @@ async fn the_vm_list_sorts_and_filters_in_a_real_browser() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
 
+    // Not logged in: / leads to the list, which asks for a login first.
     b.client.goto(&format!("{}/", app.base)).await.unwrap();
-    assert_eq!(
-        b.client.current_url().await.unwrap().path(),
-        "/vms",
-        "/ redirects to the list"
-    );
+    assert_eq!(b.client.current_url().await.unwrap().path(), "/vms", "/ redirects to the list");
+    b.client
+        .find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys("viewer")
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    b.client.find(Locator::Css(".login button[type=submit]")).await.unwrap().click().await.unwrap();
     let all = names_when(&b, |n| n.len() == 21).await;
     assert_eq!(all.len(), 21);
 
     // Sort by vCPUs, twice for descending.
-    b.client
-        .find(Locator::Css("th.col-vcpus a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.client.find(Locator::Css("th.col-vcpus a")).await.unwrap().click().await.unwrap();
     wait_for_query(&b, "sort=vcpus").await;
-    b.client
-        .find(Locator::Css("th.col-vcpus a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.client.find(Locator::Css("th.col-vcpus a")).await.unwrap().click().await.unwrap();
     wait_for_query(&b, "dir=desc").await;
     let sorted = names_when(&b, |n| n.first().map(String::as_str) == Some("br-big")).await;
-    assert_eq!(
-        sorted.first().map(String::as_str),
-        Some("br-big"),
-        "{sorted:?}"
-    );
+    assert_eq!(sorted.first().map(String::as_str), Some("br-big"), "{sorted:?}");
 
     // Filter by state and text through the form.
-    let state = b
-        .client
-        .find(Locator::Css("select[name=state]"))
-        .await
-        .unwrap();
+    let state = b.client.find(Locator::Css("select[name=state]")).await.unwrap();
     state.select_by_value("paused").await.unwrap();
     let q = b.client.find(Locator::Css("input[name=q]")).await.unwrap();
     q.send_keys("transient").await.unwrap();
@@ -119,26 +100,89 @@ async fn the_vm_list_sorts_and_filters_in_a_real_browser() {
         .await
         .unwrap();
     wait_for_query(&b, "state=paused").await;
-    assert_eq!(
-        names_when(&b, |n| n.len() == 1).await,
-        vec!["br-transient-paused"]
-    );
+    assert_eq!(names_when(&b, |n| n.len() == 1).await, vec!["br-transient-paused"]);
     let shot_filtered = b.screenshot(&output_dir(), "vms-filtered").await.unwrap();
 
     // Back to everything; the screenshot of the full list is kept for people to look at.
-    b.client
-        .find(Locator::LinkText("Clear filters"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.client.find(Locator::LinkText("Clear filters")).await.unwrap().click().await.unwrap();
     assert_eq!(names_when(&b, |n| n.len() == 21).await.len(), 21);
     let shot = b.screenshot(&output_dir(), "vms-list").await.unwrap();
-    assert!(
-        std::fs::metadata(&shot).unwrap().len() > 10_000,
-        "a real screenshot was written"
-    );
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real screenshot was written");
     assert!(shot_filtered.exists());
     b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
+    if let Err(why) = browser_tests_enabled() {
+        eprintln!("SKIPPED (explicitly): {why}");
+        return;
+    }
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", &breadth_uri())],
+        ..Default::default()
+    })
+    .await;
+    crate::support::app::add_user(&app.pool, "olivia", "operator").await;
+    let b = Browser::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
+
+    b.client.goto(&format!("{}/login", app.base)).await.unwrap();
+    b.client
+        .find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys("olivia")
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    b.client.find(Locator::Css(".login button[type=submit]")).await.unwrap().click().await.unwrap();
+    names_when(&b, |n| n.len() == 21).await;
+
+    // Power off br-running: the row's link leads to a confirmation page, a plain form.
+    let uuid: String = sqlx::query_scalar("SELECT uuid FROM vms WHERE name = 'br-running'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let link = format!("tr[data-uuid='{uuid}'] a[data-action=power_off]");
+    b.client.find(Locator::Css(&link)).await.unwrap().click().await.unwrap();
+    let button = loop_find(&b, "#confirm-button").await;
+    assert!(b.client.source().await.unwrap().contains("cuts the power"));
+    b.screenshot(&output_dir(), "confirm-power-off").await.unwrap();
+    button.click().await.unwrap();
+
+    let flash = loop_find(&b, "#flash").await.text().await.unwrap();
+    assert!(flash.contains("br-running") && flash.contains("accepted"), "{flash}");
+    b.screenshot(&output_dir(), "vms-after-power-off").await.unwrap();
+
+    b.client.goto(&format!("{}/audit?vm={uuid}", app.base)).await.unwrap();
+    let mut outcome = String::new();
+    for _ in 0..50 {
+        outcome = loop_find(&b, "#audit-table td.col-outcome").await.text().await.unwrap();
+        if outcome == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        b.client.refresh().await.unwrap();
+    }
+    assert_eq!(outcome, "confirmed");
+    b.screenshot(&output_dir(), "audit-log").await.unwrap();
+    b.close().await;
+}
+
+async fn loop_find(b: &Browser, css: &str) -> fantoccini::elements::Element {
+    for _ in 0..100 {
+        if let Ok(e) = b.client.find(Locator::Css(css)).await {
+            return e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{css} never appeared");
 }

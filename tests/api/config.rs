@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::app::free_port;
+use std::io::Write;
+
+use crate::support::app::{free_port, login, PASSWORD};
 
 /// Runs `vmdeck` with `toml` as its configuration file; returns (exit success, stderr+stdout).
 fn run_with_config(dir: &Path, toml: &str) -> (bool, String) {
@@ -35,18 +37,8 @@ fn run_with_config(dir: &Path, toml: &str) -> (bool, String) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut out = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     (status.is_some_and(|s| s.success()), out)
 }
 
@@ -73,10 +65,7 @@ fn bad_configuration_stops_startup_with_a_message_naming_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let (ok, out) = run_with_config(dir.path(), toml);
         assert!(!ok, "{what}: vmdeck should refuse to start; output:\n{out}");
-        assert!(
-            out.contains(key),
-            "{what}: the message should name {key:?}; output:\n{out}"
-        );
+        assert!(out.contains(key), "{what}: the message should name {key:?}; output:\n{out}");
         assert!(
             out.contains("configuration error") || out.contains("Rocket.toml"),
             "{what}: {out}"
@@ -94,10 +83,7 @@ fn an_unreadable_config_file_is_an_error_not_silently_ignored() {
         .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        text.contains("ROCKET_CONFIG") && text.contains("missing.toml"),
-        "{text}"
-    );
+    assert!(text.contains("ROCKET_CONFIG") && text.contains("missing.toml"), "{text}");
 }
 
 #[test]
@@ -107,6 +93,19 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
     // Port 1 on loopback refuses the connection at once: the poll fails and says so.
     let toml = "[default]\npoll_interval_secs = 1\n[[default.hosts]]\nname='secret'\ndriver='libvirt'\nuri='qemu+tcp://admin:hunter2@127.0.0.1:1/system?password=alsosecret'\n";
     std::fs::write(dir.path().join("Rocket.toml"), toml).unwrap();
+    // The list needs a login: create a user with the CLI, password on stdin.
+    let mut add = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .args(["user", "add", "watcher", "--role", "viewer"])
+        .current_dir(dir.path())
+        .env("ROCKET_CONFIG", dir.path().join("Rocket.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    let added = add.wait_with_output().unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
         .current_dir(dir.path())
         .env("ROCKET_CONFIG", dir.path().join("Rocket.toml"))
@@ -124,14 +123,8 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
             if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
                 let body = r.text().await.unwrap();
                 if body.contains("\"failing\"") {
-                    let page = client
-                        .get(format!("{base}/vms"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .text()
-                        .await
-                        .unwrap();
+                    let session = login(&base, "watcher", PASSWORD).await.expect("login");
+                    let page = session.get("/vms").await.1;
                     return (body, page);
                 }
             }
@@ -141,27 +134,12 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
     });
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let logs =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     for (what, text) in [("/healthz", &health), ("/vms", &page), ("logs", &logs)] {
-        assert!(
-            !text.contains("hunter2"),
-            "{what} leaks the password:\n{text}"
-        );
-        assert!(
-            !text.contains("alsosecret"),
-            "{what} leaks the query secret:\n{text}"
-        );
+        assert!(!text.contains("hunter2"), "{what} leaks the password:\n{text}");
+        assert!(!text.contains("alsosecret"), "{what} leaks the query secret:\n{text}");
     }
-    assert!(
-        page.contains("unreachable"),
-        "the page shows the failing host"
-    );
-    assert!(
-        page.contains("admin:***@127.0.0.1"),
-        "the redacted URI is shown: {page}"
-    );
+    assert!(page.contains("unreachable"), "the page shows the failing host");
+    assert!(page.contains("admin:***@127.0.0.1"), "the redacted URI is shown: {page}");
 }

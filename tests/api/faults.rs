@@ -13,59 +13,33 @@ use crate::support::app::{breadth_uri, libvirt_host, spawn_app, vm_names, AppOpt
 #[tokio::test]
 async fn an_unreachable_host_is_shown_failing_while_the_others_keep_working() {
     let dir = tempfile::tempdir().unwrap();
-    let dead = format!(
-        "qemu+unix:///system?socket={}/no-such.sock",
-        dir.path().display()
-    );
+    let dead = format!("qemu+unix:///system?socket={}/no-such.sock", dir.path().display());
     let app = spawn_app(AppOptions {
-        hosts: vec![
-            libvirt_host("lab", &breadth_uri()),
-            libvirt_host("dead", &dead),
-        ],
+        hosts: vec![libvirt_host("lab", &breadth_uri()), libvirt_host("dead", &dead)],
         ..Default::default()
     })
     .await;
     let (status, html) = app.get("/vms").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        vm_names(&html).len(),
-        21,
-        "the working host's VMs are listed"
-    );
+    assert_eq!(vm_names(&html).len(), 21, "the working host's VMs are listed");
     assert!(html.contains("data-host=\"dead\""));
     assert!(
         html.contains("unreachable") && html.contains("no-such.sock"),
         "the banner shows the error"
     );
 
-    let body: serde_json::Value = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value =
+        app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["status"], "degraded");
-    let dead_host = body["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == "dead")
-        .unwrap();
+    let dead_host = body["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "dead").unwrap();
     assert_eq!(dead_host["status"], "failing");
-    assert!(dead_host["last_error"]
-        .as_str()
-        .unwrap()
-        .contains("cannot connect"));
+    assert!(dead_host["last_error"].as_str().unwrap().contains("cannot connect"));
 
     // The next attempt comes after a backoff and says so instead of hammering the host.
     match app.poll("dead").await {
-        PollOutcome::Failed(msg) => assert!(
-            msg.contains("next try in") || msg.contains("cannot connect"),
-            "{msg}"
-        ),
+        PollOutcome::Failed(msg) => {
+            assert!(msg.contains("next try in") || msg.contains("cannot connect"), "{msg}")
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
     assert!(matches!(app.poll("lab").await, PollOutcome::Recorded(_)));
@@ -98,10 +72,7 @@ impl SilentSocket {
             }
             // Dropping the streams closes them: the stuck libvirt call gets EOF and returns.
         });
-        SilentSocket {
-            stop,
-            thread: Some(thread),
-        }
+        SilentSocket { stop, thread: Some(thread) }
     }
 }
 
@@ -121,10 +92,7 @@ async fn a_hanging_host_times_out_and_does_not_delay_the_other_hosts() {
     let silent = SilentSocket::start(&sock);
     let hang_uri = format!("qemu+unix:///system?socket={}", sock.display());
     let app = spawn_app(AppOptions {
-        hosts: vec![
-            libvirt_host("lab", &breadth_uri()),
-            libvirt_host("hang", &hang_uri),
-        ],
+        hosts: vec![libvirt_host("lab", &breadth_uri()), libvirt_host("hang", &hang_uri)],
         call_timeout_secs: 1,
         ..Default::default()
     })
@@ -143,16 +111,11 @@ async fn a_hanging_host_times_out_and_does_not_delay_the_other_hosts() {
     // and the healthy host polls at its normal speed meanwhile.
     let t = Instant::now();
     let (hang, lab) = tokio::join!(app.poll("hang"), app.poll("lab"));
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "polls took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(3), "polls took {:?}", t.elapsed());
     match hang {
-        PollOutcome::Failed(msg) => assert!(
-            msg.contains("has not returned yet") || msg.contains("did not answer"),
-            "{msg}"
-        ),
+        PollOutcome::Failed(msg) => {
+            assert!(msg.contains("has not returned yet") || msg.contains("did not answer"), "{msg}")
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
     assert!(matches!(lab, PollOutcome::Recorded(_)), "{lab:?}");
@@ -160,5 +123,49 @@ async fn a_hanging_host_times_out_and_does_not_delay_the_other_hosts() {
     let (_, html) = app.get("/vms").await;
     assert!(html.contains("data-host=\"hang\"") && html.contains("unreachable"));
     assert_eq!(vm_names(&html).len(), 21);
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_call_to_a_hanging_host_fails_within_the_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("hang.sock");
+    let silent = SilentSocket::start(&sock);
+    let hang_uri = format!("qemu+unix:///system?socket={}", sock.display());
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("hang", &hang_uri)],
+        call_timeout_secs: 1,
+        ..Default::default()
+    })
+    .await;
+    // A VM vmdeck saw on this host before it started hanging.
+    let host_id: i64 = sqlx::query_scalar("SELECT id FROM hosts WHERE name = 'hang'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let uuid = "11111111-2222-3333-4444-555555555555";
+    sqlx::query(
+        "INSERT INTO vms (host_id, uuid, name, first_seen, state, raw_state, state_reason, state_since)
+         VALUES (?, ?, 'stuck-vm', 0, 'running', 'running', 'booted', 0)",
+    )
+    .bind(host_id)
+    .bind(uuid)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let op = app.session("operator").await;
+    let t = Instant::now();
+    let res = op.post(&format!("/vms/hang/{uuid}/power"), &[("action", "pause")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    assert!(t.elapsed() < Duration::from_secs(5), "answered in {:?}", t.elapsed());
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM audit_log WHERE kind = 'power' AND vm_uuid = ?")
+            .bind(uuid)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed");
+    let error = error.unwrap_or_default();
+    assert!(error.contains("did not answer") || error.contains("hanging"), "{error}");
     drop(silent);
 }

@@ -3,22 +3,14 @@
 use crate::support::app::{breadth_uri, libvirt_host, spawn_app, vm_names, AppOptions, TestApp};
 
 async fn breadth_app() -> TestApp {
-    spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", &breadth_uri())],
-        ..Default::default()
-    })
-    .await
+    spawn_app(AppOptions { hosts: vec![libvirt_host("lab", &breadth_uri())], ..Default::default() })
+        .await
 }
 
 #[tokio::test]
 async fn root_redirects_to_the_vm_list() {
     let app = breadth_app().await;
-    let res = app
-        .client
-        .get(format!("{}/", app.base))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(format!("{}/", app.base)).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 303);
     assert_eq!(res.headers()["location"], "/vms");
 }
@@ -29,11 +21,7 @@ async fn every_breadth_domain_is_listed_with_its_normalized_state() {
     let (status, html) = app.get("/vms").await;
     assert_eq!(status, 200);
     let names = vm_names(&html);
-    assert_eq!(
-        names.len(),
-        21,
-        "the breadth lab defines 21 domains: {names:?}"
-    );
+    assert_eq!(names.len(), 21, "the breadth lab defines 21 domains: {names:?}");
     for odd in [
         "name with spaces",
         "café-ünïcode ✓",
@@ -41,10 +29,7 @@ async fn every_breadth_domain_is_listed_with_its_normalized_state() {
         "R&D <lab> build",
         "a-very-long-domain-name-for-testing-column-truncation-and-wrapping-0123456789",
     ] {
-        assert!(
-            names.iter().any(|n| n == odd),
-            "{odd:?} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == odd), "{odd:?} missing from {names:?}");
     }
     assert!(!html.contains("<lab>"), "names must be HTML-escaped");
 
@@ -75,10 +60,7 @@ async fn every_breadth_domain_is_listed_with_its_normalized_state() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!(
-        blocked_raw, "blocked",
-        "the raw backend state is kept beside the normalized one"
-    );
+    assert_eq!(blocked_raw, "blocked", "the raw backend state is kept beside the normalized one");
 }
 
 #[tokio::test]
@@ -101,14 +83,8 @@ async fn vms_without_disks_or_nics_are_stored_and_shown() {
     assert!(!cfg("br-no-disks")["nics"].as_array().unwrap().is_empty());
     assert_eq!(cfg("br-no-nics")["nics"].as_array().unwrap().len(), 0);
     let big = cfg("br-big");
-    assert!(
-        big["disks"].as_array().unwrap().len() >= 6,
-        "br-big has many disks: {big}"
-    );
-    assert!(
-        big["nics"].as_array().unwrap().len() >= 4,
-        "br-big has many NICs: {big}"
-    );
+    assert!(big["disks"].as_array().unwrap().len() >= 6, "br-big has many disks: {big}");
+    assert!(big["nics"].as_array().unwrap().len() >= 4, "br-big has many NICs: {big}");
     assert_eq!(big["vcpus"], 16);
     assert_eq!(big["memory_max_kib"], 64 * 1024 * 1024);
     let (_, html) = app.get("/vms?q=br-bare").await;
@@ -124,20 +100,11 @@ async fn running_vms_show_their_ip_addresses_ipv4_first() {
             .await
             .unwrap();
     let addrs: Vec<serde_json::Value> = serde_json::from_str(&addresses).unwrap();
-    assert!(
-        !addrs.is_empty(),
-        "the test driver reports addresses for running domains"
-    );
+    assert!(!addrs.is_empty(), "the test driver reports addresses for running domains");
     let first = addrs[0]["addr"].as_str().unwrap().to_string();
-    assert_eq!(
-        addrs[0]["source"], "guest_agent",
-        "the agent is asked first"
-    );
+    assert_eq!(addrs[0]["source"], "guest_agent", "the agent is asked first");
     let (_, html) = app.get(&format!("/vms?q={first}")).await;
-    assert!(
-        vm_names(&html).contains(&"br-running".to_string()),
-        "filtering by IP finds the VM"
-    );
+    assert!(vm_names(&html).contains(&"br-running".to_string()), "filtering by IP finds the VM");
     let (shutoff,): (String,) =
         sqlx::query_as("SELECT addresses FROM vms WHERE name = 'br-shutoff'")
             .fetch_one(&app.pool)
@@ -149,17 +116,11 @@ async fn running_vms_show_their_ip_addresses_ipv4_first() {
 #[tokio::test]
 async fn the_list_sorts_by_every_column_and_filters_by_state_host_and_text() {
     let app = breadth_app().await;
-    for col in [
-        "name", "host", "state", "ip", "vcpus", "memory", "disk", "cpu",
-    ] {
+    for col in ["name", "host", "state", "ip", "vcpus", "memory", "disk", "cpu"] {
         for dir in ["asc", "desc"] {
             let (status, html) = app.get(&format!("/vms?sort={col}&dir={dir}")).await;
             assert_eq!(status, 200, "sort={col} dir={dir}");
-            assert_eq!(
-                vm_names(&html).len(),
-                21,
-                "sort={col} dir={dir} keeps every row"
-            );
+            assert_eq!(vm_names(&html).len(), 21, "sort={col} dir={dir} keeps every row");
             assert!(html.contains("aria-sort"), "the sorted column is marked");
         }
     }
@@ -176,19 +137,12 @@ async fn the_list_sorts_by_every_column_and_filters_by_state_host_and_text() {
     paused.sort();
     assert_eq!(paused, vec!["br-paused", "br-transient-paused"]);
     let (_, html) = app.get("/vms?q=CAF%C3%89").await;
-    assert_eq!(
-        vm_names(&html),
-        vec!["café-ünïcode ✓"],
-        "text filter ignores case"
-    );
+    assert_eq!(vm_names(&html), vec!["café-ünïcode ✓"], "text filter ignores case");
     let (_, html) = app.get("/vms?host=lab&state=crashed").await;
     assert_eq!(vm_names(&html), vec!["br-crashed"]);
     let (_, html) = app.get("/vms?q=no-such-vm").await;
     assert!(vm_names(&html).is_empty());
-    assert!(
-        html.contains("No VM matches these filters"),
-        "empty result explains itself"
-    );
+    assert!(html.contains("No VM matches these filters"), "empty result explains itself");
 }
 
 #[tokio::test]
@@ -206,14 +160,8 @@ async fn bad_query_parameters_get_a_visible_message_never_an_error() {
     for (path, expect) in cases {
         let (status, html) = app.get(path).await;
         assert_eq!(status, 200, "{path} must not fail");
-        assert!(
-            html.contains(expect),
-            "{path}: expected {expect:?} in the page"
-        );
-        assert!(
-            !html.contains("<script>alert"),
-            "{path}: user text must be escaped"
-        );
+        assert!(html.contains(expect), "{path}: expected {expect:?} in the page");
+        assert!(!html.contains("<script>alert"), "{path}: user text must be escaped");
     }
     let long = "x".repeat(500);
     let (status, html) = app.get(&format!("/vms?q={long}")).await;
@@ -224,12 +172,7 @@ async fn bad_query_parameters_get_a_visible_message_never_an_error() {
 #[tokio::test]
 async fn healthz_reports_each_hosts_poll_state() {
     let app = breadth_app().await;
-    let res = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ok");
@@ -249,16 +192,8 @@ async fn unknown_pages_get_an_html_404_and_static_files_are_served() {
     let (status, css) = app.get("/static/vmdeck.css").await;
     assert_eq!(status, 200);
     assert!(css.contains(".badge"));
-    let res = app
-        .client
-        .get(format!("{}/vms", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        res.headers().get("server-timing").is_some(),
-        "responses carry Server-Timing"
-    );
+    let res = app.client.get(format!("{}/vms", app.base)).send().await.unwrap();
+    assert!(res.headers().get("server-timing").is_some(), "responses carry Server-Timing");
 }
 
 #[tokio::test]
@@ -270,9 +205,7 @@ async fn the_demo_lab_runs_when_no_hosts_are_configured() {
     let names = vm_names(&html);
     assert_eq!(names.len(), 12, "{names:?}");
     assert!(names.contains(&"db-primary".to_string()));
-    let states: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT state FROM vms")
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+    let states: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT state FROM vms").fetch_all(&app.pool).await.unwrap();
     assert!(states.len() >= 4, "the demo mixes states: {states:?}");
 }

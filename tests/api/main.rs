@@ -9,7 +9,9 @@ mod support {
 }
 
 mod browser_list;
+mod cli;
 mod config;
+mod control;
 mod faults;
 mod inventory;
 mod real_vm;

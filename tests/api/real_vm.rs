@@ -25,10 +25,7 @@ fn daemon_or_skip() -> Option<LibvirtDaemon> {
 /// A `Key:   value` line of virsh output.
 fn field<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(key)
-                .map(|v| v.trim_start_matches(':').trim())
-        })
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim_start_matches(':').trim()))
         .unwrap_or_else(|| panic!("no {key:?} in:\n{text}"))
 }
 
@@ -51,15 +48,9 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
     let Some(daemon) = daemon_or_skip() else {
         return;
     };
-    let running = daemon
-        .define_vm("vmdeck-run", 2, 96, 1024)
-        .expect("define vmdeck-run");
-    let idle = daemon
-        .define_vm("vmdeck-off", 1, 64, 512)
-        .expect("define vmdeck-off");
-    daemon
-        .virsh(&["start", "vmdeck-run"])
-        .expect("start vmdeck-run");
+    let running = daemon.define_vm("vmdeck-run", 2, 96, 1024).expect("define vmdeck-run");
+    let idle = daemon.define_vm("vmdeck-off", 1, 64, 512).expect("define vmdeck-off");
+    daemon.virsh(&["start", "vmdeck-run"]).expect("start vmdeck-run");
 
     let app = spawn_app(AppOptions {
         hosts: vec![libvirt_host("lab", daemon.uri())],
@@ -73,22 +64,10 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
         let blk = daemon.virsh(&["domblkinfo", name, "vda"]).unwrap();
         let (state, vcpus, mem_kib, disk, _) = stored(&app, uuid).await;
         assert_eq!(vcpus.to_string(), field(&info, "CPU(s)"), "{name}: vCPUs");
-        assert_eq!(
-            format!("{mem_kib} KiB"),
-            field(&info, "Max memory"),
-            "{name}: memory"
-        );
-        assert_eq!(
-            disk.to_string(),
-            field(&blk, "Capacity"),
-            "{name}: disk capacity"
-        );
+        assert_eq!(format!("{mem_kib} KiB"), field(&info, "Max memory"), "{name}: memory");
+        assert_eq!(disk.to_string(), field(&blk, "Capacity"), "{name}: disk capacity");
         let virsh_state = field(&info, "State");
-        let expected = if virsh_state == "running" {
-            "running"
-        } else {
-            "shut_off"
-        };
+        let expected = if virsh_state == "running" { "running" } else { "shut_off" };
         assert_eq!(state, expected, "{name}: virsh says {virsh_state}");
     }
     let (_, _, _, _, cpu1) = stored(&app, &running).await;
@@ -100,18 +79,12 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(
-        rss.is_some_and(|r| r > 0),
-        "balloon.rss comes from the bulk call on real QEMU"
-    );
+    assert!(rss.is_some_and(|r| r > 0), "balloon.rss comes from the bulk call on real QEMU");
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(matches!(app.poll("lab").await, PollOutcome::Recorded(_)));
     let (_, _, _, _, cpu2) = stored(&app, &running).await;
-    assert!(
-        cpu2.unwrap() > cpu1,
-        "CPU time grows between polls ({cpu1} -> {cpu2:?})"
-    );
+    assert!(cpu2.unwrap() > cpu1, "CPU time grows between polls ({cpu1} -> {cpu2:?})");
     let pct: Option<f64> = sqlx::query_scalar(
         "SELECT s.cpu_pct FROM samples s JOIN vms v ON v.id = s.vm_id WHERE v.uuid = ? ORDER BY s.ts DESC LIMIT 1",
     )
@@ -119,10 +92,7 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(
-        pct.is_some_and(|p| (0.0..=100.0).contains(&p)),
-        "a CPU % is derived: {pct:?}"
-    );
+    assert!(pct.is_some_and(|p| (0.0..=100.0).contains(&p)), "a CPU % is derived: {pct:?}");
 
     let (_, html) = app.get("/vms").await;
     let names = vm_names(&html);
@@ -163,11 +133,7 @@ async fn a_daemon_killed_between_polls_is_reported_and_picked_up_again_after_res
     }
     let (_, html) = app.get("/vms").await;
     assert!(html.contains("unreachable"), "the page shows the failure");
-    assert_eq!(
-        vm_names(&html),
-        vec!["vmdeck-k"],
-        "the last known data stays visible"
-    );
+    assert_eq!(vm_names(&html), vec!["vmdeck-k"], "the last known data stays visible");
 
     daemon.restart().expect("restart the daemon");
     // Reconnection waits out a short backoff; within a few polls the host is back.
@@ -180,14 +146,247 @@ async fn a_daemon_killed_between_polls_is_reported_and_picked_up_again_after_res
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(recovered, "vmdeck reconnects after the daemon comes back");
-    let body: serde_json::Value = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
+    let body: serde_json::Value =
+        app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["hosts"][0]["status"], "ok");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Power control against real QEMU
+
+async fn entry(app: &TestApp, uuid: &str) -> (String, Option<String>, Option<String>) {
+    sqlx::query_as("SELECT status, error, detail FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id DESC LIMIT 1")
+        .bind(uuid)
+        .fetch_one(&app.pool)
         .await
         .unwrap()
-        .json()
+}
+
+async fn settled_entry(app: &TestApp, uuid: &str) -> (String, Option<String>, Option<String>) {
+    for _ in 0..300 {
+        let e = entry(app, uuid).await;
+        if !["requested", "sent", "accepted"].contains(&e.0.as_str()) {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the power request for {uuid} never settled");
+}
+
+fn domstate(daemon: &LibvirtDaemon, name: &str) -> String {
+    daemon.virsh(&["domstate", name]).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_stops_and_starts_real_vms_over_http() {
+    let Some(daemon) = daemon_or_skip() else { return };
+    let a = daemon.define_vm("vmdeck-a", 1, 64, 256).unwrap();
+    let b = daemon.define_vm("vmdeck-b", 1, 64, 256).unwrap();
+    daemon.virsh(&["start", "vmdeck-a"]).unwrap();
+    daemon.virsh(&["start", "vmdeck-b"]).unwrap();
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", daemon.uri())],
+        ..Default::default()
+    })
+    .await;
+    let op = app.session("operator").await;
+
+    // Stop one (forced: a VM without an OS ignores ACPI), confirmed against libvirt.
+    let res = op
+        .post(&format!("/vms/lab/{a}/power"), &[("action", "power_off"), ("confirm", "yes")])
+        .await;
+    assert_eq!(res.status().as_u16(), 303);
+    assert_eq!(settled_entry(&app, &a).await.0, "confirmed");
+    assert_eq!(domstate(&daemon, "vmdeck-a"), "shut off", "libvirt agrees");
+
+    // Start it again.
+    op.post(&format!("/vms/lab/{a}/power"), &[("action", "start")]).await;
+    assert_eq!(settled_entry(&app, &a).await.0, "confirmed");
+    assert_eq!(domstate(&daemon, "vmdeck-a"), "running");
+
+    // Bulk-stop both.
+    let (ka, kb) = (format!("lab/{a}"), format!("lab/{b}"));
+    let res = op
+        .post(
+            "/vms/power",
+            &[("action", "power_off"), ("confirm", "yes"), ("vm", &ka), ("vm", &kb)],
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 303);
+    assert_eq!(settled_entry(&app, &a).await.0, "confirmed");
+    assert_eq!(settled_entry(&app, &b).await.0, "confirmed");
+    assert_eq!(
+        (domstate(&daemon, "vmdeck-a"), domstate(&daemon, "vmdeck-b")),
+        ("shut off".into(), "shut off".into())
+    );
+
+    // A viewer's attempt and a request without the CSRF token change nothing and are audited.
+    assert_eq!(
+        app.viewer
+            .post(&format!("/vms/lab/{a}/power"), &[("action", "start")])
+            .await
+            .status()
+            .as_u16(),
+        403
+    );
+    let no_token = op
+        .client
+        .post(format!("{}/vms/lab/{a}/power", app.base))
+        .form(&[("action", "start")])
+        .send()
         .await
         .unwrap();
-    assert_eq!(body["hosts"][0]["status"], "ok");
+    assert_eq!(no_token.status().as_u16(), 403);
+    assert_eq!(domstate(&daemon, "vmdeck-a"), "shut off");
+    let refusals: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE kind IN ('access_denied', 'csrf_refused')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(refusals, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hypervisor_refusals_are_recorded_in_words_an_operator_can_act_on() {
+    let Some(mut daemon) = daemon_or_skip() else { return };
+    let a = daemon.define_vm("vmdeck-r", 1, 64, 256).unwrap();
+    let gone = daemon.define_vm("vmdeck-gone", 1, 64, 256).unwrap();
+    daemon.virsh(&["start", "vmdeck-r"]).unwrap();
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", daemon.uri())],
+        ..Default::default()
+    })
+    .await;
+    let op = app.session("operator").await;
+
+    // Stopped behind vmdeck's back: vmdeck still believes it runs, libvirt refuses.
+    daemon.virsh(&["destroy", "vmdeck-r"]).unwrap();
+    op.post(&format!("/vms/lab/{a}/power"), &[("action", "pause")]).await;
+    let (status, error, _) = settled_entry(&app, &a).await;
+    assert_eq!(status, "failed");
+    assert!(error.as_deref().unwrap_or("").contains("not running"), "{error:?}");
+    assert!(op.flash_at("/vms").await.contains("failed"));
+
+    // Deleted behind vmdeck's back.
+    daemon.virsh(&["undefine", "vmdeck-gone"]).unwrap();
+    op.post(&format!("/vms/lab/{gone}/power"), &[("action", "start")]).await;
+    let (status, error, _) = settled_entry(&app, &gone).await;
+    assert_eq!(
+        (status.as_str(), error.as_deref()),
+        ("failed", Some("The VM no longer exists on its host."))
+    );
+
+    // The daemon is down.
+    app.poll("lab").await;
+    daemon.kill();
+    op.post(&format!("/vms/lab/{a}/power"), &[("action", "start")]).await;
+    let (status, error, _) = settled_entry(&app, &a).await;
+    assert_eq!(status, "failed");
+    assert!(!error.unwrap_or_default().is_empty());
+}
+
+/// Writes a config for the real binary and creates an operator with the CLI.
+fn binary_setup(dir: &std::path::Path, uri: &str, port: u16) -> std::path::PathBuf {
+    let config = dir.join("Rocket.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\nport = {port}\ndatabase_url = \"sqlite://{}/vmdeck.db\"\n[[default.hosts]]\nname = \"lab\"\ndriver = \"libvirt\"\nuri = \"{uri}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .args(["user", "add", "op", "--role", "operator"])
+        .env("ROCKET_CONFIG", &config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", crate::support::app::PASSWORD).as_bytes())
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    config
+}
+
+fn start_server(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .env("ROCKET_CONFIG", config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_up(port: u16) {
+    for _ in 0..300 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pending_when_the_server_is_killed_is_settled_after_restart() {
+    let Some(daemon) = daemon_or_skip() else { return };
+    let uuid = daemon.define_vm("vmdeck-kill", 1, 64, 256).unwrap();
+    daemon.virsh(&["start", "vmdeck-kill"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::support::app::free_port();
+    let config = binary_setup(dir.path(), daemon.uri(), port);
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut server = start_server(&config);
+    wait_up(port).await;
+    let op = crate::support::app::login(&base, "op", crate::support::app::PASSWORD).await.unwrap();
+    // An ACPI shutdown: a VM without an operating system never acts on it, so the request stays
+    // accepted-but-unconfirmed, exactly the state a crash would leave behind.
+    let res = op.post(&format!("/vms/lab/{uuid}/power"), &[("action", "shutdown")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    let again = op.post(&format!("/vms/lab/{uuid}/power"), &[("action", "shutdown")]).await;
+    assert_eq!(again.status().as_u16(), 303);
+    assert!(op.flash_at("/vms").await.contains("still pending"), "a second click is refused");
+
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let pool =
+        vmdeck::db::connect(&format!("sqlite://{}/vmdeck.db", dir.path().display())).await.unwrap();
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id LIMIT 1",
+    )
+    .bind(&uuid)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "accepted", "the request survived the crash, still pending");
+
+    let mut server = start_server(&config);
+    wait_up(port).await;
+    let mut settled = None;
+    for _ in 0..100 {
+        let row: (String, Option<String>) = sqlx::query_as(
+            "SELECT status, detail FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id LIMIT 1",
+        )
+        .bind(&uuid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if row.0 != "accepted" {
+            settled = Some(row);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let (status, detail) = settled.expect("settled after restart");
+    assert_eq!(status, "unconfirmed", "checked against the VM's actual state (still running)");
+    assert!(detail.unwrap_or_default().contains("running"));
 }

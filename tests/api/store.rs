@@ -17,9 +17,8 @@ struct Db {
 
 async fn db() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let pool = vmdeck::db::connect(&format!("sqlite://{}/t.db", dir.path().display()))
-        .await
-        .unwrap();
+    let pool =
+        vmdeck::db::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
     let host = HostConfig {
         name: HostName::parse("h1").unwrap(),
         driver: Driver::Libvirt,
@@ -27,11 +26,7 @@ async fn db() -> Db {
         virtualbox: None,
     };
     let host_id = store::upsert_hosts(&pool, &[host], false).await.unwrap()[0];
-    Db {
-        pool,
-        host_id,
-        _dir: dir,
-    }
+    Db { pool, host_id, _dir: dir }
 }
 
 fn report(uuid: &str, name: &str, cpu_ns: u64) -> VmReport {
@@ -107,23 +102,14 @@ async fn unchanged_configuration_is_stored_once_and_a_change_adds_a_version() {
     }
     assert_eq!(count(&db.pool, "SELECT COUNT(*) FROM vm_configs").await, 1);
     assert_eq!(count(&db.pool, "SELECT COUNT(*) FROM samples").await, 5);
-    assert_eq!(
-        count(&db.pool, "SELECT COUNT(*) FROM polls WHERE ok = 1").await,
-        5
-    );
+    assert_eq!(count(&db.pool, "SELECT COUNT(*) FROM polls WHERE ok = 1").await, 5);
 
     let mut grown = report("u1", "a", 10);
     grown.config.memory_max_kib *= 2;
-    let rec = store::record_success(
-        &db.pool,
-        &mut cache,
-        db.host_id,
-        2_000_000,
-        2_000_005,
-        &[grown],
-    )
-    .await
-    .unwrap();
+    let rec =
+        store::record_success(&db.pool, &mut cache, db.host_id, 2_000_000, 2_000_005, &[grown])
+            .await
+            .unwrap();
     assert_eq!(rec.config_changes, 1);
     assert_eq!(count(&db.pool, "SELECT COUNT(*) FROM vm_configs").await, 2);
     let current: i64 = count(
@@ -244,28 +230,14 @@ async fn a_vanished_vm_is_marked_gone_with_its_history_kept_and_can_come_back() 
 async fn address_changes_are_kept_as_history() {
     let db = db().await;
     let mut cache = HostCache::default();
-    store::record_success(
-        &db.pool,
-        &mut cache,
-        db.host_id,
-        0,
-        1,
-        &[report("u1", "a", 1)],
-    )
-    .await
-    .unwrap();
+    store::record_success(&db.pool, &mut cache, db.host_id, 0, 1, &[report("u1", "a", 1)])
+        .await
+        .unwrap();
     let mut moved = report("u1", "a", 2);
     moved.addresses = vec![ip("10.0.0.9"), ip("fe80::1")];
-    store::record_success(
-        &db.pool,
-        &mut cache,
-        db.host_id,
-        10_000,
-        10_001,
-        &[moved.clone()],
-    )
-    .await
-    .unwrap();
+    store::record_success(&db.pool, &mut cache, db.host_id, 10_000, 10_001, &[moved.clone()])
+        .await
+        .unwrap();
     store::record_success(&db.pool, &mut cache, db.host_id, 20_000, 20_001, &[moved])
         .await
         .unwrap();
@@ -289,16 +261,9 @@ async fn address_changes_are_kept_as_history() {
 async fn a_cold_cache_after_restart_adds_no_duplicate_rows_and_keeps_rates_going() {
     let db = db().await;
     let mut cache = HostCache::default();
-    store::record_success(
-        &db.pool,
-        &mut cache,
-        db.host_id,
-        0,
-        1,
-        &[report("u1", "a", 0)],
-    )
-    .await
-    .unwrap();
+    store::record_success(&db.pool, &mut cache, db.host_id, 0, 1, &[report("u1", "a", 0)])
+        .await
+        .unwrap();
     // A new process: the cache starts empty and loads what the database holds.
     let mut fresh = HostCache::default();
     store::record_success(
@@ -313,10 +278,7 @@ async fn a_cold_cache_after_restart_adds_no_duplicate_rows_and_keeps_rates_going
     .unwrap();
     assert_eq!(count(&db.pool, "SELECT COUNT(*) FROM vms").await, 1);
     assert_eq!(count(&db.pool, "SELECT COUNT(*) FROM vm_configs").await, 1);
-    assert_eq!(
-        count(&db.pool, "SELECT COUNT(*) FROM vm_addresses").await,
-        1
-    );
+    assert_eq!(count(&db.pool, "SELECT COUNT(*) FROM vm_addresses").await, 1);
     let pct: Option<f64> = sqlx::query_scalar("SELECT cpu_pct FROM samples WHERE ts = 10000")
         .fetch_one(&db.pool)
         .await
@@ -328,16 +290,9 @@ async fn a_cold_cache_after_restart_adds_no_duplicate_rows_and_keeps_rates_going
 async fn state_since_moves_only_when_the_state_changes() {
     let db = db().await;
     let mut cache = HostCache::default();
-    store::record_success(
-        &db.pool,
-        &mut cache,
-        db.host_id,
-        0,
-        1,
-        &[report("u1", "a", 1)],
-    )
-    .await
-    .unwrap();
+    store::record_success(&db.pool, &mut cache, db.host_id, 0, 1, &[report("u1", "a", 1)])
+        .await
+        .unwrap();
     store::record_success(
         &db.pool,
         &mut cache,
@@ -353,13 +308,9 @@ async fn state_since_moves_only_when_the_state_changes() {
     let mut off = report("u1", "a", 2);
     off.state = PowerState::ShutOff;
     off.raw_state = "shutoff".into();
-    store::record_success(&db.pool, &mut cache, db.host_id, 20_000, 20_001, &[off])
-        .await
-        .unwrap();
-    let (state, since): (String, i64) = sqlx::query_as("SELECT state, state_since FROM vms")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    store::record_success(&db.pool, &mut cache, db.host_id, 20_000, 20_001, &[off]).await.unwrap();
+    let (state, since): (String, i64) =
+        sqlx::query_as("SELECT state, state_since FROM vms").fetch_one(&db.pool).await.unwrap();
     assert_eq!((state.as_str(), since), ("shut_off", 20_000));
 }
 
@@ -367,19 +318,10 @@ async fn state_since_moves_only_when_the_state_changes() {
 async fn a_failed_poll_is_recorded_with_its_error_and_keeps_the_last_good_data() {
     let db = db().await;
     let mut cache = HostCache::default();
-    let ok = store::record_success(
-        &db.pool,
-        &mut cache,
-        db.host_id,
-        0,
-        1,
-        &[report("u1", "a", 1)],
-    )
-    .await
-    .unwrap();
-    store::record_failure(&db.pool, db.host_id, 10_000, 10_500, "cannot connect")
+    let ok = store::record_success(&db.pool, &mut cache, db.host_id, 0, 1, &[report("u1", "a", 1)])
         .await
         .unwrap();
+    store::record_failure(&db.pool, db.host_id, 10_000, 10_500, "cannot connect").await.unwrap();
     let (last_ok, err): (i64, Option<String>) = sqlx::query_as(
         "SELECT h.last_ok_poll_id, p.error FROM hosts h JOIN polls p ON p.id = h.last_poll_id",
     )

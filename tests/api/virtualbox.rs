@@ -43,10 +43,7 @@ fn fake_binary() -> &'static Path {
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .expect("run cargo to build the stand-in VBoxManage");
-            assert!(
-                status.success(),
-                "building examples/fake_vboxmanage.rs failed"
-            );
+            assert!(status.success(), "building examples/fake_vboxmanage.rs failed");
         }
         bin
     })
@@ -92,11 +89,8 @@ impl FakeVbox {
     fn fault(&self, rule: serde_json::Value) {
         let mut state = self.state();
         state["faults"].as_array_mut().unwrap().push(rule);
-        std::fs::write(
-            self.dir.path().join("state.json"),
-            serde_json::to_string(&state).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(self.dir.path().join("state.json"), serde_json::to_string(&state).unwrap())
+            .unwrap();
     }
 
     /// Every invocation so far, arguments joined by spaces.
@@ -118,26 +112,17 @@ impl FakeVbox {
 }
 
 async fn app_with(hosts: Vec<HostSpec>) -> TestApp {
-    spawn_app(AppOptions {
-        hosts,
-        ..Default::default()
-    })
-    .await
+    spawn_app(AppOptions { hosts, ..Default::default() }).await
 }
 
 fn backend(app: &TestApp, host: &str) -> Arc<dyn Backend> {
-    app.hosts
-        .get(host)
-        .expect("configured host")
-        .backend
-        .clone()
+    app.hosts.get(host).expect("configured host").backend.clone()
 }
 
 /// The `<tr>` of the VM with this UUID in the list page.
 fn row<'a>(html: &'a str, uuid: &str) -> &'a str {
-    let start = html
-        .find(&format!("data-uuid=\"{uuid}\""))
-        .unwrap_or_else(|| panic!("no row for {uuid}"));
+    let start =
+        html.find(&format!("data-uuid=\"{uuid}\"")).unwrap_or_else(|| panic!("no row for {uuid}"));
     let end = html[start..].find("</tr>").unwrap() + start;
     &html[start..end]
 }
@@ -171,10 +156,7 @@ async fn a_virtualbox_host_lists_its_vms_with_state_ips_vcpus_memory_and_disks()
             "web-01"
         ]
     );
-    assert!(
-        !html.contains("\"primary\" {main}"),
-        "names are HTML-escaped"
-    );
+    assert!(!html.contains("\"primary\" {main}"), "names are HTML-escaped");
 
     let expected = [
         (1, "running", "running"),
@@ -203,41 +185,23 @@ async fn a_virtualbox_host_lists_its_vms_with_state_ips_vcpus_memory_and_disks()
         .skip(1)
         .map(|s| unescape(&s[s.find('>').unwrap() + 1..s.find("</span>").unwrap()]))
         .collect();
-    assert_eq!(
-        ips,
-        vec!["10.0.2.15", "192.168.1.57", "fd00::a00:27ff:fed4:e5f6"]
-    );
-    assert!(
-        web.contains("guest additions"),
-        "the source is named: {web}"
-    );
+    assert_eq!(ips, vec!["10.0.2.15", "192.168.1.57", "fd00::a00:27ff:fed4:e5f6"]);
+    assert!(web.contains("guest additions"), "the source is named: {web}");
     assert!(web.contains("col-vcpus num\">2<"), "{web}");
     assert!(web.contains(">2 GiB<"), "memory: {web}");
-    assert!(
-        web.contains(">120 GiB<"),
-        "20 GiB + 100 GiB of disks: {web}"
-    );
+    assert!(web.contains(">120 GiB<"), "20 GiB + 100 GiB of disks: {web}");
     let (addresses,): (String,) = sqlx::query_as("SELECT addresses FROM vms WHERE uuid = ?")
         .bind(lab_uuid(WEB))
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert!(
-        addresses.contains("\"source\":\"guest_additions\""),
-        "{addresses}"
-    );
-    assert!(
-        addresses.contains("\"mac\":\"08:00:27:00:00:03\""),
-        "{addresses}"
-    );
+    assert!(addresses.contains("\"source\":\"guest_additions\""), "{addresses}");
+    assert!(addresses.contains("\"mac\":\"08:00:27:00:00:03\""), "{addresses}");
 
     // Without Guest Additions a running VM has no addresses and nobody asked for them.
     assert!(!row(&html, &lab_uuid(CAFE)).contains("class=\"ip\""));
     assert!(
-        !fake
-            .calls()
-            .iter()
-            .any(|c| c.starts_with("guestproperty") && c.contains(&lab_uuid(CAFE))),
+        !fake.calls().iter().any(|c| c.starts_with("guestproperty") && c.contains(&lab_uuid(CAFE))),
         "{:?}",
         fake.calls()
     );
@@ -275,11 +239,7 @@ async fn a_virtualbox_host_lists_its_vms_with_state_ips_vcpus_memory_and_disks()
         .unwrap()
         .iter()
         .map(|n| {
-            (
-                n["mac"].as_str().unwrap(),
-                n["kind"].as_str().unwrap(),
-                n["source"].as_str().unwrap(),
-            )
+            (n["mac"].as_str().unwrap(), n["kind"].as_str().unwrap(), n["source"].as_str().unwrap())
         })
         .collect();
     assert_eq!(
@@ -306,30 +266,15 @@ async fn after_the_first_poll_a_poll_runs_at_most_two_commands_per_vm() {
     assert!(matches!(app.poll("vbox").await, PollOutcome::Recorded(_)));
     let calls = fake.calls()[first..].to_vec();
     let vms = 7;
-    assert!(
-        calls.len() <= 2 * vms,
-        "{} commands for {vms} VMs: {calls:#?}",
-        calls.len()
-    );
-    for cached in [
-        "showmediuminfo",
-        "list hostinfo",
-        "metrics setup",
-        "--version",
-    ] {
+    assert!(calls.len() <= 2 * vms, "{} commands for {vms} VMs: {calls:#?}", calls.len());
+    for cached in ["showmediuminfo", "list hostinfo", "metrics setup", "--version"] {
         assert!(
             !calls.iter().any(|c| c.starts_with(cached)),
             "{cached} is not repeated: {calls:#?}"
         );
     }
     // The metrics of the two running VMs came from one query, and CPU and memory use show.
-    assert_eq!(
-        calls
-            .iter()
-            .filter(|c| c.starts_with("metrics query"))
-            .count(),
-        1
-    );
+    assert_eq!(calls.iter().filter(|c| c.starts_with("metrics query")).count(), 1);
     let (cpu, mem): (Option<f64>, Option<i64>) = sqlx::query_as(
         "SELECT s.cpu_pct, s.memory_used_kib FROM samples s JOIN vms v ON v.id = s.vm_id
          WHERE v.uuid = ? ORDER BY s.ts DESC LIMIT 1",
@@ -353,9 +298,7 @@ async fn backend_power_actions_reach_vboxmanage_and_vm_state_confirms_them() {
     let db = lab_uuid(DB);
 
     vbox.power(&db, PowerAction::Start).await.unwrap();
-    assert!(fake
-        .calls()
-        .contains(&format!("startvm {db} --type headless")));
+    assert!(fake.calls().contains(&format!("startvm {db} --type headless")));
     assert_eq!(vbox.vm_state(&db).await.unwrap().state, PowerState::Running);
 
     let steps = [
@@ -366,22 +309,15 @@ async fn backend_power_actions_reach_vboxmanage_and_vm_state_confirms_them() {
         (PowerAction::Save, "savestate", PowerState::ShutOff),
     ];
     for (action, word, expected) in steps {
-        vbox.power(&db, action)
-            .await
-            .unwrap_or_else(|e| panic!("{action:?}: {e}"));
-        assert!(
-            fake.calls().contains(&format!("controlvm {db} {word}")),
-            "{action:?}"
-        );
+        vbox.power(&db, action).await.unwrap_or_else(|e| panic!("{action:?}: {e}"));
+        assert!(fake.calls().contains(&format!("controlvm {db} {word}")), "{action:?}");
         let state = vbox.vm_state(&db).await.unwrap();
         assert_eq!(state.state, expected, "{action:?} → {state:?}");
     }
     assert_eq!(vbox.vm_state(&db).await.unwrap().raw_state, "saved");
     vbox.power(&db, PowerAction::Start).await.unwrap();
     vbox.power(&db, PowerAction::Shutdown).await.unwrap();
-    assert!(fake
-        .calls()
-        .contains(&format!("controlvm {db} acpipowerbutton")));
+    assert!(fake.calls().contains(&format!("controlvm {db} acpipowerbutton")));
     assert_eq!(vbox.vm_state(&db).await.unwrap().state, PowerState::ShutOff);
     vbox.power(&db, PowerAction::Start).await.unwrap();
     vbox.power(&db, PowerAction::PowerOff).await.unwrap();
@@ -416,14 +352,8 @@ async fn refused_power_actions_say_why() {
         other => panic!("start of a running VM: {other:?}"),
     }
     let gone = "0badc0de-0000-4000-8000-000000000000";
-    assert!(matches!(
-        vbox.power(gone, PowerAction::Start).await,
-        Err(BackendError::NoSuchVm)
-    ));
-    assert!(matches!(
-        vbox.vm_state(gone).await,
-        Err(BackendError::NoSuchVm)
-    ));
+    assert!(matches!(vbox.power(gone, PowerAction::Start).await, Err(BackendError::NoSuchVm)));
+    assert!(matches!(vbox.vm_state(gone).await, Err(BackendError::NoSuchVm)));
     assert!(
         matches!(
             vbox.power("not-a-uuid; rm -rf /", PowerAction::Start).await,
@@ -446,10 +376,7 @@ async fn a_locked_vm_is_reported_as_locked_and_left_as_it_was() {
 
     match vbox.power(&db, PowerAction::Start).await {
         Err(BackendError::Hypervisor(m)) => {
-            assert!(
-                m.contains("locked by another session") && m.contains("try again"),
-                "{m}"
-            )
+            assert!(m.contains("locked by another session") && m.contains("try again"), "{m}")
         }
         other => panic!("expected the locked message, got {other:?}"),
     }
@@ -490,11 +417,7 @@ async fn a_hung_command_times_out_its_poll_and_is_killed() {
         PollOutcome::Failed(m) => assert!(m.contains("did not answer within 1s"), "{m}"),
         other => panic!("expected a timed-out poll, got {other:?}"),
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     let pids = fake.hung_pids();
     assert_eq!(pids.len(), 1, "one command hung");
     let proc_dir = PathBuf::from(format!("/proc/{}", pids[0]));
@@ -502,18 +425,11 @@ async fn a_hung_command_times_out_its_poll_and_is_killed() {
     while proc_dir.exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        !proc_dir.exists(),
-        "the hung VBoxManage (pid {}) was killed and reaped",
-        pids[0]
-    );
+    assert!(!proc_dir.exists(), "the hung VBoxManage (pid {}) was killed and reaped", pids[0]);
 
     // The failure is shown, and the next poll (the fault was for one call) recovers.
     let (_, html) = app.get("/vms").await;
-    assert!(
-        html.contains("did not answer within 1s"),
-        "the banner shows the error"
-    );
+    assert!(html.contains("did not answer within 1s"), "the banner shows the error");
     assert!(matches!(app.poll("vbox").await, PollOutcome::Recorded(_)));
 }
 
@@ -525,13 +441,8 @@ async fn a_hung_power_action_times_out_instead_of_hanging_the_caller() {
     let app = app_with(vec![host]).await;
     fake.fault(serde_json::json!({"command": "startvm", "behaviour": "hang"}));
     let started = Instant::now();
-    let result = backend(&app, "vbox")
-        .power(&lab_uuid(DB), PowerAction::Start)
-        .await;
-    assert!(
-        matches!(result, Err(BackendError::Timeout(_))),
-        "{result:?}"
-    );
+    let result = backend(&app, "vbox").power(&lab_uuid(DB), PowerAction::Start).await;
+    assert!(matches!(result, Err(BackendError::Timeout(_))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -548,10 +459,7 @@ async fn a_virtualbox_6_host_is_read_in_its_own_formats_and_refuses_reboot() {
         addresses.contains("192.168.1.57"),
         "the pre-7.0 `Name: …, value: …` layout is read too: {addresses}"
     );
-    match backend(&app, "vbox6")
-        .power(&lab_uuid(WEB), PowerAction::Reboot)
-        .await
-    {
+    match backend(&app, "vbox6").power(&lab_uuid(WEB), PowerAction::Reboot).await {
         Err(BackendError::Hypervisor(m)) => assert!(m.contains("needs VirtualBox 7.0"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -571,21 +479,14 @@ async fn a_command_prefix_runs_vboxmanage_through_another_program() {
     let (_, html) = app.get("/vms").await;
     assert_eq!(vm_names(&html).len(), 7);
     assert!(
-        unescape(&html).contains(&format!(
-            "env VMDECK_PREFIX_TEST=1 {}",
-            fake.path().display()
-        )),
+        unescape(&html).contains(&format!("env VMDECK_PREFIX_TEST=1 {}", fake.path().display())),
         "the banner shows the command line"
     );
 }
 
 #[tokio::test]
 async fn a_missing_vboxmanage_fails_the_poll_with_a_message_naming_it() {
-    let app = app_with(vec![virtualbox_host(
-        "vbox",
-        Path::new("/nonexistent/VBoxManage"),
-    )])
-    .await;
+    let app = app_with(vec![virtualbox_host("vbox", Path::new("/nonexistent/VBoxManage"))]).await;
     let (_, html) = app.get("/vms").await;
     assert!(
         unescape(&html).contains("cannot run /nonexistent/VBoxManage"),

@@ -73,9 +73,7 @@ pub fn all_domain_stats(conn: &Connect) -> Result<Vec<(Domain, Stats)>, virt::er
             let params = std::slice::from_raw_parts((*rec).params, (*rec).nparams.max(0) as usize);
             let mut stats = HashMap::with_capacity(params.len());
             for p in params {
-                let name = CStr::from_ptr(p.field.as_ptr())
-                    .to_string_lossy()
-                    .into_owned();
+                let name = CStr::from_ptr(p.field.as_ptr()).to_string_lossy().into_owned();
                 let value = match p.type_ as u32 {
                     sys::VIR_TYPED_PARAM_INT => Param::Int(p.value.i as i64),
                     sys::VIR_TYPED_PARAM_UINT => Param::UInt(p.value.ui as u64),

@@ -2,9 +2,8 @@
 //! built from one bulk stats call plus the per-domain calls that fill what the bulk call lacks.
 //!
 //! libvirt calls block, so every call runs on tokio's blocking pool under a time limit. A call
-//! that hangs keeps its thread (libvirt cannot be interrupted), and holds the connection lock:
-//! the next poll sees the lock taken and fails fast with [`BackendError::Busy`] instead of
-//! queueing behind it.
+//! that hangs keeps its thread (libvirt cannot be interrupted); while one is stuck past the time
+//! limit, new calls fail fast with [`BackendError::Busy`] instead of piling up behind it.
 
 mod bulk;
 pub mod xml;
@@ -21,8 +20,8 @@ use virt::error::ErrorNumber;
 use virt_sys as sys;
 
 use super::{
-    sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, IpAddress, PowerState,
-    VmConfig, VmReport,
+    sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, IpAddress, PowerAction,
+    PowerState, VmConfig, VmReport, VmState,
 };
 use crate::config::HostUri;
 use bulk::Stats;
@@ -37,12 +36,16 @@ pub struct LibvirtBackend {
 
 struct Inner {
     uri: HostUri,
+    call_timeout: Duration,
     conn: Mutex<ConnState>,
+    /// Start times of the calls in progress, by call number.
+    calls: Mutex<HashMap<u64, Instant>>,
+    next_call: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
 struct ConnState {
-    conn: Option<Connect>,
+    conn: Option<Arc<Connect>>,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
@@ -54,7 +57,10 @@ impl LibvirtBackend {
         LibvirtBackend {
             inner: Arc::new(Inner {
                 uri,
+                call_timeout,
                 conn: Mutex::default(),
+                calls: Mutex::default(),
+                next_call: Default::default(),
             }),
             call_timeout,
         }
@@ -74,9 +80,7 @@ impl LibvirtBackend {
         });
         match tokio::time::timeout(self.call_timeout, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(BackendError::Hypervisor(format!(
-                "libvirt call failed: {join}"
-            ))),
+            Ok(Err(join)) => Err(BackendError::Hypervisor(format!("libvirt call failed: {join}"))),
             Err(_) => Err(BackendError::Timeout(self.call_timeout)),
         }
     }
@@ -87,67 +91,173 @@ impl Backend for LibvirtBackend {
     async fn inventory(&self) -> Result<Vec<VmReport>, BackendError> {
         self.with_connection(collect_inventory).await
     }
+
+    async fn power(&self, uuid: &str, action: PowerAction) -> Result<(), BackendError> {
+        let uuid = uuid.to_string();
+        self.with_connection(move |conn| {
+            let dom = lookup(conn, &uuid)?;
+            let result = match action {
+                PowerAction::Start => dom.create(),
+                PowerAction::Shutdown => dom.shutdown(),
+                PowerAction::PowerOff => dom.destroy(),
+                PowerAction::Reboot => dom.reboot(0),
+                PowerAction::Reset => dom.reset(),
+                PowerAction::Pause => dom.suspend(),
+                PowerAction::Resume => dom.resume(),
+                PowerAction::Save => dom.managed_save(0).map(|_| ()),
+            };
+            result.map(|_| ()).map_err(|e| action_error(action, e))
+        })
+        .await
+    }
+
+    async fn vm_state(&self, uuid: &str) -> Result<VmState, BackendError> {
+        let uuid = uuid.to_string();
+        self.with_connection(move |conn| {
+            let dom = lookup(conn, &uuid)?;
+            let info = dom.info().map_err(|e| hv_error("reading the VM state", e))?;
+            // virDomainGetInfo has no reason; the next poll stores it.
+            let (state, raw, _) = describe_state(info.state.to_raw(), 0);
+            Ok(VmState { state, raw_state: raw.to_string(), state_reason: String::new() })
+        })
+        .await
+    }
+}
+
+fn lookup(conn: &Connect, uuid: &str) -> Result<Domain, BackendError> {
+    conn.lookup_domain_by_uuid_string(uuid).map_err(|e| {
+        if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) {
+            BackendError::NoSuchVm
+        } else {
+            hv_error("looking up the VM", e)
+        }
+    })
+}
+
+/// libvirt's error for a power action, in words an operator can act on.
+fn action_error(action: PowerAction, e: virt::error::Error) -> BackendError {
+    match e.code() {
+        Enum::Known(ErrorNumber::NoDomain) => BackendError::NoSuchVm,
+        Enum::Known(ErrorNumber::OperationInvalid) => {
+            BackendError::InvalidState(e.message().to_string())
+        }
+        _ => BackendError::Hypervisor(format!("{} failed: {}", action.label(), e.message())),
+    }
 }
 
 impl Inner {
+    /// Runs `f` with the host's connection, connecting first if needed.
+    ///
+    /// libvirt connections are thread-safe, so calls run concurrently on one shared connection;
+    /// the lock only guards connecting. A call still running past the time limit means the
+    /// host hangs: further calls then fail fast instead of piling up blocked threads.
     fn run<T>(
         &self,
         f: impl FnOnce(&Connect) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let mut st = match self.conn.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::WouldBlock) => return Err(BackendError::Busy),
-            // A panic inside a libvirt call poisoned the lock: the state is still usable, but
-            // the connection may not be, so drop it.
-            Err(TryLockError::Poisoned(p)) => {
-                let mut guard = p.into_inner();
-                guard.conn = None;
-                guard
-            }
-        };
-        if st.conn.is_none() {
-            if let Some(at) = st.retry_at {
-                let now = Instant::now();
-                if at > now {
-                    return Err(BackendError::Backoff {
-                        failures: st.failures,
-                        retry_in_secs: (at - now).as_secs().max(1),
-                        last_error: st.last_error.clone(),
-                    });
-                }
-            }
-            match Connect::open(Some(self.uri.expose())) {
-                Ok(c) => {
-                    tracing::info!(uri = self.uri.redacted(), "connected");
-                    st.conn = Some(c);
-                }
-                Err(e) => {
-                    let err = BackendError::Connect {
-                        uri: self.uri.redacted().to_string(),
-                        message: scrub(e.message(), &self.uri),
-                    };
-                    st.record_failure(&err);
-                    return Err(err);
-                }
-            }
+        if self.hung() {
+            return Err(BackendError::Busy);
         }
-        let conn = st.conn.as_ref().expect("connection set above");
-        match f(conn) {
+        let conn = self.connection()?;
+        let id = self.begin_call();
+        let result = f(&conn);
+        self.end_call(id);
+        match result {
             Ok(v) => {
-                st.failures = 0;
-                st.retry_at = None;
+                if let Ok(mut st) = self.conn.lock() {
+                    st.failures = 0;
+                    st.retry_at = None;
+                }
                 Ok(v)
             }
             Err(err) => {
                 // Only a dead connection is dropped; a domain-level error keeps it.
                 if !conn.is_alive().unwrap_or(false) {
                     tracing::warn!(uri = self.uri.redacted(), "connection lost; will reconnect");
-                    st.conn = None;
-                    st.record_failure(&err);
+                    if let Ok(mut st) = self.conn.lock() {
+                        if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                            st.conn = None;
+                            st.record_failure(&err);
+                        }
+                    }
                 }
                 Err(err)
             }
         }
+    }
+
+    /// The shared connection, opened (respecting the backoff) when there is none.
+    fn connection(&self) -> Result<Arc<Connect>, BackendError> {
+        // Another thread may be connecting (which can hang): wait for it up to the time limit.
+        let deadline = Instant::now() + self.call_timeout;
+        let mut st = loop {
+            match self.conn.try_lock() {
+                Ok(guard) => break guard,
+                Err(TryLockError::Poisoned(p)) => {
+                    let mut guard = p.into_inner();
+                    guard.conn = None;
+                    break guard;
+                }
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(TryLockError::WouldBlock) => return Err(BackendError::Busy),
+            }
+        };
+        if let Some(c) = &st.conn {
+            return Ok(c.clone());
+        }
+        if let Some(at) = st.retry_at {
+            let now = Instant::now();
+            if at > now {
+                return Err(BackendError::Backoff {
+                    failures: st.failures,
+                    retry_in_secs: (at - now).as_secs().max(1),
+                    last_error: st.last_error.clone(),
+                });
+            }
+        }
+        let call = self.begin_call();
+        let opened = Connect::open(Some(self.uri.expose()));
+        self.end_call(call);
+        match opened {
+            Ok(c) => {
+                tracing::info!(uri = self.uri.redacted(), "connected");
+                let c = Arc::new(c);
+                st.conn = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                let err = BackendError::Connect {
+                    uri: self.uri.redacted().to_string(),
+                    message: scrub(e.message(), &self.uri),
+                };
+                st.record_failure(&err);
+                Err(err)
+            }
+        }
+    }
+
+    fn begin_call(&self) -> u64 {
+        let id = self.next_call.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.insert(id, Instant::now());
+        }
+        id
+    }
+
+    fn end_call(&self, id: u64) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.remove(&id);
+        }
+    }
+
+    /// Whether a call has been stuck inside libvirt for longer than the time limit.
+    fn hung(&self) -> bool {
+        self.calls
+            .lock()
+            .map(|c| c.values().any(|t| t.elapsed() > self.call_timeout))
+            .unwrap_or(false)
     }
 }
 
@@ -211,17 +321,10 @@ fn domain_report(
     let reason_code = stats.u64("state.reason").unwrap_or(0) as u32;
     let active = matches!(state_code, 1..=4);
     // The test driver's bulk call has no cpu/balloon groups; virDomainGetInfo fills them.
-    let info = if stats.u64("cpu.time").is_none() {
-        dom.info().ok()
-    } else {
-        None
-    };
+    let info = if stats.u64("cpu.time").is_none() { dom.info().ok() } else { None };
 
-    let vcpus = stats
-        .u64("vcpu.current")
-        .map(|v| v as u32)
-        .filter(|_| active)
-        .unwrap_or(parsed.vcpus);
+    let vcpus =
+        stats.u64("vcpu.current").map(|v| v as u32).filter(|_| active).unwrap_or(parsed.vcpus);
     let memory_max_kib = stats
         .u64("balloon.maximum")
         .or(info.as_ref().map(|i| i.max_mem))
@@ -308,15 +411,8 @@ fn domain_report(
         }
     }
 
-    let cpu_time_ns = stats
-        .u64("cpu.time")
-        .or(info.map(|i| i.cpu_time))
-        .filter(|_| active);
-    let addresses = if active && !parsed.nics.is_empty() {
-        ip_addresses(dom)
-    } else {
-        Vec::new()
-    };
+    let cpu_time_ns = stats.u64("cpu.time").or(info.map(|i| i.cpu_time)).filter(|_| active);
+    let addresses = if active && !parsed.nics.is_empty() { ip_addresses(dom) } else { Vec::new() };
 
     let config = VmConfig {
         vcpus,
@@ -358,10 +454,7 @@ fn disk_size_fallback(
     source: &str,
 ) -> (Option<u64>, Option<u64>, Option<u64>) {
     if source.starts_with('/') {
-        if let Ok(info) = conn
-            .lookup_storage_vol_by_path(source)
-            .and_then(|v| v.info())
-        {
+        if let Ok(info) = conn.lookup_storage_vol_by_path(source).and_then(|v| v.info()) {
             return (Some(info.capacity), Some(info.allocation), None);
         }
     }
@@ -375,14 +468,8 @@ fn disk_size_fallback(
 /// knows any address wins.
 fn ip_addresses(dom: &Domain) -> Vec<IpAddress> {
     let sources = [
-        (
-            sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
-            AddrSource::GuestAgent,
-        ),
-        (
-            sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
-            AddrSource::DhcpLease,
-        ),
+        (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, AddrSource::GuestAgent),
+        (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, AddrSource::DhcpLease),
         (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP, AddrSource::Arp),
     ];
     for (flag, source) in sources {
@@ -392,11 +479,7 @@ fn ip_addresses(dom: &Domain) -> Vec<IpAddress> {
         let mut found: Vec<IpAddress> = ifaces
             .iter()
             .flat_map(|iface| {
-                let mac = iface
-                    .hwaddr
-                    .clone()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
+                let mac = iface.hwaddr.clone().unwrap_or_default().to_ascii_lowercase();
                 iface.addrs.iter().filter_map(move |a| {
                     let addr: IpAddr = a.addr.parse().ok()?;
                     // The agent also reports loopback; nobody connects to a VM's 127.0.0.1.
@@ -482,9 +565,8 @@ pub fn describe_state(state: u32, reason: u32) -> (PowerState, &'static str, Str
         7 => (PowerState::Suspended, "pmsuspended", &["unknown"]),
         _ => (PowerState::Unknown, "nostate", &["unknown"]),
     };
-    let reason = reasons
-        .get(reason as usize)
-        .map_or_else(|| format!("reason {reason}"), |r| r.to_string());
+    let reason =
+        reasons.get(reason as usize).map_or_else(|| format!("reason {reason}"), |r| r.to_string());
     (normalized, word, reason)
 }
 
@@ -496,19 +578,12 @@ mod tests {
     fn every_libvirt_state_maps_to_a_normalized_state() {
         assert_eq!(describe_state(1, 1).0, PowerState::Running);
         assert_eq!(describe_state(2, 0).1, "blocked");
-        assert_eq!(
-            describe_state(3, 1),
-            (PowerState::Paused, "paused", "user".to_string())
-        );
+        assert_eq!(describe_state(3, 1), (PowerState::Paused, "paused", "user".to_string()));
         assert_eq!(describe_state(4, 1).0, PowerState::InTransition);
         assert_eq!(describe_state(5, 2).2, "destroyed");
         assert_eq!(describe_state(6, 1).0, PowerState::Crashed);
         assert_eq!(describe_state(7, 0).0, PowerState::Suspended);
         assert_eq!(describe_state(0, 0).0, PowerState::Unknown);
-        assert_eq!(
-            describe_state(99, 42).2,
-            "reason 42",
-            "unknown codes are kept, not dropped"
-        );
+        assert_eq!(describe_state(99, 42).2, "reason 42", "unknown codes are kept, not dropped");
     }
 }

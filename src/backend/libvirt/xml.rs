@@ -24,10 +24,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainXml, String> {
     let doc = Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
     let root = doc.root_element();
     if root.tag_name().name() != "domain" {
-        return Err(format!(
-            "domain XML: root element is <{}>",
-            root.tag_name().name()
-        ));
+        return Err(format!("domain XML: root element is <{}>", root.tag_name().name()));
     }
     let vcpu = child(root, "vcpu");
     // `current` is the number of online vCPUs when fewer than the maximum are plugged in.
@@ -36,9 +33,8 @@ pub fn parse_domain(xml: &str) -> Result<DomainXml, String> {
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(0);
     let memory_max_kib = child(root, "memory").and_then(memory_kib).unwrap_or(0);
-    let memory_current_kib = child(root, "currentMemory")
-        .and_then(memory_kib)
-        .unwrap_or(memory_max_kib);
+    let memory_current_kib =
+        child(root, "currentMemory").and_then(memory_kib).unwrap_or(memory_max_kib);
     let os_type = child(root, "os")
         .and_then(|os| child(os, "type"))
         .and_then(|t| t.text())
@@ -97,29 +93,18 @@ pub fn parse_domain(xml: &str) -> Result<DomainXml, String> {
                         source,
                     });
                     nic_targets.push(
-                        child(dev, "target")
-                            .and_then(|t| t.attribute("dev"))
-                            .map(str::to_string),
+                        child(dev, "target").and_then(|t| t.attribute("dev")).map(str::to_string),
                     );
                 }
                 _ => {}
             }
         }
     }
-    Ok(DomainXml {
-        vcpus,
-        memory_max_kib,
-        memory_current_kib,
-        os_type,
-        disks,
-        nics,
-        nic_targets,
-    })
+    Ok(DomainXml { vcpus, memory_max_kib, memory_current_kib, os_type, disks, nics, nic_targets })
 }
 
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
-    node.children()
-        .find(|c| c.is_element() && c.tag_name().name() == name)
+    node.children().find(|c| c.is_element() && c.tag_name().name() == name)
 }
 
 /// A `<memory unit='...'>N</memory>` value in KiB (libvirt's default unit).
@@ -168,20 +153,11 @@ mod tests {
         assert_eq!(d.memory_current_kib, 2048 * 1024);
         assert_eq!(d.os_type, "hvm");
         assert_eq!(d.disks.len(), 3);
-        assert_eq!(
-            d.disks[0].source.as_deref(),
-            Some("/var/lib/libvirt/images/web.qcow2")
-        );
+        assert_eq!(d.disks[0].source.as_deref(), Some("/var/lib/libvirt/images/web.qcow2"));
         assert_eq!(d.disks[1].source.as_deref(), Some("default/data.raw"));
         assert_eq!(d.disks[2].device, "cdrom");
-        assert_eq!(
-            d.disks[2].source, None,
-            "an empty CD-ROM drive has no source"
-        );
-        assert_eq!(
-            d.nics[0].mac, "52:54:00:aa:bb:01",
-            "MACs are normalised to lower case"
-        );
+        assert_eq!(d.disks[2].source, None, "an empty CD-ROM drive has no source");
+        assert_eq!(d.nics[0].mac, "52:54:00:aa:bb:01", "MACs are normalised to lower case");
         assert_eq!(d.nics[0].source.as_deref(), Some("default"));
         assert_eq!(d.nics[1].kind, "bridge");
         assert_eq!(d.nic_targets, vec![Some("vnet3".to_string()), None]);
@@ -191,22 +167,13 @@ mod tests {
     fn a_domain_without_devices_parses() {
         let d = parse_domain("<domain><name>x</name><memory>1024</memory><vcpu>1</vcpu></domain>")
             .unwrap();
-        assert_eq!(
-            (d.vcpus, d.memory_max_kib, d.memory_current_kib),
-            (1, 1024, 1024)
-        );
+        assert_eq!((d.vcpus, d.memory_max_kib, d.memory_current_kib), (1, 1024, 1024));
         assert!(d.disks.is_empty() && d.nics.is_empty());
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in [
-            "",
-            "<",
-            "<network/>",
-            "not xml at all",
-            "<domain><vcpu>x</vcpu>",
-        ] {
+        for bad in ["", "<", "<network/>", "not xml at all", "<domain><vcpu>x</vcpu>"] {
             assert!(parse_domain(bad).is_err(), "{bad:?} should be refused");
         }
         let odd =

@@ -30,10 +30,7 @@ fn real_list_vms_captures_give_every_vm() {
     assert_eq!(
         two,
         vec![
-            ListedVm {
-                name: "Ubuntu".into(),
-                uuid: "2e16b1fc-675d-4a7a-a9a1-e89a8bde7874".into()
-            },
+            ListedVm { name: "Ubuntu".into(), uuid: "2e16b1fc-675d-4a7a-a9a1-e89a8bde7874".into() },
             ListedVm {
                 name: "go-virtualbox".into(),
                 uuid: "def44546-e3da-4902-8d15-b91c99c80cbc".into()
@@ -52,24 +49,13 @@ fn real_list_vms_captures_give_every_vm() {
 fn real_windows_transcript_lists_the_vm_and_shows_the_poweroff_progress() {
     // Transcript: the `C:\...>` prompt lines are stripped.
     let text = capture("windows-session-list-startvm-headless-controlvm-poweroff.transcript.txt");
-    let output: String = text
-        .lines()
-        .filter(|l| !l.starts_with("C:\\"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let output: String =
+        text.lines().filter(|l| !l.starts_with("C:\\")).map(|l| format!("{l}\n")).collect();
     let vms = list_vms(&output);
-    assert_eq!(
-        vms.len(),
-        2,
-        "`list vms` and one `list runningvms`: {vms:?}"
-    );
+    assert_eq!(vms.len(), 2, "`list vms` and one `list runningvms`: {vms:?}");
     assert!(vms.iter().all(|v| v.name == "AlmaLinux9"));
     let progress = output.lines().find(|l| l.starts_with("0%")).unwrap();
-    let out = Output {
-        code: Some(0),
-        stdout: String::new(),
-        stderr: progress.into(),
-    };
+    let out = Output { code: Some(0), stdout: String::new(), stderr: progress.into() };
     assert!(printed_success(PowerAction::PowerOff, &out));
 }
 
@@ -85,34 +71,20 @@ fn real_startvm_success_by_uuid_reads_as_success() {
 
 #[test]
 fn real_poweroff_vm_with_snapshot_is_read_through_its_controller_names() {
-    let info = vm_info(&capture(
-        "showvminfo-machinereadable-ohai-poweroff-with-snapshot.txt",
-    ));
-    assert_eq!(
-        info.name.as_deref(),
-        Some("ubuntu-18.04-amd64_1549746024485_35372")
-    );
-    assert_eq!(
-        info.uuid.as_deref(),
-        Some("6294f16b-4f05-4430-afb9-773bdb237aec")
-    );
+    let info = vm_info(&capture("showvminfo-machinereadable-ohai-poweroff-with-snapshot.txt"));
+    assert_eq!(info.name.as_deref(), Some("ubuntu-18.04-amd64_1549746024485_35372"));
+    assert_eq!(info.uuid.as_deref(), Some("6294f16b-4f05-4430-afb9-773bdb237aec"));
     assert_eq!(info.os_type.as_deref(), Some("Ubuntu (64-bit)"));
     assert_eq!((info.cpus, info.memory_mib), (Some(1), Some(1024)));
     assert_eq!(info.vm_state.as_deref(), Some("poweroff"));
-    assert_eq!(
-        info.state_change_time.as_deref(),
-        Some("2019-02-09T21:00:33.575000000")
-    );
+    assert_eq!(info.state_change_time.as_deref(), Some("2019-02-09T21:00:33.575000000"));
     assert_eq!(info.attachments.len(), 1, "{:?}", info.attachments);
     let disk = &info.attachments[0];
     assert_eq!(disk.controller, "SATA Controller");
     assert_eq!(disk.slot(), "SATA Controller-0-0");
     assert_eq!(disk.kind, DeviceKind::Disk);
     assert_eq!(disk.bus(), Some("sata"));
-    assert_eq!(
-        disk.medium_uuid.as_deref(),
-        Some("1c182745-4b09-41a1-a147-d3ced46f72f6")
-    );
+    assert_eq!(disk.medium_uuid.as_deref(), Some("1c182745-4b09-41a1-a147-d3ced46f72f6"));
     assert_eq!(
         info.nics,
         vec![NicInfo {
@@ -129,9 +101,7 @@ fn real_poweroff_vm_with_snapshot_is_read_through_its_controller_names() {
 
 #[test]
 fn real_saved_vm_maps_to_shut_off_with_its_raw_state_kept() {
-    let info = vm_info(&capture(
-        "showvminfo-machinereadable-v5.2-saved-go-virtualbox.txt",
-    ));
+    let info = vm_info(&capture("showvminfo-machinereadable-v5.2-saved-go-virtualbox.txt"));
     assert_eq!(info.vm_state.as_deref(), Some("saved"));
     assert_eq!(power_state("saved"), PowerState::ShutOff);
     assert_eq!(info.name.as_deref(), Some("go-virtualbox"));
@@ -140,9 +110,7 @@ fn real_saved_vm_maps_to_shut_off_with_its_raw_state_kept() {
         Some("/Users/fix/VirtualBox VMs/go-virtualbox/ubuntu-16.04-amd64-disk001.vmdk")
     );
     // `vrdeproperty[...]=<not set>` lines are unquoted values, not junk.
-    let mr = machine_readable(&capture(
-        "showvminfo-machinereadable-v5.2-saved-go-virtualbox.txt",
-    ));
+    let mr = machine_readable(&capture("showvminfo-machinereadable-v5.2-saved-go-virtualbox.txt"));
     assert_eq!(mr.get("vrdeproperty[Security/Method]"), Some("<not set>"));
     assert_eq!(mr.get("Forwarding(0)"), Some("ssh,tcp,127.0.0.1,2222,,22"));
 }
@@ -156,36 +124,20 @@ fn real_running_5x_vm_keeps_its_multiline_description_and_guest_additions() {
     assert!(description.starts_with("installed with:\nCentOS-7.0-1406"));
     assert!(description.contains("# yum groupinstall \"GNOME Desktop\""));
     assert!(description.ends_with("centos / reverse\n"));
-    assert_eq!(
-        mr.get("VideoMode"),
-        Some("720,400,0"),
-        "junk after the quote"
-    );
+    assert_eq!(mr.get("VideoMode"), Some("720,400,0"), "junk after the quote");
     assert_eq!(mr.get("videocapres"), Some("1024x768"));
     assert_eq!(mr.get("videocapopts"), Some(""));
-    assert_eq!(
-        mr.get("GuestAdditionsFacility_Seamless Mode"),
-        Some("0,1550641065784")
-    );
+    assert_eq!(mr.get("GuestAdditionsFacility_Seamless Mode"), Some("0,1550641065784"));
     let info = vm_info(&text);
     assert_eq!(info.vm_state.as_deref(), Some("running"));
     assert_eq!((info.cpus, info.memory_mib), (Some(4), Some(4096)));
     assert_eq!(info.guest_additions_run_level, Some(1));
-    assert_eq!(
-        info.guest_additions_version.as_deref(),
-        Some("5.1.18 r114002")
-    );
-    let kinds: Vec<(String, DeviceKind)> = info
-        .attachments
-        .iter()
-        .map(|a| (a.slot(), a.kind))
-        .collect();
+    assert_eq!(info.guest_additions_version.as_deref(), Some("5.1.18 r114002"));
+    let kinds: Vec<(String, DeviceKind)> =
+        info.attachments.iter().map(|a| (a.slot(), a.kind)).collect();
     assert_eq!(
         kinds,
-        vec![
-            ("SATA-0-0".to_string(), DeviceKind::Disk),
-            ("IDE-1-0".to_string(), DeviceKind::Dvd)
-        ]
+        vec![("SATA-0-0".to_string(), DeviceKind::Disk), ("IDE-1-0".to_string(), DeviceKind::Dvd)]
     );
     assert_eq!(info.attachments[1].location, None, "an empty drive");
     assert_eq!(info.nics[0].mac.as_deref(), Some("08:00:27:46:5c:5b"));
@@ -226,11 +178,8 @@ fn real_7_0_vm_survives_the_encryption_line_and_the_rec_screen_line() {
     assert_eq!(info.os_type.as_deref(), Some("Arch Linux (64-bit)"));
     assert_eq!((info.cpus, info.memory_mib), (Some(4), Some(4096)));
     assert_eq!(info.vm_state.as_deref(), Some("poweroff"));
-    let slots: Vec<(String, DeviceKind, Option<&str>)> = info
-        .attachments
-        .iter()
-        .map(|a| (a.slot(), a.kind, a.medium_uuid.as_deref()))
-        .collect();
+    let slots: Vec<(String, DeviceKind, Option<&str>)> =
+        info.attachments.iter().map(|a| (a.slot(), a.kind, a.medium_uuid.as_deref())).collect();
     assert_eq!(
         slots,
         vec![
@@ -274,9 +223,7 @@ fn real_list_hdds_blocks_have_a_capacity_but_never_a_size_on_disk() {
 
 #[test]
 fn real_old_format_guest_properties_give_the_nat_address() {
-    let props = guest_properties(&capture(
-        "guestproperty-enumerate-v5.2-old-format.TRUNCATED.txt",
-    ));
+    let props = guest_properties(&capture("guestproperty-enumerate-v5.2-old-format.TRUNCATED.txt"));
     assert_eq!(props.len(), 7);
     assert_eq!(
         props[0],
@@ -285,48 +232,30 @@ fn real_old_format_guest_properties_give_the_nat_address() {
             value: Some("Linux".into())
         }
     );
-    let service_pack = props
-        .iter()
-        .find(|p| p.name.ends_with("ServicePack"))
-        .unwrap();
+    let service_pack = props.iter().find(|p| p.name.ends_with("ServicePack")).unwrap();
     assert_eq!(service_pack.value, None, "`value: ,` is no value");
     // Interface 1 has no MAC in this truncated capture: no address can be tied to a NIC.
     assert_eq!(
         guest_addresses(&props),
-        vec![GuestAddress {
-            mac: "08:00:27:bd:94:b9".into(),
-            addr: ip("10.0.2.15"),
-            prefix: 32
-        }]
+        vec![GuestAddress { mac: "08:00:27:bd:94:b9".into(), addr: ip("10.0.2.15"), prefix: 32 }]
     );
 }
 
 #[test]
 fn real_vboxcontrol_listing_skips_the_banner_and_null_values() {
-    let props = guest_properties(&capture(
-        "vboxcontrol-guestproperty-enumerate-v5.0-guest-ohai.txt",
-    ));
+    let props =
+        guest_properties(&capture("vboxcontrol-guestproperty-enumerate-v5.0-guest-ohai.txt"));
     assert_eq!(props.len(), 23, "the 4 banner lines are not properties");
-    let sysprep = props
-        .iter()
-        .find(|p| p.name.ends_with("SysprepExec"))
-        .unwrap();
+    let sysprep = props.iter().find(|p| p.name.ends_with("SysprepExec")).unwrap();
     assert_eq!(sysprep.value, None, "`<NULL>` is no value");
-    let version = props
-        .iter()
-        .find(|p| p.name.ends_with("OS/Version"))
-        .unwrap();
+    let version = props.iter().find(|p| p.name.ends_with("OS/Version")).unwrap();
     assert_eq!(
         version.value.as_deref(),
         Some("#36~14.04.1-Ubuntu SMP Thu Oct 8 10:21:08 UTC 2015")
     );
     assert_eq!(
         guest_addresses(&props),
-        vec![GuestAddress {
-            mac: "08:00:27:fb:b3:8c".into(),
-            addr: ip("10.0.2.15"),
-            prefix: 24
-        }]
+        vec![GuestAddress { mac: "08:00:27:fb:b3:8c".into(), addr: ip("10.0.2.15"), prefix: 24 }]
     );
 }
 
@@ -335,10 +264,7 @@ fn real_guestproperty_wait_line_is_read_too() {
     let props = guest_properties(&capture("guestproperty-wait-go-virtualbox.txt"));
     assert_eq!(
         props,
-        vec![GuestProperty {
-            name: "test_key".into(),
-            value: Some("test_val1".into())
-        }]
+        vec![GuestProperty { name: "test_key".into(), value: Some("test_val1".into()) }]
     );
 }
 
@@ -389,10 +315,7 @@ fn real_listings_vmdeck_does_not_run_yield_no_vms_or_addresses() {
     ] {
         let text = capture(name);
         assert!(list_vms(&text).is_empty(), "{name}");
-        assert!(
-            guest_addresses(&guest_properties(&text)).is_empty(),
-            "{name}"
-        );
+        assert!(guest_addresses(&guest_properties(&text)).is_empty(), "{name}");
         assert_eq!(vm_info(&text).vm_state, None, "{name}");
     }
 }
@@ -424,40 +347,24 @@ fn synthetic_7_1_running_vm_with_three_nics_and_guest_additions() {
     ));
     assert_eq!(info.name.as_deref(), Some("web-01 (prod) ✓"));
     assert_eq!(info.vm_state.as_deref(), Some("running"));
-    assert_eq!(
-        (info.cpus, info.memory_mib, info.balloon_mib),
-        (Some(2), Some(4096), Some(512))
-    );
+    assert_eq!((info.cpus, info.memory_mib, info.balloon_mib), (Some(2), Some(4096), Some(512)));
     assert!(info.autostart);
     assert_eq!(info.guest_additions_run_level, Some(2));
     assert_eq!(info.skipped_lines, 1, "only ` rec_screen0`");
-    let slots: Vec<(String, DeviceKind, Option<&str>)> = info
-        .attachments
-        .iter()
-        .map(|a| (a.slot(), a.kind, a.bus()))
-        .collect();
+    let slots: Vec<(String, DeviceKind, Option<&str>)> =
+        info.attachments.iter().map(|a| (a.slot(), a.kind, a.bus())).collect();
     assert_eq!(
         slots,
         vec![
             ("SATA-0-0".to_string(), DeviceKind::Disk, Some("sata")),
             ("SATA-1-0".to_string(), DeviceKind::Dvd, Some("sata")),
-            (
-                "NVMe Controller-0-0".to_string(),
-                DeviceKind::Disk,
-                Some("nvme")
-            ),
+            ("NVMe Controller-0-0".to_string(), DeviceKind::Disk, Some("nvme")),
         ]
     );
     let nics: Vec<(&str, Option<&str>, Option<&str>)> = info
         .nics
         .iter()
-        .map(|n| {
-            (
-                n.attachment.as_str(),
-                n.mac.as_deref(),
-                n.network.as_deref(),
-            )
-        })
+        .map(|n| (n.attachment.as_str(), n.mac.as_deref(), n.network.as_deref()))
         .collect();
     assert_eq!(
         nics,
@@ -478,33 +385,21 @@ fn synthetic_7_1_running_vm_with_three_nics_and_guest_additions() {
     // Its guest properties (7.x layout): addresses on its own NICs only.
     let props = guest_properties(&capture("synthetic/guestproperty-enumerate-v7.1-3nics.txt"));
     assert_eq!(props.len(), 41);
-    let empty = props
-        .iter()
-        .find(|p| p.name.ends_with("ServicePack"))
-        .unwrap();
+    let empty = props.iter().find(|p| p.name.ends_with("ServicePack")).unwrap();
     assert_eq!(empty.value, None, "'' is no value");
     let flagged = props.iter().find(|p| p.name.ends_with("VBoxVer")).unwrap();
-    assert_eq!(
-        flagged.value.as_deref(),
-        Some("7.1.4"),
-        "flags are not part of the value"
-    );
-    let long = props
-        .iter()
-        .find(|p| p.name.ends_with("OS/Version"))
-        .unwrap();
+    assert_eq!(flagged.value.as_deref(), Some("7.1.4"), "flags are not part of the value");
+    let long = props.iter().find(|p| p.name.ends_with("OS/Version")).unwrap();
     assert_eq!(
         long.value.as_deref(),
         Some("#48-Ubuntu SMP PREEMPT_DYNAMIC Fri Sep 27 14:04:52 UTC 2024"),
         "a value wider than its column"
     );
-    let addresses: Vec<(String, IpAddr, u8)> = matched_addresses(
-        &info,
-        &capture("synthetic/guestproperty-enumerate-v7.1-3nics.txt"),
-    )
-    .into_iter()
-    .map(|a| (a.mac, a.addr, a.prefix))
-    .collect();
+    let addresses: Vec<(String, IpAddr, u8)> =
+        matched_addresses(&info, &capture("synthetic/guestproperty-enumerate-v7.1-3nics.txt"))
+            .into_iter()
+            .map(|a| (a.mac, a.addr, a.prefix))
+            .collect();
     assert_eq!(
         addresses,
         vec![
@@ -521,43 +416,25 @@ fn synthetic_storage_zoo_maps_attachments_through_controller_names() {
     let info = vm_info(&capture(
         "synthetic/showvminfo-machinereadable-v6.1-storage-zoo-windows-paths.txt",
     ));
-    let slots: Vec<(String, DeviceKind, Option<String>)> = info
-        .attachments
-        .iter()
-        .map(|a| (a.slot(), a.kind, a.location.clone()))
-        .collect();
+    let slots: Vec<(String, DeviceKind, Option<String>)> =
+        info.attachments.iter().map(|a| (a.slot(), a.kind, a.location.clone())).collect();
     assert_eq!(
         slots,
         vec![
-            (
-                "SATA-0-0".into(),
-                DeviceKind::Disk,
-                Some("C:\\VMs\\zoo\\sata.vdi".into())
-            ),
+            ("SATA-0-0".into(), DeviceKind::Disk, Some("C:\\VMs\\zoo\\sata.vdi".into())),
             (
                 "SATA Controller-0-0".into(),
                 DeviceKind::Disk,
                 Some("C:\\VMs\\zoo\\sata-controller.vdi".into())
             ),
-            (
-                "My-SCSI-1-0-0".into(),
-                DeviceKind::Disk,
-                Some("C:\\VMs\\zoo\\scsi.vmdk".into())
-            ),
+            ("My-SCSI-1-0-0".into(), DeviceKind::Disk, Some("C:\\VMs\\zoo\\scsi.vmdk".into())),
             ("Floppy-0-0".into(), DeviceKind::Floppy, None),
-            (
-                "IDE-0-0".into(),
-                DeviceKind::Dvd,
-                Some("D:\\ISO\\Win10_22H2_English_x64.iso".into())
-            ),
+            ("IDE-0-0".into(), DeviceKind::Dvd, Some("D:\\ISO\\Win10_22H2_English_x64.iso".into())),
         ]
     );
     assert_eq!(info.attachments[2].bus(), Some("scsi"));
-    let nics: Vec<(&str, Option<&str>)> = info
-        .nics
-        .iter()
-        .map(|n| (n.attachment.as_str(), n.network.as_deref()))
-        .collect();
+    let nics: Vec<(&str, Option<&str>)> =
+        info.nics.iter().map(|n| (n.attachment.as_str(), n.network.as_deref())).collect();
     assert_eq!(
         nics,
         vec![
@@ -572,49 +449,22 @@ fn synthetic_storage_zoo_maps_attachments_through_controller_names() {
 
 #[test]
 fn synthetic_inaccessible_vm_is_recognized() {
-    let info = vm_info(&capture(
-        "synthetic/showvminfo-machinereadable-inaccessible.txt",
-    ));
+    let info = vm_info(&capture("synthetic/showvminfo-machinereadable-inaccessible.txt"));
     assert!(info.is_inaccessible());
-    assert_eq!(
-        info.uuid.as_deref(),
-        Some("deadbeef-0000-4000-8000-00000000dead")
-    );
+    assert_eq!(info.uuid.as_deref(), Some("deadbeef-0000-4000-8000-00000000dead"));
 }
 
 #[test]
 fn synthetic_metrics_query_is_read_by_known_vm_names() {
     let text = capture("synthetic/metrics-query-three-vms.txt");
-    let m = metrics_query(
-        &text,
-        &["web-01 (prod) ✓", "db", "db backup", "twin", "host"],
-    );
+    let m = metrics_query(&text, &["web-01 (prod) ✓", "db", "db backup", "twin", "host"]);
     let v = |o: &str, k: &str| m.get(o, k).map(|v| (v.value, v.unit.clone()));
-    assert_eq!(
-        v("web-01 (prod) ✓", "CPU/Load/User"),
-        Some((12.55, "%".into())),
-        "newest sample"
-    );
-    assert_eq!(
-        v("web-01 (prod) ✓", "RAM/Usage/Used"),
-        Some((1816052.0, "kB".into()))
-    );
-    assert_eq!(
-        v("web-01 (prod) ✓", "Guest/RAM/Usage/Free"),
-        None,
-        "no data"
-    );
+    assert_eq!(v("web-01 (prod) ✓", "CPU/Load/User"), Some((12.55, "%".into())), "newest sample");
+    assert_eq!(v("web-01 (prod) ✓", "RAM/Usage/Used"), Some((1816052.0, "kB".into())));
+    assert_eq!(v("web-01 (prod) ✓", "Guest/RAM/Usage/Free"), None, "no data");
     assert_eq!(v("db", "CPU/Load/User"), Some((0.5, "%".into())));
-    assert_eq!(
-        v("db backup", "CPU/Load/User"),
-        Some((25.0, "%".into())),
-        "not db's"
-    );
-    assert_eq!(
-        v("twin", "CPU/Load/User"),
-        None,
-        "two VMs of one name: no figure"
-    );
+    assert_eq!(v("db backup", "CPU/Load/User"), Some((25.0, "%".into())), "not db's");
+    assert_eq!(v("twin", "CPU/Load/User"), None, "two VMs of one name: no figure");
     assert_eq!(v("host", "CPU/Load/User"), Some((3.07, "%".into())));
     assert_eq!(v("nobody", "CPU/Load/User"), None);
 }
@@ -627,15 +477,8 @@ fn synthetic_medium_and_host_info() {
         (Some(20480 << 20), Some(6143 << 20))
     );
     let gone = medium_sizes(&capture("synthetic/showmediuminfo-inaccessible.txt"));
-    assert_eq!(
-        gone,
-        MediumSizes::default(),
-        "0 MBytes of an inaccessible medium is unknown"
-    );
-    assert_eq!(
-        host_cpu_count(&capture("synthetic/list-hostinfo.txt")),
-        Some(8)
-    );
+    assert_eq!(gone, MediumSizes::default(), "0 MBytes of an inaccessible medium is unknown");
+    assert_eq!(host_cpu_count(&capture("synthetic/list-hostinfo.txt")), Some(8));
 }
 
 // ---- properties: round trip and no panic ----
@@ -694,12 +537,7 @@ fn run_every_parser(text: &str) {
         let _ = (a.slot(), a.bus());
     }
     for word in text.split_whitespace().take(50) {
-        let _ = (
-            power_state(word),
-            state_words(word),
-            normalize_mac(word),
-            is_uuid(word),
-        );
+        let _ = (power_state(word), state_words(word), normalize_mac(word), is_uuid(word));
     }
 }
 
@@ -732,22 +570,14 @@ fn no_parser_panics_on_mutated_captures_or_random_text() {
             }
             let mutated: String = chars.into_iter().collect();
             let result = std::panic::catch_unwind(|| run_every_parser(&mutated));
-            assert!(
-                result.is_ok(),
-                "{name}, round {round}: a parser panicked on:\n{mutated:?}"
-            );
+            assert!(result.is_ok(), "{name}, round {round}: a parser panicked on:\n{mutated:?}");
         }
     }
     for round in 0..2000 {
         let len = rng.below(200);
-        let text: String = (0..len)
-            .map(|_| ALPHABET[rng.below(ALPHABET.len())])
-            .collect();
+        let text: String = (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect();
         let result = std::panic::catch_unwind(|| run_every_parser(&text));
-        assert!(
-            result.is_ok(),
-            "random round {round}: a parser panicked on {text:?}"
-        );
+        assert!(result.is_ok(), "random round {round}: a parser panicked on {text:?}");
     }
 }
 
@@ -756,23 +586,13 @@ fn any_value_escaped_as_vboxmanage_escapes_it_reads_back_unchanged() {
     let mut rng = Rng(42);
     for round in 0..2000 {
         let len = rng.below(60);
-        let value: String = (0..len)
-            .map(|_| ALPHABET[rng.below(ALPHABET.len())])
-            .collect();
+        let value: String = (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect();
         // `\r` before a newline is a line ending, not part of a value; VirtualBox prints `\n`.
         let value = value.replace('\r', "");
         let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
         let text = format!("name=\"vm\"\n\"odd key-{round}\"=\"{escaped}\"\ncpus=2\n");
         let mr = machine_readable(&text);
-        assert_eq!(
-            mr.get(&format!("odd key-{round}")),
-            Some(value.as_str()),
-            "{text:?}"
-        );
-        assert_eq!(
-            mr.get("cpus"),
-            Some("2"),
-            "parsing continues after {text:?}"
-        );
+        assert_eq!(mr.get(&format!("odd key-{round}")), Some(value.as_str()), "{text:?}");
+        assert_eq!(mr.get("cpus"), Some("2"), "parsing continues after {text:?}");
     }
 }

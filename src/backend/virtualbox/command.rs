@@ -33,10 +33,7 @@ pub struct Output {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot run {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { program: String, source: std::io::Error },
     #[error("VBoxManage did not finish within {0:?} (killed)")]
     Timeout(Duration),
     #[error("reading VBoxManage's output failed: {0}")]
@@ -45,10 +42,7 @@ pub enum RunError {
 
 impl Runner {
     pub fn new(settings: VirtualBoxSettings) -> Self {
-        Runner {
-            settings,
-            permits: Semaphore::new(MAX_CONCURRENT_COMMANDS),
-        }
+        Runner { settings, permits: Semaphore::new(MAX_CONCURRENT_COMMANDS) }
     }
 
     /// The argument vector for `args`: the prefix, the executable, then `args`.
@@ -64,11 +58,7 @@ impl Runner {
     /// Runs one command and collects its output. The time limit starts when the command starts,
     /// not while it waits for a free slot (the poll's own limit bounds that).
     pub async fn run(&self, args: &[&str]) -> Result<Output, RunError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
         let argv = self.argv(args);
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
@@ -79,10 +69,7 @@ impl Runner {
             // A poll that is dropped (its own time limit) takes its children with it.
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| RunError::Spawn {
-                program: argv[0].clone(),
-                source,
-            })?;
+            .map_err(|source| RunError::Spawn { program: argv[0].clone(), source })?;
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let (mut out, mut err) = (Vec::new(), Vec::new());

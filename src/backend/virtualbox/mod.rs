@@ -157,11 +157,7 @@ impl VirtualBoxBackend {
             .copied()
             .filter(|v| infos.get(v.uuid.as_str()).is_some_and(is_running))
             .collect();
-        let PollMemory {
-            media,
-            addresses,
-            metrics,
-        } = &mut *memory;
+        let PollMemory { media, addresses, metrics } = &mut *memory;
         let (_, guest, usage) = tokio::join!(
             self.refresh_media(media, infos.values()),
             self.guest_addresses(&running, &infos),
@@ -226,14 +222,8 @@ impl VirtualBoxBackend {
         if wanted.is_empty() {
             return;
         }
-        let results = self
-            .run_all(
-                wanted
-                    .iter()
-                    .map(|u| words(&["showmediuminfo", u]))
-                    .collect(),
-            )
-            .await;
+        let results =
+            self.run_all(wanted.iter().map(|u| words(&["showmediuminfo", u])).collect()).await;
         for (uuid, result) in wanted.into_iter().zip(results) {
             match result {
                 Ok(out) if out.code == Some(0) => {
@@ -311,14 +301,7 @@ impl VirtualBoxBackend {
             // All objects, default metrics: the arguments stay free of shell patterns.
             match self
                 .runner
-                .run(&[
-                    "metrics",
-                    "setup",
-                    "--period",
-                    METRICS_PERIOD_SECS,
-                    "--samples",
-                    "1",
-                ])
+                .run(&["metrics", "setup", "--period", METRICS_PERIOD_SECS, "--samples", "1"])
                 .await
             {
                 Ok(out) if out.code == Some(0) => {
@@ -358,10 +341,7 @@ impl VirtualBoxBackend {
                     .filter(|v| v.unit == "kB")
                     .map(|v| v.value.max(0.0) as u64);
                 let load = |metric: &str| {
-                    metrics
-                        .get(&vm.name, metric)
-                        .filter(|v| v.unit == "%")
-                        .map(|v| v.value)
+                    metrics.get(&vm.name, metric).filter(|v| v.unit == "%").map(|v| v.value)
                 };
                 let cpu_time_ns =
                     match (load("CPU/Load/User"), load("CPU/Load/Kernel"), m.host_cpus) {
@@ -375,13 +355,7 @@ impl VirtualBoxBackend {
                             None
                         }
                     };
-                (
-                    vm.uuid.as_str(),
-                    Usage {
-                        memory_used_kib,
-                        cpu_time_ns,
-                    },
-                )
+                (vm.uuid.as_str(), Usage { memory_used_kib, cpu_time_ns })
             })
             .collect()
     }
@@ -458,19 +432,13 @@ impl Backend for VirtualBoxBackend {
         if !parse::is_uuid(uuid) {
             return Err(BackendError::NoSuchVm);
         }
-        let text = self
-            .query(&["showvminfo", uuid, "--machinereadable"])
-            .await?;
+        let text = self.query(&["showvminfo", uuid, "--machinereadable"]).await?;
         let info = parse::vm_info(&text);
         if info.is_inaccessible() {
             return Ok(inaccessible_state());
         }
         let (state, raw_state, state_reason) = describe_state(&info);
-        Ok(VmState {
-            state,
-            raw_state,
-            state_reason,
-        })
+        Ok(VmState { state, raw_state, state_reason })
     }
 }
 
@@ -494,8 +462,7 @@ fn cpu_counter(
     let clock = entry
         .and_modify(|c| {
             let elapsed = now.saturating_duration_since(c.at).as_secs_f64();
-            c.ns =
-                c.ns.saturating_add((cpu_seconds_per_second.max(0.0) * elapsed * 1e9) as u64);
+            c.ns = c.ns.saturating_add((cpu_seconds_per_second.max(0.0) * elapsed * 1e9) as u64);
             c.at = now;
         })
         .or_insert(CpuClock { ns: 0, at: now });
@@ -507,9 +474,7 @@ fn words(args: &[&str]) -> Vec<String> {
 }
 
 fn is_running(info: &VmInfo) -> bool {
-    info.vm_state
-        .as_deref()
-        .is_some_and(|s| parse::power_state(s) == PowerState::Running)
+    info.vm_state.as_deref().is_some_and(|s| parse::power_state(s) == PowerState::Running)
 }
 
 /// The state triple vmdeck stores: normalized state, VirtualBox's word, and VirtualBox's
@@ -550,10 +515,7 @@ fn inaccessible_report(vm: &ListedVm) -> VmReport {
         state: s.state,
         raw_state: s.raw_state,
         state_reason: s.state_reason,
-        config: VmConfig {
-            persistent: true,
-            ..VmConfig::default()
-        },
+        config: VmConfig { persistent: true, ..VmConfig::default() },
         memory_used_kib: None,
         counters: Counters::default(),
         disk_usage: Vec::new(),
@@ -670,10 +632,7 @@ fn printed_success(action: PowerAction, out: &Output) -> bool {
 /// This VBoxManage does not know `metrics`: a syntax error (exit status 2) without a result
 /// code. (`metrics setup` also exits 2 when the collector refuses, but then with a code.)
 fn metrics_unsupported(out: &Output) -> bool {
-    out.code == Some(2)
-        && parse::vbox_error(&out.stderr)
-            .and_then(|e| e.code)
-            .is_none()
+    out.code == Some(2) && parse::vbox_error(&out.stderr).and_then(|e| e.code).is_none()
 }
 
 fn run_error(e: RunError) -> BackendError {
@@ -691,11 +650,7 @@ fn failed(what: &str, out: &Output) -> BackendError {
         |c| format!("exited with status {c}"),
     );
     let Some(e) = parse::vbox_error(&out.stderr) else {
-        let hint = out
-            .stderr
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or_default();
+        let hint = out.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
         return BackendError::Hypervisor(format!(
             "{what}: VBoxManage {status}{}{hint}",
             if hint.is_empty() { "" } else { ": " }
@@ -724,11 +679,7 @@ mod tests {
     use super::*;
 
     fn output(code: i32, stdout: &str, stderr: &str) -> Output {
-        Output {
-            code: Some(code),
-            stdout: stdout.into(),
-            stderr: stderr.into(),
-        }
+        Output { code: Some(code), stdout: stdout.into(), stderr: stderr.into() }
     }
 
     fn capture(name: &str) -> String {
@@ -740,44 +691,20 @@ mod tests {
 
     #[test]
     fn real_error_captures_map_to_backend_errors_by_code() {
-        let not_found = output(
-            1,
-            "",
-            &capture("errors/not-found-startvm-windows.stderr.txt"),
-        );
-        assert!(matches!(
-            failed("Start", &not_found),
-            BackendError::NoSuchVm
-        ));
-        let not_found = output(
-            1,
-            "",
-            &capture("errors/not-found-storagectl-linux.stderr.txt"),
-        );
-        assert!(matches!(
-            failed("Start", &not_found),
-            BackendError::NoSuchVm
-        ));
-        let paused = output(
-            1,
-            "",
-            &capture("errors/invalid-state-paused-acpipowerbutton.stderr.txt"),
-        );
+        let not_found = output(1, "", &capture("errors/not-found-startvm-windows.stderr.txt"));
+        assert!(matches!(failed("Start", &not_found), BackendError::NoSuchVm));
+        let not_found = output(1, "", &capture("errors/not-found-storagectl-linux.stderr.txt"));
+        assert!(matches!(failed("Start", &not_found), BackendError::NoSuchVm));
+        let paused =
+            output(1, "", &capture("errors/invalid-state-paused-acpipowerbutton.stderr.txt"));
         match failed("Shut down", &paused) {
             BackendError::InvalidState(m) => assert_eq!(m, "Invalid machine state: Paused"),
             other => panic!("expected InvalidState, got {other:?}"),
         }
-        let locked = output(
-            1,
-            "",
-            &capture("errors/locked-startvm-headless-linux.stderr.txt"),
-        );
+        let locked = output(1, "", &capture("errors/locked-startvm-headless-linux.stderr.txt"));
         match failed("Start", &locked) {
             BackendError::Hypervisor(m) => {
-                assert!(
-                    m.contains("locked by another session") && m.contains("DC01"),
-                    "{m}"
-                )
+                assert!(m.contains("locked by another session") && m.contains("DC01"), "{m}")
             }
             other => panic!("expected a locked message, got {other:?}"),
         }
@@ -788,10 +715,7 @@ mod tests {
             .filter(|l| l.starts_with("VBoxManage: error:"))
             .map(|l| format!("{l}\n"))
             .collect();
-        match failed(
-            "Start",
-            &output(1, "Waiting for VM \"<name>\" to power on...\n", &stderr),
-        ) {
+        match failed("Start", &output(1, "Waiting for VM \"<name>\" to power on...\n", &stderr)) {
             BackendError::Hypervisor(m) => {
                 assert!(
                     m.contains("terminated unexpectedly") && m.contains("NS_ERROR_FAILURE"),
@@ -800,27 +724,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let not_running = output(
-            1,
-            "",
-            "VBoxManage: error: Machine 'x' is not currently running.\n",
-        );
-        assert!(matches!(
-            failed("Pause", &not_running),
-            BackendError::InvalidState(_)
-        ));
+        let not_running =
+            output(1, "", "VBoxManage: error: Machine 'x' is not currently running.\n");
+        assert!(matches!(failed("Pause", &not_running), BackendError::InvalidState(_)));
     }
 
     #[test]
     fn success_printed_with_exit_status_1_counts_as_success_only_when_printed() {
         // Real transcript: the prompt line and the echoed `1` are the transcript's, not output.
         let transcript = capture("startvm-success-but-exit-status-1.transcript.txt");
-        let stdout: String = transcript
-            .lines()
-            .skip(1)
-            .take(2)
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let stdout: String = transcript.lines().skip(1).take(2).map(|l| format!("{l}\n")).collect();
         assert!(printed_success(PowerAction::Start, &output(1, &stdout, "")));
         assert!(!printed_success(
             PowerAction::Start,
@@ -830,10 +743,7 @@ mod tests {
         let windows =
             capture("windows-session-list-startvm-headless-controlvm-poweroff.transcript.txt");
         let progress = windows.lines().find(|l| l.starts_with("0%")).unwrap();
-        assert!(printed_success(
-            PowerAction::PowerOff,
-            &output(1, "", progress)
-        ));
+        assert!(printed_success(PowerAction::PowerOff, &output(1, "", progress)));
     }
 
     #[test]

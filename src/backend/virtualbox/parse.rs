@@ -62,10 +62,7 @@ pub fn list_vms(out: &str) -> Vec<ListedVm> {
         };
         let quoted = whole.trim_start();
         if let Some(name) = quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-            vms.push(ListedVm {
-                name: name.to_string(),
-                uuid: uuid.to_ascii_lowercase(),
-            });
+            vms.push(ListedVm { name: name.to_string(), uuid: uuid.to_ascii_lowercase() });
         }
     }
     vms
@@ -132,8 +129,7 @@ pub fn machine_readable(out: &str) -> MachineReadable {
         let key_and_after = if let Some(quoted) = line.strip_prefix('"') {
             read_quoted(quoted)
         } else {
-            line.find('=')
-                .map(|i| (line[..i].trim_end().to_string(), &line[i..]))
+            line.find('=').map(|i| (line[..i].trim_end().to_string(), &line[i..]))
         };
         let Some((key, after_key)) = key_and_after else {
             mr.skipped_lines += 1;
@@ -327,9 +323,7 @@ fn attachments(mr: &MachineReadable) -> Vec<Attachment> {
         .filter_map(|k| {
             let n: u32 = k.strip_prefix("storagecontrollername")?.parse().ok()?;
             let name = mr.get(k)?.to_string();
-            let kind = mr
-                .get(&format!("storagecontrollertype{n}"))
-                .map(str::to_string);
+            let kind = mr.get(&format!("storagecontrollertype{n}")).map(str::to_string);
             Some((n, name, kind))
         })
         .collect();
@@ -342,9 +336,8 @@ fn attachments(mr: &MachineReadable) -> Vec<Attachment> {
     let mut removable: HashSet<(usize, u32, u32)> = HashSet::new();
     for key in mr.keys() {
         for &ci in &by_length {
-            let Some(suffix) = key
-                .strip_prefix(controllers[ci].1.as_str())
-                .and_then(|s| s.strip_prefix('-'))
+            let Some(suffix) =
+                key.strip_prefix(controllers[ci].1.as_str()).and_then(|s| s.strip_prefix('-'))
             else {
                 continue;
             };
@@ -450,21 +443,12 @@ fn nics(mr: &MachineReadable) -> Vec<NicInfo> {
 
 /// `080027E5FA8F` or `08:00:27:E5:FA:8F` → `08:00:27:e5:fa:8f`; None if it is not a MAC.
 pub fn normalize_mac(s: &str) -> Option<String> {
-    let hex: String = s
-        .trim()
-        .chars()
-        .filter(|c| !matches!(c, ':' | '-'))
-        .collect();
+    let hex: String = s.trim().chars().filter(|c| !matches!(c, ':' | '-')).collect();
     if hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let hex = hex.to_ascii_lowercase();
-    Some(
-        (0..6)
-            .map(|i| &hex[i * 2..i * 2 + 2])
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
+    Some((0..6).map(|i| &hex[i * 2..i * 2 + 2]).collect::<Vec<_>>().join(":"))
 }
 
 /// Maps a `VMState` word onto vmdeck's states. Unknown words (future versions) are Unknown,
@@ -599,14 +583,9 @@ pub fn guest_properties(out: &str) -> Vec<GuestProperty> {
 fn old_format_property(rest: &str) -> Option<GuestProperty> {
     let (name, after) = rest.split_once(", value: ")?;
     // The value may itself contain ", ": it ends at the last timestamp (or flags) field.
-    let end = after
-        .rfind(", timestamp: ")
-        .or_else(|| after.rfind(", flags:"))
-        .unwrap_or(after.len());
-    Some(GuestProperty {
-        name: name.trim().to_string(),
-        value: property_value(&after[..end]),
-    })
+    let end =
+        after.rfind(", timestamp: ").or_else(|| after.rfind(", flags:")).unwrap_or(after.len());
+    Some(GuestProperty { name: name.trim().to_string(), value: property_value(&after[..end]) })
 }
 
 fn new_format_property(line: &str) -> Option<GuestProperty> {
@@ -622,10 +601,7 @@ fn new_format_property(line: &str) -> Option<GuestProperty> {
         .map(|(i, _)| after[..i].trim_end())
         .find(|head| head.ends_with('\''))
         .or_else(|| Some(after.trim_end()).filter(|s| s.ends_with('\'')))?;
-    Some(GuestProperty {
-        name: name.to_string(),
-        value: property_value(&value[..value.len() - 1]),
-    })
+    Some(GuestProperty { name: name.to_string(), value: property_value(&value[..value.len() - 1]) })
 }
 
 fn property_value(v: &str) -> Option<String> {
@@ -687,24 +663,15 @@ pub fn guest_addresses(props: &[GuestProperty]) -> Vec<GuestAddress> {
         for (ip_key, mask_key, full) in
             [("V4/IP", "V4/Netmask", 32u8), ("V6/IP", "V6/Netmask", 128)]
         {
-            let Some(addr) = fields
-                .get(ip_key)
-                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+            let Some(addr) = fields.get(ip_key).and_then(|v| v.trim().parse::<IpAddr>().ok())
             else {
                 continue;
             };
             if addr.is_loopback() || addr.is_unspecified() {
                 continue;
             }
-            let prefix = fields
-                .get(mask_key)
-                .and_then(|m| prefix_len(m, full))
-                .unwrap_or(full);
-            out.push(GuestAddress {
-                mac: mac.clone(),
-                addr,
-                prefix,
-            });
+            let prefix = fields.get(mask_key).and_then(|m| prefix_len(m, full)).unwrap_or(full);
+            out.push(GuestAddress { mac: mac.clone(), addr, prefix });
         }
     }
     out
@@ -742,9 +709,7 @@ impl Metrics {
     /// The newest sample of `metric` for the object named `object`; None when VirtualBox has
     /// no data yet or the row could not be told apart from another object's.
     pub fn get(&self, object: &str, metric: &str) -> Option<&MetricValue> {
-        self.rows
-            .get(&(object.to_string(), metric.to_string()))?
-            .as_ref()
+        self.rows.get(&(object.to_string(), metric.to_string()))?.as_ref()
     }
 }
 
@@ -792,14 +757,9 @@ pub fn metrics_query(out: &str, objects: &[&str]) -> Metrics {
 
 /// `12.55%` → (12.55, `%`); `1816052 kB` → (1816052, `kB`).
 fn metric_value(v: &str) -> Option<MetricValue> {
-    let end = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-        .unwrap_or(v.len());
+    let end = v.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).unwrap_or(v.len());
     let value: f64 = v[..end].parse().ok()?;
-    value.is_finite().then(|| MetricValue {
-        value,
-        unit: v[end..].trim().to_string(),
-    })
+    value.is_finite().then(|| MetricValue { value, unit: v[end..].trim().to_string() })
 }
 
 /// The host's online logical processors, from `list hostinfo` (`Processor online count: 8`).
@@ -819,11 +779,7 @@ pub fn version(out: &str) -> Option<(u32, u32)> {
     let line = out.lines().map(str::trim).find(|l| !l.is_empty())?;
     let mut parts = line.split('.');
     let major = parts.next()?.parse().ok()?;
-    let minor_digits: String = parts
-        .next()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let minor_digits: String = parts.next()?.chars().take_while(char::is_ascii_digit).collect();
     Some((major, minor_digits.parse().ok()?))
 }
 
@@ -866,10 +822,7 @@ pub fn vbox_error(stderr: &str) -> Option<VboxError> {
     }
     match (message, code) {
         (Some(message), code) => Some(VboxError { code, message }),
-        (None, Some(code)) => Some(VboxError {
-            message: code.clone(),
-            code: Some(code),
-        }),
+        (None, Some(code)) => Some(VboxError { message: code.clone(), code: Some(code) }),
         (None, None) => None,
     }
 }
@@ -973,14 +926,8 @@ mod tests {
 
     #[test]
     fn macs_are_normalized_to_lower_case_colon_form() {
-        assert_eq!(
-            normalize_mac("080027E5FA8F").as_deref(),
-            Some("08:00:27:e5:fa:8f")
-        );
-        assert_eq!(
-            normalize_mac("08:00:27:E5:FA:8F").as_deref(),
-            Some("08:00:27:e5:fa:8f")
-        );
+        assert_eq!(normalize_mac("080027E5FA8F").as_deref(), Some("08:00:27:e5:fa:8f"));
+        assert_eq!(normalize_mac("08:00:27:E5:FA:8F").as_deref(), Some("08:00:27:e5:fa:8f"));
         for bad in ["", "0800", "08002", "ZZ0027E5FA8F", "080027E5FA8F00"] {
             assert_eq!(normalize_mac(bad), None, "{bad:?}");
         }
@@ -1003,11 +950,7 @@ mod tests {
         .unwrap();
         assert_eq!(e.code.as_deref(), Some("VBOX_E_IPRT_ERROR"));
         assert_eq!(e.message, "Something");
-        assert_eq!(
-            vbox_error("0%...10%...100%\n"),
-            None,
-            "progress is not an error"
-        );
+        assert_eq!(vbox_error("0%...10%...100%\n"), None, "progress is not an error");
         let no_code =
             vbox_error("VBoxManage: error: Machine 'x' is not currently running.\n").unwrap();
         assert_eq!(no_code.code, None);

@@ -29,12 +29,7 @@ pub struct HostSpec {
 }
 
 pub fn libvirt_host(name: &str, uri: &str) -> HostSpec {
-    HostSpec {
-        name: name.into(),
-        driver: "libvirt".into(),
-        uri: uri.into(),
-        ..HostSpec::default()
-    }
+    HostSpec { name: name.into(), driver: "libvirt".into(), uri: uri.into(), ..HostSpec::default() }
 }
 
 /// A VirtualBox host whose `vboxmanage` is `vboxmanage` (the stand-in, in tests).
@@ -53,18 +48,106 @@ pub fn breadth_uri() -> String {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 pub struct TestApp {
     pub base: String,
     pub pool: SqlitePool,
     pub hosts: Arc<Hosts>,
+    /// An anonymous client (no cookies, no redirects followed).
     pub client: reqwest::Client,
+    /// A logged-in viewer, used by `get`.
+    pub viewer: Session,
+    /// Every mounted route as `METHOD /uri`, for the route × role matrix.
+    pub routes: Vec<String>,
     pub dir: tempfile::TempDir,
     shutdown: rocket::Shutdown,
+}
+
+/// The password every test user gets.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A logged-in client: its cookie jar holds the session, `csrf` is the session's form token.
+#[derive(Clone)]
+pub struct Session {
+    pub client: reqwest::Client,
+    pub csrf: String,
+    pub base: String,
+}
+
+impl Session {
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let res = self.client.get(format!("{}{}", self.base, path)).send().await.expect("request");
+        (res.status().as_u16(), res.text().await.unwrap_or_default())
+    }
+
+    /// POSTs a form; the CSRF token is added unless the form has one already.
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        if !fields.iter().any(|(k, _)| *k == "csrf_token") {
+            fields.push(("csrf_token", &self.csrf));
+        }
+        self.client
+            .post(format!("{}{}", self.base, path))
+            .form(&fields)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The flash message shown after following a redirect to `location`.
+    pub async fn flash_at(&self, location: &str) -> String {
+        let (_, html) = self.get(location).await;
+        html.split("id=\"flash\">")
+            .nth(1)
+            .and_then(|s| s.split("</p>").next())
+            .map(unescape)
+            .unwrap_or_default()
+    }
+}
+
+/// A client with a cookie jar that does not follow redirects.
+pub fn cookie_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// The CSRF token in a page's forms.
+pub fn csrf_in(html: &str) -> Option<String> {
+    let start = html.find("name=\"csrf_token\" value=\"")? + "name=\"csrf_token\" value=\"".len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_string())
+}
+
+/// Creates a user directly in the database (the CLI and the Users page do the same).
+pub async fn add_user(pool: &SqlitePool, name: &str, role: &str) {
+    let role = vmdeck::auth::Role::parse(role).expect("role");
+    vmdeck::auth::users::add(pool, name, role, PASSWORD.to_string(), false)
+        .await
+        .expect("add user");
+}
+
+/// Logs in through the real login form.
+pub async fn login(base: &str, name: &str, password: &str) -> Result<Session, (u16, String)> {
+    let client = cookie_client();
+    let res = client
+        .post(format!("{base}/login"))
+        .form(&[("username", name), ("password", password)])
+        .send()
+        .await
+        .expect("login request");
+    if res.status().as_u16() != 303 {
+        let status = res.status().as_u16();
+        return Err((status, res.text().await.unwrap_or_default()));
+    }
+    let html = client.get(format!("{base}/audit")).send().await.unwrap().text().await.unwrap();
+    let csrf = csrf_in(&html).expect("a logged-in page carries a CSRF token");
+    Ok(Session { client, csrf, base: base.to_string() })
 }
 
 pub struct AppOptions {
@@ -76,20 +159,12 @@ pub struct AppOptions {
 impl Default for AppOptions {
     fn default() -> Self {
         // A long interval: the first poll runs at liftoff, tests drive the rest with `poll`.
-        AppOptions {
-            hosts: Vec::new(),
-            poll_interval_secs: 3600,
-            call_timeout_secs: 10,
-        }
+        AppOptions { hosts: Vec::new(), poll_interval_secs: 3600, call_timeout_secs: 10 }
     }
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The figment tests use: Rocket's defaults plus the given values, no Rocket.toml, no env.
@@ -99,10 +174,7 @@ pub fn test_figment(dir: &Path, opts: &AppOptions, port: u16) -> Figment {
         .merge(("address", "127.0.0.1"))
         .merge(("log_level", "off"))
         .merge(("cli_colors", false))
-        .merge((
-            "database_url",
-            format!("sqlite://{}/vmdeck.db", dir.display()),
-        ))
+        .merge(("database_url", format!("sqlite://{}/vmdeck.db", dir.display())))
         .merge(("poll_interval_secs", opts.poll_interval_secs))
         .merge(("call_timeout_secs", opts.call_timeout_secs))
         .merge(("hosts", opts.hosts.clone()))
@@ -114,6 +186,7 @@ pub async fn spawn_app(opts: AppOptions) -> TestApp {
     let rocket =
         vmdeck::build(test_figment(dir.path(), &opts, port)).expect("valid test configuration");
     let rocket = rocket.ignite().await.expect("ignite");
+    let routes = rocket.routes().map(|r| format!("{} {}", r.method, r.uri)).collect();
     let pool = rocket.state::<Db>().expect("db state").0.clone();
     let hosts = rocket.state::<Arc<Hosts>>().expect("hosts state").clone();
     let shutdown = rocket.shutdown();
@@ -130,37 +203,32 @@ pub async fn spawn_app(opts: AppOptions) -> TestApp {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let app = TestApp {
-        base,
-        pool,
-        hosts,
-        client,
-        dir,
-        shutdown,
-    };
+    add_user(&pool, "viewer", "viewer").await;
+    let viewer =
+        login(&base, "viewer", PASSWORD).await.unwrap_or_else(|e| panic!("viewer login: {e:?}"));
+    let app = TestApp { base, pool, hosts, client, viewer, routes, dir, shutdown };
     app.wait_for_first_polls().await;
     app
 }
 
 impl TestApp {
-    /// GET a path; returns status and body.
+    /// GET a path as the logged-in viewer; returns status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let res = self
-            .client
-            .get(format!("{}{}", self.base, path))
-            .send()
+        self.viewer.get(path).await
+    }
+
+    /// Creates a user with `role` (named after it unless taken) and logs in as it.
+    pub async fn session(&self, role: &str) -> Session {
+        let name = format!("{role}-{}", vmdeck::auth::new_token()[..6].to_lowercase());
+        add_user(&self.pool, &name, role).await;
+        login(&self.base, &name, PASSWORD)
             .await
-            .expect("request");
-        let status = res.status().as_u16();
-        (status, res.text().await.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("login as {name}: {e:?}"))
     }
 
     /// Polls one host now, through the poller's own code path.
     pub async fn poll(&self, host: &str) -> PollOutcome {
-        let entry = self
-            .hosts
-            .get(host)
-            .unwrap_or_else(|| panic!("no host {host}"));
+        let entry = self.hosts.get(host).unwrap_or_else(|| panic!("no host {host}"));
         poller::poll_once(&self.pool, entry).await
     }
 

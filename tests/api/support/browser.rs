@@ -47,9 +47,7 @@ pub fn browser_tests_enabled() -> Result<(), String> {
 pub fn output_dir() -> PathBuf {
     match std::env::var_os("VMDECK_TEST_OUTPUT") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("test-output"),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-output"),
     }
 }
 
@@ -149,9 +147,7 @@ impl Browser {
                 ))
             }
         };
-        driver.session_id = client
-            .session_creation_response()
-            .map(|r| r.session_id().to_string());
+        driver.session_id = client.session_creation_response().map(|r| r.session_id().to_string());
         Ok(Browser { client, driver })
     }
 
@@ -251,13 +247,11 @@ impl Driver {
                 self.reaped = true;
                 let log = self.log_tail();
                 let msg = format!("chromedriver exited early ({status})\n{log}");
-                return Err(
-                    if log.contains("ddress already in use") || log.contains("bind") {
-                        SpawnError::PortTaken(msg)
-                    } else {
-                        SpawnError::Fatal(msg)
-                    },
-                );
+                return Err(if log.contains("ddress already in use") || log.contains("bind") {
+                    SpawnError::PortTaken(msg)
+                } else {
+                    SpawnError::Fatal(msg)
+                });
             }
             // The log line proves that *our* chromedriver owns the port (and not some other
             // process that took it after our probe).
@@ -345,19 +339,14 @@ impl Drop for Driver {
 fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| format!("cannot bind a loopback port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot read the bound port: {e}"))
+    listener.local_addr().map(|a| a.port()).map_err(|e| format!("cannot read the bound port: {e}"))
 }
 
 /// One `GET /status` to chromedriver; true when it reports `ready: true`.
 async fn status_ready(port: u16) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let probe = async {
-        let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .ok()?;
+        let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.ok()?;
         let req =
             format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
         stream.write_all(req.as_bytes()).await.ok()?;
@@ -377,10 +366,7 @@ async fn status_ready(port: u16) -> bool {
         let json: serde_json::Value = serde_json::from_slice(body).ok()?;
         json.pointer("/value/ready").and_then(|v| v.as_bool())
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), probe).await,
-        Ok(Some(true))
-    )
+    matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Some(true)))
 }
 
 /// The body of a complete HTTP response in `buf` (per its Content-Length), or None while more

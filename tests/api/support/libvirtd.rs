@@ -45,10 +45,10 @@ const INSTALL_HINT: &str = "run scripts/setup.sh --test (apt-get install libvirt
 /// set (the only way to skip).
 pub fn real_vm_tests_enabled() -> Result<(), String> {
     match std::env::var("VMDECK_SKIP_REAL_VM") {
-        Ok(v) if v.trim() == "1" => Err(
-            "VMDECK_SKIP_REAL_VM=1 is set: skipping tests that need a real libvirtd and QEMU"
-                .to_string(),
-        ),
+        Ok(v) if v.trim() == "1" => {
+            Err("VMDECK_SKIP_REAL_VM=1 is set: skipping tests that need a real libvirtd and QEMU"
+                .to_string())
+        }
         _ => Ok(()),
     }
 }
@@ -96,11 +96,7 @@ impl LibvirtDaemon {
             ));
         }
 
-        let user = if current_euid()? == 0 {
-            Some(ensure_daemon_user()?)
-        } else {
-            None
-        };
+        let user = if current_euid()? == 0 { Some(ensure_daemon_user()?) } else { None };
 
         let dir = tempfile::Builder::new()
             .prefix("vd")
@@ -174,19 +170,11 @@ impl LibvirtDaemon {
             return Err(format!("invalid VM name {name:?}"));
         }
         if vcpus == 0 || memory_mib == 0 || disk_mib == 0 {
-            return Err(format!(
-                "define_vm({name:?}): vcpus, memory_mib and disk_mib must be > 0"
-            ));
+            return Err(format!("define_vm({name:?}): vcpus, memory_mib and disk_mib must be > 0"));
         }
         let file_stem: String = name
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
             .collect();
         let disk = self.root.join("img").join(format!("{file_stem}.qcow2"));
         write_blank_qcow2(&disk, disk_mib * 1024 * 1024)
@@ -287,11 +275,7 @@ impl LibvirtDaemon {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            Err(format!(
-                "virsh {} failed ({}): {stderr}",
-                args.join(" "),
-                out.status
-            ))
+            Err(format!("virsh {} failed ({}): {stderr}", args.join(" "), out.status))
         }
     }
 
@@ -313,9 +297,7 @@ impl LibvirtDaemon {
             }
             None => Command::new("env"),
         };
-        cmd.args(&env)
-            .arg(&self.libvirtd)
-            .args(["--daemon", "--timeout", "0"]);
+        cmd.args(&env).arg(&self.libvirtd).args(["--daemon", "--timeout", "0"]);
         let stdio_log = self.root.join("libvirtd.stdio.log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -346,10 +328,7 @@ impl LibvirtDaemon {
             }
         };
         if !status.success() {
-            return Err(format!(
-                "libvirtd --daemon failed ({status}){}",
-                self.logs_tail()
-            ));
+            return Err(format!("libvirtd --daemon failed ({status}){}", self.logs_tail()));
         }
 
         let sock = self.socket_path();
@@ -363,10 +342,7 @@ impl LibvirtDaemon {
             }
             if let Some(pid) = read_pid_file(&run.join("libvirt/libvirtd.pid")) {
                 if !process_alive(pid) {
-                    return Err(format!(
-                        "libvirtd exited during start-up{}",
-                        self.logs_tail()
-                    ));
+                    return Err(format!("libvirtd exited during start-up{}", self.logs_tail()));
                 }
             }
             thread::sleep(Duration::from_millis(10));
@@ -412,11 +388,7 @@ impl LibvirtDaemon {
                 let lines: Vec<&str> = text.lines().collect();
                 let tail = &lines[lines.len().saturating_sub(15)..];
                 if !tail.is_empty() {
-                    s.push_str(&format!(
-                        "\n--- {} (tail) ---\n{}",
-                        p.display(),
-                        tail.join("\n")
-                    ));
+                    s.push_str(&format!("\n--- {} (tail) ---\n{}", p.display(), tail.join("\n")));
                 }
             }
         }
@@ -474,17 +446,9 @@ impl Drop for LibvirtDaemon {
 
 /// Looks a program up in $PATH and the usual sbin directories (a non-root PATH often lacks them).
 fn find_program(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    for d in [
-        "/usr/local/sbin",
-        "/usr/local/bin",
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-    ] {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    for d in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
         dirs.push(PathBuf::from(d));
     }
     dirs.into_iter()
@@ -504,10 +468,7 @@ fn qemu_driver_installed() -> bool {
         }
     }
     let existing: Vec<&PathBuf> = dirs.iter().filter(|d| d.is_dir()).collect();
-    existing.is_empty()
-        || existing
-            .iter()
-            .any(|d| d.join("libvirt_driver_qemu.so").exists())
+    existing.is_empty() || existing.iter().any(|d| d.join("libvirt_driver_qemu.so").exists())
 }
 
 fn current_euid() -> Result<u32, String> {
@@ -523,21 +484,13 @@ fn current_euid() -> Result<u32, String> {
 
 fn lookup_user(name: &str) -> Option<DaemonUser> {
     let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id")
-            .args([flag, name])
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
+        let out = Command::new("id").args([flag, name]).stderr(Stdio::null()).output().ok()?;
         if !out.status.success() {
             return None;
         }
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     };
-    Some(DaemonUser {
-        name: name.to_string(),
-        uid: id("-u")?,
-        gid: id("-g")?,
-    })
+    Some(DaemonUser { name: name.to_string(), uid: id("-u")?, gid: id("-g")? })
 }
 
 /// Creates the plain user `vmtest` if needed. Idempotent and safe against concurrent callers
@@ -567,9 +520,7 @@ fn ensure_daemon_user() -> Result<DaemonUser, String> {
         // Most likely another process holds the passwd lock: wait and retry.
         thread::sleep(Duration::from_millis(100 + 50 * attempt));
     }
-    Err(format!(
-        "cannot create user {DAEMON_USER} with useradd: {last_err}"
-    ))
+    Err(format!("cannot create user {DAEMON_USER} with useradd: {last_err}"))
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
@@ -592,10 +543,7 @@ fn shared_caps_cache(user: Option<&DaemonUser>) -> Option<PathBuf> {
         Some(u) => format!("uid{}", u.uid),
         None => "self".to_string(),
     };
-    Some(
-        base.join("vmdeck-tests")
-            .join(format!("qemu-capabilities-{who}")),
-    )
+    Some(base.join("vmdeck-tests").join(format!("qemu-capabilities-{who}")))
 }
 
 /// Best effort: copies `*.xml` from one directory into another.
@@ -646,9 +594,7 @@ fn save_caps_cache(from: &Path, shared: &Path) {
 
 /// Runs a short-lived command with a time limit, capturing stdout and stderr.
 fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
@@ -687,20 +633,11 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, Strin
     };
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
+    Ok(Output { status, stdout, stderr })
 }
 
 fn read_pid_file(path: &Path) -> Option<u32> {
-    fs::read_to_string(path)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&p| p > 1)
+    fs::read_to_string(path).ok()?.trim().parse().ok().filter(|&p| p > 1)
 }
 
 /// State letter from /proc/PID/stat ('Z' for a zombie), None if the process is gone.
@@ -716,21 +653,14 @@ fn process_alive(pid: u32) -> bool {
 }
 
 fn process_comm(pid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim().to_string())
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
 }
 
 /// SIGKILL through the shell's `kill` builtin (std has no kill(2) for foreign pids and this
 /// crate forbids unsafe code).
 fn signal_kill(pid: u32) {
     let _ = Command::new("sh")
-        .args([
-            "-c",
-            "kill -KILL \"$1\" 2>/dev/null",
-            "sh",
-            &pid.to_string(),
-        ])
+        .args(["-c", "kill -KILL \"$1\" 2>/dev/null", "sh", &pid.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -802,10 +732,7 @@ fn write_blank_qcow2(path: &Path, size: u64) -> io::Result<()> {
     let l1_clusters = (l1_size * 8).div_ceil(CS);
     let total_clusters = 3 + l1_clusters; // header, refcount table, refcount block, L1
     if l1_size > u64::from(u32::MAX) || total_clusters > CS / 2 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "disk too large",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "disk too large"));
     }
     let (reftable_off, refblock_off, l1_off) = (CS, 2 * CS, 3 * CS);
 
@@ -835,10 +762,7 @@ fn write_blank_qcow2(path: &Path, size: u64) -> io::Result<()> {
         refblock[c * 2..c * 2 + 2].copy_from_slice(&1u16.to_be_bytes());
     }
 
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).open(path)?;
     let mut image = vec![0u8; (3 * CS) as usize];
     image[..header.len()].copy_from_slice(&header);
     image[reftable_off as usize..reftable_off as usize + 8]

@@ -1,0 +1,255 @@
+//! The Users page (admins): add users, change roles and passwords, remove users. The same
+//! operations exist on the command line (`vmdeck user ...`).
+
+use rocket::form::FromForm;
+use rocket::request::FlashMessage;
+use rocket::response::{Flash, Redirect};
+use rocket::{Route, State};
+use rocket_dyn_templates::Template;
+use serde::Serialize;
+
+use super::users::{self, UserError};
+use super::{Admin, Chrome, Csrf, CsrfForm, Role};
+use crate::audit::store::{self as audit, kind, status};
+use crate::config::Settings;
+use crate::db::Db;
+use crate::error::AppError;
+use crate::view;
+
+pub fn routes() -> Vec<Route> {
+    rocket::routes![users_page, add_user, change_role, change_password, remove_confirm, remove_user]
+}
+
+#[derive(Serialize)]
+struct UserView {
+    name: String,
+    role: String,
+    demo: bool,
+    created: String,
+    is_me: bool,
+}
+
+#[derive(Serialize)]
+struct UsersPage {
+    title: &'static str,
+    chrome: Chrome,
+    users: Vec<UserView>,
+    roles: [&'static str; 3],
+}
+
+#[rocket::get("/users")]
+async fn users_page(
+    me: Admin<'_>,
+    db: &State<Db>,
+    settings: &State<Settings>,
+    flash: Option<FlashMessage<'_>>,
+) -> Result<Template, AppError> {
+    let list = users::list(&db.0).await?;
+    Ok(Template::render(
+        "users/list",
+        UsersPage {
+            title: "Users",
+            chrome: Chrome::new(me.0, flash, settings),
+            users: list
+                .into_iter()
+                .map(|u| UserView {
+                    is_me: u.id == me.0.id,
+                    name: u.name,
+                    role: u.role,
+                    demo: u.demo,
+                    created: view::absolute(u.created_at),
+                })
+                .collect(),
+            roles: ["viewer", "operator", "admin"],
+        },
+    ))
+}
+
+fn back(result: Result<String, UserError>) -> Flash<Redirect> {
+    match result {
+        Ok(msg) => Flash::success(Redirect::to("/users"), msg),
+        Err(e) => Flash::error(Redirect::to("/users"), format!("Not done: {e}.")),
+    }
+}
+
+fn parse_role(role: &str) -> Result<Role, UserError> {
+    Role::parse(role).ok_or_else(|| {
+        UserError::Invalid(format!("unknown role {role:?} (viewer, operator or admin)"))
+    })
+}
+
+#[derive(FromForm)]
+struct AddForm {
+    #[field(default = String::new())]
+    csrf_token: String,
+    #[field(default = String::new())]
+    name: String,
+    #[field(default = String::new())]
+    role: String,
+    #[field(default = String::new())]
+    password: String,
+    #[field(default = String::new())]
+    password_again: String,
+}
+
+macro_rules! csrf_form {
+    ($($t:ty),*) => {$(
+        impl CsrfForm for $t {
+            fn csrf_token(&self) -> &str {
+                &self.csrf_token
+            }
+        }
+    )*};
+}
+csrf_form!(AddForm, RoleForm, PasswordForm, RemoveForm);
+
+#[rocket::post("/users", data = "<form>")]
+async fn add_user(me: Admin<'_>, form: Csrf<AddForm>, db: &State<Db>) -> Flash<Redirect> {
+    let f = form.0;
+    let name = f.name.trim().to_string();
+    let result = async {
+        let role = parse_role(&f.role)?;
+        if f.password != f.password_again {
+            return Err(UserError::Invalid("the two passwords differ".into()));
+        }
+        users::add(&db.0, &name, role, f.password, false).await?;
+        audit::event_logged(
+            &db.0,
+            kind::USER_ADDED,
+            &me.0.actor(),
+            status::OK,
+            Some(role.as_str()),
+            Some(&name),
+        )
+        .await;
+        Ok(format!("User {name} added as {}.", role.as_str()))
+    }
+    .await;
+    back(result)
+}
+
+#[derive(FromForm)]
+struct RoleForm {
+    #[field(default = String::new())]
+    csrf_token: String,
+    #[field(default = String::new())]
+    role: String,
+}
+
+#[rocket::post("/users/<name>/role", data = "<form>")]
+async fn change_role(
+    me: Admin<'_>,
+    name: &str,
+    form: Csrf<RoleForm>,
+    db: &State<Db>,
+) -> Flash<Redirect> {
+    let result = async {
+        let role = parse_role(&form.0.role)?;
+        users::set_role(&db.0, name, role).await?;
+        audit::event_logged(
+            &db.0,
+            kind::ROLE_CHANGED,
+            &me.0.actor(),
+            status::OK,
+            Some(role.as_str()),
+            Some(name),
+        )
+        .await;
+        Ok(format!("{name} is now {}.", role.as_str()))
+    }
+    .await;
+    back(result)
+}
+
+#[derive(FromForm)]
+struct PasswordForm {
+    #[field(default = String::new())]
+    csrf_token: String,
+    #[field(default = String::new())]
+    password: String,
+    #[field(default = String::new())]
+    password_again: String,
+}
+
+#[rocket::post("/users/<name>/password", data = "<form>")]
+async fn change_password(
+    me: Admin<'_>,
+    name: &str,
+    form: Csrf<PasswordForm>,
+    db: &State<Db>,
+) -> Flash<Redirect> {
+    let f = form.0;
+    let result = async {
+        if f.password != f.password_again {
+            return Err(UserError::Invalid("the two passwords differ".into()));
+        }
+        users::set_password(&db.0, name, f.password).await?;
+        audit::event_logged(
+            &db.0,
+            kind::PASSWORD_CHANGED,
+            &me.0.actor(),
+            status::OK,
+            None,
+            Some(name),
+        )
+        .await;
+        Ok(format!("Password of {name} changed; their sessions were ended."))
+    }
+    .await;
+    // Changing one's own password ends one's own session too.
+    if name == me.0.name {
+        return Flash::success(Redirect::to("/login"), "Password changed: log in again.");
+    }
+    back(result)
+}
+
+#[derive(Serialize)]
+struct RemovePage {
+    title: String,
+    chrome: Chrome,
+    name: String,
+}
+
+#[rocket::get("/users/<name>/remove")]
+async fn remove_confirm(
+    me: Admin<'_>,
+    name: &str,
+    db: &State<Db>,
+    settings: &State<Settings>,
+) -> Result<Template, AppError> {
+    let exists = users::credentials(&db.0, name).await?.is_some();
+    if !exists {
+        return Err(AppError::NotFound(format!("There is no user named {name:?}.")));
+    }
+    Ok(Template::render(
+        "users/remove",
+        RemovePage {
+            title: format!("Remove {name}?"),
+            chrome: Chrome::new(me.0, None, settings),
+            name: name.to_string(),
+        },
+    ))
+}
+
+#[derive(FromForm)]
+struct RemoveForm {
+    #[field(default = String::new())]
+    csrf_token: String,
+}
+
+#[rocket::post("/users/<name>/remove", data = "<_form>")]
+async fn remove_user(
+    me: Admin<'_>,
+    name: &str,
+    _form: Csrf<RemoveForm>,
+    db: &State<Db>,
+) -> Flash<Redirect> {
+    let result = async {
+        users::remove(&db.0, name).await?;
+        audit::event_logged(&db.0, kind::USER_REMOVED, &me.0.actor(), status::OK, None, Some(name))
+            .await;
+        Ok(format!("User {name} removed; their sessions were ended."))
+    }
+    .await;
+    back(result)
+}

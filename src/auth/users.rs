@@ -1,0 +1,163 @@
+//! Accounts: one function per statement, shared by the Users page and the `vmdeck user` CLI.
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::password;
+use super::Role;
+use crate::db::now_ms;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub demo: bool,
+    pub created_at: i64,
+}
+
+/// Why an account change was refused, in words for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("there is no user named {0:?}")]
+    NotFound(String),
+    #[error("a user named {0:?} already exists")]
+    Exists(String),
+    #[error("the last admin cannot be removed or demoted")]
+    LastAdmin,
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A user name: 1-64 characters of letters, digits, `.`, `_`, `-`, `@`.
+pub fn check_name(name: &str) -> Result<(), UserError> {
+    let ok = (1..=64).contains(&name.chars().count())
+        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::Invalid(format!(
+            "{name:?} is not a valid user name (1-64 letters, digits, '.', '_', '-' or '@')"
+        )))
+    }
+}
+
+pub async fn count(pool: &SqlitePool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await
+}
+
+pub async fn list(pool: &SqlitePool) -> sqlx::Result<Vec<User>> {
+    sqlx::query_as(
+        "SELECT id, name, role, demo, created_at FROM users ORDER BY name COLLATE NOCASE",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The stored hash and role of a user, for login.
+pub async fn credentials(
+    pool: &SqlitePool,
+    name: &str,
+) -> sqlx::Result<Option<(i64, String, String, String)>> {
+    sqlx::query_as("SELECT id, name, password_hash, role FROM users WHERE name = ?")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn add(
+    pool: &SqlitePool,
+    name: &str,
+    role: Role,
+    password_text: String,
+    demo: bool,
+) -> Result<i64, UserError> {
+    check_name(name)?;
+    password::check_strength(&password_text).map_err(UserError::Invalid)?;
+    let hash = password::hash(password_text).await.map_err(UserError::Invalid)?;
+    let now = now_ms();
+    let res = sqlx::query_scalar(
+        "INSERT INTO users (name, password_hash, role, demo, created_at, password_changed_at)
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(name)
+    .bind(hash)
+    .bind(role.as_str())
+    .bind(demo)
+    .bind(now)
+    .bind(now)
+    .fetch_one(pool)
+    .await;
+    match res {
+        Ok(id) => Ok(id),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(UserError::Exists(name.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets a new password and ends every session of the user.
+pub async fn set_password(
+    pool: &SqlitePool,
+    name: &str,
+    password_text: String,
+) -> Result<(), UserError> {
+    password::check_strength(&password_text).map_err(UserError::Invalid)?;
+    let hash = password::hash(password_text).await.map_err(UserError::Invalid)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "UPDATE users SET password_hash = ?, password_changed_at = ?, demo = 0 WHERE name = ? RETURNING id",
+    )
+    .bind(hash)
+    .bind(now_ms())
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let id = id.ok_or_else(|| UserError::NotFound(name.to_string()))?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Changes a role; takes effect on the user's next request (roles are read per request).
+pub async fn set_role(pool: &SqlitePool, name: &str, role: Role) -> Result<(), UserError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let current: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let current = current.ok_or_else(|| UserError::NotFound(name.to_string()))?;
+    if current == "admin" && role != Role::Admin && admins(&mut tx).await? <= 1 {
+        return Err(UserError::LastAdmin);
+    }
+    sqlx::query("UPDATE users SET role = ? WHERE name = ?")
+        .bind(role.as_str())
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Removes a user; its sessions go with it (ON DELETE CASCADE).
+pub async fn remove(pool: &SqlitePool, name: &str) -> Result<(), UserError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let role = role.ok_or_else(|| UserError::NotFound(name.to_string()))?;
+    if role == "admin" && admins(&mut tx).await? <= 1 {
+        return Err(UserError::LastAdmin);
+    }
+    sqlx::query("DELETE FROM users WHERE name = ?").bind(name).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn admins(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetch_one(&mut **tx).await
+}

@@ -1,0 +1,326 @@
+//! Power control: the forms that start and stop VMs, one at a time or in bulk, and the lifecycle
+//! of each request. A request is persisted (`requested`) before anything is sent, then marked
+//! `sent`, `accepted` or `failed`, and finally `confirmed` once vmdeck observes the expected
+//! state (or `unconfirmed` after a deadline). Requests left pending by a crash are settled at
+//! the next start against the VM's actual state.
+
+mod routes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rocket::fairing::AdHoc;
+use sqlx::SqlitePool;
+use tokio::sync::Semaphore;
+
+use crate::audit::store::{self as audit, status, Actor, PowerRequest, RequestError};
+use crate::backend::{BackendError, PowerAction, PowerState};
+use crate::config::Settings;
+use crate::db::Db;
+use crate::poller::{self, HostEntry, Hosts};
+
+pub use routes::routes;
+
+/// Shared state for power control, managed by Rocket.
+pub struct Control {
+    pool: SqlitePool,
+    hosts: Arc<Hosts>,
+    /// Caps the actions sent to one host at the same time.
+    slots: HashMap<String, Arc<Semaphore>>,
+    confirm_timeout: Duration,
+}
+
+/// A VM as the control layer needs it.
+#[derive(Clone)]
+pub struct Target {
+    pub host: Arc<HostEntry>,
+    pub uuid: String,
+    pub name: String,
+    pub state: PowerState,
+}
+
+/// What happened to one request, for the flash message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The hypervisor accepted it; confirmation follows in the background.
+    Accepted,
+    /// Refused before anything was sent (already pending, not applicable...).
+    Refused(String),
+    /// The hypervisor refused it or could not be reached.
+    Failed(String),
+}
+
+impl Control {
+    pub fn new(pool: SqlitePool, hosts: Arc<Hosts>, settings: &Settings) -> Control {
+        let slots = hosts
+            .0
+            .iter()
+            .map(|h| {
+                (h.config.name.to_string(), Arc::new(Semaphore::new(settings.power_concurrency)))
+            })
+            .collect();
+        Control { pool, hosts, slots, confirm_timeout: settings.confirm_timeout }
+    }
+
+    /// Looks up a VM that is present on a configured host.
+    pub async fn target(&self, host: &str, uuid: &str) -> Result<Option<Target>, sqlx::Error> {
+        let Some(entry) = self.hosts.get(host) else { return Ok(None) };
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT v.name, v.state FROM vms v WHERE v.host_id = ? AND v.uuid = ? AND v.gone_at IS NULL",
+        )
+        .bind(entry.id)
+        .bind(uuid)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(name, state)| Target {
+            host: entry.clone(),
+            uuid: uuid.to_string(),
+            name,
+            state: PowerState::parse(&state).unwrap_or(PowerState::Unknown),
+        }))
+    }
+
+    /// Runs one power request through its lifecycle up to accepted/failed and starts the
+    /// confirmation watch. Never panics; every outcome is in the audit log.
+    pub async fn execute(&self, target: &Target, action: PowerAction, actor: &Actor) -> Outcome {
+        let request = PowerRequest {
+            actor,
+            host: target.host.config.name.as_str(),
+            vm_uuid: &target.uuid,
+            vm_name: &target.name,
+            action: action.as_str(),
+        };
+        if !action.applies_to(target.state) {
+            let why = format!(
+                "{} is not possible while {} is {}.",
+                action.label(),
+                target.name,
+                target.state.label()
+            );
+            return self.refuse(&request, why).await;
+        }
+        let id = match audit::power_requested(&self.pool, &request).await {
+            Ok(id) => id,
+            Err(RequestError::Pending) => {
+                let why = format!(
+                    "Another power action is still pending for {}; wait for it to settle.",
+                    target.name
+                );
+                return self.refuse(&request, why).await;
+            }
+            Err(RequestError::Db(e)) => {
+                tracing::error!("recording a power request failed: {e}");
+                return Outcome::Failed(
+                    "The request could not be recorded, so it was not sent.".into(),
+                );
+            }
+        };
+        let slot = self.slots.get(target.host.config.name.as_str()).cloned();
+        let _permit = match &slot {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        if let Err(e) = audit::power_sent(&self.pool, id).await {
+            tracing::error!("audit update failed: {e}");
+        }
+        let result = target.host.backend.power(&target.uuid, action).await;
+        match result {
+            Ok(()) => {
+                if let Err(e) = audit::power_accepted(&self.pool, id).await {
+                    tracing::error!("audit update failed: {e}");
+                }
+                let watch = Watch {
+                    pool: self.pool.clone(),
+                    host: target.host.clone(),
+                    uuid: target.uuid.clone(),
+                    action,
+                    id,
+                    deadline: self.confirm_timeout,
+                };
+                tokio::spawn(watch.run());
+                Outcome::Accepted
+            }
+            Err(e) => {
+                let message = describe(&e);
+                if let Err(db) =
+                    audit::power_settled(&self.pool, id, status::FAILED, Some(&message), None).await
+                {
+                    tracing::error!("audit update failed: {db}");
+                }
+                Outcome::Failed(message)
+            }
+        }
+    }
+}
+
+impl Control {
+    async fn refuse(&self, request: &PowerRequest<'_>, why: String) -> Outcome {
+        if let Err(e) = audit::power_refused(&self.pool, request, &why).await {
+            tracing::error!("recording a refused power request failed: {e}");
+        }
+        Outcome::Refused(why)
+    }
+}
+
+/// A backend error in words an operator can act on.
+fn describe(e: &BackendError) -> String {
+    match e {
+        BackendError::NoSuchVm => "The VM no longer exists on its host.".into(),
+        BackendError::InvalidState(m) => format!("The hypervisor refused: the VM is not in a state that allows it ({m})."),
+        BackendError::Timeout(d) => format!(
+            "The host did not answer within {} s; the action may still happen, vmdeck keeps watching the VM's state.",
+            d.as_secs()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Watches a VM after an accepted action until it reaches the expected state or time runs out.
+struct Watch {
+    pool: SqlitePool,
+    host: Arc<HostEntry>,
+    uuid: String,
+    action: PowerAction,
+    id: i64,
+    deadline: Duration,
+}
+
+impl Watch {
+    async fn settle(&self, outcome: &str, detail: Option<&str>) {
+        if let Err(e) = audit::power_settled(&self.pool, self.id, outcome, None, detail).await {
+            tracing::error!("settling a power request failed: {e}");
+        }
+    }
+
+    async fn run(self) {
+        let start = Instant::now();
+        let expected = self.action.expected_state();
+        // Quick checks first (most actions settle in well under a second), then slower ones.
+        let mut delays = [100u64, 200, 300, 500, 500, 1000, 1000, 2000].into_iter();
+        let mut last_seen: Option<PowerState> = None;
+        loop {
+            // The new state is stored before the entry settles, so the list never shows the
+            // action settled beside the old state. Only this VM's row is written: re-polling a
+            // 1,000-VM host for every action would be wasteful.
+            match self.host.backend.vm_state(&self.uuid).await {
+                Ok(s) => {
+                    self.host.record_state(&self.pool, &self.uuid, &s).await;
+                    if s.state == expected {
+                        self.settle(status::CONFIRMED, None).await;
+                        return;
+                    }
+                    last_seen = Some(s.state);
+                }
+                Err(BackendError::NoSuchVm) if expected == PowerState::ShutOff => {
+                    // A transient VM disappears when it stops: that is the stop.
+                    poller::poll_once(&self.pool, &self.host).await;
+                    self.settle(status::CONFIRMED, Some("the VM (transient) disappeared")).await;
+                    return;
+                }
+                Err(e) => tracing::debug!(vm = %self.uuid, "state check failed: {e}"),
+            }
+            if start.elapsed() >= self.deadline {
+                let secs = self.deadline.as_secs();
+                let detail = match last_seen {
+                    Some(s) => format!("after {secs} s the VM was still {}", s.label()),
+                    None => format!("the VM's state could not be read within {secs} s"),
+                };
+                self.settle(status::UNCONFIRMED, Some(&detail)).await;
+                return;
+            }
+            let wait = Duration::from_millis(delays.next().unwrap_or(3000));
+            tokio::time::sleep(
+                wait.min(self.deadline.saturating_sub(start.elapsed()) + Duration::from_millis(10)),
+            )
+            .await;
+        }
+    }
+}
+
+/// Settles requests a previous run left pending (it crashed or was killed): never sent ones
+/// failed, the others against the VM's actual state.
+pub async fn settle_leftovers(pool: &SqlitePool, hosts: &Hosts) {
+    let pending = match audit::pending_power(pool).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot read pending power requests: {e}");
+            return;
+        }
+    };
+    for p in pending {
+        let settled = if p.status == status::REQUESTED {
+            audit::power_settled(
+                pool,
+                p.id,
+                status::FAILED,
+                Some("vmdeck stopped before sending the request"),
+                None,
+            )
+            .await
+        } else {
+            let expected = PowerAction::parse(&p.action).map(PowerAction::expected_state);
+            let observed = match hosts.get(&p.host_name) {
+                Some(h) => {
+                    h.backend.vm_state(&p.vm_uuid).await.map(|s| s.state).map_err(|e| e.to_string())
+                }
+                None => Err(format!("host {} is no longer configured", p.host_name)),
+            };
+            match (expected, observed) {
+                (Some(exp), Ok(state)) if state == exp => {
+                    audit::power_settled(
+                        pool,
+                        p.id,
+                        status::CONFIRMED,
+                        None,
+                        Some("confirmed after vmdeck restarted"),
+                    )
+                    .await
+                }
+                (_, Ok(state)) => {
+                    let detail = format!(
+                        "vmdeck restarted before confirming; the VM was then {}",
+                        state.label()
+                    );
+                    audit::power_settled(pool, p.id, status::UNCONFIRMED, None, Some(&detail)).await
+                }
+                (_, Err(e)) => {
+                    let detail = format!(
+                        "vmdeck restarted before confirming; the state could not be read: {e}"
+                    );
+                    audit::power_settled(pool, p.id, status::UNCONFIRMED, None, Some(&detail)).await
+                }
+            }
+        };
+        match settled {
+            Ok(()) => {
+                tracing::info!(vm = %p.vm_name, action = %p.action, "settled a power request left pending by the previous run")
+            }
+            Err(e) => tracing::error!("settling a leftover request failed: {e}"),
+        }
+    }
+}
+
+/// Manages [`Control`] and settles leftovers at liftoff.
+pub fn stage() -> AdHoc {
+    AdHoc::on_ignite("Power control", |rocket| async move {
+        let (Some(db), Some(hosts), Some(settings)) =
+            (rocket.state::<Db>(), rocket.state::<Arc<Hosts>>(), rocket.state::<Settings>())
+        else {
+            return rocket;
+        };
+        let control = Control::new(db.0.clone(), hosts.clone(), settings);
+        rocket.manage(control).attach(AdHoc::on_liftoff(
+            "Settle pending power requests",
+            |rocket| {
+                Box::pin(async move {
+                    if let (Some(db), Some(hosts)) =
+                        (rocket.state::<Db>(), rocket.state::<Arc<Hosts>>())
+                    {
+                        settle_leftovers(&db.0, hosts).await;
+                    }
+                })
+            },
+        ))
+    })
+}
