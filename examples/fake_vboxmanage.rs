@@ -303,7 +303,7 @@ fn take_fault(state: &mut State, words: &[&str]) -> (Option<Behaviour>, bool) {
     };
     let Some(i) = state.faults.iter().position(|f| {
         (verb == f.command || verb.starts_with(&format!("{} ", f.command)))
-            && f.vm.as_deref().map_or(true, |u| Some(u) == vm)
+            && f.vm.as_deref().is_none_or(|u| Some(u) == vm)
     }) else {
         return (None, false);
     };

@@ -588,7 +588,20 @@ mod tests {
 
     fn settings(toml: &str) -> Result<Settings, ConfigError> {
         use rocket::figment::providers::{Format, Toml};
-        Settings::from_figment(&Figment::from(Toml::string(toml)))
+        // The debug profile, where no secret key is required.
+        Settings::from_figment(&Figment::from(Toml::string(toml)).select("debug"))
+    }
+
+    #[test]
+    fn a_secret_key_is_required_outside_the_debug_profile() {
+        use rocket::figment::providers::{Format, Toml};
+        let release = Figment::from(Toml::string("poll_interval_secs = 5")).select("release");
+        let err = Settings::from_figment(&release).unwrap_err();
+        assert_eq!(err.key, "secret_key");
+        assert!(err.message.contains("openssl rand -base64 32"), "{}", err.message);
+        let with_key = release.merge(("secret_key", "x".repeat(44)));
+        assert!(Settings::from_figment(&with_key).is_ok());
+        assert!(settings("poll_interval_secs = 5").is_ok(), "debug needs no key");
     }
 
     #[test]

@@ -330,7 +330,7 @@ pub struct Counters {
 
 /// Sorts addresses IPv4 first, then IPv6, each in address order: the order the list shows.
 pub fn sort_addresses(addrs: &mut [IpAddress]) {
-    addrs.sort_by(|a, b| (a.addr.is_ipv6(), a.addr).cmp(&(b.addr.is_ipv6(), b.addr)));
+    addrs.sort_by_key(|a| (a.addr.is_ipv6(), a.addr));
 }
 
 /// Builds the backend for a configured host.

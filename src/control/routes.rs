@@ -93,6 +93,7 @@ fn warning(action: PowerAction) -> &'static str {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // route parameters and guards
 #[rocket::get("/vms/<host>/<uuid>/power/confirm?<action>&<back>")]
 async fn confirm_page(
     user: Operator<'_>,

@@ -345,7 +345,9 @@ async fn bad_input_gets_a_clear_answer_and_nothing_half_done() {
     let app = breadth_app().await;
     let op = app.session("operator").await;
     let uuid = uuid_of(&app, "br-running").await;
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+    // (path, form, expected status, expected text)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (format!("/vms/lab/{uuid}/power"), vec![("action", "explode")], 400, "Unknown action"),
         (format!("/vms/lab/{uuid}/power"), vec![], 400, "Unknown action"),
         (
