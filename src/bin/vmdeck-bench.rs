@@ -243,7 +243,7 @@ async fn main() {
         + std::fs::metadata(dir.path().join("bench.db-wal")).map(|m| m.len()).unwrap_or(0);
     println!("database after {} polls: {:.1} MiB", args.polls, db_size as f64 / 1048576.0);
 
-    control_figures(port, &pool, &hosts, &uri, args.domains, cap).await;
+    control_figures(port, &pool, &uri, args.domains, cap).await;
     exporter(&uri, args.scrapes).await;
     shutdown.notify();
 }
@@ -423,7 +423,6 @@ fn login(port: u16, user: &str, password: &str) -> (Http, String) {
 async fn control_figures(
     port: u16,
     pool: &sqlx::SqlitePool,
-    hosts: &Hosts,
     uri: &str,
     domains: usize,
     cap: usize,
@@ -448,7 +447,6 @@ async fn control_figures(
         println!("\n## Power control: skipped (needs 100 running VMs, have {})", running.len());
         return;
     }
-    let host = hosts.get("bench").unwrap();
     let (single, bulk) = running.split_at(50);
     let bulk = &bulk[..50];
 
