@@ -68,6 +68,9 @@ CREATE INDEX vm_configs_by_vm ON vm_configs(vm_id, valid_from);
 -- One sample per VM per successful poll. Counters are cumulative as the hypervisor reports
 -- them; rates are derived at write time from the previous sample of the same VM (NULL when
 -- there is none, when the VM is not running, or when a counter went backwards).
+-- Clustered by time, not by VM: a poll's rows then land together at the end of the table
+-- (a few pages per poll) instead of one page per VM, which made a 1,000-VM poll's write cost
+-- grow with history (measured: 1.45x the bare libvirt calls after 20 polls, 1.82x after 100).
 CREATE TABLE samples (
     vm_id            INTEGER NOT NULL REFERENCES vms(id),
     ts               INTEGER NOT NULL,
@@ -83,7 +86,7 @@ CREATE TABLE samples (
     disk_write_bps   REAL,
     net_rx_bps       REAL,
     net_tx_bps       REAL,
-    PRIMARY KEY (vm_id, ts)
+    PRIMARY KEY (ts, vm_id)
 ) WITHOUT ROWID;
 
 -- IP address history: one row per address per stretch of time a VM held it.

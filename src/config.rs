@@ -245,7 +245,6 @@ struct RawSettings {
     audit_retention_days: Option<u32>,
     confirm_timeout_secs: Option<u64>,
     power_concurrency_per_host: Option<usize>,
-    secret_key: Option<serde::de::IgnoredAny>,
     tls: Option<serde::de::IgnoredAny>,
 }
 
@@ -425,7 +424,22 @@ impl Settings {
         // Rocket generates a throwaway key in the debug profile; anywhere else sessions must
         // survive restarts and cookies must not be forgeable, so a key is required.
         let profile = figment.profile().as_str().to_string();
-        if raw.secret_key.is_none() && profile != "debug" {
+        // Rocket's own defaults carry an all-zero key, so "present" is not enough.
+        let key_provided = match figment.find_value("secret_key") {
+            Err(_) => false,
+            Ok(_) => match figment.extract_inner::<rocket::config::SecretKey>("secret_key") {
+                Ok(k) => !k.is_zero(),
+                Err(e) => {
+                    return Err(ConfigError::new(
+                        "secret_key",
+                        format!(
+                            "not a valid key ({e}); generate one with: openssl rand -base64 32"
+                        ),
+                    ))
+                }
+            },
+        };
+        if !key_provided && profile != "debug" {
             return Err(ConfigError::new(
                 "secret_key",
                 format!(
@@ -599,8 +613,15 @@ mod tests {
         let err = Settings::from_figment(&release).unwrap_err();
         assert_eq!(err.key, "secret_key");
         assert!(err.message.contains("openssl rand -base64 32"), "{}", err.message);
-        let with_key = release.merge(("secret_key", "x".repeat(44)));
+        let with_key =
+            release.clone().merge(("secret_key", "zigPkurot95C917dq3dz79gOu5QscfJH/hFs20Jrvyw="));
         assert!(Settings::from_figment(&with_key).is_ok());
+        let bad = release.clone().merge(("secret_key", "too short"));
+        assert!(Settings::from_figment(&bad).unwrap_err().message.contains("not a valid key"));
+        // Rocket's default configuration carries an all-zero key: not a key.
+        let zero =
+            Figment::from(rocket::Config::release_default()).merge(("poll_interval_secs", 5));
+        assert_eq!(Settings::from_figment(&zero).unwrap_err().key, "secret_key");
         assert!(settings("poll_interval_secs = 5").is_ok(), "debug needs no key");
     }
 

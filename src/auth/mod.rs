@@ -563,16 +563,27 @@ impl Chrome {
 /// At startup: with no users, say how to create the first admin; in the demo, create one with a
 /// generated password printed once.
 pub async fn first_run(pool: &SqlitePool, demo: bool) {
-    match users::count(pool).await {
-        Ok(0) if demo => {
-            let password = new_token()[..16].to_string();
-            match users::add(pool, "admin", Role::Admin, password.clone(), true).await {
-                Ok(_) => tracing::warn!(
-                    "DEMO: created user `admin` with password `{password}` (demo only, shown once; change it with `vmdeck user passwd admin`)"
-                ),
-                Err(e) => tracing::error!("could not create the demo admin: {e}"),
+    if demo {
+        // The demo's admin gets a fresh password at every start (printed once), as long as
+        // nobody has set one of their own; the demo's sessions and data are throwaway anyway.
+        let password = new_token()[..16].to_string();
+        let outcome = match users::reset_demo_password(pool, "admin", password.clone()).await {
+            Ok(true) => Ok(()),
+            Ok(false) if users::count(pool).await.unwrap_or(1) == 0 => {
+                users::add(pool, "admin", Role::Admin, password.clone(), true).await.map(|_| ())
             }
+            Ok(false) => return,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => tracing::warn!(
+                "DEMO: created user `admin` with password `{password}` (demo only, shown once; set your own with `vmdeck user passwd admin`)"
+            ),
+            Err(e) => tracing::error!("could not set up the demo admin: {e}"),
         }
+        return;
+    }
+    match users::count(pool).await {
         Ok(0) => tracing::warn!(
             "No users yet: create the first admin with `vmdeck user add NAME --role admin` (the password is read from the terminal or stdin)"
         ),

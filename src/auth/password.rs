@@ -3,6 +3,8 @@
 
 use std::sync::OnceLock;
 
+use tokio::sync::Semaphore;
+
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -36,7 +38,18 @@ pub fn hash_blocking(password: &str) -> Result<String, String> {
         .map_err(|e| format!("hashing failed: {e}"))
 }
 
+/// Argon2 is made to be expensive; left alone, ten logins at once take every core and page
+/// loads wait behind them. Hashing runs on at most all cores but one.
+fn hashing_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Semaphore::new(cores.saturating_sub(1).max(1))
+    })
+}
+
 pub async fn hash(password: String) -> Result<String, String> {
+    let _slot = hashing_slots().acquire().await.map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || hash_blocking(&password))
         .await
         .map_err(|e| format!("hashing failed: {e}"))?
@@ -52,6 +65,7 @@ fn dummy_hash() -> &'static str {
 /// Verifies `password` against `stored`, or against a dummy hash when `stored` is None.
 /// Returns true only for a real match.
 pub async fn verify(password: String, stored: Option<String>) -> bool {
+    let Ok(_slot) = hashing_slots().acquire().await else { return false };
     tokio::task::spawn_blocking(move || {
         let exists = stored.is_some();
         let hash = stored.unwrap_or_else(|| dummy_hash().to_string());

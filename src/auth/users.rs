@@ -122,6 +122,25 @@ pub async fn set_password(
     Ok(())
 }
 
+/// Gives the demo's generated admin a new password, if it still is the demo account (its
+/// password was never changed). Returns false when there is no such account.
+pub async fn reset_demo_password(
+    pool: &SqlitePool,
+    name: &str,
+    password_text: String,
+) -> Result<bool, UserError> {
+    let hash = password::hash(password_text).await.map_err(UserError::Invalid)?;
+    let done = sqlx::query(
+        "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE name = ? AND demo = 1",
+    )
+    .bind(hash)
+    .bind(now_ms())
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Changes a role; takes effect on the user's next request (roles are read per request).
 pub async fn set_role(pool: &SqlitePool, name: &str, role: Role) -> Result<(), UserError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;

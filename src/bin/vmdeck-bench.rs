@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use clap::Parser;
 use rocket::figment::Figment;
 use vmdeck::config::{Driver, HostConfig, HostName, HostUri};
@@ -93,9 +95,18 @@ fn rss_kib() -> u64 {
 }
 
 /// One HTTP/1.1 GET over a fresh connection; returns (status, server-timing ms, body length).
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Option<f64>, usize)> {
+fn http_get(
+    port: u16,
+    path: &str,
+    cookies: &[(String, String)],
+) -> std::io::Result<(u16, Option<f64>, usize)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let jar: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: {}\r\n\r\n",
+        jar.join("; ")
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
@@ -135,6 +146,7 @@ async fn main() {
     let figment = Figment::from(rocket::Config::release_default())
         .merge(("port", port))
         .merge(("log_level", "off"))
+        .merge(("secret_key", common::secret_key()))
         .merge(("database_url", format!("sqlite://{}/bench.db", dir.path().display())))
         .merge(("poll_interval_secs", 3600))
         .merge((
@@ -208,6 +220,19 @@ async fn main() {
         full_med / bare_med
     );
 
+    const PASSWORD: &str = "bench password 1";
+    vmdeck::auth::users::add(
+        &pool,
+        "bench-op",
+        vmdeck::auth::Role::Operator,
+        PASSWORD.into(),
+        false,
+    )
+    .await
+    .expect("bench user");
+    let (viewer, _) =
+        tokio::task::spawn_blocking(move || login(port, "bench-op", PASSWORD)).await.unwrap();
+    let cookies = viewer.cookies.clone();
     for (path, what) in [
         ("/vms", "default page (first 100 rows, sorted by name)"),
         ("/vms?per_page=all", "every row on one page"),
@@ -217,10 +242,13 @@ async fn main() {
         let mut bytes = 0;
         for _ in 0..args.requests {
             let t = Instant::now();
-            let (status, timing, len) = tokio::task::spawn_blocking(move || http_get(port, path))
-                .await
-                .unwrap()
-                .expect("GET /vms");
+            let (status, timing, len) = tokio::task::spawn_blocking({
+                let jar = cookies.clone();
+                move || http_get(port, path, &jar)
+            })
+            .await
+            .unwrap()
+            .expect("GET /vms");
             client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(status, 200);
             server_ms.push(timing.expect("Server-Timing header"));
@@ -264,7 +292,7 @@ async fn exporter(uri: &str, scrapes: usize) {
     let mut times = Vec::new();
     let mut ready = false;
     for _ in 0..100 {
-        if http_get(port, "/").is_ok() {
+        if http_get(port, "/", &[]).is_ok() {
             ready = true;
             break;
         }
@@ -274,7 +302,10 @@ async fn exporter(uri: &str, scrapes: usize) {
         let mut size = 0;
         for _ in 0..scrapes {
             let t = Instant::now();
-            match tokio::task::spawn_blocking(move || http_get(port, "/metrics")).await.unwrap() {
+            match tokio::task::spawn_blocking(move || http_get(port, "/metrics", &[]))
+                .await
+                .unwrap()
+            {
                 Ok((200, _, len)) => {
                     times.push(t.elapsed().as_secs_f64() * 1000.0);
                     size = len;
@@ -427,16 +458,7 @@ async fn control_figures(
     domains: usize,
     cap: usize,
 ) {
-    const PASSWORD: &str = "bench password 1";
-    vmdeck::auth::users::add(
-        pool,
-        "bench-op",
-        vmdeck::auth::Role::Operator,
-        PASSWORD.into(),
-        false,
-    )
-    .await
-    .expect("bench user");
+    const PASSWORD: &str = "bench password 1"; // created for the render figures
     let running: Vec<String> = sqlx::query_scalar(
         "SELECT uuid FROM vms WHERE state = 'running' AND gone_at IS NULL ORDER BY name",
     )

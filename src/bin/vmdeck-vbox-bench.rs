@@ -11,6 +11,8 @@
 //!
 //! Run: `cargo run --release --bin vmdeck-vbox-bench -- [--vms 100] [--polls 20]`
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -109,6 +111,7 @@ async fn main() {
     // The full path: the poller's own poll, recorded in SQLite.
     let full_stand = Stand::new(scratch.path(), "full", &fake, args.vms);
     let figment = Figment::from(rocket::Config::release_default())
+        .merge(("secret_key", common::secret_key()))
         .merge(("port", free_port()))
         .merge(("log_level", "off"))
         .merge(("database_url", format!("sqlite://{}/bench.db", scratch.path().display())))

@@ -740,7 +740,7 @@ fn vm_view(e: Entry, now: i64, operator: bool, pending: Option<String>, back: &s
         None => (
             format!("for {}", view::duration_words(now - r.state_since)),
             format!(
-                "{} since {} (libvirt: {}, reason: {})",
+                "{} since {} (hypervisor state: {}, reason: {})",
                 e.state.label(),
                 view::absolute(r.state_since),
                 r.raw_state,

@@ -563,7 +563,7 @@ async fn insert_samples(
                 .push_bind(s.rates.net_tx_bps);
         });
         // Two polls of one host in the same millisecond would collide; keep the first.
-        qb.push(" ON CONFLICT (vm_id, ts) DO NOTHING");
+        qb.push(" ON CONFLICT (ts, vm_id) DO NOTHING");
         qb.build().execute(&mut **tx).await?;
     }
     Ok(())

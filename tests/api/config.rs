@@ -143,3 +143,48 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
     assert!(page.contains("unreachable"), "the page shows the failing host");
     assert!(page.contains("admin:***@127.0.0.1"), "the redacted URI is shown: {page}");
 }
+
+#[test]
+fn the_demo_prints_a_one_time_admin_password_that_logs_in() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("Rocket.toml"), "[default]\npoll_interval_secs = 60\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+        .current_dir(dir.path())
+        .env("ROCKET_CONFIG", dir.path().join("Rocket.toml"))
+        .env("ROCKET_PORT", port.to_string())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("with password `").nth(1) {
+                let _ = tx.send(rest.split('`').next().unwrap_or_default().to_string());
+            }
+        }
+    });
+    let password =
+        rx.recv_timeout(Duration::from_secs(30)).expect("the demo prints the admin password");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let page = rt.block_on(async {
+        let base = format!("http://127.0.0.1:{port}");
+        let mut session = None;
+        for _ in 0..100 {
+            if let Ok(s) = login(&base, "admin", &password).await {
+                session = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        session.expect("the printed password logs in").get("/vms").await.1
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(page.contains("DEMO") && page.contains("db-primary"), "the demo lab is shown");
+}
