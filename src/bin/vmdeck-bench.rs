@@ -544,7 +544,7 @@ async fn control_figures(
     // Most requests between sent and accepted at the same moment: the concurrency reached.
     let mut peak = 0;
     for (s, _) in &spans {
-        let overlapping = spans.iter().filter(|(s2, a2)| s2 <= s && a2 >= s).count();
+        let overlapping = spans.iter().filter(|(s2, a2)| s2 <= s && a2 > s).count();
         peak = peak.max(overlapping);
     }
     let busy_ms: i64 = spans.iter().map(|(s, a)| a - s).sum();

@@ -512,3 +512,51 @@ async fn libvirt_and_virtualbox_hosts_render_one_list() {
     let (_, by_ip) = app.get("/vms?q=192.168.1.57").await;
     assert_eq!(vm_names(&by_ip), vec!["web-01"]);
 }
+
+/// Waits for the newest power entry of a VM to settle; returns its status and error.
+async fn settled_power(app: &TestApp, uuid: &str) -> (String, Option<String>) {
+    for _ in 0..200 {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT status, error FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(uuid)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if let Some(r) = row.filter(|r| !["requested", "sent", "accepted"].contains(&r.0.as_str())) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the power request for {uuid} never settled");
+}
+
+#[tokio::test]
+async fn an_operator_stops_and_starts_a_virtualbox_vm_from_the_web_and_the_audit_log_joins_both_hosts() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![libvirt_host("lab", &breadth_uri()), fake.host("vbox")]).await;
+    let op = app.session("operator").await;
+    let web = lab_uuid(WEB);
+
+    // Through the form, the stand-in's real process, the confirmation watch and the audit log.
+    let res = op.post(&format!("/vms/vbox/{web}/power"), &[("action", "power_off"), ("confirm", "yes")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    assert_eq!(settled_power(&app, &web).await, ("confirmed".to_string(), None));
+    assert!(fake.calls().contains(&format!("controlvm {web} poweroff")));
+    let (state, raw, _) = stored_state(&app, &web).await;
+    assert_eq!((state.as_str(), raw.as_str()), ("shut_off", "poweroff"), "the list shows it at once");
+
+    op.post(&format!("/vms/vbox/{web}/power"), &[("action", "start")]).await;
+    assert_eq!(settled_power(&app, &web).await.0, "confirmed");
+    assert!(fake.calls().contains(&format!("startvm {web} --type headless")));
+
+    // A libvirt VM in the same session, then one audit log for both hosts.
+    let br: String = sqlx::query_scalar("SELECT uuid FROM vms WHERE name = 'br-running'").fetch_one(&app.pool).await.unwrap();
+    op.post(&format!("/vms/lab/{br}/power"), &[("action", "pause")]).await;
+    assert_eq!(settled_power(&app, &br).await.0, "confirmed");
+    let (_, html) = op.get("/audit?action=power_off").await;
+    assert!(html.contains(">vbox<"), "{html}");
+    let (_, html) = op.get("/audit?outcome=confirmed").await;
+    assert!(html.contains(">vbox<") && html.contains(">lab<"), "one log for both hosts");
+    assert_eq!(html.matches("<tr data-id").count(), 3);
+}
