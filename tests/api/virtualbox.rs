@@ -523,7 +523,8 @@ async fn settled_power(app: &TestApp, uuid: &str) -> (String, Option<String>) {
         .fetch_optional(&app.pool)
         .await
         .unwrap();
-        if let Some(r) = row.filter(|r| !["requested", "sent", "accepted"].contains(&r.0.as_str())) {
+        if let Some(r) = row.filter(|r| !["requested", "sent", "accepted"].contains(&r.0.as_str()))
+        {
             return r;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -532,26 +533,36 @@ async fn settled_power(app: &TestApp, uuid: &str) -> (String, Option<String>) {
 }
 
 #[tokio::test]
-async fn an_operator_stops_and_starts_a_virtualbox_vm_from_the_web_and_the_audit_log_joins_both_hosts() {
+async fn an_operator_stops_and_starts_a_virtualbox_vm_from_the_web_and_the_audit_log_joins_both_hosts(
+) {
     let fake = FakeVbox::lab();
     let app = app_with(vec![libvirt_host("lab", &breadth_uri()), fake.host("vbox")]).await;
     let op = app.session("operator").await;
     let web = lab_uuid(WEB);
 
     // Through the form, the stand-in's real process, the confirmation watch and the audit log.
-    let res = op.post(&format!("/vms/vbox/{web}/power"), &[("action", "power_off"), ("confirm", "yes")]).await;
+    let res = op
+        .post(&format!("/vms/vbox/{web}/power"), &[("action", "power_off"), ("confirm", "yes")])
+        .await;
     assert_eq!(res.status().as_u16(), 303);
     assert_eq!(settled_power(&app, &web).await, ("confirmed".to_string(), None));
     assert!(fake.calls().contains(&format!("controlvm {web} poweroff")));
     let (state, raw, _) = stored_state(&app, &web).await;
-    assert_eq!((state.as_str(), raw.as_str()), ("shut_off", "poweroff"), "the list shows it at once");
+    assert_eq!(
+        (state.as_str(), raw.as_str()),
+        ("shut_off", "poweroff"),
+        "the list shows it at once"
+    );
 
     op.post(&format!("/vms/vbox/{web}/power"), &[("action", "start")]).await;
     assert_eq!(settled_power(&app, &web).await.0, "confirmed");
     assert!(fake.calls().contains(&format!("startvm {web} --type headless")));
 
     // A libvirt VM in the same session, then one audit log for both hosts.
-    let br: String = sqlx::query_scalar("SELECT uuid FROM vms WHERE name = 'br-running'").fetch_one(&app.pool).await.unwrap();
+    let br: String = sqlx::query_scalar("SELECT uuid FROM vms WHERE name = 'br-running'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     op.post(&format!("/vms/lab/{br}/power"), &[("action", "pause")]).await;
     assert_eq!(settled_power(&app, &br).await.0, "confirmed");
     let (_, html) = op.get("/audit?action=power_off").await;
