@@ -132,7 +132,7 @@ async fn main() {
         println!("{} {n}", rss_kib());
         return;
     }
-    let dir = BenchDir::new();
+    let dir = common::Scratch::new("vmdeck-bench");
     let node = dir.path().join("bench-node.xml");
     write_node(&node, args.domains);
     let uri = format!("test://{}", node.display());
@@ -140,9 +140,9 @@ async fn main() {
         "vmdeck-bench: {} domains, {} polls, {} requests",
         args.domains, args.polls, args.requests
     );
-    println!("machine: {} cores, {}", num_cpus(), cpu_model());
+    println!("machine: {} cores, {}", common::num_cpus(), common::cpu_model());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let figment = Figment::from(rocket::Config::release_default())
         .merge(("port", port))
         .merge(("log_level", "off"))
@@ -278,7 +278,7 @@ async fn main() {
 
 async fn exporter(uri: &str, scrapes: usize) {
     println!("\n## prometheus-libvirt-exporter, same definition");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let child = Command::new("prometheus-libvirt-exporter")
         .arg(format!("--libvirt.uri={uri}"))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -328,42 +328,6 @@ async fn exporter(uri: &str, scrapes: usize) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-/// A scratch directory removed at the end of the run.
-struct BenchDir(std::path::PathBuf);
-
-impl BenchDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("vmdeck-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create scratch directory");
-        BenchDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for BenchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A tiny HTTP/1.1 client with a cookie jar: enough to log in and post forms. (The bench is

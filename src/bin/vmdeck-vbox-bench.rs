@@ -71,13 +71,13 @@ impl Stand {
 #[rocket::main]
 async fn main() {
     let args = Args::parse();
-    let scratch = Scratch::new();
+    let scratch = common::Scratch::new("vmdeck-vbox-bench");
     let fake = fake_binary();
     println!(
         "vmdeck-vbox-bench: {} VirtualBox VMs through the stand-in VBoxManage, {} steady-state polls",
         args.vms, args.polls
     );
-    println!("machine: {} cores, {}", num_cpus(), cpu_model());
+    println!("machine: {} cores, {}", common::num_cpus(), common::cpu_model());
 
     // The bare backend: the commands, their parsing and the report, without persistence.
     let bare_stand = Stand::new(scratch.path(), "bare", &fake, args.vms);
@@ -112,7 +112,7 @@ async fn main() {
     let full_stand = Stand::new(scratch.path(), "full", &fake, args.vms);
     let figment = Figment::from(rocket::Config::release_default())
         .merge(("secret_key", common::secret_key()))
-        .merge(("port", free_port()))
+        .merge(("port", common::free_port()))
         .merge(("log_level", "off"))
         .merge(("database_url", format!("sqlite://{}/bench.db", scratch.path().display())))
         .merge(("poll_interval_secs", 3600))
@@ -235,44 +235,4 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     (pick(0.5), pick(0.99))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-/// A scratch directory removed at the end of the run.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("vmdeck-vbox-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create scratch directory");
-        Scratch(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
