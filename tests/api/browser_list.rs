@@ -186,3 +186,48 @@ async fn loop_find(b: &Browser, css: &str) -> fantoccini::elements::Element {
     }
     panic!("{css} never appeared");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_all_checks_every_row_for_a_bulk_action() {
+    if let Err(why) = browser_tests_enabled() {
+        eprintln!("SKIPPED (explicitly): {why}");
+        return;
+    }
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", &breadth_uri())],
+        ..Default::default()
+    })
+    .await;
+    crate::support::app::add_user(&app.pool, "olga", "operator").await;
+    let b = Browser::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
+    b.client.goto(&format!("{}/login", app.base)).await.unwrap();
+    b.client
+        .find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys("olga")
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    b.client.find(Locator::Css(".login button[type=submit]")).await.unwrap().click().await.unwrap();
+    names_when(&b, |n| n.len() == 21).await;
+    loop_find(&b, "#select-all").await.click().await.unwrap();
+    let checked = b
+        .client
+        .execute(
+            "return document.querySelectorAll('input[name=vm][form=bulk]:checked').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(checked.as_u64(), Some(21), "every row is selected");
+    b.close().await;
+}
