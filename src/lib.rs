@@ -12,6 +12,7 @@ pub mod control;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod history;
 pub mod inventory;
 pub mod poller;
 pub mod security;
@@ -68,6 +69,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .mount("/", auth::admin::routes())
         .mount("/", control::routes())
         .mount("/", audit::routes())
+        .mount("/", history::routes())
         .mount("/static", FileServer::from(static_dir))
         .register("/", error::catchers()))
 }

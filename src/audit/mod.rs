@@ -51,7 +51,7 @@ const DATE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]")
 
 /// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` (or with a space) as UTC milliseconds. A bare
 /// date means its start, or with `end_of_day` its last millisecond.
-fn parse_time(s: &str, end_of_day: bool) -> Option<i64> {
+pub fn parse_time(s: &str, end_of_day: bool) -> Option<i64> {
     let s = s.trim().replace(' ', "T");
     let dt = PrimitiveDateTime::parse(&s, DATE_TIME_SECS)
         .or_else(|_| PrimitiveDateTime::parse(&s, DATE_TIME))

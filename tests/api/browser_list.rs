@@ -174,6 +174,18 @@ async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
     }
     assert_eq!(outcome, "confirmed");
     b.screenshot(&output_dir(), "audit-log").await.unwrap();
+
+    // The VM's own page, from the audit entry's link: charts and the power-state timeline.
+    for _ in 0..3 {
+        app.poll("lab").await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    b.client.goto(&format!("{}/vms/lab/{uuid}?range=1h", app.base)).await.unwrap();
+    loop_find(&b, "#timeline svg").await;
+    assert!(b.client.source().await.unwrap().contains("class=\"chart\""));
+    b.screenshot(&output_dir(), "vm-page").await.unwrap();
+    b.client.execute("document.getElementById('timeline').scrollIntoView()", vec![]).await.unwrap();
+    b.screenshot(&output_dir(), "vm-page-history").await.unwrap();
     b.close().await;
 }
 

@@ -167,6 +167,13 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             [401, 403, 403, 303],
         ),
         ("GET", "/static/<path..>", "/static/vmdeck.css".into(), vec![], [200, 200, 200, 200]),
+        (
+            "GET",
+            "/vms/<host>/<uuid>?<range>&<from>&<to>",
+            format!("/vms/lab/{running}"),
+            vec![],
+            [401, 200, 200, 200],
+        ),
         // Last: it ends the session it is sent with.
         ("POST", "/logout", "/logout".into(), vec![], [401, 303, 303, 303]),
     ];

@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod control;
 mod faults;
+mod history;
 mod inventory;
 mod real_vm;
 mod store;

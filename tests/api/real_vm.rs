@@ -101,6 +101,12 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
         "{names:?}"
     );
 
+    // Its page charts the real CPU figures.
+    let (status, page) = app.get(&format!("/vms/lab/{running}?range=1h")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>CPU "), "the CPU chart has real points");
+    assert!(page.contains("class=\"state-running\""), "the timeline shows it running");
+
     // A domain undefined between polls is marked gone, its history kept.
     daemon.virsh(&["undefine", "vmdeck-off"]).unwrap();
     match app.poll("lab").await {
@@ -218,6 +224,15 @@ async fn an_operator_stops_and_starts_real_vms_over_http() {
     assert_eq!(
         (domstate(&daemon, "vmdeck-a"), domstate(&daemon, "vmdeck-b")),
         ("shut off".into(), "shut off".into())
+    );
+
+    // The VM's page shows the stop and the start in its timeline.
+    app.poll("lab").await;
+    let (_, page) = app.get(&format!("/vms/lab/{a}?range=1h")).await;
+    let timeline = page.split("id=\"timeline\"").nth(1).unwrap_or_default();
+    assert!(
+        timeline.contains("state-shut_off") && timeline.contains("state-running"),
+        "timeline: {timeline}"
     );
 
     // A viewer's attempt and a request without the CSRF token change nothing and are audited.

@@ -262,7 +262,7 @@ pub fn vm_names(html: &str) -> Vec<String> {
         .filter_map(|s| {
             let start = s.find('>')? + 1;
             let end = s.find("</td>")?;
-            Some(unescape(&s[start..end]))
+            Some(unescape(&strip_tags(&s[start..end])))
         })
         .collect()
 }
@@ -275,4 +275,19 @@ pub fn unescape(s: &str) -> String {
         .replace("&#x27;", "'")
         .replace("&#x2F;", "/")
         .replace("&amp;", "&")
+}
+
+/// The text of an HTML fragment without its tags.
+pub fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }

@@ -1,0 +1,270 @@
+//! Server-side SVG charts: a time axis, a value axis with units, an average line with a
+//! min-max band, gaps left open, and a `<title>` tooltip on every point.
+//!
+//! Hand-written rather than drawn with plotters: plotters' SVG backend cannot attach a
+//! `<title>` to a point (the per-point hover the pages need), and the whole chart here is one
+//! small function of plain string building that Tera embeds as is.
+
+use std::fmt::Write;
+
+use crate::view;
+
+/// One bucket of a series: None where there was no data (drawn as a gap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Start of the bucket, Unix ms.
+    pub ts: i64,
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+    /// Samples in the bucket (1 means min = avg = max).
+    pub n: u32,
+}
+
+/// How values are written on the axis and in tooltips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Percent,
+    /// Values in bytes, written KiB/MiB/GiB.
+    Bytes,
+    BytesPerSec,
+}
+
+impl Unit {
+    fn format(self, v: f64) -> String {
+        match self {
+            Unit::Percent => format!("{v:.1} %"),
+            Unit::Bytes => view::bytes(v.max(0.0) as u64),
+            Unit::BytesPerSec => view::bytes_per_sec(v),
+        }
+    }
+}
+
+/// A line to draw: its name (legend), its CSS class (colour), and its buckets.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub class: &'a str,
+    pub points: &'a [Option<Point>],
+}
+
+const W: f64 = 760.0;
+const H: f64 = 200.0;
+const LEFT: f64 = 78.0;
+const RIGHT: f64 = 12.0;
+const TOP: f64 = 14.0;
+const BOTTOM: f64 = 28.0;
+
+/// Renders a chart of `series` over `[from, to)` ms. `ceiling` is a fixed top for the value
+/// axis (100 for percentages, the allocation for memory); otherwise the data decides.
+pub fn render(
+    title: &str,
+    unit: Unit,
+    from: i64,
+    to: i64,
+    series: &[Series],
+    ceiling: Option<f64>,
+) -> String {
+    let span = (to - from).max(1) as f64;
+    let data_max =
+        series.iter().flat_map(|s| s.points.iter().flatten()).map(|p| p.max).fold(0.0f64, f64::max);
+    let top = nice_ceiling(ceiling.unwrap_or(0.0).max(data_max), unit);
+    let x = |ts: i64| LEFT + (ts - from) as f64 / span * (W - LEFT - RIGHT);
+    let y = |v: f64| TOP + (1.0 - (v / top).clamp(0.0, 1.0)) * (H - TOP - BOTTOM);
+
+    let mut svg = String::with_capacity(8192);
+    let _ = write!(
+        svg,
+        r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
+        escape(title)
+    );
+    // Value axis: 4 gridlines with labels.
+    for i in 0..=4 {
+        let v = top * f64::from(i) / 4.0;
+        let yy = y(v);
+        let _ = write!(
+            svg,
+            r#"<line class="grid" x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}"/><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            W - RIGHT,
+            LEFT - 6.0,
+            yy + 4.0,
+            escape(&unit.format(v))
+        );
+    }
+    // Time axis: about 6 labels, in UTC.
+    for i in 0..=5 {
+        let ts = from + ((to - from) as f64 * f64::from(i) / 5.0) as i64;
+        let xx = x(ts);
+        let anchor = match i {
+            0 => "start",
+            5 => "end",
+            _ => "middle",
+        };
+        let _ = write!(
+            svg,
+            r#"<text class="tick" x="{xx:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
+            H - 8.0,
+            escape(&time_label(ts, to - from))
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<line class="axis" x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/>"#,
+        H - BOTTOM,
+        W - RIGHT,
+        H - BOTTOM
+    );
+
+    for s in series {
+        // Contiguous runs of buckets with data; a missing bucket breaks the line.
+        for run in s.points.split(Option::is_none).filter(|r| !r.is_empty()) {
+            let pts: Vec<Point> = run.iter().flatten().copied().collect();
+            if pts.iter().any(|p| p.n > 1 && p.max > p.min) {
+                let mut band = String::new();
+                for p in &pts {
+                    let _ = write!(band, "{:.1},{:.1} ", x(p.ts), y(p.max));
+                }
+                for p in pts.iter().rev() {
+                    let _ = write!(band, "{:.1},{:.1} ", x(p.ts), y(p.min));
+                }
+                let _ = write!(
+                    svg,
+                    r#"<polygon class="band {}" points="{}"/>"#,
+                    s.class,
+                    band.trim_end()
+                );
+            }
+            let line: Vec<String> =
+                pts.iter().map(|p| format!("{:.1},{:.1}", x(p.ts), y(p.avg))).collect();
+            let _ =
+                write!(svg, r#"<polyline class="line {}" points="{}"/>"#, s.class, line.join(" "));
+            for p in &pts {
+                let tip = if p.n > 1 {
+                    format!(
+                        "{} {}: avg {}, min {}, max {} ({} samples)",
+                        s.name,
+                        view::absolute(p.ts),
+                        unit.format(p.avg),
+                        unit.format(p.min),
+                        unit.format(p.max),
+                        p.n
+                    )
+                } else {
+                    format!("{} {}: {}", s.name, view::absolute(p.ts), unit.format(p.avg))
+                };
+                let _ = write!(
+                    svg,
+                    r#"<circle class="pt {}" cx="{:.1}" cy="{:.1}" r="3"><title>{}</title></circle>"#,
+                    s.class,
+                    x(p.ts),
+                    y(p.avg),
+                    escape(&tip)
+                );
+            }
+        }
+    }
+    if series.iter().all(|s| s.points.iter().all(Option::is_none)) {
+        let _ = write!(
+            svg,
+            r#"<text class="nodata" x="{:.1}" y="{:.1}" text-anchor="middle">no data in this range</text>"#,
+            (LEFT + W - RIGHT) / 2.0,
+            (TOP + H - BOTTOM) / 2.0
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A round top for the value axis at or above `v`.
+fn nice_ceiling(v: f64, unit: Unit) -> f64 {
+    if unit == Unit::Percent {
+        return 100.0;
+    }
+    if v <= 0.0 {
+        return 1024.0;
+    }
+    let base = if matches!(unit, Unit::Bytes | Unit::BytesPerSec) { 1024f64 } else { 10f64 };
+    let mag = base.powf(v.log(base).floor());
+    for m in [
+        1.0, 2.0, 2.5, 4.0, 5.0, 8.0, 10.0, 16.0, 20.0, 25.0, 40.0, 50.0, 80.0, 100.0, 128.0,
+        256.0, 512.0, 1024.0,
+    ] {
+        if mag * m >= v {
+            return mag * m;
+        }
+    }
+    v
+}
+
+/// A time label fitting the range: times of day for short ranges, dates for long ones (UTC).
+fn time_label(ts: i64, span_ms: i64) -> String {
+    let full = view::absolute(ts); // "YYYY-MM-DD HH:MM:SS UTC"
+    if span_ms <= 36 * 3_600_000 {
+        full.get(11..16).unwrap_or(&full).to_string()
+    } else if span_ms <= 90 * 86_400_000 {
+        format!("{} {}", full.get(5..10).unwrap_or(&full), full.get(11..16).unwrap_or(""))
+    } else {
+        full.get(0..10).unwrap_or(&full).to_string()
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(ts: i64, v: f64) -> Option<Point> {
+        Some(Point { ts, min: v, avg: v, max: v, n: 1 })
+    }
+
+    #[test]
+    fn gaps_split_the_line_instead_of_joining_across_them() {
+        let pts = [p(0, 10.0), p(10, 20.0), None, p(30, 30.0), p(40, 40.0)];
+        let svg = render(
+            "cpu",
+            Unit::Percent,
+            0,
+            50,
+            &[Series { name: "CPU", class: "cpu", points: &pts }],
+            None,
+        );
+        assert_eq!(svg.matches("<polyline").count(), 2, "one line per run of data");
+        assert_eq!(svg.matches("<title>").count(), 4, "a tooltip per point");
+        assert!(svg.contains("100.0 %"), "percent axis tops at 100");
+    }
+
+    #[test]
+    fn buckets_of_many_samples_get_a_min_max_band() {
+        let pts = [
+            Some(Point { ts: 0, min: 1.0, avg: 2.0, max: 5.0, n: 30 }),
+            Some(Point { ts: 10, min: 1.0, avg: 3.0, max: 4.0, n: 30 }),
+        ];
+        let svg = render(
+            "disk",
+            Unit::BytesPerSec,
+            0,
+            20,
+            &[Series { name: "read", class: "rd", points: &pts }],
+            None,
+        );
+        assert!(svg.contains("<polygon class=\"band rd\""));
+        assert!(svg.contains("min 1 B/s, max 5 B/s (30 samples)"));
+    }
+
+    #[test]
+    fn an_empty_range_says_so_and_user_text_is_escaped() {
+        let svg = render(
+            "<script>",
+            Unit::Bytes,
+            0,
+            10,
+            &[Series { name: "mem", class: "m", points: &[None, None] }],
+            Some(2048.0),
+        );
+        assert!(svg.contains("no data in this range"));
+        assert!(!svg.contains("<script>"));
+        assert!(svg.contains("2 KiB"), "the ceiling sets the axis: {svg}");
+    }
+}
