@@ -15,6 +15,7 @@ pub mod error;
 pub mod history;
 pub mod inventory;
 pub mod poller;
+pub mod reports;
 pub mod security;
 pub mod telemetry;
 pub mod timing;
@@ -70,6 +71,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .mount("/", control::routes())
         .mount("/", audit::routes())
         .mount("/", history::routes())
+        .mount("/", reports::routes())
         .mount("/static", FileServer::from(static_dir))
         .register("/", error::catchers()))
 }

@@ -24,6 +24,8 @@ pub struct Point {
 /// How values are written on the axis and in tooltips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
+    /// Plain numbers (vCPUs).
+    Count,
     Percent,
     /// Values in bytes, written KiB/MiB/GiB.
     Bytes,
@@ -33,6 +35,7 @@ pub enum Unit {
 impl Unit {
     fn format(self, v: f64) -> String {
         match self {
+            Unit::Count => format!("{v:.0}"),
             Unit::Percent => format!("{v:.1} %"),
             Unit::Bytes => view::bytes(v.max(0.0) as u64),
             Unit::BytesPerSec => view::bytes_per_sec(v),

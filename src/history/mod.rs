@@ -24,7 +24,13 @@ use crate::db::{now_ms, Db};
 use crate::error::AppError;
 use crate::poller::Hosts;
 use crate::view;
-use chart::{Point, Series, Unit};
+use chart::Series;
+pub use chart::{Point, Unit};
+
+/// A one-line chart, for pages outside this module (reports).
+pub fn line_chart(name: &str, unit: Unit, from: i64, to: i64, points: &[Option<Point>]) -> String {
+    chart::render(name, unit, from, to, &[Series { name, class: "s1", points }], None)
+}
 
 pub fn routes() -> Vec<Route> {
     rocket::routes![vm_page]

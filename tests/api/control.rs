@@ -174,6 +174,43 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             vec![],
             [401, 200, 200, 200],
         ),
+        ("GET", "/reports", "/reports".into(), vec![], [401, 200, 200, 200]),
+        ("GET", "/reports/fleet?<at>", "/reports/fleet".into(), vec![], [401, 200, 200, 200]),
+        (
+            "GET",
+            "/reports/fleet.csv?<at>",
+            "/reports/fleet.csv".into(),
+            vec![],
+            [401, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/reports/availability?<from>&<to>&<sort>",
+            "/reports/availability".into(),
+            vec![],
+            [401, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/reports/availability.csv?<from>&<to>",
+            "/reports/availability.csv".into(),
+            vec![],
+            [401, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/reports/capacity?<from>&<to>",
+            "/reports/capacity".into(),
+            vec![],
+            [401, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/reports/capacity.csv?<from>&<to>",
+            "/reports/capacity.csv".into(),
+            vec![],
+            [401, 200, 200, 200],
+        ),
         // Last: it ends the session it is sent with.
         ("POST", "/logout", "/logout".into(), vec![], [401, 303, 303, 303]),
     ];

@@ -16,5 +16,6 @@ mod faults;
 mod history;
 mod inventory;
 mod real_vm;
+mod reports;
 mod store;
 mod virtualbox;

@@ -1,0 +1,140 @@
+//! Historical reports over HTTP: the fleet as of a moment, availability, capacity, and their
+//! CSV downloads, with bad parameters answered by a message.
+
+use vmdeck::poller::PollOutcome;
+
+use crate::support::app::{breadth_uri, libvirt_host, spawn_app, unescape, AppOptions, TestApp};
+
+/// A table row's cells as text, separated by single spaces.
+fn cells(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                out.push(' ');
+            }
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    unescape(&out.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+async fn app() -> TestApp {
+    let app = spawn_app(AppOptions {
+        hosts: vec![libvirt_host("lab", &breadth_uri())],
+        ..Default::default()
+    })
+    .await;
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(matches!(app.poll("lab").await, PollOutcome::Recorded(_)));
+    }
+    app
+}
+
+fn table_rows(html: &str) -> Vec<String> {
+    let Some(body) = html.split("id=\"report-table\"").nth(1) else { return Vec::new() };
+    body.split("<tr>").skip(2).map(cells).collect()
+}
+
+async fn csv(app: &TestApp, path: &str) -> Vec<csv::StringRecord> {
+    let res = app.viewer.client.get(format!("{}{path}", app.base)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200, "{path}");
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let body = res.text().await.unwrap();
+    let mut r = csv::Reader::from_reader(body.as_bytes());
+    let mut rows = vec![r.headers().unwrap().clone()];
+    rows.extend(r.records().map(|x| x.unwrap()));
+    rows
+}
+
+#[tokio::test]
+async fn the_fleet_as_of_now_and_before_vmdeck_existed() {
+    let app = app().await;
+    let (status, html) = app.get("/reports/fleet").await;
+    assert_eq!(status, 200);
+    let rows = table_rows(&html);
+    assert_eq!(rows.len(), 21, "{rows:?}");
+    let big = rows.iter().find(|r| r.contains("br-big")).unwrap_or_else(|| panic!("{rows:#?}"));
+    assert!(big.contains("running") && big.contains("16") && big.contains("65536"), "{big}");
+    let (_, old) = app.get("/reports/fleet?at=2001-01-01").await;
+    assert!(old.contains("No VM known to vmdeck existed"));
+    let csv = csv(&app, "/reports/fleet.csv").await;
+    assert_eq!(&csv[0][0], "as_of_utc");
+    assert!(
+        csv[0].iter().any(|h| h == "memory_mib") && csv[0].iter().any(|h| h == "disk_gib"),
+        "units in names"
+    );
+    assert_eq!(csv.len(), 22);
+    for (q, text) in
+        [("?at=yesterday", "Cannot read the report time"), ("?at=2999-01-01", "in the future")]
+    {
+        let (status, html) = app.get(&format!("/reports/fleet{q}")).await;
+        assert_eq!(status, 200);
+        assert!(html.contains(text), "{q}");
+    }
+}
+
+#[tokio::test]
+async fn availability_counts_running_time_and_the_longest_outage() {
+    let app = app().await;
+    let (status, html) = app.get("/reports/availability?sort=name").await;
+    assert_eq!(status, 200);
+    let rows = table_rows(&html);
+    let running =
+        rows.iter().find(|r| r.contains("br-running ")).unwrap_or_else(|| panic!("{rows:#?}"));
+    assert!(running.contains(" 100 % ") && running.ends_with("none"), "{running}");
+    let off = rows.iter().find(|r| r.contains("br-shutoff")).unwrap();
+    assert!(off.contains(" 0 % "), "{off}");
+    let (_, html) =
+        app.get("/reports/availability?sort=sideways&from=2030-01-01&to=2020-01-01").await;
+    assert!(html.contains("Cannot sort by") && html.contains("reversed"));
+    let csv = csv(&app, "/reports/availability.csv").await;
+    assert!(
+        csv[0].iter().any(|h| h == "uptime_pct") && csv[0].iter().any(|h| h == "longest_outage_s")
+    );
+    assert_eq!(csv.len(), 22);
+    // Lowest uptime first by default.
+    assert_eq!(&csv[1][5], "0.000");
+}
+
+#[tokio::test]
+async fn capacity_over_time_totals_each_host_per_day() {
+    let app = app().await;
+    let (status, html) = app.get("/reports/capacity").await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), 3);
+    let csv = csv(&app, "/reports/capacity.csv").await;
+    assert_eq!(
+        csv[0].iter().collect::<Vec<_>>(),
+        vec!["day_utc", "host", "vms", "vcpus", "memory_gib", "disk_gib"]
+    );
+    let today = csv.last().unwrap();
+    assert_eq!((&today[1], &today[2]), ("lab", "21"));
+    let vcpus: u64 = sqlx::query_scalar(
+        "SELECT SUM(c.vcpus) FROM vms v JOIN vm_configs c ON c.id = v.config_id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(today[3].parse::<u64>().unwrap(), vcpus);
+    assert!(html.contains("id=\"no-growth\""), "nothing grew yet");
+    // br-big gets twice the memory: it tops the growth list.
+    sqlx::query(
+        "INSERT INTO vm_configs (vm_id, valid_from, vcpus, memory_max_kib, memory_current_kib, os_type, autostart, persistent, disk_capacity_bytes, body)
+         SELECT vm_id, valid_from + 1, vcpus, memory_max_kib * 2, memory_current_kib, os_type, autostart, persistent, disk_capacity_bytes, body
+         FROM vm_configs WHERE vm_id = (SELECT id FROM vms WHERE name = 'br-big')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (_, html) = app.get("/reports/capacity").await;
+    let growth = html.split("id=\"growth-table\"").nth(1).expect("a growth table");
+    assert!(cells(growth).contains("br-big 16 64 GiB → 128 GiB"), "{}", cells(growth));
+    let (_, empty) = app.get("/reports/capacity?from=2001-01-01&to=2001-01-03").await;
+    assert!(empty.contains("No VM known to vmdeck in this period"));
+}
