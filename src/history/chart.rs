@@ -136,6 +136,15 @@ pub fn render(
                     band.trim_end()
                 );
             }
+            if pts.len() == 1 {
+                // A lone point has no line to sit on: draw it as a visible dot.
+                let (cx, cy) = (x(pts[0].ts), y(pts[0].avg));
+                let _ = write!(
+                    svg,
+                    r#"<circle class="dot {}" cx="{cx:.1}" cy="{cy:.1}" r="3"/>"#,
+                    s.class
+                );
+            }
             let line: Vec<String> =
                 pts.iter().map(|p| format!("{:.1},{:.1}", x(p.ts), y(p.avg))).collect();
             let _ =
@@ -236,6 +245,16 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2, "one line per run of data");
         assert_eq!(svg.matches("<title>").count(), 4, "a tooltip per point");
         assert!(svg.contains("100.0 %"), "percent axis tops at 100");
+        let lone = [None, p(20, 5.0), None];
+        let svg = render(
+            "cpu",
+            Unit::Percent,
+            0,
+            30,
+            &[Series { name: "CPU", class: "cpu", points: &lone }],
+            None,
+        );
+        assert!(svg.contains("<circle class=\"dot cpu\""), "a lone point is drawn as a dot");
     }
 
     #[test]

@@ -275,6 +275,7 @@ struct AvailabilityRow {
     uuid: String,
     uptime_pct: Option<f64>,
     observed_hours: f64,
+    observed: String,
     longest_outage: String,
     longest_outage_s: i64,
     outage_start: String,
@@ -337,6 +338,7 @@ async fn availability_rows(
             uuid: r.3.clone(),
             uptime_pct: (known > 0).then(|| running as f64 / known as f64 * 100.0),
             observed_hours: known as f64 / 3_600_000.0,
+            observed: view::duration_words(known),
             longest_outage: if longest > 0 { view::duration_words(longest) } else { "none".into() },
             longest_outage_s: longest / 1000,
             outage_start: if longest > 0 { view::absolute(longest_start) } else { String::new() },
@@ -603,7 +605,8 @@ async fn capacity(
         e.1 += r.memory_gib;
         e.2 += r.disk_gib;
     }
-    let day_ms = |d: &str| parse_time(d, false).unwrap_or(a);
+    // Each total holds at the end of its day (or at the end of the period, for the last day).
+    let day_ms = |d: &str| parse_time(d, true).unwrap_or(a).min(b);
     let points = |f: &dyn Fn(&(u64, f64, f64)) -> f64| -> Vec<Option<crate::history::Point>> {
         totals
             .iter()

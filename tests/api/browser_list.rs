@@ -186,6 +186,14 @@ async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
     b.screenshot(&output_dir(), "vm-page").await.unwrap();
     b.client.execute("document.getElementById('timeline').scrollIntoView()", vec![]).await.unwrap();
     b.screenshot(&output_dir(), "vm-page-history").await.unwrap();
+
+    // A report, as people see it.
+    b.client.goto(&format!("{}/reports/availability?sort=name", app.base)).await.unwrap();
+    loop_find(&b, "#report-table").await;
+    b.screenshot(&output_dir(), "report-availability").await.unwrap();
+    b.client.goto(&format!("{}/reports/capacity", app.base)).await.unwrap();
+    loop_find(&b, ".chart").await;
+    b.screenshot(&output_dir(), "report-capacity").await.unwrap();
     b.close().await;
 }
 
