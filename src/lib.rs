@@ -63,6 +63,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .attach(control::stage())
         .attach(poller::stage())
         .attach(audit::retention_stage())
+        .attach(history::rollup::stage())
         .attach(first_run_stage())
         .attach(Template::custom(|engines| view::register_filters(&mut engines.tera)))
         .mount("/", inventory::routes())

@@ -7,6 +7,7 @@
 //! [`MAX_POINTS`] points with min/avg/max per bucket.
 
 mod chart;
+pub mod rollup;
 
 use std::sync::Arc;
 
@@ -75,7 +76,7 @@ struct SampleRow {
     net_tx_bps: Option<f64>,
 }
 
-async fn samples(
+async fn samples_between(
     pool: &SqlitePool,
     host_id: i64,
     vm_id: i64,
@@ -97,28 +98,148 @@ async fn samples(
     .await
 }
 
-/// Buckets `(ts, value)` pairs into `buckets` equal slices of `[from, to)`; a slice without
-/// samples is None (a gap).
-fn bucket(values: &[(i64, f64)], from: i64, to: i64, buckets: i64) -> Vec<Option<Point>> {
+/// Merges points (raw samples with n = 1, or rollup buckets) into `buckets` equal slices of
+/// `[from, to)`: min of the minima, max of the maxima, averages weighted by sample count.
+fn combine(points: &[Point], from: i64, to: i64, buckets: i64) -> Vec<Option<Point>> {
     let width = ((to - from) / buckets).max(1);
     let mut out: Vec<Option<Point>> = vec![None; buckets as usize];
     let mut sums = vec![0.0f64; buckets as usize];
-    for &(ts, v) in values {
-        let i = ((ts - from) / width).clamp(0, buckets - 1) as usize;
-        sums[i] += v;
-        let p = out[i].get_or_insert(Point {
+    for p in points {
+        let i = ((p.ts - from) / width).clamp(0, buckets - 1) as usize;
+        sums[i] += p.avg * f64::from(p.n);
+        let o = out[i].get_or_insert(Point {
             ts: from + i as i64 * width,
-            min: v,
-            avg: v,
-            max: v,
+            min: p.min,
+            avg: p.avg,
+            max: p.max,
             n: 0,
         });
-        p.min = p.min.min(v);
-        p.max = p.max.max(v);
-        p.n += 1;
-        p.avg = sums[i] / f64::from(p.n);
+        o.min = o.min.min(p.min);
+        o.max = o.max.max(p.max);
+        o.n += p.n;
+        o.avg = sums[i] / f64::from(o.n.max(1));
     }
     out
+}
+
+/// What the page draws for a range: six metric series, the state timeline and uptime.
+struct History {
+    /// CPU %, memory bytes, disk read, disk write, net rx, net tx (bytes/s).
+    series: [Vec<Option<Point>>; 6],
+    timeline: Vec<Span>,
+    uptime: Option<f64>,
+    samples: i64,
+    /// Where the points come from, in words.
+    source: String,
+}
+
+/// Reads a range at the finest resolution that stays within about twice [`MAX_POINTS`] rows:
+/// raw samples for short ranges, else 5-minute, hourly or daily rollups, with raw samples for
+/// the part not rolled up yet (the last minutes).
+async fn load_history(
+    pool: &SqlitePool,
+    settings: &Settings,
+    host_id: i64,
+    vm_id: i64,
+    start: i64,
+    end: i64,
+) -> sqlx::Result<History> {
+    let poll_ms = settings.poll_interval.as_millis().max(1) as i64;
+    let span = end - start;
+    let res = if span / poll_ms <= 2 * MAX_POINTS {
+        None
+    } else {
+        Some(
+            rollup::RESOLUTIONS
+                .iter()
+                .copied()
+                .find(|r| span / (r * 1000) <= 2 * MAX_POINTS)
+                .unwrap_or(86_400),
+        )
+    };
+    let mut points: [Vec<Point>; 6] = Default::default();
+    // (start ms, state, how long it may hold) for the timeline; running and known sample counts.
+    let mut states: Vec<(i64, &'static str, i64)> = Vec::new();
+    let (mut up, mut known, mut samples) = (0i64, 0i64, 0i64);
+    let mut raw_from = start;
+    if let Some(res) = res {
+        let rows = rollup::rows(pool, res, vm_id, start, end).await?;
+        raw_from = rollup::done_until_ms(pool, res).await?.unwrap_or(start).clamp(start, end);
+        let push = |dst: &mut Vec<Point>,
+                    ts: i64,
+                    n: i64,
+                    min: Option<i64>,
+                    sum: Option<i64>,
+                    max: Option<i64>,
+                    scale: f64| {
+            if let (true, Some(min), Some(sum), Some(max)) = (n > 0, min, sum, max) {
+                dst.push(Point {
+                    ts,
+                    min: min as f64 * scale,
+                    avg: sum as f64 / n as f64 * scale,
+                    max: max as f64 * scale,
+                    n: n.clamp(0, u32::MAX as i64) as u32,
+                });
+            }
+        };
+        for r in rows.iter().filter(|r| r.bucket * 1000 < raw_from) {
+            let ts = r.bucket * 1000;
+            push(&mut points[0], ts, r.cpu_n, r.cpu_min, r.cpu_sum, r.cpu_max, 0.01);
+            push(&mut points[1], ts, r.mem_n, r.mem_min, r.mem_sum, r.mem_max, 1024.0);
+            push(&mut points[2], ts, r.rd_n, r.rd_min, r.rd_sum, r.rd_max, 1.0);
+            push(&mut points[3], ts, r.wr_n, r.wr_min, r.wr_sum, r.wr_max, 1.0);
+            push(&mut points[4], ts, r.rx_n, r.rx_min, r.rx_sum, r.rx_max, 1.0);
+            push(&mut points[5], ts, r.tx_n, r.tx_min, r.tx_sum, r.tx_max, 1.0);
+            let other = r.n - r.up - r.paused - r.off;
+            let dominant =
+                [(r.up, "running"), (r.paused, "paused"), (r.off, "shut_off"), (other, "unknown")]
+                    .into_iter()
+                    .max_by_key(|(c, _)| *c)
+                    .map_or("unknown", |(_, s)| s);
+            states.push((ts, dominant, res * 1000));
+            up += r.up;
+            known += r.up + r.paused + r.off;
+            samples += r.n;
+        }
+    }
+    let raw = samples_between(pool, host_id, vm_id, raw_from, end).await?;
+    for r in &raw {
+        let mut add = |i: usize, v: Option<f64>| {
+            if let Some(v) = v {
+                points[i].push(Point { ts: r.ts, min: v, avg: v, max: v, n: 1 });
+            }
+        };
+        add(0, r.cpu_pct);
+        add(1, r.memory_used_kib.map(|k| k as f64 * 1024.0));
+        add(2, r.disk_read_bps);
+        add(3, r.disk_write_bps);
+        add(4, r.net_rx_bps);
+        add(5, r.net_tx_bps);
+        let state = PowerState::parse(&r.state).unwrap_or(PowerState::Unknown);
+        states.push((r.ts, state.as_str(), 3 * poll_ms));
+        if state != PowerState::Unknown {
+            known += 1;
+        }
+        if state == PowerState::Running {
+            up += 1;
+        }
+        samples += 1;
+    }
+    let buckets = (span / poll_ms).clamp(1, MAX_POINTS);
+    let series = points.map(|p| combine(&p, start, end, buckets));
+    let (timeline, _) = timeline(&states, start, end);
+    Ok(History {
+        series,
+        timeline,
+        uptime: (known > 0).then(|| up as f64 / known as f64 * 100.0),
+        samples,
+        source: match res {
+            None => "raw samples".into(),
+            Some(300) => "5-minute rollups".into(),
+            Some(3600) => "hourly rollups".into(),
+            Some(_) => "daily rollups".into(),
+        },
+    })
 }
 
 #[derive(Serialize)]
@@ -131,37 +252,38 @@ struct Span {
     title: String,
 }
 
-/// Power-state spans over the range: each sample holds until the next one, or for at most
-/// `max_gap` (after which the time is unknown: vmdeck had no data).
-fn timeline(rows: &[SampleRow], from: i64, to: i64, max_gap: i64) -> (Vec<Span>, Option<f64>) {
+/// Power-state spans over the range: each entry holds until the next one, or for at most its
+/// own hold time (after which the time is unknown: vmdeck had no data). Returns the spans and
+/// the share of known time spent running.
+fn timeline(rows: &[(i64, &'static str, i64)], from: i64, to: i64) -> (Vec<Span>, Option<f64>) {
     let span = (to - from).max(1) as f64;
     let mut spans: Vec<Span> = Vec::new();
     let (mut running, mut known) = (0i64, 0i64);
-    for (i, r) in rows.iter().enumerate() {
-        let next = rows.get(i + 1).map_or(to.min(now_ms()), |n| n.ts);
-        let end = next.min(r.ts + max_gap).min(to);
-        if end <= r.ts {
+    for (i, &(ts, state, hold)) in rows.iter().enumerate() {
+        let next = rows.get(i + 1).map_or(to.min(now_ms()), |n| n.0);
+        let end = next.min(ts + hold).min(to);
+        let begin = ts.max(from);
+        if end <= begin {
             continue;
         }
-        let state = PowerState::parse(&r.state).unwrap_or(PowerState::Unknown);
-        known += end - r.ts;
+        let state = PowerState::parse(state).unwrap_or(PowerState::Unknown);
+        if state != PowerState::Unknown {
+            known += end - begin;
+        }
         if state == PowerState::Running {
-            running += end - r.ts;
+            running += end - begin;
         }
         let class = state.as_str();
+        let left = (begin - from) as f64 / span * 100.0;
         match spans.last_mut() {
-            Some(last)
-                if last.state == class
-                    && (last.left + last.width) * span / 100.0 + from as f64
-                        >= r.ts as f64 - 1.0 =>
-            {
+            Some(last) if last.state == class && (last.left + last.width - left).abs() < 1e-9 => {
                 last.width = (end - from) as f64 / span * 100.0 - last.left;
             }
             _ => spans.push(Span {
                 state: class,
                 label: state.label().to_string(),
-                left: (r.ts - from) as f64 / span * 100.0,
-                width: (end - r.ts) as f64 / span * 100.0,
+                left,
+                width: (end - begin) as f64 / span * 100.0,
                 title: String::new(),
             }),
         }
@@ -313,7 +435,8 @@ struct VmPage {
     timeline: Vec<Span>,
     timeline_svg: String,
     uptime: Option<String>,
-    samples: usize,
+    samples: i64,
+    source: String,
     changes: Vec<ChangeView>,
     ip_history: Vec<IpHistoryView>,
     audit_href: String,
@@ -378,19 +501,10 @@ async fn vm_page(
         }
     }
 
-    let rows = samples(pool, vm.host_id, vm.id, start, end).await?;
-    let buckets =
-        ((end - start) / settings.poll_interval.as_millis().max(1) as i64).clamp(1, MAX_POINTS);
-    let series = |f: fn(&SampleRow) -> Option<f64>| -> Vec<Option<Point>> {
-        let values: Vec<(i64, f64)> = rows.iter().filter_map(|r| f(r).map(|v| (r.ts, v))).collect();
-        bucket(&values, start, end, buckets)
-    };
+    let history = load_history(pool, settings, vm.host_id, vm.id, start, end).await?;
+    let [cpu, mem, rd, wr, rx, tx] = &history.series;
     let config: Option<VmConfig> = vm.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
     let allocated = config.as_ref().map(|c| c.memory_current_kib as f64 * 1024.0);
-    let cpu = series(|r| r.cpu_pct);
-    let mem = series(|r| r.memory_used_kib.map(|k| k as f64 * 1024.0));
-    let (rd, wr) = (series(|r| r.disk_read_bps), series(|r| r.disk_write_bps));
-    let (rx, tx) = (series(|r| r.net_rx_bps), series(|r| r.net_tx_bps));
     let charts = vec![
         ChartView {
             title: "CPU (% of the VM's vCPUs)",
@@ -399,7 +513,7 @@ async fn vm_page(
                 Unit::Percent,
                 start,
                 end,
-                &[Series { name: "CPU", class: "s1", points: &cpu }],
+                &[Series { name: "CPU", class: "s1", points: cpu }],
                 None,
             ),
         },
@@ -410,7 +524,7 @@ async fn vm_page(
                 Unit::Bytes,
                 start,
                 end,
-                &[Series { name: "used", class: "s1", points: &mem }],
+                &[Series { name: "used", class: "s1", points: mem }],
                 allocated,
             ),
         },
@@ -422,8 +536,8 @@ async fn vm_page(
                 start,
                 end,
                 &[
-                    Series { name: "read", class: "s1", points: &rd },
-                    Series { name: "write", class: "s2", points: &wr },
+                    Series { name: "read", class: "s1", points: rd },
+                    Series { name: "write", class: "s2", points: wr },
                 ],
                 None,
             ),
@@ -436,15 +550,14 @@ async fn vm_page(
                 start,
                 end,
                 &[
-                    Series { name: "received", class: "s1", points: &rx },
-                    Series { name: "sent", class: "s2", points: &tx },
+                    Series { name: "received", class: "s1", points: rx },
+                    Series { name: "sent", class: "s2", points: tx },
                 ],
                 None,
             ),
         },
     ];
-    let max_gap = settings.poll_interval.as_millis() as i64 * 3;
-    let (timeline, uptime) = timeline(&rows, start, end, max_gap);
+    let (timeline, uptime) = (history.timeline, history.uptime);
 
     // Configuration history, newest first.
     let versions: Vec<(i64, String)> = sqlx::query_as(
@@ -585,7 +698,8 @@ async fn vm_page(
             timeline_svg: timeline_svg(&timeline),
             timeline,
             uptime: uptime.map(|u| format!("{u:.2} %")),
-            samples: rows.len(),
+            samples: history.samples,
+            source: history.source,
             changes,
             ip_history,
             audit_href: format!("/audit?vm={uuid}"),
@@ -600,33 +714,32 @@ async fn vm_page(
 mod tests {
     use super::*;
 
-    fn row(ts: i64, state: &str) -> SampleRow {
-        SampleRow {
-            ts,
-            state: state.into(),
-            cpu_pct: None,
-            memory_used_kib: None,
-            disk_read_bps: None,
-            disk_write_bps: None,
-            net_rx_bps: None,
-            net_tx_bps: None,
-        }
+    fn raw(ts: i64, v: f64) -> Point {
+        Point { ts, min: v, avg: v, max: v, n: 1 }
     }
 
     #[test]
     fn buckets_keep_min_avg_max_and_leave_gaps() {
-        let b = bucket(&[(0, 1.0), (5, 3.0), (25, 7.0)], 0, 30, 3);
+        let b = combine(&[raw(0, 1.0), raw(5, 3.0), raw(25, 7.0)], 0, 30, 3);
         assert_eq!(b[0], Some(Point { ts: 0, min: 1.0, avg: 2.0, max: 3.0, n: 2 }));
         assert_eq!(b[1], None, "no sample, no point: a gap");
         assert_eq!(b[2].unwrap().avg, 7.0);
+        // A rollup bucket of 10 samples weighs ten times one raw sample.
+        let mixed = combine(
+            &[Point { ts: 0, min: 0.0, avg: 10.0, max: 20.0, n: 10 }, raw(1, 21.0)],
+            0,
+            10,
+            1,
+        );
+        assert_eq!(mixed[0], Some(Point { ts: 0, min: 0.0, avg: 11.0, max: 21.0, n: 11 }));
     }
 
     #[test]
     fn the_timeline_counts_uptime_and_stops_at_gaps() {
         // Running 0-20, off 20-30, then no data for long (gap), running again at 100.
         let rows =
-            [row(0, "running"), row(10, "running"), row(20, "shut_off"), row(100, "running")];
-        let (spans, uptime) = timeline(&rows, 0, 110, 10);
+            [(0, "running", 10), (10, "running", 10), (20, "shut_off", 10), (100, "running", 10)];
+        let (spans, uptime) = timeline(&rows, 0, 110);
         let states: Vec<&str> = spans.iter().map(|s| s.state).collect();
         assert_eq!(states, vec!["running", "shut_off", "running"]);
         // Known time: 0-20 running, 20-30 off, 100-110 running -> 30 of 40 ms.

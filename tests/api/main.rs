@@ -17,5 +17,6 @@ mod history;
 mod inventory;
 mod real_vm;
 mod reports;
+mod rollups;
 mod store;
 mod virtualbox;
