@@ -38,8 +38,31 @@ pub struct Settings {
     pub confirm_timeout: Duration,
     /// Power actions sent to one host at the same time (bulk actions).
     pub power_concurrency: usize,
+    /// How long raw samples and each rollup resolution are kept.
+    pub retention: Retention,
     /// Whether Rocket serves TLS (session cookies are then marked Secure).
     pub tls: bool,
+}
+
+/// How long history is kept at each resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub raw: Duration,
+    pub rollup_5m: Duration,
+    pub rollup_1h: Duration,
+    pub rollup_1d: Duration,
+}
+
+impl Retention {
+    /// The retention of a rollup resolution (seconds), or of raw samples (None).
+    pub fn of(&self, res: Option<i64>) -> Duration {
+        match res {
+            None => self.raw,
+            Some(300) => self.rollup_5m,
+            Some(3600) => self.rollup_1h,
+            Some(_) => self.rollup_1d,
+        }
+    }
 }
 
 /// One configured hypervisor host.
@@ -245,6 +268,10 @@ struct RawSettings {
     audit_retention_days: Option<u32>,
     confirm_timeout_secs: Option<u64>,
     power_concurrency_per_host: Option<usize>,
+    raw_retention_days: Option<u64>,
+    rollup_5m_retention_days: Option<u64>,
+    rollup_1h_retention_days: Option<u64>,
+    rollup_1d_retention_days: Option<u64>,
     tls: Option<serde::de::IgnoredAny>,
 }
 
@@ -403,6 +430,21 @@ impl Settings {
             1..=64,
             "actions",
         )?;
+        let days =
+            |key: &str, v: Option<u64>, default: u64, max: u64| -> Result<Duration, ConfigError> {
+                Ok(Duration::from_secs(ranged(key, v, default, 1..=max, "days")? * 86_400))
+            };
+        let retention = Retention {
+            raw: days("raw_retention_days", raw.raw_retention_days, 2, 365)?,
+            rollup_5m: days("rollup_5m_retention_days", raw.rollup_5m_retention_days, 60, 3650)?,
+            rollup_1h: days("rollup_1h_retention_days", raw.rollup_1h_retention_days, 730, 36_500)?,
+            rollup_1d: days(
+                "rollup_1d_retention_days",
+                raw.rollup_1d_retention_days,
+                3650,
+                36_500,
+            )?,
+        };
         let audit_retention_days = match raw.audit_retention_days {
             None | Some(0) => None,
             Some(d) => Some(ranged("audit_retention_days", Some(d), d, 1..=36_500, "days")?),
@@ -462,6 +504,7 @@ impl Settings {
             audit_retention_days,
             confirm_timeout: Duration::from_secs(confirm),
             power_concurrency,
+            retention,
             tls: raw.tls.is_some(),
         })
     }

@@ -124,7 +124,7 @@ pub async fn maintain(pool: &SqlitePool, now_ms: i64) -> sqlx::Result<Maintained
                 None => q,
             };
             done.rows[i] += q.execute(&mut *tx).await?.rows_affected();
-            sqlx::query("INSERT INTO rollup_progress (res, done_until) VALUES (?, ?) ON CONFLICT (res) DO UPDATE SET done_until = excluded.done_until")
+            sqlx::query("INSERT INTO rollup_progress (res, done_until) VALUES (?, ?) ON CONFLICT (res) DO UPDATE SET done_until = max(done_until, excluded.done_until)")
                 .bind(res)
                 .bind(until)
                 .execute(&mut *tx)
@@ -136,6 +136,97 @@ pub async fn maintain(pool: &SqlitePool, now_ms: i64) -> sqlx::Result<Maintained
         source_done = at;
     }
     Ok(done)
+}
+
+/// What one pruning run removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub samples: u64,
+    pub polls: u64,
+    /// Rollup rows, per resolution (finest first).
+    pub rollups: [u64; 3],
+}
+
+/// Raw-sample timestamps deleted per statement: a few polls' worth, so the write lock is held
+/// for milliseconds even with thousands of VMs.
+const PRUNE_POLLS: i64 = 5;
+/// Rollup rows or poll rows deleted per statement.
+const PRUNE_ROWS: i64 = 2000;
+
+/// Deletes what is older than its retention, in small batches, and never anything the next
+/// resolution has not been computed from yet.
+pub async fn prune(
+    pool: &SqlitePool,
+    retention: &crate::config::Retention,
+    now_ms: i64,
+) -> sqlx::Result<Pruned> {
+    let mut out = Pruned::default();
+    let progress_ms =
+        |res| async move { Ok::<_, sqlx::Error>(progress(pool, res).await?.map(|s| s * 1000)) };
+
+    // Raw samples: older than their retention and already rolled up into 5-minute buckets.
+    let raw_cutoff = (now_ms - retention.raw.as_millis() as i64)
+        .min(progress_ms(300).await?.unwrap_or(i64::MIN));
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM samples WHERE ts IN (SELECT DISTINCT ts FROM samples WHERE ts < ? ORDER BY ts LIMIT ?)",
+        )
+        .bind(raw_cutoff)
+        .bind(PRUNE_POLLS)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        out.samples += n;
+        if n == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // Polls of that age too, except the ones hosts point at.
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM polls WHERE id IN (
+                 SELECT id FROM polls WHERE started_at < ?
+                   AND id NOT IN (SELECT last_poll_id FROM hosts WHERE last_poll_id IS NOT NULL)
+                   AND id NOT IN (SELECT last_ok_poll_id FROM hosts WHERE last_ok_poll_id IS NOT NULL)
+                 LIMIT ?)",
+        )
+        .bind(raw_cutoff)
+        .bind(PRUNE_ROWS)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        out.polls += n;
+        if n == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // Rollups: each resolution after its retention, once the coarser one has used it.
+    for (i, &res) in RESOLUTIONS.iter().enumerate() {
+        let mut cutoff = now_ms - retention.of(Some(res)).as_millis() as i64;
+        if let Some(&coarser) = RESOLUTIONS.get(i + 1) {
+            cutoff = cutoff.min(progress_ms(coarser).await?.unwrap_or(i64::MIN));
+        }
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM rollups WHERE res = ?1 AND (vm_id, bucket) IN (
+                     SELECT r.vm_id, r.bucket FROM vms v JOIN rollups r ON r.res = ?1 AND r.vm_id = v.id AND r.bucket < ?2 LIMIT ?3)",
+            )
+            .bind(res)
+            .bind(cutoff.div_euclid(1000))
+            .bind(PRUNE_ROWS)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            out.rollups[i] += n;
+            if n == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(out)
 }
 
 /// One rollup row as charts read it.
@@ -203,8 +294,13 @@ pub async fn done_until_ms(pool: &SqlitePool, res: i64) -> sqlx::Result<Option<i
 pub fn stage() -> rocket::fairing::AdHoc {
     rocket::fairing::AdHoc::on_liftoff("Rollups", |rocket| {
         Box::pin(async move {
-            let Some(db) = rocket.state::<crate::db::Db>() else { return };
+            let (Some(db), Some(settings)) =
+                (rocket.state::<crate::db::Db>(), rocket.state::<crate::config::Settings>())
+            else {
+                return;
+            };
             let pool = db.0.clone();
+            let retention = settings.retention;
             let mut shutdown = rocket.shutdown();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -217,6 +313,11 @@ pub fn stage() -> rocket::fairing::AdHoc {
                                 Ok(m) if m.rows.iter().any(|r| *r > 0) => tracing::debug!(rows = ?m.rows, ms = t.elapsed().as_millis() as u64, "rollups"),
                                 Ok(_) => {}
                                 Err(e) => tracing::error!("rollup maintenance failed: {e}"),
+                            }
+                            match prune(&pool, &retention, crate::db::now_ms()).await {
+                                Ok(p) if p.samples + p.polls + p.rollups.iter().sum::<u64>() > 0 => tracing::debug!(?p, "pruned history"),
+                                Ok(_) => {}
+                                Err(e) => tracing::error!("pruning history failed: {e}"),
                             }
                         }
                         _ = &mut shutdown => return,

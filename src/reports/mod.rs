@@ -135,6 +135,30 @@ async fn fleet_rows(pool: &SqlitePool, hosts: &Hosts, at: i64) -> sqlx::Result<V
         .await?;
         states.extend(found);
     }
+    // Raw samples of that moment may have been pruned: the rollup bucket holding it then says
+    // which state the VM spent most of that bucket in.
+    if rows.iter().any(|r| !states.contains_key(&r.0)) {
+        for res in crate::history::rollup::RESOLUTIONS {
+            let bucket = at.div_euclid(1000) - at.div_euclid(1000).rem_euclid(res);
+            let found: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+                "SELECT r.vm_id, r.n, r.up, r.paused, r.off FROM vms v
+                 JOIN rollups r ON r.res = ? AND r.vm_id = v.id AND r.bucket = ?",
+            )
+            .bind(res)
+            .bind(bucket)
+            .fetch_all(pool)
+            .await?;
+            for (vm, n, up, paused, off) in found {
+                let other = n - up - paused - off;
+                let dominant =
+                    [(up, "running"), (paused, "paused"), (off, "shut_off"), (other, "unknown")]
+                        .into_iter()
+                        .max_by_key(|(c, _)| *c)
+                        .map_or("unknown", |(_, s)| s);
+                states.entry(vm).or_insert_with(|| dominant.to_string());
+            }
+        }
+    }
     let mut out = Vec::with_capacity(rows.len());
     for (id, _host_id, host, name, uuid, body) in rows {
         let cfg: Option<VmConfig> = body.and_then(|b| serde_json::from_str(&b).ok());
@@ -281,6 +305,18 @@ struct AvailabilityRow {
     outage_start: String,
 }
 
+/// A stretch of one VM's history: when, how long it was observed running and observed at
+/// all, and whether it was down throughout.
+struct Stretch {
+    start: i64,
+    end: i64,
+    up: i64,
+    known: i64,
+    down: bool,
+}
+
+/// Uptime and longest outage per VM over `[from, to)`: from rollups for the part they cover
+/// (the finest resolution still kept for `from`), then raw samples for the newest part.
 async fn availability_rows(
     pool: &SqlitePool,
     settings: &Settings,
@@ -288,55 +324,96 @@ async fn availability_rows(
     to: i64,
 ) -> sqlx::Result<Vec<AvailabilityRow>> {
     let interval = settings.poll_interval.as_millis() as i64;
-    let rows: Vec<(i64, String, String, String, i64, String)> = sqlx::query_as(
-        "SELECT v.id, h.name, v.name, v.uuid, s.ts, s.state FROM samples s
-         JOIN vms v ON v.id = s.vm_id JOIN hosts h ON h.id = v.host_id
-         WHERE s.ts >= ? AND s.ts < ? ORDER BY v.id, s.ts",
+    let now = now_ms();
+    let res = if from >= now - settings.retention.raw.as_millis() as i64 {
+        None
+    } else {
+        Some(
+            crate::history::rollup::RESOLUTIONS
+                .into_iter()
+                .find(|r| from >= now - settings.retention.of(Some(*r)).as_millis() as i64)
+                .unwrap_or(86_400),
+        )
+    };
+    let raw_from = match res {
+        Some(r) => {
+            crate::history::rollup::done_until_ms(pool, r).await?.unwrap_or(from).clamp(from, to)
+        }
+        None => from,
+    };
+    let vms: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT v.id, h.name, v.name, v.uuid FROM vms v JOIN hosts h ON h.id = v.host_id",
     )
-    .bind(from)
+    .fetch_all(pool)
+    .await?;
+    let mut stretches: BTreeMap<i64, Vec<Stretch>> = BTreeMap::new();
+    if let Some(r) = res {
+        let rows: Vec<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT r.vm_id, r.bucket, r.n, r.up, r.paused, r.off FROM vms v
+             JOIN rollups r ON r.res = ?1 AND r.vm_id = v.id AND r.bucket >= ?2 AND r.bucket < ?3
+             ORDER BY r.vm_id, r.bucket",
+        )
+        .bind(r)
+        .bind(from.div_euclid(1000))
+        .bind(raw_from.div_euclid(1000))
+        .fetch_all(pool)
+        .await?;
+        for (vm, bucket, _n, up, paused, off) in rows {
+            let known = up + paused + off;
+            if known == 0 {
+                continue;
+            }
+            stretches.entry(vm).or_default().push(Stretch {
+                start: bucket * 1000,
+                end: (bucket + r) * 1000,
+                up: up * interval,
+                known: known * interval,
+                down: up == 0,
+            });
+        }
+    }
+    let raw: Vec<(i64, i64, String)> = sqlx::query_as(
+        "SELECT s.vm_id, s.ts, s.state FROM samples s WHERE s.ts >= ? AND s.ts < ? ORDER BY s.vm_id, s.ts",
+    )
+    .bind(raw_from)
     .bind(to)
     .fetch_all(pool)
     .await?;
-    let mut out: Vec<AvailabilityRow> = Vec::new();
-    let mut i = 0;
-    while i < rows.len() {
-        let id = rows[i].0;
-        let (mut running, mut known) = (0i64, 0i64);
-        let (mut outage_start, mut longest, mut longest_start): (Option<i64>, i64, i64) =
-            (None, 0, 0);
-        let start = i;
-        while i < rows.len() && rows[i].0 == id {
-            let (ts, state) = (rows[i].4, rows[i].5.as_str());
-            // Each sample stands for the time until the next one, at most three poll intervals.
-            let next = rows.get(i + 1).filter(|r| r.0 == id).map_or(ts + interval, |r| r.4).min(to);
-            let held = (next - ts).clamp(0, 3 * interval);
-            known += held;
-            if state == "running" {
-                running += held;
-                if let Some(s) = outage_start.take() {
-                    if ts - s > longest {
-                        longest = ts - s;
-                        longest_start = s;
-                    }
+    for (i, (vm, ts, state)) in raw.iter().enumerate() {
+        // Each sample stands for the time until the next one, at most three poll intervals.
+        let next = raw.get(i + 1).filter(|r| r.0 == *vm).map_or(ts + interval, |r| r.1).min(to);
+        let held = (next - ts).clamp(0, 3 * interval);
+        let running = state == "running";
+        let known = state != "unknown";
+        stretches.entry(*vm).or_default().push(Stretch {
+            start: *ts,
+            end: ts + held,
+            up: if running { held } else { 0 },
+            known: if known { held } else { 0 },
+            down: known && !running,
+        });
+    }
+    let mut out = Vec::new();
+    for (id, host, name, uuid) in vms {
+        let Some(list) = stretches.get(&id) else { continue };
+        let (up, known): (i64, i64) = list.iter().fold((0, 0), |a, s| (a.0 + s.up, a.1 + s.known));
+        let (mut longest, mut longest_start, mut current): (i64, i64, Option<i64>) = (0, 0, None);
+        for s in list {
+            if s.down {
+                let begun = *current.get_or_insert(s.start);
+                if s.end - begun > longest {
+                    longest = s.end - begun;
+                    longest_start = begun;
                 }
-            } else if outage_start.is_none() {
-                outage_start = Some(ts);
-            }
-            i += 1;
-        }
-        if let Some(s) = outage_start {
-            let end = (rows[i - 1].4 + interval).min(to);
-            if end - s > longest {
-                longest = end - s;
-                longest_start = s;
+            } else if s.known > 0 {
+                current = None;
             }
         }
-        let r = &rows[start];
         out.push(AvailabilityRow {
-            host: r.1.clone(),
-            name: r.2.clone(),
-            uuid: r.3.clone(),
-            uptime_pct: (known > 0).then(|| running as f64 / known as f64 * 100.0),
+            host,
+            name,
+            uuid,
+            uptime_pct: (known > 0).then(|| up as f64 / known as f64 * 100.0),
             observed_hours: known as f64 / 3_600_000.0,
             observed: view::duration_words(known),
             longest_outage: if longest > 0 { view::duration_words(longest) } else { "none".into() },
@@ -365,8 +442,12 @@ fn sort_availability(
     notices: &mut Vec<String>,
 ) -> String {
     match sort.unwrap_or("uptime") {
-        "uptime" => rows.sort_by(|a, b| {
-            a.uptime_pct.partial_cmp(&b.uptime_pct).unwrap_or(std::cmp::Ordering::Equal)
+        // Lowest first; VMs never observed in a known state last.
+        "uptime" => rows.sort_by(|a, b| match (a.uptime_pct, b.uptime_pct) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
         }),
         "outage" => rows.sort_by_key(|r| std::cmp::Reverse(r.longest_outage_s)),
         "name" => rows.sort_by_key(|r| r.name.to_lowercase()),

@@ -258,3 +258,127 @@ async fn long_ranges_on_the_vm_page_read_rollups_with_raw_samples_for_the_newest
     let (_, html) = app.get(&format!("/vms/lab/{uuid}?range=1h")).await;
     assert!(html.contains("read from raw samples"));
 }
+
+#[tokio::test]
+async fn pruning_keeps_each_resolution_for_its_retention_and_never_ahead_of_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool =
+        vmdeck::db::connect(&format!("sqlite://{}/p.db", dir.path().display())).await.unwrap();
+    let end = generate(&pool).await;
+    let now = end + 2 * 86_400_000;
+    rollup::maintain(&pool, now).await.unwrap();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+    };
+    let hourly_before = count("SELECT COUNT(*) FROM rollups WHERE res = 3600").await;
+    let daily_before = count("SELECT COUNT(*) FROM rollups WHERE res = 86400").await;
+    let day = std::time::Duration::from_secs(86_400);
+    let retention = vmdeck::config::Retention {
+        raw: day,
+        rollup_5m: 2 * day,
+        rollup_1h: 3 * day,
+        rollup_1d: 10 * day,
+    };
+    let pruned = rollup::prune(&pool, &retention, now).await.unwrap();
+    assert!(pruned.samples > 0 && pruned.polls > 0, "{pruned:?}");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM samples").await,
+        0,
+        "every raw sample is older than a day"
+    );
+    assert!(count("SELECT COUNT(*) FROM polls").await <= 2, "only the polls hosts point at remain");
+    assert_eq!(count("SELECT COUNT(*) FROM rollups WHERE res = 300").await, 0);
+    let hourly_after = count("SELECT COUNT(*) FROM rollups WHERE res = 3600").await;
+    assert!(hourly_after > 0 && hourly_after < hourly_before, "{hourly_before} -> {hourly_after}");
+    let oldest_hour: i64 = count("SELECT min(bucket) FROM rollups WHERE res = 3600").await;
+    assert!(oldest_hour * 1000 >= now - 3 * 86_400_000, "hourly rows older than 3 days are gone");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM rollups WHERE res = 86400").await,
+        daily_before,
+        "daily rows kept"
+    );
+    // Maintenance after pruning finds nothing to redo.
+    assert_eq!(rollup::maintain(&pool, now).await.unwrap().rows, [0, 0, 0]);
+}
+
+#[tokio::test]
+async fn reports_read_rollups_once_raw_samples_are_pruned() {
+    use crate::support::app::{spawn_app, AppOptions};
+    let app = spawn_app(AppOptions {
+        hosts: vec![crate::support::app::libvirt_host("lab", &crate::support::app::breadth_uri())],
+        poll_interval_secs: 60,
+        ..Default::default()
+    })
+    .await;
+    let host_id: i64 = sqlx::query_scalar("SELECT id FROM hosts WHERE name = 'lab'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let now = vmdeck::db::now_ms();
+    let start = now - 4 * 86_400_000;
+    let mut cache = HostCache::default();
+    // Running two hours out of three, every 60 s, for four days.
+    for i in 0..(4 * 24 * 60) {
+        let ts = start + i * 60_000;
+        let state = if (i / 60) % 3 == 2 { PowerState::ShutOff } else { PowerState::Running };
+        store::record_success(
+            &app.pool,
+            &mut cache,
+            host_id,
+            ts,
+            ts + 5,
+            &[report("old-vm", state, i as u64, i as u64)],
+        )
+        .await
+        .unwrap();
+    }
+    rollup::maintain(&app.pool, now).await.unwrap();
+    let settings_retention = vmdeck::config::Retention {
+        raw: std::time::Duration::from_secs(2 * 86_400),
+        rollup_5m: std::time::Duration::from_secs(60 * 86_400),
+        rollup_1h: std::time::Duration::from_secs(730 * 86_400),
+        rollup_1d: std::time::Duration::from_secs(3650 * 86_400),
+    };
+    rollup::prune(&app.pool, &settings_retention, now).await.unwrap();
+    let oldest_raw: i64 =
+        sqlx::query_scalar("SELECT min(ts) FROM samples").fetch_one(&app.pool).await.unwrap();
+    assert!(
+        oldest_raw >= now - 2 * 86_400_000 - 60_000,
+        "raw samples older than two days are gone"
+    );
+
+    // Availability over all four days: two thirds, from rollups for the pruned part.
+    let from = crate::support::app::unescape(
+        &vmdeck::view::absolute(start + 3_600_000)[..16].replace(' ', "T"),
+    );
+    let (status, html) = app.get(&format!("/reports/availability?from={from}&sort=name")).await;
+    assert_eq!(status, 200);
+    let row = html.split("old-vm").nth(2).unwrap_or_else(|| panic!("no row for old-vm in {html}"));
+    let pct: f64 = row
+        .split("class=\"num\">")
+        .nth(1)
+        .and_then(|c| c.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("an uptime figure");
+    assert!((pct - 66.67).abs() < 1.5, "uptime {pct} % (expected about two thirds)");
+    let res = app
+        .viewer
+        .client
+        .get(format!("{}/reports/availability.csv?from={from}", app.base))
+        .send()
+        .await
+        .unwrap();
+    let body = res.text().await.unwrap();
+    let line = body.lines().find(|l| l.contains(",old-vm,")).expect("old-vm in the CSV");
+    let outage: i64 = line.split(',').nth(7).unwrap().parse().unwrap();
+    // Hour-long outages, seen through 5-minute buckets (not aligned to them) and raw samples.
+    assert!((3000..=3660).contains(&outage), "longest outage {outage} s: {line}");
+
+    // The fleet three days ago: the state comes from the rollup bucket of that moment.
+    let at_ms = start + 24 * 3_600_000 + 30 * 60_000; // hour 24: running
+    let at = vmdeck::view::absolute(at_ms)[..16].replace(' ', "T");
+    let (_, html) = app.get(&format!("/reports/fleet?at={at}")).await;
+    let row = html.split(">old-vm<").nth(1).expect("old-vm existed then");
+    assert!(row.split("</tr>").next().unwrap().contains("<td>running</td>"), "{row}");
+}
