@@ -7,8 +7,6 @@
 //!
 //! Run: `cargo run --release --bin vmdeck-bench -- [--domains 1000] [--polls 100] [--requests 300]`
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -76,12 +74,6 @@ fn write_node(path: &Path, n: usize) {
     std::fs::write(path, xml).expect("write node definition");
 }
 
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    (pick(0.5), pick(0.99), v[v.len() - 1])
-}
-
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -92,32 +84,6 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// One HTTP/1.1 GET over a fresh connection; returns (status, server-timing ms, body length).
-fn http_get(
-    port: u16,
-    path: &str,
-    cookies: &[(String, String)],
-) -> std::io::Result<(u16, Option<f64>, usize)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    let jar: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: {}\r\n\r\n",
-        jar.join("; ")
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let timing = head
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("server-timing:"))
-        .and_then(|l| l.split("dur=").nth(1))
-        .and_then(|v| v.trim().parse().ok());
-    Ok((status, timing, body.len()))
 }
 
 #[rocket::main]
@@ -211,8 +177,8 @@ async fn main() {
         full_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     drop(bare);
-    let (bare_med, bare_p99, _) = stats(bare_ms);
-    let (full_med, full_p99, _) = stats(full_ms);
+    let (bare_med, bare_p99, _) = common::stats(bare_ms);
+    let (full_med, full_p99, _) = common::stats(full_ms);
     println!("\n## Poll of {} VMs (20 rounds, interleaved)", args.domains);
     println!("bare libvirt calls : median {bare_med:.1} ms, p99 {bare_p99:.1} ms");
     println!(
@@ -231,7 +197,9 @@ async fn main() {
     .await
     .expect("bench user");
     let (viewer, _) =
-        tokio::task::spawn_blocking(move || login(port, "bench-op", PASSWORD)).await.unwrap();
+        tokio::task::spawn_blocking(move || common::login(port, "bench-op", PASSWORD))
+            .await
+            .unwrap();
     let cookies = viewer.cookies.clone();
     for (path, what) in [
         ("/vms", "default page (first 100 rows, sorted by name)"),
@@ -244,7 +212,7 @@ async fn main() {
             let t = Instant::now();
             let (status, timing, len) = tokio::task::spawn_blocking({
                 let jar = cookies.clone();
-                move || http_get(port, path, &jar)
+                move || common::http_get(port, path, &jar)
             })
             .await
             .unwrap()
@@ -254,8 +222,8 @@ async fn main() {
             server_ms.push(timing.expect("Server-Timing header"));
             bytes = len;
         }
-        let (s_med, s_p99, s_max) = stats(server_ms);
-        let (c_med, c_p99, _) = stats(client_ms);
+        let (s_med, s_p99, s_max) = common::stats(server_ms);
+        let (c_med, c_p99, _) = common::stats(client_ms);
         println!(
             "\n## GET {path} with {} VMs: {what} ({} requests, {} KiB page)",
             args.domains,
@@ -292,7 +260,7 @@ async fn exporter(uri: &str, scrapes: usize) {
     let mut times = Vec::new();
     let mut ready = false;
     for _ in 0..100 {
-        if http_get(port, "/", &[]).is_ok() {
+        if common::http_get(port, "/", &[]).is_ok() {
             ready = true;
             break;
         }
@@ -302,7 +270,7 @@ async fn exporter(uri: &str, scrapes: usize) {
         let mut size = 0;
         for _ in 0..scrapes {
             let t = Instant::now();
-            match tokio::task::spawn_blocking(move || http_get(port, "/metrics", &[]))
+            match tokio::task::spawn_blocking(move || common::http_get(port, "/metrics", &[]))
                 .await
                 .unwrap()
             {
@@ -317,7 +285,7 @@ async fn exporter(uri: &str, scrapes: usize) {
             }
         }
         if !times.is_empty() {
-            let (med, p99, _) = stats(times);
+            let (med, p99, _) = common::stats(times);
             println!(
                 "scrape /metrics: median {med:.1} ms, p99 {p99:.1} ms ({} KiB of metrics)",
                 size / 1024
@@ -328,91 +296,6 @@ async fn exporter(uri: &str, scrapes: usize) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// A tiny HTTP/1.1 client with a cookie jar: enough to log in and post forms. (The bench is
-/// part of the server crate, which has no HTTP client dependency of its own.)
-struct Http {
-    port: u16,
-    cookies: Vec<(String, String)>,
-}
-
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Http {
-    fn new(port: u16) -> Self {
-        Http { port, cookies: Vec::new() }
-    }
-
-    fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        form: Option<&[(&str, &str)]>,
-    ) -> std::io::Result<Reply> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        let body = form
-            .map(|f| url::form_urlencoded::Serializer::new(String::new()).extend_pairs(f).finish())
-            .unwrap_or_default();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
-            self.port
-        );
-        if !self.cookies.is_empty() {
-            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            req.push_str(&format!("Cookie: {}\r\n", jar.join("; ")));
-        }
-        if form.is_some() {
-            req.push_str(&format!(
-                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
-        }
-        req.push_str("\r\n");
-        req.push_str(&body);
-        s.write_all(req.as_bytes())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        for line in head.lines() {
-            if let Some(v) =
-                line.strip_prefix("set-cookie: ").or_else(|| line.strip_prefix("Set-Cookie: "))
-            {
-                if let Some((k, v)) = v.split(';').next().and_then(|kv| kv.split_once('=')) {
-                    self.cookies.retain(|(name, _)| name != k);
-                    if !v.is_empty() {
-                        self.cookies.push((k.to_string(), v.to_string()));
-                    }
-                }
-            }
-        }
-        Ok(Reply { status, body: body.to_string() })
-    }
-}
-
-fn csrf_of(html: &str) -> String {
-    let key = "name=\"csrf_token\" value=\"";
-    html.find(key)
-        .map(|i| &html[i + key.len()..])
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn login(port: u16, user: &str, password: &str) -> (Http, String) {
-    let mut http = Http::new(port);
-    let r = http
-        .send("POST", "/login", Some(&[("username", user), ("password", password)]))
-        .expect("login");
-    assert_eq!(r.status, 303, "login as {user}");
-    let page = http.send("GET", "/audit", None).expect("audit page");
-    let csrf = csrf_of(&page.body);
-    (http, csrf)
 }
 
 async fn control_figures(
@@ -447,7 +330,9 @@ async fn control_figures(
         bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let (mut http, csrf) =
-        tokio::task::spawn_blocking(move || login(port, "bench-op", PASSWORD)).await.unwrap();
+        tokio::task::spawn_blocking(move || common::login(port, "bench-op", PASSWORD))
+            .await
+            .unwrap();
     let mut http_ms = Vec::new();
     for uuid in single {
         let path = format!("/vms/bench/{uuid}/power");
@@ -469,8 +354,8 @@ async fn control_figures(
     .fetch_one(pool)
     .await
     .unwrap();
-    let (b_med, b_p99, _) = stats(bare_ms.clone());
-    let (h_med, h_p99, _) = stats(http_ms);
+    let (b_med, b_p99, _) = common::stats(bare_ms.clone());
+    let (h_med, h_p99, _) = common::stats(http_ms);
     println!(
         "\n## Power action: request to accepted ({} VMs on the host, 50 pauses each way)",
         domains
@@ -522,7 +407,7 @@ async fn control_figures(
     // /vms latency while 10 logins run (argon2 must not stall page loads).
     let page = |n: usize| {
         move || {
-            let (mut http, _) = login(port, "bench-op", PASSWORD);
+            let (mut http, _) = common::login(port, "bench-op", PASSWORD);
             let mut ms = Vec::new();
             for _ in 0..n {
                 let t = Instant::now();
@@ -541,7 +426,7 @@ async fn control_figures(
         let (stop, logins) = (stop.clone(), logins.clone());
         workers.push(std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut http = Http::new(port);
+                let mut http = common::Http::new(port);
                 if let Ok(r) = http.send(
                     "POST",
                     "/login",
@@ -563,8 +448,8 @@ async fn control_figures(
     for w in workers {
         let _ = w.join();
     }
-    let (q_med, q_p99, _) = stats(quiet);
-    let (l_med, l_p99, _) = stats(loaded);
+    let (q_med, q_p99, _) = common::stats(quiet);
+    let (l_med, l_p99, _) = common::stats(loaded);
     println!("\n## GET /vms while 10 clients log in continuously (argon2id, 19 MiB, t=2)");
     println!("without logins: median {q_med:.2} ms, p99 {q_p99:.2} ms");
     println!(

@@ -162,9 +162,21 @@ async fn load_history(
     let mut states: Vec<(i64, &'static str, i64)> = Vec::new();
     let (mut up, mut known, mut samples) = (0i64, 0i64, 0i64);
     let mut raw_from = start;
-    if let Some(res) = res {
-        let rows = rollup::rows(pool, res, vm_id, start, end).await?;
-        raw_from = rollup::done_until_ms(pool, res).await?.unwrap_or(start).clamp(start, end);
+    // The chosen resolution covers the range up to where it is rolled up; each finer one then
+    // covers the rest up to its own progress, and raw samples only the last minutes. (Reading
+    // the tail of a daily chart from raw samples would cost a lookup per poll of a whole day.)
+    let tiers: Vec<i64> = match res {
+        Some(r) => rollup::RESOLUTIONS.iter().copied().filter(|t| *t <= r).rev().collect(),
+        None => Vec::new(),
+    };
+    for res in tiers {
+        let done = rollup::done_until_ms(pool, res).await?.unwrap_or(raw_from).clamp(raw_from, end);
+        if done <= raw_from {
+            continue;
+        }
+        let rows = rollup::rows(pool, res, vm_id, raw_from, done).await?;
+        let tier_from = raw_from;
+        raw_from = done;
         let push = |dst: &mut Vec<Point>,
                     ts: i64,
                     n: i64,
@@ -182,7 +194,10 @@ async fn load_history(
                 });
             }
         };
-        for r in rows.iter().filter(|r| r.bucket * 1000 < raw_from) {
+        // The first tier includes the bucket the range starts in; the finer ones start exactly
+        // where the coarser one stopped (progress marks are bucket boundaries).
+        let lowest = if tier_from == start { tier_from - res * 1000 + 1 } else { tier_from };
+        for r in rows.iter().filter(|r| r.bucket * 1000 >= lowest && r.bucket * 1000 < raw_from) {
             let ts = r.bucket * 1000;
             push(&mut points[0], ts, r.cpu_n, r.cpu_min, r.cpu_sum, r.cpu_max, 0.01);
             push(&mut points[1], ts, r.mem_n, r.mem_min, r.mem_sum, r.mem_max, 1024.0);

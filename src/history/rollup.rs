@@ -12,8 +12,10 @@ pub const RESOLUTIONS: [i64; 3] = [300, 3600, 86_400];
 /// Buckets written per transaction, so a catch-up never holds the write lock for long.
 const BATCH_BUCKETS: i64 = 12;
 
-/// Raw samples may be stored up to this long after their poll started (a slow poll).
-const SLACK_SECS: i64 = 60;
+/// Raw samples may be stored up to this long after their poll started: a poll can take up to
+/// `call_timeout_secs` (600 s at most) before it is written. A bucket is rolled up only once
+/// this much time has passed since it closed; charts read raw samples for that tail.
+const SLACK_SECS: i64 = 660;
 
 /// What one maintenance run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

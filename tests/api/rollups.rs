@@ -251,10 +251,21 @@ async fn long_ranges_on_the_vm_page_read_rollups_with_raw_samples_for_the_newest
     let (status, html) = app.get(&format!("/vms/lab/{uuid}?range=30d")).await;
     assert_eq!(status, 200);
     assert!(html.contains("read from hourly rollups"), "30 days come from the hourly tier");
+    // Hourly rows, then 5-minute rows, then raw samples for the newest minutes: every sample
+    // counted exactly once.
+    assert!(
+        html.contains(">Times in UTC. 864 samples in this range"),
+        "no bucket counted twice or missed"
+    );
     assert!(html.contains("<title>CPU "), "with points");
     assert!(html.contains("uptime 100.00 %"));
     let (_, html) = app.get(&format!("/vms/lab/{uuid}?range=24h")).await;
     assert!(html.contains("read from 5-minute rollups"));
+    assert!(
+        html.contains(">Times in UTC. 288 samples in this range")
+            || html.contains(">Times in UTC. 289 samples in this range"),
+        "one day of 5-minute polls"
+    );
     let (_, html) = app.get(&format!("/vms/lab/{uuid}?range=1h")).await;
     assert!(html.contains("read from raw samples"));
 }

@@ -1,5 +1,9 @@
 //! Helpers shared by the benchmark binaries.
+// Each binary includes this module and uses a different subset of it.
+#![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
 /// A fresh random secret key: the release profile requires one.
@@ -52,4 +56,122 @@ pub fn cpu_model() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Median, p99 and maximum.
+pub fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (pick(0.5), pick(0.99), v[v.len() - 1])
+}
+
+/// One HTTP/1.1 GET over a fresh connection; returns (status, server-timing ms, body length).
+pub fn http_get(
+    port: u16,
+    path: &str,
+    cookies: &[(String, String)],
+) -> std::io::Result<(u16, Option<f64>, usize)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let jar: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: {}\r\n\r\n",
+        jar.join("; ")
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let timing = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("server-timing:"))
+        .and_then(|l| l.split("dur=").nth(1))
+        .and_then(|v| v.trim().parse().ok());
+    Ok((status, timing, body.len()))
+}
+
+/// A tiny HTTP/1.1 client with a cookie jar: enough to log in and post forms. (The bench is
+/// part of the server crate, which has no HTTP client dependency of its own.)
+pub struct Http {
+    port: u16,
+    pub cookies: Vec<(String, String)>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Http {
+    pub fn new(port: u16) -> Self {
+        Http { port, cookies: Vec::new() }
+    }
+
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+    ) -> std::io::Result<Reply> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let body = form
+            .map(|f| url::form_urlencoded::Serializer::new(String::new()).extend_pairs(f).finish())
+            .unwrap_or_default();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
+            self.port
+        );
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req.push_str(&format!("Cookie: {}\r\n", jar.join("; ")));
+        }
+        if form.is_some() {
+            req.push_str(&format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        s.write_all(req.as_bytes())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        for line in head.lines() {
+            if let Some(v) =
+                line.strip_prefix("set-cookie: ").or_else(|| line.strip_prefix("Set-Cookie: "))
+            {
+                if let Some((k, v)) = v.split(';').next().and_then(|kv| kv.split_once('=')) {
+                    self.cookies.retain(|(name, _)| name != k);
+                    if !v.is_empty() {
+                        self.cookies.push((k.to_string(), v.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(Reply { status, body: body.to_string() })
+    }
+}
+
+pub fn csrf_of(html: &str) -> String {
+    let key = "name=\"csrf_token\" value=\"";
+    html.find(key)
+        .map(|i| &html[i + key.len()..])
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn login(port: u16, user: &str, password: &str) -> (Http, String) {
+    let mut http = Http::new(port);
+    let r = http
+        .send("POST", "/login", Some(&[("username", user), ("password", password)]))
+        .expect("login");
+    assert_eq!(r.status, 303, "login as {user}");
+    let page = http.send("GET", "/audit", None).expect("audit page");
+    let csrf = csrf_of(&page.body);
+    (http, csrf)
 }
