@@ -232,8 +232,20 @@ async fn main() {
         ),
         _ => println!("bytes per row: dbstat not available in this SQLite build"),
     }
-    let ten_year_rollups = tiers[1] as f64 * 1.0 + tiers[2] as f64 * 9.0;
-    println!("(the 1-hour and 1-day tiers keep growing until 2 and 10 years: +{:.0} rollup rows per VM at full depth)", ten_year_rollups / args.vms as f64);
+    // At full depth the hourly tier holds 2 years and the daily one 10: the rows still to come
+    // per VM, at the measured size of a rollup row, give the steady-state size.
+    let per_vm = used as f64 / args.vms as f64;
+    let rollup_row = match (dbstat("rollups").await, tiers.iter().sum::<i64>()) {
+        (Some(b), n) if n > 0 => b as f64 / n as f64,
+        _ => 100.0,
+    };
+    let to_come = (730.0 * 24.0 - tiers[1] as f64 / args.vms as f64).max(0.0)
+        + (3650.0 - tiers[2] as f64 / args.vms as f64).max(0.0);
+    println!(
+        "projected at full depth (hourly 2 y, daily 10 y): {:.2} MB per VM (+{:.0} rollup rows per VM)",
+        (per_vm + to_come * rollup_row) / 1e6,
+        to_come
+    );
 
     // Page render times.
     vmdeck::auth::users::add(

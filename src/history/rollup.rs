@@ -152,7 +152,7 @@ pub struct Pruned {
 /// Raw-sample timestamps deleted per statement: a few polls' worth, so the write lock is held
 /// for milliseconds even with thousands of VMs.
 const PRUNE_POLLS: i64 = 5;
-/// Rollup rows or poll rows deleted per statement.
+/// Poll rows deleted per statement.
 const PRUNE_ROWS: i64 = 2000;
 
 /// Deletes what is older than its retention, in small batches, and never anything the next
@@ -210,22 +210,21 @@ pub async fn prune(
         if let Some(&coarser) = RESOLUTIONS.get(i + 1) {
             cutoff = cutoff.min(progress_ms(coarser).await?.unwrap_or(i64::MIN));
         }
-        loop {
-            let n = sqlx::query(
-                "DELETE FROM rollups WHERE res = ?1 AND (vm_id, bucket) IN (
-                     SELECT r.vm_id, r.bucket FROM vms v JOIN rollups r ON r.res = ?1 AND r.vm_id = v.id AND r.bucket < ?2 LIMIT ?3)",
-            )
-            .bind(res)
-            .bind(cutoff.div_euclid(1000))
-            .bind(PRUNE_ROWS)
-            .execute(pool)
-            .await?
-            .rows_affected();
+        // One primary-key range per VM: a single DELETE with a subquery made SQLite scan every
+        // row of the resolution (1.7 million 5-minute rows for 100 VMs, 200 ms a minute).
+        let vms: Vec<i64> = sqlx::query_scalar("SELECT id FROM vms").fetch_all(pool).await?;
+        for vm in vms {
+            let n = sqlx::query("DELETE FROM rollups WHERE res = ? AND vm_id = ? AND bucket < ?")
+                .bind(res)
+                .bind(vm)
+                .bind(cutoff.div_euclid(1000))
+                .execute(pool)
+                .await?
+                .rows_affected();
             out.rollups[i] += n;
-            if n == 0 {
-                break;
+            if n > 0 {
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
         }
     }
     Ok(out)
