@@ -34,7 +34,7 @@ pub fn line_chart(name: &str, unit: Unit, from: i64, to: i64, points: &[Option<P
 }
 
 pub fn routes() -> Vec<Route> {
-    rocket::routes![vm_page]
+    rocket::routes![vm_page, vm_csv]
 }
 
 /// Most points a chart series gets, whatever the range.
@@ -442,6 +442,7 @@ struct VmPage {
     actions: Vec<(&'static str, &'static str, Option<String>)>,
     pending: Option<String>,
     ranges: Vec<RangeOption>,
+    range_key: String,
     range_label: String,
     from_text: String,
     to_text: String,
@@ -459,35 +460,20 @@ struct VmPage {
     back: String,
 }
 
-#[allow(clippy::too_many_arguments)] // route parameters and guards
-#[rocket::get("/vms/<host>/<uuid>?<range>&<from>&<to>")]
-async fn vm_page(
-    user: Viewer<'_>,
-    host: &str,
-    uuid: &str,
-    range: Option<&str>,
-    from: Option<&str>,
-    to: Option<&str>,
-    db: &State<Db>,
-    hosts: &State<Arc<Hosts>>,
-    settings: &State<Settings>,
-    flash: Option<FlashMessage<'_>>,
-) -> Result<Template, AppError> {
-    let pool = &db.0;
-    let vm: VmRow = sqlx::query_as(
-        "SELECT v.id, v.host_id, v.name, v.state, v.raw_state, v.state_reason, v.state_since, v.first_seen,
-                v.gone_at, v.addresses, c.body
-         FROM vms v JOIN hosts h ON h.id = v.host_id LEFT JOIN vm_configs c ON c.id = v.config_id
-         WHERE h.name = ? AND v.uuid = ?",
-    )
-    .bind(host)
-    .bind(uuid)
-    .fetch_optional(pool)
-    .await?
-    .ok_or_else(|| AppError::NotFound(format!("vmdeck has never seen a VM {uuid:?} on a host named {host:?}.")))?;
+/// The range a page or CSV asked for.
+struct RangeChoice {
+    start: i64,
+    end: i64,
+    label: String,
+    chosen: String,
+    notices: Vec<String>,
+    from_text: String,
+    to_text: String,
+}
 
-    // The range: a named one, or a custom from/to (UTC); anything wrong is said, not fatal.
-    let now = now_ms();
+/// Reads `range` (a named range or `custom`) and `from`/`to` (UTC); anything wrong becomes a
+/// notice and the last 24 hours.
+fn parse_range(range: Option<&str>, from: Option<&str>, to: Option<&str>, now: i64) -> RangeChoice {
     let mut notices = Vec::new();
     let parse = |s: &str| crate::audit::parse_time(s, false);
     let (mut start, mut end, mut label) = (now - 86_400_000, now, "24 hours".to_string());
@@ -516,6 +502,40 @@ async fn vm_page(
         }
     }
 
+    RangeChoice { start, end, label, chosen: chosen.to_string(), notices, from_text, to_text }
+}
+
+#[allow(clippy::too_many_arguments)] // route parameters and guards
+#[rocket::get("/vms/<host>/<uuid>?<range>&<from>&<to>", rank = 2)]
+async fn vm_page(
+    user: Viewer<'_>,
+    host: &str,
+    uuid: &str,
+    range: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+    db: &State<Db>,
+    hosts: &State<Arc<Hosts>>,
+    settings: &State<Settings>,
+    flash: Option<FlashMessage<'_>>,
+) -> Result<Template, AppError> {
+    let pool = &db.0;
+    let vm: VmRow = sqlx::query_as(
+        "SELECT v.id, v.host_id, v.name, v.state, v.raw_state, v.state_reason, v.state_since, v.first_seen,
+                v.gone_at, v.addresses, c.body
+         FROM vms v JOIN hosts h ON h.id = v.host_id LEFT JOIN vm_configs c ON c.id = v.config_id
+         WHERE h.name = ? AND v.uuid = ?",
+    )
+    .bind(host)
+    .bind(uuid)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| AppError::NotFound(format!("vmdeck has never seen a VM {uuid:?} on a host named {host:?}.")))?;
+
+    // The range: a named one, or a custom from/to (UTC); anything wrong is said, not fatal.
+    let now = now_ms();
+    let RangeChoice { start, end, label, chosen, notices, from_text, to_text } =
+        parse_range(range, from, to, now);
     let history = load_history(pool, settings, vm.host_id, vm.id, start, end).await?;
     let [cpu, mem, rd, wr, rx, tx] = &history.series;
     let config: Option<VmConfig> = vm.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
@@ -705,6 +725,7 @@ async fn vm_page(
             actions,
             pending,
             ranges,
+            range_key: chosen.clone(),
             range_label: label,
             from_text,
             to_text,
@@ -777,4 +798,81 @@ mod tests {
         let c = describe_changes(&old, &new);
         assert_eq!(c, vec!["vCPUs 2 → 4", "memory 1 GiB → 2 GiB", "disk vdb added (/img/b.qcow2)"]);
     }
+}
+
+/// `GET /vms/<host>/<uuid>.csv`: the same history as the page's charts, one row per point.
+/// A `<uuid>.csv` path segment; anything else does not match, so the page route gets it.
+struct CsvFile<'r>(&'r str);
+
+impl<'r> rocket::request::FromParam<'r> for CsvFile<'r> {
+    type Error = ();
+
+    fn from_param(param: &'r str) -> Result<Self, ()> {
+        param.strip_suffix(".csv").map(CsvFile).ok_or(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // route parameters and guards
+#[rocket::get("/vms/<host>/<file>?<range>&<from>&<to>", rank = 1)]
+async fn vm_csv(
+    _user: Viewer<'_>,
+    host: &str,
+    file: CsvFile<'_>,
+    range: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+    db: &State<Db>,
+    settings: &State<Settings>,
+) -> Result<crate::audit::Csv, AppError> {
+    let uuid = file.0;
+    let pool = &db.0;
+    let vm: Option<(i64, i64, String)> = sqlx::query_as(
+        "SELECT v.id, v.host_id, v.name FROM vms v JOIN hosts h ON h.id = v.host_id WHERE h.name = ? AND v.uuid = ?",
+    )
+    .bind(host)
+    .bind(uuid)
+    .fetch_optional(pool)
+    .await?;
+    let (vm_id, host_id, name) = vm.ok_or_else(|| {
+        AppError::NotFound(format!("vmdeck has never seen a VM {uuid:?} on a host named {host:?}."))
+    })?;
+    let r = parse_range(range, from, to, now_ms());
+    let h = load_history(pool, settings, host_id, vm_id, r.start, r.end).await?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["time_utc".to_string(), "samples".to_string()];
+    for m in [
+        "cpu_pct",
+        "memory_used_bytes",
+        "disk_read_bytes_per_s",
+        "disk_write_bytes_per_s",
+        "net_rx_bytes_per_s",
+        "net_tx_bytes_per_s",
+    ] {
+        for k in ["avg", "min", "max"] {
+            header.push(format!("{m}_{k}"));
+        }
+    }
+    w.write_record(&header).map_err(|e| AppError::Internal(e.into()))?;
+    let len = h.series[0].len();
+    for i in 0..len {
+        let points: Vec<Option<Point>> = h.series.iter().map(|s| s[i]).collect();
+        let Some(ts) = points.iter().flatten().map(|p| p.ts).next() else { continue };
+        let n = points.iter().flatten().map(|p| p.n).max().unwrap_or(0);
+        let mut row = vec![view::absolute(ts), n.to_string()];
+        for p in &points {
+            match p {
+                Some(p) => row.extend([
+                    format!("{:.3}", p.avg),
+                    format!("{:.3}", p.min),
+                    format!("{:.3}", p.max),
+                ]),
+                None => row.extend([String::new(), String::new(), String::new()]),
+            }
+        }
+        w.write_record(&row).map_err(|e| AppError::Internal(e.into()))?;
+    }
+    let body = w.into_inner().map_err(|e| AppError::Internal(anyhow::anyhow!("csv: {e}")))?;
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    Ok(crate::audit::Csv { filename: format!("vmdeck-{safe}-history.csv"), body })
 }

@@ -174,6 +174,13 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             vec![],
             [401, 200, 200, 200],
         ),
+        (
+            "GET",
+            "/vms/<host>/<file>?<range>&<from>&<to>",
+            format!("/vms/lab/{running}.csv"),
+            vec![],
+            [401, 200, 200, 200],
+        ),
         ("GET", "/reports", "/reports".into(), vec![], [401, 200, 200, 200]),
         ("GET", "/reports/fleet?<at>", "/reports/fleet".into(), vec![], [401, 200, 200, 200]),
         (

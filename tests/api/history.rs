@@ -40,6 +40,26 @@ async fn a_vm_page_shows_configuration_charts_timeline_and_links() {
     assert!(html.contains("class=\"state-running\""), "the timeline shows the running span");
     assert!(html.contains("uptime 100.00 %"));
     assert!(crate::support::app::unescape(&html).contains(&format!("/audit?vm={uuid}")));
+    // The same history as CSV, with units in the column names.
+    let res = app
+        .viewer
+        .client
+        .get(format!("{}/vms/lab/{uuid}.csv?range=1h", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let body = res.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    assert!(
+        headers.iter().any(|h| h == "cpu_pct_avg")
+            && headers.iter().any(|h| h == "memory_used_bytes_max")
+    );
+    let samples: u32 = reader.records().map(|r| r.unwrap()[1].parse::<u32>().unwrap()).sum();
+    assert!(samples >= 3, "every sample of the range is in the CSV's rows ({samples})");
+    let (status, _) = app.get("/vms/lab/00000000-0000-0000-0000-000000000000.csv").await;
+    assert_eq!(status, 404);
     let (_, list) = app.get("/vms?q=br-big").await;
     assert!(list.contains(&format!("href=\"/vms/lab/{uuid}\"")), "the list links to the page");
 }
