@@ -61,21 +61,7 @@ async fn the_vm_list_sorts_and_filters_in_a_real_browser() {
     // Not logged in: / leads to the list, which asks for a login first.
     b.client.goto(&format!("{}/", app.base)).await.unwrap();
     assert_eq!(b.client.current_url().await.unwrap().path(), "/vms", "/ redirects to the list");
-    b.client
-        .find(Locator::Css("input[name=username]"))
-        .await
-        .unwrap()
-        .send_keys("viewer")
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    b.client.find(Locator::Css(".login button[type=submit]")).await.unwrap().click().await.unwrap();
+    log_in(&b, "viewer").await;
     let all = names_when(&b, |n| n.len() == 21).await;
     assert_eq!(all.len(), 21);
 
@@ -129,21 +115,7 @@ async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
         .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
 
     b.client.goto(&format!("{}/login", app.base)).await.unwrap();
-    b.client
-        .find(Locator::Css("input[name=username]"))
-        .await
-        .unwrap()
-        .send_keys("olivia")
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    b.client.find(Locator::Css(".login button[type=submit]")).await.unwrap().click().await.unwrap();
+    log_in(&b, "olivia").await;
     names_when(&b, |n| n.len() == 21).await;
 
     // Power off br-running: the row's link leads to a confirmation page, a plain form.
@@ -223,21 +195,7 @@ async fn select_all_checks_every_row_for_a_bulk_action() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
     b.client.goto(&format!("{}/login", app.base)).await.unwrap();
-    b.client
-        .find(Locator::Css("input[name=username]"))
-        .await
-        .unwrap()
-        .send_keys("olga")
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    b.client.find(Locator::Css(".login button[type=submit]")).await.unwrap().click().await.unwrap();
+    log_in(&b, "olga").await;
     names_when(&b, |n| n.len() == 21).await;
     loop_find(&b, "#select-all").await.click().await.unwrap();
     let checked = b
@@ -250,4 +208,23 @@ async fn select_all_checks_every_row_for_a_bulk_action() {
         .unwrap();
     assert_eq!(checked.as_u64(), Some(21), "every row is selected");
     b.close().await;
+}
+
+/// Fills in and submits the login form shown on the current page.
+async fn log_in(b: &Browser, user: &str) {
+    b.client
+        .find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    b.client.find(Locator::Css(".login button[type=submit]")).await.unwrap().click().await.unwrap();
 }
