@@ -5,21 +5,13 @@
 use std::time::Duration;
 
 use crate::support::app::{
-    add_user, breadth_uri, libvirt_host, login, spawn_app, vm_names, AppOptions, Session, TestApp,
-    PASSWORD,
+    add_user, breadth_uri, libvirt_host, login, spawn_app, uuid_of, vm_names, AppOptions, Session,
+    TestApp, PASSWORD,
 };
 
 async fn breadth_app() -> TestApp {
     spawn_app(AppOptions { hosts: vec![libvirt_host("lab", &breadth_uri())], ..Default::default() })
         .await
-}
-
-async fn uuid_of(app: &TestApp, name: &str) -> String {
-    sqlx::query_scalar("SELECT uuid FROM vms WHERE name = ?")
-        .bind(name)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
 }
 
 /// The power entries of a VM, oldest first: (status, error, sent_at, accepted_at, settled_at).

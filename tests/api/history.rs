@@ -3,19 +3,11 @@
 
 use vmdeck::poller::PollOutcome;
 
-use crate::support::app::{breadth_uri, libvirt_host, spawn_app, AppOptions, TestApp};
+use crate::support::app::{breadth_uri, libvirt_host, spawn_app, uuid_of, AppOptions, TestApp};
 
 async fn app() -> TestApp {
     spawn_app(AppOptions { hosts: vec![libvirt_host("lab", &breadth_uri())], ..Default::default() })
         .await
-}
-
-async fn uuid_of(app: &TestApp, name: &str) -> String {
-    sqlx::query_scalar("SELECT uuid FROM vms WHERE name = ?")
-        .bind(name)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

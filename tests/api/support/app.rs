@@ -291,3 +291,12 @@ pub fn strip_tags(html: &str) -> String {
     }
     out
 }
+
+/// The uuid of the VM named `name` (the test labs use unique names).
+pub async fn uuid_of(app: &TestApp, name: &str) -> String {
+    sqlx::query_scalar("SELECT uuid FROM vms WHERE name = ?")
+        .bind(name)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
