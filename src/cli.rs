@@ -7,10 +7,11 @@ use std::io::{BufRead, IsTerminal};
 use clap::Subcommand;
 use sqlx::SqlitePool;
 
-use crate::audit::store::{self as audit, kind, status, Actor};
+use crate::audit::store as audit;
 use crate::auth::users::{self, UserError};
-use crate::auth::Role;
-use crate::view;
+use crate::domain::Role;
+use crate::domain::{Actor, AuditKind, AuditOutcome};
+use crate::web::format as view;
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
@@ -72,9 +73,9 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
             users::add(pool, &name, role, pw, false).await.map_err(fail)?;
             audit::event_logged(
                 pool,
-                kind::USER_ADDED,
+                AuditKind::UserAdded,
                 &actor,
-                status::OK,
+                AuditOutcome::Ok,
                 Some(role.as_str()),
                 Some(&name),
             )
@@ -92,7 +93,7 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
                 out.push_str(&format!(
                     "{:width$}  {:8}  {}{}\n",
                     u.name,
-                    u.role,
+                    u.role.as_str(),
                     view::absolute(u.created_at),
                     if u.demo { "  (demo)" } else { "" }
                 ));
@@ -104,9 +105,9 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
             users::set_password(pool, &name, pw).await.map_err(fail)?;
             audit::event_logged(
                 pool,
-                kind::PASSWORD_CHANGED,
+                AuditKind::PasswordChanged,
                 &actor,
-                status::OK,
+                AuditOutcome::Ok,
                 None,
                 Some(&name),
             )
@@ -118,9 +119,9 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
             users::set_role(pool, &name, role).await.map_err(fail)?;
             audit::event_logged(
                 pool,
-                kind::ROLE_CHANGED,
+                AuditKind::RoleChanged,
                 &actor,
-                status::OK,
+                AuditOutcome::Ok,
                 Some(role.as_str()),
                 Some(&name),
             )
@@ -129,8 +130,15 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
         }
         UserCommand::Remove { name } => {
             users::remove(pool, &name).await.map_err(fail)?;
-            audit::event_logged(pool, kind::USER_REMOVED, &actor, status::OK, None, Some(&name))
-                .await;
+            audit::event_logged(
+                pool,
+                AuditKind::UserRemoved,
+                &actor,
+                AuditOutcome::Ok,
+                None,
+                Some(&name),
+            )
+            .await;
             Ok(format!("user {name} removed"))
         }
     }

@@ -1,27 +1,34 @@
-//! vmdeck: a server-rendered web console for libvirt (and later VirtualBox) virtual machines.
+//! vmdeck: a server-rendered web console for libvirt and VirtualBox virtual machines.
 //!
 //! [`build`] assembles the whole application from a figment; `main.rs` only installs telemetry
 //! and launches it, and tests build the same application with their own figment.
 
+//!
+//! Layers, lowest first (see ARCHITECTURE.md): `domain` (shared vocabulary), plumbing
+//! (`config`, `db`, `telemetry`, `security`, `timing`, `background`), `backend` (one folder
+//! per hypervisor driver), `hosts` (the registry and what it records) and `poller`, `web`
+//! (what every page uses), then the features: `inventory`, `history`, `reports`, `control`,
+//! `audit`, `auth`.
+
 pub mod audit;
 pub mod auth;
 pub mod backend;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod db;
 pub mod demo;
-pub mod error;
+pub mod domain;
 pub mod history;
+pub mod hosts;
 pub mod inventory;
 pub mod poller;
 pub mod reports;
 pub mod security;
 pub mod telemetry;
 pub mod timing;
-pub mod view;
-
-use std::sync::Arc;
+pub mod web;
 
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
@@ -30,7 +37,6 @@ use rocket::{Build, Rocket};
 use rocket_dyn_templates::Template;
 
 use config::{ConfigError, Settings};
-use poller::{HostEntry, Hosts};
 
 /// Builds the application: validated settings, database, hosts and their backends, poller,
 /// templates, routes and static files.
@@ -59,13 +65,13 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .attach(telemetry::request_span())
         .attach(timing::ServerTiming)
         .attach(db::stage())
-        .attach(hosts_stage())
+        .attach(hosts::stage())
         .attach(control::stage())
         .attach(poller::stage())
         .attach(audit::retention_stage())
         .attach(history::rollup::stage())
         .attach(first_run_stage())
-        .attach(Template::custom(|engines| view::register_filters(&mut engines.tera)))
+        .attach(Template::fairing())
         .mount("/", inventory::routes())
         .mount("/", auth::routes())
         .mount("/", auth::admin::routes())
@@ -74,7 +80,8 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .mount("/", history::routes())
         .mount("/", reports::routes())
         .mount("/static", FileServer::from(static_dir))
-        .register("/", error::catchers()))
+        .register("/", web::error::catchers())
+        .register("/", auth::catchers()))
 }
 
 /// Says how to create the first admin (or creates the demo one) once the server is up.
@@ -89,32 +96,5 @@ fn first_run_stage() -> AdHoc {
                 tokio::task::spawn_blocking(auth::password::warm_up);
             }
         })
-    })
-}
-
-/// Registers the configured hosts in the database and creates one backend per host.
-fn hosts_stage() -> AdHoc {
-    AdHoc::try_on_ignite("Hosts", |rocket| async move {
-        let (Some(settings), Some(db)) = (rocket.state::<Settings>(), rocket.state::<db::Db>())
-        else {
-            return Err(rocket);
-        };
-        let ids = match inventory::store::upsert_hosts(&db.0, &settings.hosts, settings.demo).await
-        {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::error!("cannot register hosts in the database: {e}");
-                return Err(rocket);
-            }
-        };
-        let entries = settings
-            .hosts
-            .iter()
-            .zip(ids)
-            .map(|(h, id)| {
-                Arc::new(HostEntry::new(h.clone(), id, backend::connect(h, settings.call_timeout)))
-            })
-            .collect();
-        Ok(rocket.manage(Arc::new(Hosts(entries))))
     })
 }

@@ -1,66 +1,18 @@
-//! Writing the audit log. Entries are inserted, and power entries move along their lifecycle;
-//! the database's triggers refuse any other change (see migrations/0002_auth_audit.sql).
+//! The audit log's SQL: settled events written by every feature, the page's filtered reads,
+//! and retention. (Power requests move along their lifecycle through `control::store`.) The
+//! database's triggers refuse any change to a settled entry (migrations/0002_auth_audit.sql).
 
-use sqlx::SqlitePool;
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::db::now_ms;
-
-/// Kinds of audit entries.
-pub mod kind {
-    pub const POWER: &str = "power";
-    pub const LOGIN: &str = "login";
-    pub const LOGIN_FAILED: &str = "login_failed";
-    pub const LOGOUT: &str = "logout";
-    pub const CSRF_REFUSED: &str = "csrf_refused";
-    pub const ACCESS_DENIED: &str = "access_denied";
-    pub const USER_ADDED: &str = "user_added";
-    pub const USER_REMOVED: &str = "user_removed";
-    pub const ROLE_CHANGED: &str = "role_changed";
-    pub const PASSWORD_CHANGED: &str = "password_changed";
-
-    pub const ALL: &[&str] = &[
-        POWER,
-        LOGIN,
-        LOGIN_FAILED,
-        LOGOUT,
-        CSRF_REFUSED,
-        ACCESS_DENIED,
-        USER_ADDED,
-        USER_REMOVED,
-        ROLE_CHANGED,
-        PASSWORD_CHANGED,
-    ];
-}
-
-/// Outcomes (`status`) of audit entries.
-pub mod status {
-    pub const REQUESTED: &str = "requested";
-    pub const SENT: &str = "sent";
-    pub const ACCEPTED: &str = "accepted";
-    pub const FAILED: &str = "failed";
-    pub const CONFIRMED: &str = "confirmed";
-    pub const UNCONFIRMED: &str = "unconfirmed";
-    pub const OK: &str = "ok";
-    pub const REFUSED: &str = "refused";
-
-    pub const ALL: &[&str] =
-        &[REQUESTED, SENT, ACCEPTED, FAILED, CONFIRMED, UNCONFIRMED, OK, REFUSED];
-    pub const PENDING: &[&str] = &[REQUESTED, SENT, ACCEPTED];
-}
-
-/// Who did something, from where.
-#[derive(Debug, Clone, Default)]
-pub struct Actor {
-    pub user: Option<String>,
-    pub addr: Option<String>,
-}
+use crate::domain::{Actor, AuditKind, AuditOutcome, PowerAction};
 
 /// A settled event (login, logout, refusal, user change).
 pub async fn event(
     pool: &SqlitePool,
-    kind: &str,
+    kind: AuditKind,
     actor: &Actor,
-    status: &str,
+    outcome: AuditOutcome,
     action: Option<&str>,
     detail: Option<&str>,
 ) -> sqlx::Result<i64> {
@@ -73,7 +25,7 @@ pub async fn event(
     .bind(&actor.user)
     .bind(&actor.addr)
     .bind(action)
-    .bind(status)
+    .bind(outcome)
     .bind(detail)
     .bind(now_ms())
     .fetch_one(pool)
@@ -84,143 +36,143 @@ pub async fn event(
 /// a 500, but its loss must be visible in the log.
 pub async fn event_logged(
     pool: &SqlitePool,
-    kind: &str,
+    kind: AuditKind,
     actor: &Actor,
-    status: &str,
+    outcome: AuditOutcome,
     action: Option<&str>,
     detail: Option<&str>,
 ) {
-    if let Err(e) = event(pool, kind, actor, status, action, detail).await {
-        tracing::error!(kind, "could not write audit entry: {e}");
+    if let Err(e) = event(pool, kind, actor, outcome, action, detail).await {
+        tracing::error!(kind = kind.as_str(), "could not write audit entry: {e}");
     }
 }
 
-/// A power request about to be sent.
-pub struct PowerRequest<'a> {
-    pub actor: &'a Actor,
-    pub host: &'a str,
-    pub vm_uuid: &'a str,
-    pub vm_name: &'a str,
-    pub action: &'a str,
+/// What the audit page and CSV filter on, validated.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    /// Part of a user name.
+    pub user: String,
+    /// A VM's uuid, or part of its name.
+    pub vm: String,
+    pub host: String,
+    pub action: Option<ActionFilter>,
+    pub outcome: Option<OutcomeFilter>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
 }
 
-/// Why a power request could not be recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    #[error("another power action is still pending for this VM")]
+/// The "action" filter matches power actions and event kinds alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionFilter {
+    Power(PowerAction),
+    Kind(AuditKind),
+}
+
+impl ActionFilter {
+    pub fn parse(s: &str) -> Option<ActionFilter> {
+        PowerAction::parse(s)
+            .map(ActionFilter::Power)
+            .or_else(|| AuditKind::parse(s).map(ActionFilter::Kind))
+    }
+}
+
+/// An outcome, or every outcome still in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeFilter {
+    Is(AuditOutcome),
     Pending,
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
 }
 
-/// Persists a power request (status `requested`) before anything is sent. Fails with
-/// [`RequestError::Pending`] when the VM already has one in flight.
-pub async fn power_requested(pool: &SqlitePool, r: &PowerRequest<'_>) -> Result<i64, RequestError> {
-    let res = sqlx::query_scalar(
-        "INSERT INTO audit_log (ts, kind, user_name, client_addr, host_name, vm_uuid, vm_name, action, status)
-         VALUES (?, 'power', ?, ?, ?, ?, ?, ?, 'requested') RETURNING id",
-    )
-    .bind(now_ms())
-    .bind(&r.actor.user)
-    .bind(&r.actor.addr)
-    .bind(r.host)
-    .bind(r.vm_uuid)
-    .bind(r.vm_name)
-    .bind(r.action)
-    .fetch_one(pool)
-    .await;
-    match res {
-        Ok(id) => Ok(id),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(RequestError::Pending),
-        Err(e) => Err(e.into()),
+fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &Filter) {
+    qb.push(" WHERE 1 = 1");
+    if !f.user.is_empty() {
+        qb.push(" AND user_name LIKE ").push_bind(format!("%{}%", f.user));
+    }
+    if !f.vm.is_empty() {
+        qb.push(" AND (vm_uuid = ").push_bind(f.vm.clone());
+        qb.push(" OR vm_name LIKE ").push_bind(format!("%{}%", f.vm)).push(")");
+    }
+    if !f.host.is_empty() {
+        qb.push(" AND host_name = ").push_bind(f.host.clone());
+    }
+    match f.action {
+        Some(ActionFilter::Power(a)) => {
+            qb.push(" AND action = ").push_bind(a);
+        }
+        Some(ActionFilter::Kind(k)) => {
+            qb.push(" AND kind = ").push_bind(k);
+        }
+        None => {}
+    }
+    match f.outcome {
+        Some(OutcomeFilter::Pending) => {
+            qb.push(" AND status IN ('requested', 'sent', 'accepted')");
+        }
+        Some(OutcomeFilter::Is(o)) => {
+            qb.push(" AND status = ").push_bind(o);
+        }
+        None => {}
+    }
+    if let Some(t) = f.from {
+        qb.push(" AND ts >= ").push_bind(t);
+    }
+    if let Some(t) = f.to {
+        qb.push(" AND ts <= ").push_bind(t);
     }
 }
 
-/// Records a power request refused before anything was sent (not applicable, already pending).
-pub async fn power_refused(
-    pool: &SqlitePool,
-    r: &PowerRequest<'_>,
-    reason: &str,
-) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO audit_log (ts, kind, user_name, client_addr, host_name, vm_uuid, vm_name, action, status, error, settled_at)
-         VALUES (?, 'power', ?, ?, ?, ?, ?, ?, 'refused', ?, ?) RETURNING id",
-    )
-    .bind(now_ms())
-    .bind(&r.actor.user)
-    .bind(&r.actor.addr)
-    .bind(r.host)
-    .bind(r.vm_uuid)
-    .bind(r.vm_name)
-    .bind(r.action)
-    .bind(reason)
-    .bind(now_ms())
-    .fetch_one(pool)
-    .await
-}
-
-pub async fn power_sent(pool: &SqlitePool, id: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE audit_log SET status = 'sent', sent_at = ? WHERE id = ? AND status = 'requested'",
-    )
-    .bind(now_ms())
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-pub async fn power_accepted(pool: &SqlitePool, id: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE audit_log SET status = 'accepted', accepted_at = ? WHERE id = ? AND status IN ('requested', 'sent')")
-        .bind(now_ms())
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Settles a pending power entry: `failed`, `confirmed` or `unconfirmed`.
-pub async fn power_settled(
-    pool: &SqlitePool,
-    id: i64,
-    status: &str,
-    error: Option<&str>,
-    detail: Option<&str>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE audit_log SET status = ?, error = COALESCE(?, error), detail = COALESCE(?, detail), settled_at = ?
-         WHERE id = ? AND status IN ('requested', 'sent', 'accepted')",
-    )
-    .bind(status)
-    .bind(error)
-    .bind(detail)
-    .bind(now_ms())
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// A power entry still in flight.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PendingPower {
+/// One audit entry as the page and the CSV show it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Entry {
     pub id: i64,
     pub ts: i64,
+    pub kind: AuditKind,
     pub user_name: Option<String>,
-    pub host_name: String,
-    pub vm_uuid: String,
-    pub vm_name: String,
-    pub action: String,
-    pub status: String,
+    pub client_addr: Option<String>,
+    pub host_name: Option<String>,
+    pub vm_uuid: Option<String>,
+    pub vm_name: Option<String>,
+    pub action: Option<String>,
+    pub status: AuditOutcome,
+    pub error: Option<String>,
+    pub detail: Option<String>,
+    pub accepted_at: Option<i64>,
+    pub settled_at: Option<i64>,
 }
 
-pub async fn pending_power(pool: &SqlitePool) -> sqlx::Result<Vec<PendingPower>> {
-    sqlx::query_as(
-        "SELECT id, ts, user_name, host_name, vm_uuid, vm_name, action, status FROM audit_log
-         WHERE kind = 'power' AND status IN ('requested', 'sent', 'accepted')",
-    )
-    .fetch_all(pool)
-    .await
+impl Entry {
+    /// Request to confirmation, for confirmed power actions.
+    pub fn confirm_ms(&self) -> Option<i64> {
+        (self.kind == AuditKind::Power && self.status == AuditOutcome::Confirmed)
+            .then(|| self.settled_at.map(|s| s - self.ts))
+            .flatten()
+    }
+}
+
+/// The entries matching `f`, newest first.
+pub async fn entries(
+    pool: &SqlitePool,
+    f: &Filter,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<Entry>> {
+    let mut qb = QueryBuilder::new(
+        "SELECT id, ts, kind, user_name, client_addr, host_name, vm_uuid, vm_name, action, status, error, detail,
+                accepted_at, settled_at FROM audit_log",
+    );
+    push_where(&mut qb, f);
+    qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
+        .push_bind(limit)
+        .push(" OFFSET ")
+        .push_bind(offset);
+    qb.build_query_as().fetch_all(pool).await
+}
+
+/// How many entries match `f`.
+pub async fn count(pool: &SqlitePool, f: &Filter) -> sqlx::Result<i64> {
+    let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM audit_log");
+    push_where(&mut qb, f);
+    qb.build_query_scalar().fetch_one(pool).await
 }
 
 /// Deletes entries older than `days` days, in small batches so writers are never blocked long.

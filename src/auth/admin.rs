@@ -9,12 +9,15 @@ use rocket_dyn_templates::Template;
 use serde::Serialize;
 
 use super::users::{self, UserError};
-use super::{Admin, Chrome, Csrf, CsrfForm, Role};
-use crate::audit::store::{self as audit, kind, status};
+use super::{Admin, Csrf, CsrfForm};
+use crate::audit::store as audit;
 use crate::config::Settings;
 use crate::db::Db;
-use crate::error::AppError;
-use crate::view;
+use crate::domain::Role;
+use crate::domain::{AuditKind, AuditOutcome};
+use crate::web::format as view;
+use crate::web::AppError;
+use crate::web::Chrome;
 
 pub fn routes() -> Vec<Route> {
     rocket::routes![users_page, add_user, change_role, change_password, remove_confirm, remove_user]
@@ -23,7 +26,7 @@ pub fn routes() -> Vec<Route> {
 #[derive(Serialize)]
 struct UserView {
     name: String,
-    role: String,
+    role: Role,
     demo: bool,
     created: String,
     is_me: bool,
@@ -60,7 +63,7 @@ async fn users_page(
                     created: view::absolute(u.created_at),
                 })
                 .collect(),
-            roles: ["viewer", "operator", "admin"],
+            roles: Role::ALL.map(Role::as_str),
         },
     ))
 }
@@ -115,9 +118,9 @@ async fn add_user(me: Admin<'_>, form: Csrf<AddForm>, db: &State<Db>) -> Flash<R
         users::add(&db.0, &name, role, f.password, false).await?;
         audit::event_logged(
             &db.0,
-            kind::USER_ADDED,
+            AuditKind::UserAdded,
             &me.0.actor(),
-            status::OK,
+            AuditOutcome::Ok,
             Some(role.as_str()),
             Some(&name),
         )
@@ -148,9 +151,9 @@ async fn change_role(
         users::set_role(&db.0, name, role).await?;
         audit::event_logged(
             &db.0,
-            kind::ROLE_CHANGED,
+            AuditKind::RoleChanged,
             &me.0.actor(),
-            status::OK,
+            AuditOutcome::Ok,
             Some(role.as_str()),
             Some(name),
         )
@@ -186,9 +189,9 @@ async fn change_password(
         users::set_password(&db.0, name, f.password).await?;
         audit::event_logged(
             &db.0,
-            kind::PASSWORD_CHANGED,
+            AuditKind::PasswordChanged,
             &me.0.actor(),
-            status::OK,
+            AuditOutcome::Ok,
             None,
             Some(name),
         )
@@ -246,8 +249,15 @@ async fn remove_user(
 ) -> Flash<Redirect> {
     let result = async {
         users::remove(&db.0, name).await?;
-        audit::event_logged(&db.0, kind::USER_REMOVED, &me.0.actor(), status::OK, None, Some(name))
-            .await;
+        audit::event_logged(
+            &db.0,
+            AuditKind::UserRemoved,
+            &me.0.actor(),
+            AuditOutcome::Ok,
+            None,
+            Some(name),
+        )
+        .await;
         Ok(format!("User {name} removed; their sessions were ended."))
     }
     .await;

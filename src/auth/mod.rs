@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod password;
+mod routes;
+pub mod store;
 pub mod throttle;
 pub mod users;
 
@@ -14,70 +16,24 @@ use base64::Engine;
 use rand::RngCore;
 use rocket::data::{self, Data, FromData};
 use rocket::form::{Form, FromForm};
-use rocket::http::{Cookie, CookieJar, SameSite, Status};
-use rocket::request::{self, FlashMessage, FromRequest, Request};
-use rocket::response::{Flash, Redirect};
-use rocket::{Route, State};
-use rocket_dyn_templates::Template;
-use serde::Serialize;
+use rocket::http::Status;
+use rocket::request::{self, FromRequest, Request};
+use rocket::{Catcher, Route};
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 use subtle::ConstantTimeEq;
 
-use crate::audit::store::{self as audit, kind, status, Actor};
+use crate::audit::store as audit;
 use crate::config::Settings;
 use crate::db::{now_ms, Db};
+use crate::domain::{AuditKind, AuditOutcome};
 use throttle::Throttle;
+
+pub use crate::domain::{CurrentUser, Role};
+pub use routes::safe_next;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "vmdeck_session";
-
-/// What a user may do. Ordered by privilege: each role can do everything the previous one can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-/// The logged-in user of a request.
-#[derive(Debug, Clone, Serialize)]
-pub struct CurrentUser {
-    pub id: i64,
-    pub name: String,
-    pub role: Role,
-    /// This session's CSRF token, for forms.
-    pub csrf: String,
-    #[serde(skip)]
-    pub addr: Option<IpAddr>,
-}
-
-impl CurrentUser {
-    pub fn actor(&self) -> Actor {
-        Actor { user: Some(self.name.clone()), addr: self.addr.map(|a| a.to_string()) }
-    }
-
-    pub fn can(&self, role: Role) -> bool {
-        self.role >= role
-    }
-}
 
 /// A new random token: 256 bits, URL-safe base64.
 pub fn new_token() -> String {
@@ -87,7 +43,7 @@ pub fn new_token() -> String {
 }
 
 /// How a session id is stored: its SHA-256, hex.
-fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -124,36 +80,29 @@ async fn lookup_session(req: &Request<'_>) -> Option<CurrentUser> {
     let pool = &req.rocket().state::<Db>()?.0;
     let settings = req.rocket().state::<Settings>()?;
     let id_hash = hash_token(&token);
-    let row: (i64, String, String, String, i64, i64) = sqlx::query_as(
-        "SELECT s.user_id, u.name, u.role, s.csrf_token, s.created_at, s.last_seen
-         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?",
-    )
-    .bind(&id_hash)
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| tracing::error!("session lookup failed: {e}"))
-    .ok()??;
-    let (user_id, name, role, csrf, created_at, last_seen) = row;
+    let row = store::session(pool, &id_hash)
+        .await
+        .map_err(|e| tracing::error!("session lookup failed: {e}"))
+        .ok()??;
     let now = now_ms();
-    let idle_ok = now - last_seen <= settings.session_idle.as_millis() as i64;
-    let life_ok = now - created_at <= settings.session_lifetime.as_millis() as i64;
+    let idle_ok = now - row.last_seen <= settings.session_idle.as_millis() as i64;
+    let life_ok = now - row.created_at <= settings.session_lifetime.as_millis() as i64;
     if !idle_ok || !life_ok {
-        let _ = sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
-            .bind(&id_hash)
-            .execute(pool)
-            .await;
+        let _ = store::delete_session(pool, &id_hash).await;
         req.cookies().remove_private(COOKIE);
         return None;
     }
     // Touch at most every 15 s: one write per request would serialise page loads on SQLite.
-    if now - last_seen > 15_000 {
-        let _ = sqlx::query("UPDATE sessions SET last_seen = ? WHERE id_hash = ?")
-            .bind(now)
-            .bind(&id_hash)
-            .execute(pool)
-            .await;
+    if now - row.last_seen > 15_000 {
+        let _ = store::touch_session(pool, &id_hash, now).await;
     }
-    Some(CurrentUser { id: user_id, name, role: Role::parse(&role)?, csrf, addr: client_addr(req) })
+    Some(CurrentUser {
+        id: row.user_id,
+        name: row.name,
+        role: row.role,
+        csrf: row.csrf_token,
+        addr: client_addr(req),
+    })
 }
 
 #[rocket::async_trait]
@@ -184,9 +133,9 @@ async fn require<'r>(req: &'r Request<'_>, role: Role) -> request::Outcome<&'r C
             format!("{} {} needs the {} role", req.method(), req.uri().path(), role.as_str());
         audit::event_logged(
             &db.0,
-            kind::ACCESS_DENIED,
+            AuditKind::AccessDenied,
             &user.actor(),
-            status::REFUSED,
+            AuditOutcome::Refused,
             None,
             Some(&detail),
         )
@@ -292,9 +241,9 @@ where
             let detail = format!("{} {}: {why}", req.method(), req.uri().path());
             audit::event_logged(
                 &db.0,
-                kind::CSRF_REFUSED,
+                AuditKind::CsrfRefused,
                 &user.actor(),
-                status::REFUSED,
+                AuditOutcome::Refused,
                 None,
                 Some(&detail),
             )
@@ -306,206 +255,6 @@ where
 
 // ---------------------------------------------------------------------------------------------
 // Login and logout
-
-/// Login throttling state, as Rocket state.
-pub struct LoginThrottle(pub Throttle);
-
-#[derive(Serialize)]
-struct LoginPage<'a> {
-    title: &'static str,
-    error: Option<String>,
-    username: &'a str,
-    next: &'a str,
-    no_users: bool,
-    demo: bool,
-}
-
-/// Only local paths are followed after login, so `next` cannot send a user elsewhere.
-pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.contains('\\')
-                && !n.starts_with("/login") =>
-        {
-            n.to_string()
-        }
-        _ => "/vms".to_string(),
-    }
-}
-
-#[rocket::get("/login?<next>")]
-async fn login_page(
-    next: Option<&str>,
-    db: &State<Db>,
-    settings: &State<Settings>,
-    user: Option<&CurrentUser>,
-) -> Result<Template, Redirect> {
-    if user.is_some() {
-        return Err(Redirect::to(safe_next(next)));
-    }
-    let no_users = users::count(&db.0).await.map(|n| n == 0).unwrap_or(false);
-    Ok(Template::render(
-        "auth/login",
-        LoginPage {
-            title: "Log in",
-            error: None,
-            username: "",
-            next: &safe_next(next),
-            no_users,
-            demo: settings.demo,
-        },
-    ))
-}
-
-#[derive(FromForm)]
-struct LoginForm<'r> {
-    #[field(default = "")]
-    username: &'r str,
-    #[field(default = "")]
-    password: &'r str,
-    next: Option<&'r str>,
-}
-
-#[rocket::post("/login", data = "<form>")]
-async fn login(
-    req_origin: SameOrigin,
-    form: Form<LoginForm<'_>>,
-    db: &State<Db>,
-    settings: &State<Settings>,
-    throttle: &State<LoginThrottle>,
-    cookies: &CookieJar<'_>,
-    addr: ClientAddr,
-) -> Result<Redirect, (Status, Template)> {
-    let next = safe_next(form.next);
-    let name = form.username.trim();
-    let page = |status: Status, error: String| {
-        (
-            status,
-            Template::render(
-                "auth/login",
-                LoginPage {
-                    title: "Log in",
-                    error: Some(error),
-                    username: name,
-                    next: &next,
-                    no_users: false,
-                    demo: settings.demo,
-                },
-            ),
-        )
-    };
-    let actor = Actor { user: Some(name.to_string()), addr: addr.0.map(|a| a.to_string()) };
-    if !req_origin.0 {
-        audit::event_logged(
-            &db.0,
-            kind::CSRF_REFUSED,
-            &actor,
-            status::REFUSED,
-            None,
-            Some("POST /login from another origin"),
-        )
-        .await;
-        return Err(page(Status::Forbidden, "This login form did not come from vmdeck.".into()));
-    }
-    if name.is_empty() || form.password.is_empty() || name.len() > 256 {
-        return Err(page(Status::BadRequest, "Enter your user name and password.".into()));
-    }
-    if let Some(wait) = throttle.0.check(name, addr.0) {
-        audit::event_logged(
-            &db.0,
-            kind::LOGIN_FAILED,
-            &actor,
-            status::REFUSED,
-            None,
-            Some("throttled"),
-        )
-        .await;
-        return Err(page(
-            Status::TooManyRequests,
-            format!("Too many failed attempts. Try again in {} s.", wait.as_secs().max(1)),
-        ));
-    }
-    let creds = users::credentials(&db.0, name).await.map_err(|e| {
-        tracing::error!("login lookup failed: {e}");
-        page(
-            Status::InternalServerError,
-            "Login is unavailable right now; the details are in the server log.".into(),
-        )
-    })?;
-    let stored = creds.as_ref().map(|c| c.2.clone());
-    // Verified even for unknown names (against a dummy hash): same time, same answer.
-    let ok = password::verify(form.password.to_string(), stored).await;
-    let Some((user_id, canonical, _, _)) = creds.filter(|_| ok) else {
-        throttle.0.failure(name, addr.0);
-        audit::event_logged(&db.0, kind::LOGIN_FAILED, &actor, status::REFUSED, None, None).await;
-        return Err(page(Status::Unauthorized, "Wrong user name or password.".into()));
-    };
-    throttle.0.success(name);
-
-    // A new session id at every login: an id planted before login is never promoted.
-    let token = new_token();
-    let now = now_ms();
-    let created = sqlx::query(
-        "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, last_seen, client_addr) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(hash_token(&token))
-    .bind(user_id)
-    .bind(new_token())
-    .bind(now)
-    .bind(now)
-    .bind(&actor.addr)
-    .execute(&db.0)
-    .await;
-    if let Err(e) = created {
-        tracing::error!("creating a session failed: {e}");
-        return Err(page(
-            Status::InternalServerError,
-            "Login is unavailable right now; the details are in the server log.".into(),
-        ));
-    }
-    cookies.add_private(
-        Cookie::build((COOKIE, token))
-            .http_only(true)
-            .same_site(SameSite::Strict)
-            .secure(settings.tls)
-            .path("/"),
-    );
-    let actor = Actor { user: Some(canonical), addr: actor.addr };
-    audit::event_logged(&db.0, kind::LOGIN, &actor, status::OK, None, None).await;
-    Ok(Redirect::to(next))
-}
-
-#[derive(FromForm)]
-struct LogoutForm {
-    #[field(default = String::new())]
-    csrf_token: String,
-}
-
-impl CsrfForm for LogoutForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-}
-
-#[rocket::post("/logout", data = "<_form>")]
-async fn logout(
-    user: Viewer<'_>,
-    _form: Csrf<LogoutForm>,
-    db: &State<Db>,
-    cookies: &CookieJar<'_>,
-) -> Flash<Redirect> {
-    if let Some(token) = cookies.get_private(COOKIE) {
-        let _ = sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
-            .bind(hash_token(token.value()))
-            .execute(&db.0)
-            .await;
-    }
-    cookies.remove_private(COOKIE);
-    audit::event_logged(&db.0, kind::LOGOUT, &user.0.actor(), status::OK, None, None).await;
-    Flash::success(Redirect::to("/login"), "You are logged out.")
-}
 
 /// The client address as a guard (never fails).
 pub struct ClientAddr(pub Option<IpAddr>);
@@ -526,37 +275,6 @@ impl<'r> FromRequest<'r> for SameOrigin {
     type Error = ();
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, ()> {
         request::Outcome::Success(SameOrigin(same_origin(req)))
-    }
-}
-
-/// The chrome every logged-in page shares: who is logged in, the flash message, demo marker.
-#[derive(Serialize)]
-pub struct Chrome {
-    pub user: CurrentUser,
-    pub is_operator: bool,
-    pub is_admin: bool,
-    pub flash: Option<FlashView>,
-    pub demo: bool,
-}
-
-#[derive(Serialize)]
-pub struct FlashView {
-    pub kind: String,
-    pub message: String,
-}
-
-impl Chrome {
-    pub fn new(user: &CurrentUser, flash: Option<FlashMessage<'_>>, settings: &Settings) -> Chrome {
-        Chrome {
-            is_operator: user.can(Role::Operator),
-            is_admin: user.can(Role::Admin),
-            user: user.clone(),
-            flash: flash.map(|f| FlashView {
-                kind: f.kind().to_string(),
-                message: f.message().to_string(),
-            }),
-            demo: settings.demo,
-        }
     }
 }
 
@@ -593,8 +311,16 @@ pub async fn first_run(pool: &SqlitePool, demo: bool) {
 }
 
 pub fn routes() -> Vec<Route> {
-    rocket::routes![login_page, login, logout]
+    routes::routes()
 }
+
+/// The login form for requests without a (live) session.
+pub fn catchers() -> Vec<Catcher> {
+    routes::catchers()
+}
+
+/// Login throttling state, as Rocket state.
+pub struct LoginThrottle(pub Throttle);
 
 /// Managed state this module needs.
 pub fn state() -> LoginThrottle {

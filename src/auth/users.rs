@@ -4,14 +4,14 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use super::password;
-use super::Role;
 use crate::db::now_ms;
+use crate::domain::Role;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct User {
     pub id: i64,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub demo: bool,
     pub created_at: i64,
 }
@@ -60,7 +60,7 @@ pub async fn list(pool: &SqlitePool) -> sqlx::Result<Vec<User>> {
 pub async fn credentials(
     pool: &SqlitePool,
     name: &str,
-) -> sqlx::Result<Option<(i64, String, String, String)>> {
+) -> sqlx::Result<Option<(i64, String, String, Role)>> {
     sqlx::query_as("SELECT id, name, password_hash, role FROM users WHERE name = ?")
         .bind(name)
         .fetch_optional(pool)
@@ -84,7 +84,7 @@ pub async fn add(
     )
     .bind(name)
     .bind(hash)
-    .bind(role.as_str())
+    .bind(role)
     .bind(demo)
     .bind(now)
     .bind(now)
@@ -144,16 +144,16 @@ pub async fn reset_demo_password(
 /// Changes a role; takes effect on the user's next request (roles are read per request).
 pub async fn set_role(pool: &SqlitePool, name: &str, role: Role) -> Result<(), UserError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let current: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE name = ?")
+    let current: Option<Role> = sqlx::query_scalar("SELECT role FROM users WHERE name = ?")
         .bind(name)
         .fetch_optional(&mut *tx)
         .await?;
     let current = current.ok_or_else(|| UserError::NotFound(name.to_string()))?;
-    if current == "admin" && role != Role::Admin && admins(&mut tx).await? <= 1 {
+    if current == Role::Admin && role != Role::Admin && admins(&mut tx).await? <= 1 {
         return Err(UserError::LastAdmin);
     }
     sqlx::query("UPDATE users SET role = ? WHERE name = ?")
-        .bind(role.as_str())
+        .bind(role)
         .bind(name)
         .execute(&mut *tx)
         .await?;
@@ -164,12 +164,12 @@ pub async fn set_role(pool: &SqlitePool, name: &str, role: Role) -> Result<(), U
 /// Removes a user; its sessions go with it (ON DELETE CASCADE).
 pub async fn remove(pool: &SqlitePool, name: &str) -> Result<(), UserError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE name = ?")
+    let role: Option<Role> = sqlx::query_scalar("SELECT role FROM users WHERE name = ?")
         .bind(name)
         .fetch_optional(&mut *tx)
         .await?;
     let role = role.ok_or_else(|| UserError::NotFound(name.to_string()))?;
-    if role == "admin" && admins(&mut tx).await? <= 1 {
+    if role == Role::Admin && admins(&mut tx).await? <= 1 {
         return Err(UserError::LastAdmin);
     }
     sqlx::query("DELETE FROM users WHERE name = ?").bind(name).execute(&mut *tx).await?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Driver, HostConfig};
+pub use crate::domain::{AddrSource, PowerAction, PowerState};
 
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
@@ -33,105 +34,6 @@ pub struct VmState {
     pub state: PowerState,
     pub raw_state: String,
     pub state_reason: String,
-}
-
-/// A power action an operator can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PowerAction {
-    /// Boot (or restore from saved state).
-    Start,
-    /// Ask the guest to shut down (ACPI); the guest may ignore it.
-    Shutdown,
-    /// Cut the power at once.
-    PowerOff,
-    /// Ask the guest to reboot.
-    Reboot,
-    /// Hard reset at once.
-    Reset,
-    Pause,
-    Resume,
-    /// Save the VM's memory to disk and stop it; the next start restores it.
-    Save,
-}
-
-impl PowerAction {
-    pub const ALL: [PowerAction; 8] = [
-        PowerAction::Start,
-        PowerAction::Shutdown,
-        PowerAction::PowerOff,
-        PowerAction::Reboot,
-        PowerAction::Reset,
-        PowerAction::Pause,
-        PowerAction::Resume,
-        PowerAction::Save,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PowerAction::Start => "start",
-            PowerAction::Shutdown => "shutdown",
-            PowerAction::PowerOff => "power_off",
-            PowerAction::Reboot => "reboot",
-            PowerAction::Reset => "reset",
-            PowerAction::Pause => "pause",
-            PowerAction::Resume => "resume",
-            PowerAction::Save => "save",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            PowerAction::Start => "Start",
-            PowerAction::Shutdown => "Shut down",
-            PowerAction::PowerOff => "Power off",
-            PowerAction::Reboot => "Reboot",
-            PowerAction::Reset => "Reset",
-            PowerAction::Pause => "Pause",
-            PowerAction::Resume => "Resume",
-            PowerAction::Save => "Save state",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<PowerAction> {
-        PowerAction::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-
-    /// Forced actions lose guest state and ask for confirmation first.
-    pub fn is_forced(self) -> bool {
-        matches!(self, PowerAction::PowerOff | PowerAction::Reset)
-    }
-
-    /// Whether the action makes sense for a VM in `state`.
-    pub fn applies_to(self, state: PowerState) -> bool {
-        use PowerState::*;
-        match self {
-            PowerAction::Start => matches!(state, ShutOff | Crashed | Suspended),
-            PowerAction::Shutdown
-            | PowerAction::Reboot
-            | PowerAction::Pause
-            | PowerAction::Save => state == Running,
-            PowerAction::PowerOff => {
-                matches!(state, Running | Paused | Crashed | InTransition | Suspended)
-            }
-            PowerAction::Reset => matches!(state, Running | Paused),
-            PowerAction::Resume => matches!(state, Paused | Suspended),
-        }
-    }
-
-    /// The state a successful action leads to, which confirms it. Reboot and reset end where
-    /// they started (running).
-    pub fn expected_state(self) -> PowerState {
-        match self {
-            PowerAction::Start | PowerAction::Reboot | PowerAction::Reset | PowerAction::Resume => {
-                PowerState::Running
-            }
-            PowerAction::Shutdown | PowerAction::PowerOff | PowerAction::Save => {
-                PowerState::ShutOff
-            }
-            PowerAction::Pause => PowerState::Paused,
-        }
-    }
 }
 
 /// Why a backend call failed, in words an operator can act on.
@@ -161,71 +63,6 @@ pub enum BackendError {
     /// The hypervisor answered something vmdeck could not understand.
     #[error("unexpected answer from the hypervisor: {0}")]
     Malformed(String),
-}
-
-/// Normalized power state, the same for every driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum PowerState {
-    Running,
-    Paused,
-    Suspended,
-    InTransition,
-    Crashed,
-    ShutOff,
-    Unknown,
-}
-
-impl PowerState {
-    pub const ALL: [PowerState; 7] = [
-        PowerState::Running,
-        PowerState::Paused,
-        PowerState::Suspended,
-        PowerState::InTransition,
-        PowerState::Crashed,
-        PowerState::ShutOff,
-        PowerState::Unknown,
-    ];
-
-    /// Stable identifier, used in the database, URLs and CSS classes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PowerState::Running => "running",
-            PowerState::Paused => "paused",
-            PowerState::Suspended => "suspended",
-            PowerState::InTransition => "in_transition",
-            PowerState::Crashed => "crashed",
-            PowerState::ShutOff => "shut_off",
-            PowerState::Unknown => "unknown",
-        }
-    }
-
-    /// Words for people.
-    pub fn label(self) -> &'static str {
-        match self {
-            PowerState::Running => "running",
-            PowerState::Paused => "paused",
-            PowerState::Suspended => "suspended",
-            PowerState::InTransition => "in transition",
-            PowerState::Crashed => "crashed",
-            PowerState::ShutOff => "shut off",
-            PowerState::Unknown => "unknown",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<PowerState> {
-        PowerState::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-}
-
-/// Where an IP address was learned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AddrSource {
-    GuestAgent,
-    DhcpLease,
-    Arp,
-    GuestAdditions,
 }
 
 /// Everything a backend reports about one VM in one poll.
@@ -305,17 +142,6 @@ pub struct IpAddress {
     pub addr: std::net::IpAddr,
     pub prefix: u8,
     pub source: AddrSource,
-}
-
-impl PartialOrd for AddrSource {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for AddrSource {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (*self as u8).cmp(&(*other as u8))
-    }
 }
 
 /// Cumulative counters since the VM (process) started; None where the backend cannot tell.

@@ -18,7 +18,7 @@ use clap::Parser;
 use rocket::figment::Figment;
 use vmdeck::config::{Driver, HostConfig, HostName, HostUri};
 use vmdeck::db::Db;
-use vmdeck::poller::{self, Hosts, PollOutcome};
+use vmdeck::hosts::{Hosts, PollOutcome};
 
 #[derive(Parser)]
 #[command(about = "Measure vmdeck's poll, render and memory figures against libvirt's test driver")]
@@ -130,7 +130,7 @@ async fn main() {
     // Memory first, before the bench opens a second test-driver connection of its own (the test
     // driver keeps a full copy of the node per connection, which a real host does not).
     for _ in 0..args.polls {
-        match poller::poll_once(&pool, &host).await {
+        match host.poll(&pool).await {
             PollOutcome::Recorded(r) => assert_eq!(r.vms, args.domains),
             PollOutcome::Failed(e) => panic!("poll failed: {e}"),
         }
@@ -170,7 +170,7 @@ async fn main() {
         bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(n, args.domains);
         let t = Instant::now();
-        match poller::poll_once(&pool, &host).await {
+        match host.poll(&pool).await {
             PollOutcome::Recorded(r) => assert_eq!(r.vms, args.domains),
             PollOutcome::Failed(e) => panic!("poll failed: {e}"),
         }

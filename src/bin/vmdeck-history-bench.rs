@@ -20,8 +20,8 @@ use rocket::figment::Figment;
 use vmdeck::backend::{Counters, Disk, IpAddress, Nic, PowerState, VmConfig, VmReport};
 use vmdeck::db::Db;
 use vmdeck::history::rollup;
-use vmdeck::inventory::store::{self, HostCache};
-use vmdeck::poller::Hosts;
+use vmdeck::hosts::store::{self, HostCache};
+use vmdeck::hosts::Hosts;
 
 #[derive(Parser)]
 struct Args {
@@ -266,7 +266,7 @@ async fn main() {
     println!("\n## Server-side render time (Server-Timing, median of {} requests)", args.requests);
     let mut medians = Vec::new();
     let at = {
-        let a = vmdeck::view::absolute(now - 30 * 86_400_000);
+        let a = vmdeck::web::format::absolute(now - 30 * 86_400_000);
         format!("{}T{}", &a[0..10], &a[11..16])
     };
     let pages = [

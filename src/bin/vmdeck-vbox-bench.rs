@@ -23,7 +23,7 @@ use rocket::figment::Figment;
 use vmdeck::backend::virtualbox::parse;
 use vmdeck::config::{Driver, HostConfig, HostName, HostUri, VirtualBoxSettings};
 use vmdeck::db::Db;
-use vmdeck::poller::{self, Hosts, PollOutcome};
+use vmdeck::hosts::{Hosts, PollOutcome};
 
 #[derive(Parser)]
 #[command(
@@ -140,7 +140,7 @@ async fn main() {
     for _ in 0..args.polls {
         let before = full_stand.calls();
         let t = Instant::now();
-        match poller::poll_once(&pool, &host).await {
+        match host.poll(&pool).await {
             PollOutcome::Recorded(r) => assert_eq!(r.vms, args.vms),
             PollOutcome::Failed(e) => panic!("poll failed: {e}"),
         }

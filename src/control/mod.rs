@@ -5,6 +5,7 @@
 //! the next start against the VM's actual state.
 
 mod routes;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +15,12 @@ use rocket::fairing::AdHoc;
 use sqlx::SqlitePool;
 use tokio::sync::Semaphore;
 
-use crate::audit::store::{self as audit, status, Actor, PowerRequest, RequestError};
-use crate::backend::{BackendError, PowerAction, PowerState};
+use crate::backend::BackendError;
 use crate::config::Settings;
 use crate::db::Db;
-use crate::poller::{self, HostEntry, Hosts};
+use crate::domain::{Actor, AuditOutcome, PowerAction, PowerState, VmKey, VmUuid};
+use crate::hosts::{HostEntry, Hosts};
+use store::{PowerRequest, RequestError};
 
 pub use routes::routes;
 
@@ -35,7 +37,7 @@ pub struct Control {
 #[derive(Clone)]
 pub struct Target {
     pub host: Arc<HostEntry>,
-    pub uuid: String,
+    pub uuid: VmUuid,
     pub name: String,
     pub state: PowerState,
 }
@@ -63,21 +65,15 @@ impl Control {
         Control { pool, hosts, slots, confirm_timeout: settings.confirm_timeout }
     }
 
-    /// Looks up a VM that is present on a configured host.
-    pub async fn target(&self, host: &str, uuid: &str) -> Result<Option<Target>, sqlx::Error> {
-        let Some(entry) = self.hosts.get(host) else { return Ok(None) };
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT v.name, v.state FROM vms v WHERE v.host_id = ? AND v.uuid = ? AND v.gone_at IS NULL",
-        )
-        .bind(entry.id)
-        .bind(uuid)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(name, state)| Target {
+    /// Looks up a VM that is present (not gone) on a configured host.
+    pub async fn target(&self, vm: &VmKey) -> Result<Option<Target>, sqlx::Error> {
+        let Some(entry) = self.hosts.get(vm.host.as_str()) else { return Ok(None) };
+        let found = store::present_vm(&self.pool, entry.id, &vm.uuid).await?;
+        Ok(found.map(|(name, state)| Target {
             host: entry.clone(),
-            uuid: uuid.to_string(),
+            uuid: vm.uuid.clone(),
             name,
-            state: PowerState::parse(&state).unwrap_or(PowerState::Unknown),
+            state,
         }))
     }
 
@@ -89,7 +85,7 @@ impl Control {
             host: target.host.config.name.as_str(),
             vm_uuid: &target.uuid,
             vm_name: &target.name,
-            action: action.as_str(),
+            action,
         };
         if !action.applies_to(target.state) {
             let why = format!(
@@ -100,7 +96,7 @@ impl Control {
             );
             return self.refuse(&request, why).await;
         }
-        let id = match audit::power_requested(&self.pool, &request).await {
+        let id = match store::requested(&self.pool, &request).await {
             Ok(id) => id,
             Err(RequestError::Pending) => {
                 let why = format!(
@@ -121,13 +117,13 @@ impl Control {
             Some(s) => s.clone().acquire_owned().await.ok(),
             None => None,
         };
-        if let Err(e) = audit::power_sent(&self.pool, id).await {
+        if let Err(e) = store::sent(&self.pool, id).await {
             tracing::error!("audit update failed: {e}");
         }
-        let result = target.host.backend.power(&target.uuid, action).await;
+        let result = target.host.backend.power(target.uuid.as_str(), action).await;
         match result {
             Ok(()) => {
-                if let Err(e) = audit::power_accepted(&self.pool, id).await {
+                if let Err(e) = store::accepted(&self.pool, id).await {
                     tracing::error!("audit update failed: {e}");
                 }
                 let watch = Watch {
@@ -144,7 +140,7 @@ impl Control {
             Err(e) => {
                 let message = describe(&e);
                 if let Err(db) =
-                    audit::power_settled(&self.pool, id, status::FAILED, Some(&message), None).await
+                    store::settled(&self.pool, id, AuditOutcome::Failed, Some(&message), None).await
                 {
                     tracing::error!("audit update failed: {db}");
                 }
@@ -156,7 +152,7 @@ impl Control {
 
 impl Control {
     async fn refuse(&self, request: &PowerRequest<'_>, why: String) -> Outcome {
-        if let Err(e) = audit::power_refused(&self.pool, request, &why).await {
+        if let Err(e) = store::refused(&self.pool, request, &why).await {
             tracing::error!("recording a refused power request failed: {e}");
         }
         Outcome::Refused(why)
@@ -180,15 +176,15 @@ fn describe(e: &BackendError) -> String {
 struct Watch {
     pool: SqlitePool,
     host: Arc<HostEntry>,
-    uuid: String,
+    uuid: VmUuid,
     action: PowerAction,
     id: i64,
     deadline: Duration,
 }
 
 impl Watch {
-    async fn settle(&self, outcome: &str, detail: Option<&str>) {
-        if let Err(e) = audit::power_settled(&self.pool, self.id, outcome, None, detail).await {
+    async fn settle(&self, outcome: AuditOutcome, detail: Option<&str>) {
+        if let Err(e) = store::settled(&self.pool, self.id, outcome, None, detail).await {
             tracing::error!("settling a power request failed: {e}");
         }
     }
@@ -203,19 +199,21 @@ impl Watch {
             // The new state is stored before the entry settles, so the list never shows the
             // action settled beside the old state. Only this VM's row is written: re-polling a
             // 1,000-VM host for every action would be wasteful.
-            match self.host.backend.vm_state(&self.uuid).await {
+            match self.host.backend.vm_state(self.uuid.as_str()).await {
                 Ok(s) => {
-                    self.host.record_state(&self.pool, &self.uuid, &s).await;
+                    self.host.record_state(&self.pool, self.uuid.as_str(), &s).await;
                     if s.state == expected {
-                        self.settle(status::CONFIRMED, None).await;
+                        self.settle(AuditOutcome::Confirmed, None).await;
                         return;
                     }
                     last_seen = Some(s.state);
                 }
                 Err(BackendError::NoSuchVm) if expected == PowerState::ShutOff => {
-                    // A transient VM disappears when it stops: that is the stop.
-                    poller::poll_once(&self.pool, &self.host).await;
-                    self.settle(status::CONFIRMED, Some("the VM (transient) disappeared")).await;
+                    // A transient VM disappears when it stops: that is the stop. A poll of its
+                    // host records it as gone.
+                    self.host.poll(&self.pool).await;
+                    self.settle(AuditOutcome::Confirmed, Some("the VM (transient) disappeared"))
+                        .await;
                     return;
                 }
                 Err(e) => tracing::debug!(vm = %self.uuid, "state check failed: {e}"),
@@ -226,7 +224,7 @@ impl Watch {
                     Some(s) => format!("after {secs} s the VM was still {}", s.label()),
                     None => format!("the VM's state could not be read within {secs} s"),
                 };
-                self.settle(status::UNCONFIRMED, Some(&detail)).await;
+                self.settle(AuditOutcome::Unconfirmed, Some(&detail)).await;
                 return;
             }
             let wait = Duration::from_millis(delays.next().unwrap_or(3000));
@@ -241,7 +239,7 @@ impl Watch {
 /// Settles requests a previous run left pending (it crashed or was killed): never sent ones
 /// failed, the others against the VM's actual state.
 pub async fn settle_leftovers(pool: &SqlitePool, hosts: &Hosts) {
-    let pending = match audit::pending_power(pool).await {
+    let pending = match store::pending(pool).await {
         Ok(p) => p,
         Err(e) => {
             tracing::error!("cannot read pending power requests: {e}");
@@ -249,52 +247,41 @@ pub async fn settle_leftovers(pool: &SqlitePool, hosts: &Hosts) {
         }
     };
     for p in pending {
-        let settled = if p.status == status::REQUESTED {
-            audit::power_settled(
-                pool,
-                p.id,
-                status::FAILED,
-                Some("vmdeck stopped before sending the request"),
-                None,
-            )
-            .await
+        let (outcome, error, detail) = if p.status == AuditOutcome::Requested {
+            (AuditOutcome::Failed, Some("vmdeck stopped before sending the request"), None)
         } else {
-            let expected = PowerAction::parse(&p.action).map(PowerAction::expected_state);
             let observed = match hosts.get(&p.host_name) {
                 Some(h) => {
                     h.backend.vm_state(&p.vm_uuid).await.map(|s| s.state).map_err(|e| e.to_string())
                 }
                 None => Err(format!("host {} is no longer configured", p.host_name)),
             };
-            match (expected, observed) {
-                (Some(exp), Ok(state)) if state == exp => {
-                    audit::power_settled(
-                        pool,
-                        p.id,
-                        status::CONFIRMED,
-                        None,
-                        Some("confirmed after vmdeck restarted"),
-                    )
-                    .await
-                }
-                (_, Ok(state)) => {
-                    let detail = format!(
+            match observed {
+                Ok(state) if state == p.action.expected_state() => (
+                    AuditOutcome::Confirmed,
+                    None,
+                    Some("confirmed after vmdeck restarted".to_string()),
+                ),
+                Ok(state) => (
+                    AuditOutcome::Unconfirmed,
+                    None,
+                    Some(format!(
                         "vmdeck restarted before confirming; the VM was then {}",
                         state.label()
-                    );
-                    audit::power_settled(pool, p.id, status::UNCONFIRMED, None, Some(&detail)).await
-                }
-                (_, Err(e)) => {
-                    let detail = format!(
+                    )),
+                ),
+                Err(e) => (
+                    AuditOutcome::Unconfirmed,
+                    None,
+                    Some(format!(
                         "vmdeck restarted before confirming; the state could not be read: {e}"
-                    );
-                    audit::power_settled(pool, p.id, status::UNCONFIRMED, None, Some(&detail)).await
-                }
+                    )),
+                ),
             }
         };
-        match settled {
+        match store::settled(pool, p.id, outcome, error, detail.as_deref()).await {
             Ok(()) => {
-                tracing::info!(vm = %p.vm_name, action = %p.action, "settled a power request left pending by the previous run")
+                tracing::info!(vm = %p.vm_name, action = p.action.as_str(), "settled a power request left pending by the previous run")
             }
             Err(e) => tracing::error!("settling a leftover request failed: {e}"),
         }

@@ -1,7 +1,7 @@
 //! The power forms: one VM (`POST /vms/<host>/<uuid>/power`), many VMs (`POST /vms/power`), and
 //! the confirmation page forced actions go through, which works without JavaScript.
 
-use rocket::form::FromForm;
+use rocket::form::{self, FromForm};
 use rocket::request::FlashMessage;
 use rocket::response::{Flash, Redirect};
 use rocket::{Route, State};
@@ -9,10 +9,11 @@ use rocket_dyn_templates::Template;
 use serde::Serialize;
 
 use super::{Control, Outcome, Target};
-use crate::auth::{Chrome, Csrf, CsrfForm, Operator};
-use crate::backend::PowerAction;
+use crate::auth::{Csrf, CsrfForm, Operator};
 use crate::config::Settings;
-use crate::error::AppError;
+use crate::domain::{HostName, PowerAction, VmKey, VmUuid};
+use crate::web::power::{confirm_href, power_href, safe_back};
+use crate::web::{AppError, Chrome};
 
 pub fn routes() -> Vec<Route> {
     rocket::routes![confirm_page, power_one, power_bulk]
@@ -21,45 +22,30 @@ pub fn routes() -> Vec<Route> {
 /// Most VMs one bulk request may name.
 const MAX_BULK: usize = 1000;
 
-/// Where to go after an action: a local vmdeck page, else the VM list.
-fn safe_back(back: Option<&str>) -> String {
-    match back {
-        Some(b)
-            if (b.starts_with("/vms") || b.starts_with("/audit"))
-                && !b.contains("//")
-                && !b.contains('\\') =>
-        {
-            b.to_string()
-        }
-        _ => "/vms".to_string(),
-    }
-}
-
-/// A UUID as libvirt and VirtualBox print them: hex digits and dashes.
-fn check_uuid(uuid: &str) -> Result<(), AppError> {
-    let ok =
-        (32..=36).contains(&uuid.len()) && uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::NotFound(format!("{uuid:?} is not a VM identifier (a UUID).")))
-    }
-}
-
-async fn find(control: &Control, host: &str, uuid: &str) -> Result<Target, AppError> {
-    check_uuid(uuid)?;
-    control.target(host, uuid).await?.ok_or_else(|| {
+/// The VM named by a path, present on a configured host.
+async fn find(
+    control: &Control,
+    host: Result<HostName, String>,
+    uuid: Result<VmUuid, String>,
+) -> Result<Target, AppError> {
+    let uuid = uuid.map_err(AppError::NotFound)?;
+    let not_found = |host: &str| {
         AppError::NotFound(format!(
             "There is no VM {uuid} on a host named {host:?} (it may be gone)."
         ))
-    })
+    };
+    let host = host.map_err(|_| not_found("?"))?;
+    let vm = VmKey::new(host, uuid.clone());
+    control.target(&vm).await?.ok_or_else(|| not_found(vm.host.as_str()))
 }
 
-fn parse_action(action: &str) -> Result<PowerAction, AppError> {
-    PowerAction::parse(action).ok_or_else(|| {
+/// The action a form or link asked for; a missing or unknown one is a 400 naming the known ones.
+fn action(field: &form::Result<'_, PowerAction>) -> Result<PowerAction, AppError> {
+    field.as_ref().copied().map_err(|errors| {
+        let given = errors.iter().find_map(|e| e.value.as_deref()).unwrap_or_default();
         AppError::BadRequest(format!(
-            "Unknown action {action:?}. Known actions: {}.",
-            PowerAction::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+            "Unknown action {given:?}. Known actions: {}.",
+            PowerAction::known()
         ))
     })
 }
@@ -70,6 +56,17 @@ struct ConfirmVm {
     host: String,
     uuid: String,
     state: &'static str,
+}
+
+impl From<&Target> for ConfirmVm {
+    fn from(t: &Target) -> Self {
+        ConfirmVm {
+            name: t.name.clone(),
+            host: t.host.config.name.to_string(),
+            uuid: t.uuid.to_string(),
+            state: t.state.label(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -85,86 +82,101 @@ struct ConfirmPage {
     back: String,
 }
 
-fn warning(action: PowerAction) -> &'static str {
-    match action {
-        PowerAction::PowerOff => "Power off cuts the power at once: the guest cannot save its work, like pulling the plug.",
-        PowerAction::Reset => "Reset restarts the VM at once: the guest cannot save its work, like pressing the reset button.",
-        _ => "",
+impl ConfirmPage {
+    fn new(title: String, chrome: Chrome, action: PowerAction, vms: &[Target]) -> Self {
+        ConfirmPage {
+            title,
+            chrome,
+            action: action.as_str(),
+            action_label: action.label(),
+            warning: action.warning(),
+            vms: vms.iter().map(ConfirmVm::from).collect(),
+            post_to: "/vms/power".into(),
+            back: "/vms".into(),
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)] // route parameters and guards
-#[rocket::get("/vms/<host>/<uuid>/power/confirm?<action>&<back>")]
+/// `?action=…&back=…` of the confirmation page.
+#[derive(FromForm)]
+struct ConfirmQuery<'r> {
+    action: form::Result<'r, PowerAction>,
+    back: Option<&'r str>,
+}
+
+#[rocket::get("/vms/<host>/<uuid>/power/confirm?<q..>")]
 async fn confirm_page(
     user: Operator<'_>,
-    host: &str,
-    uuid: &str,
-    action: &str,
-    back: Option<&str>,
+    host: Result<HostName, String>,
+    uuid: Result<VmUuid, String>,
+    q: ConfirmQuery<'_>,
     control: &State<Control>,
     settings: &State<Settings>,
     flash: Option<FlashMessage<'_>>,
 ) -> Result<Template, AppError> {
-    let action = parse_action(action)?;
+    let action = action(&q.action)?;
     let target = find(control, host, uuid).await?;
-    Ok(Template::render(
-        "control/confirm",
-        ConfirmPage {
-            title: format!("{} {}?", action.label(), target.name),
-            chrome: Chrome::new(user.0, flash, settings),
-            action: action.as_str(),
-            action_label: action.label(),
-            warning: warning(action),
-            vms: vec![ConfirmVm {
-                name: target.name.clone(),
-                host: host.to_string(),
-                uuid: uuid.to_string(),
-                state: target.state.label(),
-            }],
-            post_to: format!("/vms/{host}/{uuid}/power"),
-            back: safe_back(back),
-        },
-    ))
+    let vm = VmKey::new(target.host.config.name.clone(), target.uuid.clone());
+    let title = format!("{} {}?", action.label(), target.name);
+    let mut page = ConfirmPage::new(title, Chrome::new(user.0, flash, settings), action, &[target]);
+    page.post_to = power_href(&vm);
+    page.back = safe_back(q.back);
+    Ok(Template::render("control/confirm", page))
 }
 
 #[derive(FromForm)]
-struct PowerForm {
+struct PowerForm<'r> {
     #[field(default = String::new())]
     csrf_token: String,
-    #[field(default = String::new())]
-    action: String,
-    confirm: Option<String>,
-    back: Option<String>,
+    action: form::Result<'r, PowerAction>,
+    confirm: Option<&'r str>,
+    back: Option<&'r str>,
 }
 
-impl CsrfForm for PowerForm {
+#[derive(FromForm)]
+struct BulkForm<'r> {
+    #[field(default = String::new())]
+    csrf_token: String,
+    action: form::Result<'r, PowerAction>,
+    /// `host/uuid` of each selected VM, as given (an unknown one is reported, not fatal).
+    #[field(default = Vec::new())]
+    vm: Vec<&'r str>,
+    confirm: Option<&'r str>,
+    back: Option<&'r str>,
+}
+
+impl CsrfForm for PowerForm<'_> {
     fn csrf_token(&self) -> &str {
         &self.csrf_token
     }
 }
 
-fn confirmed(confirm: &Option<String>) -> bool {
-    confirm.as_deref() == Some("yes")
+impl CsrfForm for BulkForm<'_> {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+/// A forced action runs only once its confirmation page was answered.
+fn confirmed(confirm: Option<&str>) -> bool {
+    confirm == Some("yes")
 }
 
 #[rocket::post("/vms/<host>/<uuid>/power", data = "<form>")]
 async fn power_one(
     user: Operator<'_>,
-    host: &str,
-    uuid: &str,
-    form: Csrf<PowerForm>,
+    host: Result<HostName, String>,
+    uuid: Result<VmUuid, String>,
+    form: Csrf<PowerForm<'_>>,
     control: &State<Control>,
 ) -> Result<Result<Flash<Redirect>, Redirect>, AppError> {
     let form = form.0;
-    let action = parse_action(&form.action)?;
+    let action = action(&form.action)?;
     let target = find(control, host, uuid).await?;
-    let back = safe_back(form.back.as_deref());
-    if action.is_forced() && !confirmed(&form.confirm) {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("action", action.as_str())
-            .append_pair("back", &back)
-            .finish();
-        return Ok(Err(Redirect::to(format!("/vms/{host}/{uuid}/power/confirm?{query}"))));
+    let back = safe_back(form.back);
+    if action.is_forced() && !confirmed(form.confirm) {
+        let vm = VmKey::new(target.host.config.name.clone(), target.uuid.clone());
+        return Ok(Err(Redirect::to(confirm_href(&vm, action, &back))));
     }
     let outcome = control.execute(&target, action, &user.0.actor()).await;
     let message = match &outcome {
@@ -182,38 +194,23 @@ async fn power_one(
     }))
 }
 
-#[derive(FromForm)]
-struct BulkForm {
-    #[field(default = String::new())]
-    csrf_token: String,
-    #[field(default = String::new())]
-    action: String,
-    /// `host/uuid` of each selected VM.
-    #[field(default = Vec::new())]
-    vm: Vec<String>,
-    confirm: Option<String>,
-    back: Option<String>,
-}
-
-impl CsrfForm for BulkForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-}
-
 #[rocket::post("/vms/power", data = "<form>")]
 async fn power_bulk(
     user: Operator<'_>,
-    form: Csrf<BulkForm>,
+    form: Csrf<BulkForm<'_>>,
     control: &State<Control>,
     settings: &State<Settings>,
 ) -> Result<Result<Flash<Redirect>, Template>, AppError> {
     let form = form.0;
-    let back = safe_back(form.back.as_deref());
-    if form.action.is_empty() {
+    let back = safe_back(form.back);
+    let nothing_chosen =
+        form.action.as_ref().err().is_some_and(|errors| {
+            errors.iter().all(|e| e.value.as_deref().unwrap_or("").is_empty())
+        });
+    if nothing_chosen {
         return Ok(Ok(Flash::error(Redirect::to(back), "Choose an action for the selected VMs.")));
     }
-    let action = parse_action(&form.action)?;
+    let action = action(&form.action)?;
     if form.vm.is_empty() {
         return Ok(Ok(Flash::error(Redirect::to(back), "Select at least one VM.")));
     }
@@ -226,40 +223,24 @@ async fn power_bulk(
     let mut not_found = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for key in &form.vm {
-        if !seen.insert(key.as_str()) {
+        if !seen.insert(*key) {
             continue;
         }
-        let found = match key.split_once('/') {
-            Some((host, uuid)) if check_uuid(uuid).is_ok() => control.target(host, uuid).await?,
-            _ => None,
+        let found = match VmKey::parse(key) {
+            Ok(vm) => control.target(&vm).await?,
+            Err(_) => None,
         };
         match found {
             Some(t) => targets.push(t),
-            None => not_found.push(key.clone()),
+            None => not_found.push(key.to_string()),
         }
     }
-    if action.is_forced() && !confirmed(&form.confirm) {
-        return Ok(Err(Template::render(
-            "control/confirm",
-            ConfirmPage {
-                title: format!("{} {} VMs?", action.label(), targets.len()),
-                chrome: Chrome::new(user.0, None, settings),
-                action: action.as_str(),
-                action_label: action.label(),
-                warning: warning(action),
-                vms: targets
-                    .iter()
-                    .map(|t| ConfirmVm {
-                        name: t.name.clone(),
-                        host: t.host.config.name.to_string(),
-                        uuid: t.uuid.clone(),
-                        state: t.state.label(),
-                    })
-                    .collect(),
-                post_to: "/vms/power".into(),
-                back,
-            },
-        )));
+    if action.is_forced() && !confirmed(form.confirm) {
+        let title = format!("{} {} VMs?", action.label(), targets.len());
+        let mut page =
+            ConfirmPage::new(title, Chrome::new(user.0, None, settings), action, &targets);
+        page.back = back;
+        return Ok(Err(Template::render("control/confirm", page)));
     }
 
     // All at once; each host's semaphore caps how many reach one hypervisor together.
@@ -277,6 +258,16 @@ async fn power_bulk(
         }
     }
     problems.extend(not_found.iter().map(|k| format!("{k}: no such VM")));
+    let message = bulk_message(action, &accepted, &problems);
+    Ok(Ok(if problems.is_empty() {
+        Flash::success(Redirect::to(back), message)
+    } else {
+        Flash::error(Redirect::to(back), message)
+    }))
+}
+
+/// The flash message of a bulk action: what was accepted and what was not, ten of each at most.
+fn bulk_message(action: PowerAction, accepted: &[String], problems: &[String]) -> String {
     let mut message = format!("{}: {} accepted", action.label(), accepted.len());
     if !accepted.is_empty() {
         let shown: Vec<_> = accepted.iter().take(10).cloned().collect();
@@ -294,9 +285,5 @@ async fn power_bulk(
         ));
     }
     message.push('.');
-    Ok(Ok(if problems.is_empty() {
-        Flash::success(Redirect::to(back), message)
-    } else {
-        Flash::error(Redirect::to(back), message)
-    }))
+    message
 }

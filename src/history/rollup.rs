@@ -291,7 +291,7 @@ pub async fn done_until_ms(pool: &SqlitePool, res: i64) -> sqlx::Result<Option<i
     Ok(progress(pool, res).await?.map(|s| s * 1000))
 }
 
-/// Runs maintenance every minute from liftoff until shutdown.
+/// Runs maintenance and pruning every minute from liftoff until shutdown.
 pub fn stage() -> rocket::fairing::AdHoc {
     rocket::fairing::AdHoc::on_liftoff("Rollups", |rocket| {
         Box::pin(async move {
@@ -302,29 +302,31 @@ pub fn stage() -> rocket::fairing::AdHoc {
             };
             let pool = db.0.clone();
             let retention = settings.retention;
-            let mut shutdown = rocket.shutdown();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            let t = std::time::Instant::now();
-                            match maintain(&pool, crate::db::now_ms()).await {
-                                Ok(m) if m.rows.iter().any(|r| *r > 0) => tracing::debug!(rows = ?m.rows, ms = t.elapsed().as_millis() as u64, "rollups"),
-                                Ok(_) => {}
-                                Err(e) => tracing::error!("rollup maintenance failed: {e}"),
+            crate::background::every(
+                rocket,
+                "rollups",
+                std::time::Duration::from_secs(60),
+                move || {
+                    let pool = pool.clone();
+                    async move {
+                        let t = std::time::Instant::now();
+                        match maintain(&pool, crate::db::now_ms()).await {
+                            Ok(m) if m.rows.iter().any(|r| *r > 0) => {
+                                tracing::debug!(rows = ?m.rows, ms = t.elapsed().as_millis() as u64, "rollups")
                             }
-                            match prune(&pool, &retention, crate::db::now_ms()).await {
-                                Ok(p) if p.samples + p.polls + p.rollups.iter().sum::<u64>() > 0 => tracing::debug!(?p, "pruned history"),
-                                Ok(_) => {}
-                                Err(e) => tracing::error!("pruning history failed: {e}"),
-                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::error!("rollup maintenance failed: {e}"),
                         }
-                        _ = &mut shutdown => return,
+                        match prune(&pool, &retention, crate::db::now_ms()).await {
+                            Ok(p) if p.samples + p.polls + p.rollups.iter().sum::<u64>() > 0 => {
+                                tracing::debug!(?p, "pruned history")
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::error!("pruning history failed: {e}"),
+                        }
                     }
-                }
-            });
+                },
+            );
         })
     })
 }

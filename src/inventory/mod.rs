@@ -1,14 +1,18 @@
-//! The inventory: the VM list (`/vms`), the health endpoint (`/healthz`) and the queries behind
-//! them. `store` holds the write side the poller uses.
+//! The inventory: the VM list (`/vms`) with each host's poll health, and `/healthz`.
+//! `list` builds the list page from a typed query, `health` the host banners and the JSON
+//! endpoint, `store` holds their SQL.
 
+mod health;
 mod list;
-pub mod store;
+mod store;
 
 use rocket::response::Redirect;
 use rocket::Route;
 
+pub use health::{host_statuses, HostStatus};
+
 pub fn routes() -> Vec<Route> {
-    rocket::routes![index, list::vm_list, list::healthz]
+    rocket::routes![index, list::vm_list, health::healthz]
 }
 
 #[rocket::get("/")]

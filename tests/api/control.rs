@@ -66,13 +66,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, [u16; 4]);
     let cases: Vec<Case> = vec![
         ("GET", "/", "/".into(), vec![], [303, 303, 303, 303]),
-        (
-            "GET",
-            "/vms?<q>&<state>&<host>&<sort>&<dir>&<page>&<per_page>",
-            "/vms".into(),
-            vec![],
-            [401, 200, 200, 200],
-        ),
+        ("GET", "/vms?<query..>", "/vms".into(), vec![], [401, 200, 200, 200]),
         ("GET", "/healthz", "/healthz".into(), vec![], [200, 200, 200, 200]),
         ("GET", "/login?<next>", "/login".into(), vec![], [200, 303, 303, 303]),
         (
@@ -82,13 +76,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             vec![("username", "nobody"), ("password", "wrong-password")],
             [401, 401, 401, 401],
         ),
-        (
-            "GET",
-            "/vms/<host>/<uuid>/power/confirm?<action>&<back>",
-            confirm,
-            vec![],
-            [401, 403, 200, 200],
-        ),
+        ("GET", "/vms/<host>/<uuid>/power/confirm?<q..>", confirm, vec![], [401, 403, 200, 200]),
         (
             "POST",
             "/vms/<host>/<uuid>/power",
@@ -103,20 +91,8 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             vec![("action", "resume"), ("vm", "lab/nope")],
             [401, 403, 303, 303],
         ),
-        (
-            "GET",
-            "/audit?<user>&<vm>&<host>&<action>&<outcome>&<from>&<to>&<page>",
-            "/audit".into(),
-            vec![],
-            [401, 200, 200, 200],
-        ),
-        (
-            "GET",
-            "/audit.csv?<user>&<vm>&<host>&<action>&<outcome>&<from>&<to>",
-            "/audit.csv".into(),
-            vec![],
-            [401, 200, 200, 200],
-        ),
+        ("GET", "/audit?<query..>", "/audit".into(), vec![], [401, 200, 200, 200]),
+        ("GET", "/audit.csv?<query..>", "/audit.csv".into(), vec![], [401, 200, 200, 200]),
         ("GET", "/users", "/users".into(), vec![], [401, 403, 403, 200]),
         (
             "POST",
@@ -161,14 +137,14 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         ("GET", "/static/<path..>", "/static/vmdeck.css".into(), vec![], [200, 200, 200, 200]),
         (
             "GET",
-            "/vms/<host>/<uuid>?<range>&<from>&<to>",
+            "/vms/<host>/<uuid>?<range..>",
             format!("/vms/lab/{running}"),
             vec![],
             [401, 200, 200, 200],
         ),
         (
             "GET",
-            "/vms/<host>/<file>?<range>&<from>&<to>",
+            "/vms/<host>/<file>?<range..>",
             format!("/vms/lab/{running}.csv"),
             vec![],
             [401, 200, 200, 200],
@@ -184,28 +160,28 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         ),
         (
             "GET",
-            "/reports/availability?<from>&<to>&<sort>",
+            "/reports/availability?<sort>&<period..>",
             "/reports/availability".into(),
             vec![],
             [401, 200, 200, 200],
         ),
         (
             "GET",
-            "/reports/availability.csv?<from>&<to>",
+            "/reports/availability.csv?<period..>",
             "/reports/availability.csv".into(),
             vec![],
             [401, 200, 200, 200],
         ),
         (
             "GET",
-            "/reports/capacity?<from>&<to>",
+            "/reports/capacity?<period..>",
             "/reports/capacity".into(),
             vec![],
             [401, 200, 200, 200],
         ),
         (
             "GET",
-            "/reports/capacity.csv?<from>&<to>",
+            "/reports/capacity.csv?<period..>",
             "/reports/capacity.csv".into(),
             vec![],
             [401, 200, 200, 200],

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vmdeck::poller::PollOutcome;
+use vmdeck::hosts::PollOutcome;
 
 use crate::support::app::{breadth_uri, libvirt_host, spawn_app, vm_names, AppOptions};
 

@@ -1,7 +1,7 @@
 //! The VM page: configuration, charts, timeline, histories, for live, gone and unknown VMs, and
 //! bad ranges answered with a message.
 
-use vmdeck::poller::PollOutcome;
+use vmdeck::hosts::PollOutcome;
 
 use crate::support::app::{breadth_uri, libvirt_host, spawn_app, uuid_of, AppOptions, TestApp};
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use vmdeck::poller::PollOutcome;
+use vmdeck::hosts::PollOutcome;
 
 use crate::support::app::{libvirt_host, spawn_app, vm_names, AppOptions, TestApp};
 use crate::support::libvirtd::{real_vm_tests_enabled, LibvirtDaemon};

@@ -1,7 +1,7 @@
 //! Historical reports over HTTP: the fleet as of a moment, availability, capacity, and their
 //! CSV downloads, with bad parameters answered by a message.
 
-use vmdeck::poller::PollOutcome;
+use vmdeck::hosts::PollOutcome;
 
 use crate::support::app::{breadth_uri, libvirt_host, spawn_app, unescape, AppOptions, TestApp};
 

@@ -7,7 +7,7 @@ use sqlx::SqlitePool;
 use vmdeck::backend::{Counters, PowerState, VmConfig, VmReport};
 use vmdeck::config::{Driver, HostConfig, HostName, HostUri};
 use vmdeck::history::rollup::{self, RESOLUTIONS};
-use vmdeck::inventory::store::{self, HostCache};
+use vmdeck::hosts::store::{self, HostCache};
 
 fn report(uuid: &str, state: PowerState, cpu_ns: u64, disk: u64) -> VmReport {
     VmReport {
@@ -239,7 +239,7 @@ async fn long_ranges_on_the_vm_page_read_rollups_with_raw_samples_for_the_newest
     for i in 0..(3 * 24 * 12) {
         let ts = start + i * 300_000;
         let r = report(
-            "long-history-vm",
+            "10000000-0000-4000-8000-00000000abcd",
             PowerState::Running,
             (i as u64) * 30_000_000_000,
             (i as u64) * 1_000_000,
@@ -247,7 +247,7 @@ async fn long_ranges_on_the_vm_page_read_rollups_with_raw_samples_for_the_newest
         store::record_success(&app.pool, &mut cache, host_id, ts, ts + 5, &[r]).await.unwrap();
     }
     rollup::maintain(&app.pool, now).await.unwrap();
-    let uuid = "long-history-vm";
+    let uuid = "10000000-0000-4000-8000-00000000abcd";
     let (status, html) = app.get(&format!("/vms/lab/{uuid}?range=30d")).await;
     assert_eq!(status, 200);
     assert!(html.contains("read from hourly rollups"), "30 days come from the hourly tier");
@@ -361,7 +361,7 @@ async fn reports_read_rollups_once_raw_samples_are_pruned() {
 
     // Availability over all four days: two thirds, from rollups for the pruned part.
     let from = crate::support::app::unescape(
-        &vmdeck::view::absolute(start + 3_600_000)[..16].replace(' ', "T"),
+        &vmdeck::web::format::absolute(start + 3_600_000)[..16].replace(' ', "T"),
     );
     let (status, html) = app.get(&format!("/reports/availability?from={from}&sort=name")).await;
     assert_eq!(status, 200);
@@ -388,7 +388,7 @@ async fn reports_read_rollups_once_raw_samples_are_pruned() {
 
     // The fleet three days ago: the state comes from the rollup bucket of that moment.
     let at_ms = start + 24 * 3_600_000 + 30 * 60_000; // hour 24: running
-    let at = vmdeck::view::absolute(at_ms)[..16].replace(' ', "T");
+    let at = vmdeck::web::format::absolute(at_ms)[..16].replace(' ', "T");
     let (_, html) = app.get(&format!("/reports/fleet?at={at}")).await;
     let row = html.split(">old-vm<").nth(1).expect("old-vm existed then");
     assert!(row.split("</tr>").next().unwrap().contains("<td>running</td>"), "{row}");

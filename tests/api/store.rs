@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use sqlx::SqlitePool;
 use vmdeck::backend::{AddrSource, Counters, Disk, IpAddress, Nic, PowerState, VmConfig, VmReport};
 use vmdeck::config::{Driver, HostConfig, HostName, HostUri};
-use vmdeck::inventory::store::{self, HostCache};
+use vmdeck::hosts::store::{self, HostCache};
 
 struct Db {
     pool: SqlitePool,

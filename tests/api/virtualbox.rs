@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use vmdeck::backend::{Backend, BackendError, PowerAction, PowerState};
-use vmdeck::poller::PollOutcome;
+use vmdeck::hosts::PollOutcome;
 
 use crate::support::app::{
     breadth_uri, libvirt_host, spawn_app, unescape, virtualbox_host, vm_names, AppOptions,

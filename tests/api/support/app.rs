@@ -10,7 +10,7 @@ use rocket::figment::Figment;
 use serde::Serialize;
 use sqlx::SqlitePool;
 use vmdeck::db::Db;
-use vmdeck::poller::{self, Hosts, PollOutcome};
+use vmdeck::hosts::{Hosts, PollOutcome};
 
 #[derive(Serialize, Clone, Default)]
 pub struct HostSpec {
@@ -229,7 +229,7 @@ impl TestApp {
     /// Polls one host now, through the poller's own code path.
     pub async fn poll(&self, host: &str) -> PollOutcome {
         let entry = self.hosts.get(host).unwrap_or_else(|| panic!("no host {host}"));
-        poller::poll_once(&self.pool, entry).await
+        entry.poll(&self.pool).await
     }
 
     /// Waits until every host has recorded at least one poll (the one run at liftoff).

@@ -1,9 +1,6 @@
 //! Formatting shared by pages: sizes, rates, times. Values are formatted in Rust (not in Tera)
 //! so the templates stay simple and the list page stays fast.
 
-use std::collections::HashMap;
-
-use rocket_dyn_templates::tera::{self, Tera, Value};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -67,14 +64,6 @@ pub fn duration_words(ms: i64) -> String {
         3600..=86_399 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
         _ => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
     }
-}
-
-/// Registers the filters templates may use.
-pub fn register_filters(tera: &mut Tera) {
-    tera.register_filter("bytes", |v: &Value, _: &HashMap<String, Value>| {
-        let n = v.as_u64().ok_or_else(|| tera::Error::msg("bytes: not a number"))?;
-        Ok(Value::String(bytes(n)))
-    });
 }
 
 #[cfg(test)]

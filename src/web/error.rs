@@ -46,7 +46,8 @@ impl<'r> Responder<'r, 'static> for AppError {
     }
 }
 
-fn error_page(status: Status, message: &str) -> Template {
+/// The error page, with the status in its title.
+pub fn error_page(status: Status, message: &str) -> Template {
     Template::render(
         "error/error",
         context! { title: format!("{} {}", status.code, status.reason_lossy()), code: status.code, message },
@@ -62,24 +63,6 @@ fn default_catcher(status: Status, req: &Request<'_>) -> (Status, Template) {
         _ => status.reason_lossy().to_string(),
     };
     (status, error_page(status, &message))
-}
-
-/// Not logged in (or the session ended): the login form, right here, coming back to this page.
-#[rocket::catch(401)]
-fn unauthorized(req: &Request<'_>) -> Template {
-    let next = req.uri().to_string();
-    let next = if req.method() == rocket::http::Method::Get { next } else { "/vms".into() };
-    Template::render(
-        "auth/login",
-        context! {
-            title: "Log in",
-            error: "Log in to continue (your session may have ended).",
-            username: "",
-            next: crate::auth::safe_next(Some(&next)),
-            no_users: false,
-            demo: false,
-        },
-    )
 }
 
 #[rocket::catch(403)]
@@ -99,6 +82,7 @@ fn too_large() -> Template {
     error_page(Status::PayloadTooLarge, "The form was too large; nothing was done.")
 }
 
+/// The error pages every route shares (the login form for 401 is auth's own catcher).
 pub fn catchers() -> Vec<Catcher> {
-    rocket::catchers![default_catcher, unauthorized, forbidden, too_large]
+    rocket::catchers![default_catcher, forbidden, too_large]
 }

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use crate::view;
+use crate::web::format as view;
 
 /// One bucket of a series: None where there was no data (drawn as a gap).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +56,11 @@ const LEFT: f64 = 78.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 28.0;
+
+/// A chart of one series, named `name` (the reports' charts).
+pub fn line(name: &str, unit: Unit, from: i64, to: i64, points: &[Option<Point>]) -> String {
+    render(name, unit, from, to, &[Series { name, class: "s1", points }], None)
+}
 
 /// Renders a chart of `series` over `[from, to)` ms. `ceiling` is a fixed top for the value
 /// axis (100 for percentages, the allocation for memory); otherwise the data decides.

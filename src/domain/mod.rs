@@ -1,0 +1,17 @@
+//! The vocabulary every layer shares: host names, VM identifiers, power states and actions,
+//! where an IP address came from, audit kinds and outcomes, roles, and times and periods.
+//!
+//! Each value crosses the database (`sqlx::Type`), forms and query strings (`FromFormField`,
+//! `FromParam`) and templates (`Serialize`, `label()`) through its type, once: nothing below
+//! the web layer parses a state or an action from a string by hand.
+
+mod audit;
+mod power;
+pub mod time;
+mod user;
+mod vm;
+
+pub use audit::{Actor, AuditKind, AuditOutcome};
+pub use power::{PowerAction, PowerState};
+pub use user::{CurrentUser, Role};
+pub use vm::{AddrSource, HostName, VmKey, VmUuid};

@@ -1,0 +1,256 @@
+//! Power states (normalized, the same for every backend) and the power actions an operator can
+//! ask for.
+
+use serde::{Deserialize, Serialize};
+
+/// Normalized power state, the same for every driver. Stored as its snake_case name.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    rocket::FromFormField,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
+pub enum PowerState {
+    #[field(value = "running")]
+    Running,
+    #[field(value = "paused")]
+    Paused,
+    #[field(value = "suspended")]
+    Suspended,
+    #[field(value = "in_transition")]
+    InTransition,
+    #[field(value = "crashed")]
+    Crashed,
+    #[field(value = "shut_off")]
+    ShutOff,
+    #[field(value = "unknown")]
+    Unknown,
+}
+
+impl PowerState {
+    pub const ALL: [PowerState; 7] = [
+        PowerState::Running,
+        PowerState::Paused,
+        PowerState::Suspended,
+        PowerState::InTransition,
+        PowerState::Crashed,
+        PowerState::ShutOff,
+        PowerState::Unknown,
+    ];
+
+    /// Stable identifier, used in the database, URLs and CSS classes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerState::Running => "running",
+            PowerState::Paused => "paused",
+            PowerState::Suspended => "suspended",
+            PowerState::InTransition => "in_transition",
+            PowerState::Crashed => "crashed",
+            PowerState::ShutOff => "shut_off",
+            PowerState::Unknown => "unknown",
+        }
+    }
+
+    /// Words for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            PowerState::Running => "running",
+            PowerState::Paused => "paused",
+            PowerState::Suspended => "suspended",
+            PowerState::InTransition => "in transition",
+            PowerState::Crashed => "crashed",
+            PowerState::ShutOff => "shut off",
+            PowerState::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PowerState> {
+        PowerState::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The state a stretch of samples is summarised by: the one most samples were in (a tie
+    /// goes to the later of running, paused, shut off, unknown). Rollups count running, paused
+    /// (with suspended and in transition) and shut off (with crashed) samples; the rest are
+    /// unknown.
+    pub fn dominant(n: i64, up: i64, paused: i64, off: i64) -> PowerState {
+        let other = n - up - paused - off;
+        [
+            (up, PowerState::Running),
+            (paused, PowerState::Paused),
+            (off, PowerState::ShutOff),
+            (other, PowerState::Unknown),
+        ]
+        .into_iter()
+        .max_by_key(|(count, _)| *count)
+        .map_or(PowerState::Unknown, |(_, s)| s)
+    }
+}
+
+/// A power action an operator can ask for. Stored and posted as its snake_case name.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    rocket::FromFormField,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Boot (or restore from saved state).
+    #[field(value = "start")]
+    Start,
+    /// Ask the guest to shut down (ACPI); the guest may ignore it.
+    #[field(value = "shutdown")]
+    Shutdown,
+    /// Cut the power at once.
+    #[field(value = "power_off")]
+    PowerOff,
+    /// Ask the guest to reboot.
+    #[field(value = "reboot")]
+    Reboot,
+    /// Hard reset at once.
+    #[field(value = "reset")]
+    Reset,
+    #[field(value = "pause")]
+    Pause,
+    #[field(value = "resume")]
+    Resume,
+    /// Save the VM's memory to disk and stop it; the next start restores it.
+    #[field(value = "save")]
+    Save,
+}
+
+impl PowerAction {
+    pub const ALL: [PowerAction; 8] = [
+        PowerAction::Start,
+        PowerAction::Shutdown,
+        PowerAction::PowerOff,
+        PowerAction::Reboot,
+        PowerAction::Reset,
+        PowerAction::Pause,
+        PowerAction::Resume,
+        PowerAction::Save,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::Start => "start",
+            PowerAction::Shutdown => "shutdown",
+            PowerAction::PowerOff => "power_off",
+            PowerAction::Reboot => "reboot",
+            PowerAction::Reset => "reset",
+            PowerAction::Pause => "pause",
+            PowerAction::Resume => "resume",
+            PowerAction::Save => "save",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PowerAction::Start => "Start",
+            PowerAction::Shutdown => "Shut down",
+            PowerAction::PowerOff => "Power off",
+            PowerAction::Reboot => "Reboot",
+            PowerAction::Reset => "Reset",
+            PowerAction::Pause => "Pause",
+            PowerAction::Resume => "Resume",
+            PowerAction::Save => "Save state",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PowerAction> {
+        PowerAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// The known actions, for messages: `start, shutdown, power_off, ...`.
+    pub fn known() -> String {
+        PowerAction::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Forced actions lose guest state and ask for confirmation first.
+    pub fn is_forced(self) -> bool {
+        matches!(self, PowerAction::PowerOff | PowerAction::Reset)
+    }
+
+    /// What a forced action does to the guest, for its confirmation page.
+    pub fn warning(self) -> &'static str {
+        match self {
+            PowerAction::PowerOff => "Power off cuts the power at once: the guest cannot save its work, like pulling the plug.",
+            PowerAction::Reset => "Reset restarts the VM at once: the guest cannot save its work, like pressing the reset button.",
+            _ => "",
+        }
+    }
+
+    /// Whether the action makes sense for a VM in `state`.
+    pub fn applies_to(self, state: PowerState) -> bool {
+        use PowerState::*;
+        match self {
+            PowerAction::Start => matches!(state, ShutOff | Crashed | Suspended),
+            PowerAction::Shutdown
+            | PowerAction::Reboot
+            | PowerAction::Pause
+            | PowerAction::Save => state == Running,
+            PowerAction::PowerOff => {
+                matches!(state, Running | Paused | Crashed | InTransition | Suspended)
+            }
+            PowerAction::Reset => matches!(state, Running | Paused),
+            PowerAction::Resume => matches!(state, Paused | Suspended),
+        }
+    }
+
+    /// The state a successful action leads to, which confirms it. Reboot and reset end where
+    /// they started (running).
+    pub fn expected_state(self) -> PowerState {
+        match self {
+            PowerAction::Start | PowerAction::Reboot | PowerAction::Reset | PowerAction::Resume => {
+                PowerState::Running
+            }
+            PowerAction::Shutdown | PowerAction::PowerOff | PowerAction::Save => {
+                PowerState::ShutOff
+            }
+            PowerAction::Pause => PowerState::Paused,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_match_serde() {
+        for s in PowerState::ALL {
+            assert_eq!(PowerState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for a in PowerAction::ALL {
+            assert_eq!(PowerAction::parse(a.as_str()), Some(a));
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+    }
+
+    #[test]
+    fn the_dominant_state_is_the_most_sampled() {
+        assert_eq!(PowerState::dominant(10, 6, 0, 4), PowerState::Running);
+        assert_eq!(PowerState::dominant(10, 2, 0, 8), PowerState::ShutOff);
+        assert_eq!(PowerState::dominant(10, 5, 0, 5), PowerState::ShutOff, "a tie: the later");
+        assert_eq!(PowerState::dominant(10, 0, 0, 0), PowerState::Unknown);
+        assert_eq!(PowerState::dominant(0, 0, 0, 0), PowerState::Unknown);
+    }
+}

@@ -1,0 +1,132 @@
+//! Times as people type them into vmdeck's forms and query strings (UTC, `YYYY-MM-DD` or
+//! `YYYY-MM-DDTHH:MM[:SS]`), and periods made of two of them. One parser and one set of bounds
+//! for every page: the audit log, the VM page and the reports.
+
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{PrimitiveDateTime, Time};
+
+/// The latest time vmdeck accepts: 9999-12-31 23:59:59 UTC, in Unix milliseconds.
+pub const LATEST_MS: i64 = 253_402_300_799_000;
+
+/// The formats accepted, in words, for messages.
+pub const FORMATS: &str = "YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC";
+
+const DATE_TIME: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]");
+const DATE_TIME_SECS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+const DATE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` (or with a space) as UTC milliseconds. A bare
+/// date means its start, or with `end_of_day` its last millisecond.
+pub fn parse_time(s: &str, end_of_day: bool) -> Option<i64> {
+    let s = s.trim().replace(' ', "T");
+    let dt = PrimitiveDateTime::parse(&s, DATE_TIME_SECS)
+        .or_else(|_| PrimitiveDateTime::parse(&s, DATE_TIME))
+        .or_else(|_| {
+            time::Date::parse(&s, DATE).map(|d| {
+                let t = if end_of_day {
+                    Time::from_hms_milli(23, 59, 59, 999).unwrap_or(Time::MIDNIGHT)
+                } else {
+                    Time::MIDNIGHT
+                };
+                PrimitiveDateTime::new(d, t)
+            })
+        })
+        .ok()?;
+    Some((dt.assume_utc().unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// [`parse_time`], keeping only times from 1970 to [`LATEST_MS`].
+pub fn parse_bounded(s: &str, end_of_day: bool) -> Option<i64> {
+    parse_time(s, end_of_day).filter(|t| (0..=LATEST_MS).contains(t))
+}
+
+/// One time parameter: None when empty. One that cannot be read is reported in `notices`,
+/// saying what is shown `instead`, and read as None.
+pub fn time_param(
+    label: &str,
+    text: &str,
+    end_of_day: bool,
+    instead: &str,
+    notices: &mut Vec<String>,
+) -> Option<i64> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let t = parse_bounded(text, end_of_day);
+    if t.is_none() {
+        notices.push(format!("Cannot read the {label} time {text:?} (use {FORMATS}): {instead}."));
+    }
+    t
+}
+
+/// A period from two optional times: `from` (a date means its start) and `to` (a date means
+/// its end, so `to=2026-11-30` includes that day).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Period {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// The texts as given (swapped with the times when the period was reversed), to echo into
+    /// the form.
+    pub from_text: String,
+    pub to_text: String,
+}
+
+impl Period {
+    /// Reads the two parameters. Unreadable ones are reported and left out (`instead` says what
+    /// is shown in their place); a reversed period is swapped, with a notice.
+    pub fn read(from: &str, to: &str, instead: [&str; 2], notices: &mut Vec<String>) -> Period {
+        let mut p = Period {
+            from: time_param("from", from, false, instead[0], notices),
+            to: time_param("to", to, true, instead[1], notices),
+            from_text: from.trim().to_string(),
+            to_text: to.trim().to_string(),
+        };
+        if let (Some(a), Some(b)) = (p.from, p.to) {
+            if a > b {
+                notices.push("The period was reversed: swapped.".into());
+                p.from = Some(b);
+                p.to = Some(a);
+                std::mem::swap(&mut p.from_text, &mut p.to_text);
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_utc_with_dates_covering_whole_days() {
+        assert_eq!(parse_time("1970-01-02", false), Some(86_400_000));
+        assert_eq!(parse_time("1970-01-01", true), Some(86_399_999));
+        assert_eq!(parse_time("1970-01-01T00:01", false), Some(60_000));
+        assert_eq!(parse_time("1970-01-01 00:00:05", false), Some(5_000));
+        for bad in ["", "yesterday", "2026-13-01", "2026-02-30", "1970-01-01T25:00"] {
+            assert_eq!(parse_time(bad, false), None, "{bad:?}");
+        }
+        assert_eq!(parse_bounded("1969-12-31", false), None);
+        assert_eq!(parse_bounded("9999-12-31T23:59:59", false), Some(LATEST_MS));
+        assert_eq!(parse_bounded("9999-12-31", true), None, "past the last second");
+    }
+
+    #[test]
+    fn periods_report_what_they_could_not_read_and_swap_reversed_ends() {
+        let mut notices = Vec::new();
+        let p = Period::read("1970-01-03", "1970-01-01", ["ignored", "ignored"], &mut notices);
+        // The times swap as read: the end of the 1st, the start of the 3rd.
+        assert_eq!((p.from, p.to), (Some(86_400_000 - 1), Some(2 * 86_400_000)));
+        assert_eq!((p.from_text.as_str(), p.to_text.as_str()), ("1970-01-01", "1970-01-03"));
+        assert_eq!(notices, vec!["The period was reversed: swapped."]);
+        notices.clear();
+        let p = Period::read("soon", "", ["ignored", "now"], &mut notices);
+        assert_eq!((p.from, p.to), (None, None));
+        assert_eq!(notices.len(), 1);
+        assert!(notices[0].starts_with("Cannot read the from time \"soon\""), "{notices:?}");
+    }
+}

@@ -1,0 +1,397 @@
+//! `GET /vms/<host>/<uuid>` (the VM page) and `GET /vms/<host>/<uuid>.csv` (its history).
+
+use rocket::request::{FlashMessage, FromParam};
+use rocket::Route;
+use rocket_dyn_templates::Template;
+use serde::Serialize;
+
+use super::model::{self, History, Span};
+use super::range::{RangeChoice, RangeQuery, RANGES};
+use super::store::{self, VmRow};
+use crate::auth::Viewer;
+use crate::backend::{IpAddress, VmConfig};
+use crate::control::store as control;
+use crate::db::now_ms;
+use crate::domain::{HostName, Role, VmKey, VmUuid};
+use crate::web::chart::{self, Point, Series, Unit};
+use crate::web::csv::{file_safe, Csv};
+use crate::web::format as view;
+use crate::web::power::{self, ActionButton};
+use crate::web::{App, AppError, Chrome, IpAddressView, Notices};
+
+pub fn routes() -> Vec<Route> {
+    rocket::routes![vm_page, vm_csv]
+}
+
+/// The VM a path names; one vmdeck has never seen (or a malformed path) is a 404.
+async fn find(
+    pool: &sqlx::SqlitePool,
+    host: Result<HostName, String>,
+    uuid: Result<VmUuid, String>,
+    raw: (&str, &str),
+) -> Result<(VmKey, VmRow), AppError> {
+    let never_seen = || {
+        AppError::NotFound(format!(
+            "vmdeck has never seen a VM {:?} on a host named {:?}.",
+            raw.1, raw.0
+        ))
+    };
+    let (Ok(host), Ok(uuid)) = (host, uuid) else { return Err(never_seen()) };
+    let row = store::vm(pool, host.as_str(), uuid.as_str()).await?.ok_or_else(never_seen)?;
+    Ok((VmKey::new(host, uuid), row))
+}
+
+#[rocket::get("/vms/<host>/<uuid>?<range..>", rank = 2)]
+async fn vm_page(
+    user: Viewer<'_>,
+    host: Result<HostName, String>,
+    uuid: Result<VmUuid, String>,
+    range: RangeQuery<'_>,
+    app: App<'_>,
+    flash: Option<FlashMessage<'_>>,
+) -> Result<Template, AppError> {
+    let (pool, settings) = (app.pool, app.settings);
+    let raw = (
+        host.as_ref().map_or("", |h| h.as_str()).to_string(),
+        uuid.as_ref().map_or("", |u| u.as_str()).to_string(),
+    );
+    let (key, vm) = find(pool, host, uuid, (&raw.0, &raw.1)).await?;
+    let range = range.read(now_ms());
+    let history =
+        model::load_history(pool, settings, vm.host_id, vm.id, range.start, range.end).await?;
+    let versions = store::config_versions(pool, vm.id).await?;
+    let addresses = store::address_history(pool, vm.id).await?;
+    let pending = control::pending_for(pool, key.host.as_str(), key.uuid.as_str()).await?;
+    let can_act = user.0.can(Role::Operator)
+        && app.hosts.get(key.host.as_str()).is_some()
+        && pending.is_none();
+    let loaded = Loaded {
+        key,
+        vm,
+        range,
+        history,
+        versions,
+        addresses,
+        pending: pending.map(|p| p.describe()),
+        can_act,
+    };
+    Ok(Template::render("history/vm", VmPage::build(Chrome::new(user.0, flash, settings), loaded)))
+}
+
+#[derive(Serialize)]
+struct ChangeView {
+    when: String,
+    changes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct IpHistoryView {
+    addr: String,
+    mac: String,
+    source: &'static str,
+    from: String,
+    to: String,
+}
+
+#[derive(Serialize)]
+struct ChartView {
+    title: &'static str,
+    svg: String,
+}
+
+#[derive(Serialize)]
+struct RangeOption {
+    key: &'static str,
+    label: &'static str,
+    href: String,
+    selected: bool,
+}
+
+#[derive(Serialize)]
+struct DiskView {
+    target: String,
+    device: String,
+    bus: String,
+    source: String,
+    capacity: String,
+}
+
+#[derive(Serialize)]
+struct VmPage {
+    title: String,
+    chrome: Chrome,
+    host: String,
+    uuid: String,
+    name: String,
+    gone: Option<String>,
+    state: &'static str,
+    state_label: &'static str,
+    since: String,
+    raw_state: String,
+    reason: String,
+    first_seen: String,
+    config: Option<VmConfig>,
+    memory: String,
+    memory_current: String,
+    disks: Vec<DiskView>,
+    ips: Vec<IpAddressView>,
+    actions: Vec<ActionButton>,
+    pending: Option<String>,
+    ranges: Vec<RangeOption>,
+    range_key: String,
+    range_label: String,
+    from_text: String,
+    to_text: String,
+    csv_href: String,
+    notices: Notices,
+    charts: Vec<ChartView>,
+    timeline: Vec<Span>,
+    timeline_svg: String,
+    uptime: Option<String>,
+    samples: i64,
+    source: String,
+    max_points: i64,
+    changes: Vec<ChangeView>,
+    ip_history: Vec<IpHistoryView>,
+    audit_href: String,
+    power_href: String,
+    back: String,
+}
+
+/// Everything the handler loaded for the page.
+struct Loaded {
+    key: VmKey,
+    vm: VmRow,
+    range: RangeChoice,
+    history: History,
+    versions: Vec<(i64, String)>,
+    addresses: Vec<store::AddressRow>,
+    /// The power request in flight, in words.
+    pending: Option<String>,
+    /// Whether the user may act and the VM's host is still configured (and nothing is pending).
+    can_act: bool,
+}
+
+impl VmPage {
+    fn build(chrome: Chrome, l: Loaded) -> VmPage {
+        let Loaded { key, vm, range, history, versions, addresses, pending, can_act } = l;
+        let config: Option<VmConfig> =
+            vm.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
+        let gone = vm.gone_at.is_some();
+        let back = key.href();
+        let actions =
+            if can_act && !gone { power::buttons(&key, vm.state, &back) } else { Vec::new() };
+        let ips: Vec<IpAddress> = serde_json::from_str(&vm.addresses).unwrap_or_default();
+        let csv_query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("range", &range.chosen)
+            .extend_pairs(
+                [("from", &range.from_text), ("to", &range.to_text)]
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty()),
+            )
+            .finish();
+        VmPage {
+            title: vm.name.clone(),
+            chrome,
+            host: key.host.to_string(),
+            uuid: key.uuid.to_string(),
+            gone: vm.gone_at.map(view::absolute),
+            state: if gone { "gone" } else { vm.state.as_str() },
+            state_label: if gone { "gone" } else { vm.state.label() },
+            since: view::absolute(vm.state_since),
+            raw_state: vm.raw_state,
+            reason: vm.state_reason,
+            first_seen: view::absolute(vm.first_seen),
+            memory: config.as_ref().map_or("–".into(), |c| view::bytes(c.memory_max_kib * 1024)),
+            memory_current: config
+                .as_ref()
+                .map_or("–".into(), |c| view::bytes(c.memory_current_kib * 1024)),
+            disks: config.as_ref().map(disks).unwrap_or_default(),
+            charts: charts(&history, &range, config.as_ref()),
+            config,
+            ips: ips.iter().map(IpAddressView::from).collect(),
+            actions,
+            pending,
+            ranges: RANGES
+                .iter()
+                .map(|(k, l, _)| RangeOption {
+                    key: k,
+                    label: l,
+                    href: format!("{back}?range={k}"),
+                    selected: *k == range.chosen,
+                })
+                .collect(),
+            csv_href: format!("{back}.csv?{csv_query}"),
+            range_key: range.chosen,
+            range_label: range.label,
+            from_text: range.from_text,
+            to_text: range.to_text,
+            notices: range.notices,
+            timeline_svg: model::timeline_svg(&history.timeline),
+            timeline: history.timeline,
+            uptime: history.uptime.map(|u| format!("{u:.2} %")),
+            samples: history.samples,
+            source: history.source,
+            max_points: model::MAX_POINTS,
+            changes: changes(versions),
+            ip_history: addresses
+                .into_iter()
+                .map(|a| IpHistoryView {
+                    addr: a.addr,
+                    mac: a.mac,
+                    source: a.source.label(),
+                    from: view::absolute(a.first_seen),
+                    to: a.ended_at.map_or_else(|| "now".into(), view::absolute),
+                })
+                .collect(),
+            audit_href: format!("/audit?vm={}", key.uuid),
+            power_href: power::power_href(&key),
+            back,
+            name: vm.name,
+        }
+    }
+}
+
+fn disks(c: &VmConfig) -> Vec<DiskView> {
+    c.disks
+        .iter()
+        .map(|d| DiskView {
+            target: d.target.clone(),
+            device: d.device.clone(),
+            bus: d.bus.clone().unwrap_or_default(),
+            source: d.source.clone().unwrap_or_else(|| "(empty)".into()),
+            capacity: d.capacity_bytes.map_or("–".into(), view::bytes),
+        })
+        .collect()
+}
+
+/// Configuration changes in words, newest first.
+fn changes(versions: Vec<(i64, String)>) -> Vec<ChangeView> {
+    let parsed: Vec<(i64, Option<VmConfig>)> =
+        versions.into_iter().map(|(t, b)| (t, serde_json::from_str(&b).ok())).collect();
+    let mut changes: Vec<ChangeView> = parsed
+        .windows(2)
+        .filter_map(|w| match (&w[0].1, &w[1].1) {
+            (Some(a), Some(b)) => Some(ChangeView {
+                when: view::absolute(w[1].0),
+                changes: model::describe_changes(a, b),
+            }),
+            _ => None,
+        })
+        .collect();
+    changes.reverse();
+    changes
+}
+
+/// The four charts: CPU, memory against the memory assigned, disk and network rates.
+fn charts(h: &History, r: &RangeChoice, config: Option<&VmConfig>) -> Vec<ChartView> {
+    let [cpu, mem, rd, wr, rx, tx] = &h.series;
+    let allocated = config.map(|c| c.memory_current_kib as f64 * 1024.0);
+    let one = |name, class, points| Series { name, class, points };
+    vec![
+        ChartView {
+            title: "CPU (% of the VM's vCPUs)",
+            svg: chart::render(
+                "CPU",
+                Unit::Percent,
+                r.start,
+                r.end,
+                &[one("CPU", "s1", cpu)],
+                None,
+            ),
+        },
+        ChartView {
+            title: "Memory used (against the memory assigned)",
+            svg: chart::render(
+                "Memory",
+                Unit::Bytes,
+                r.start,
+                r.end,
+                &[one("used", "s1", mem)],
+                allocated,
+            ),
+        },
+        ChartView {
+            title: "Disk read / write (bytes/s)",
+            svg: chart::render(
+                "Disk",
+                Unit::BytesPerSec,
+                r.start,
+                r.end,
+                &[one("read", "s1", rd), one("write", "s2", wr)],
+                None,
+            ),
+        },
+        ChartView {
+            title: "Network received / sent (bytes/s)",
+            svg: chart::render(
+                "Network",
+                Unit::BytesPerSec,
+                r.start,
+                r.end,
+                &[one("received", "s1", rx), one("sent", "s2", tx)],
+                None,
+            ),
+        },
+    ]
+}
+
+/// A `<uuid>.csv` path segment; anything else does not match, so the page route gets it.
+struct CsvFile(Result<VmUuid, String>, String);
+
+impl<'r> FromParam<'r> for CsvFile {
+    type Error = ();
+
+    fn from_param(param: &'r str) -> Result<Self, ()> {
+        let uuid = param.strip_suffix(".csv").ok_or(())?;
+        Ok(CsvFile(VmUuid::parse(uuid), uuid.to_string()))
+    }
+}
+
+/// The same history as the page's charts, one row per point.
+#[rocket::get("/vms/<host>/<file>?<range..>", rank = 1)]
+async fn vm_csv(
+    _user: Viewer<'_>,
+    host: Result<HostName, String>,
+    file: CsvFile,
+    range: RangeQuery<'_>,
+    app: App<'_>,
+) -> Result<Csv, AppError> {
+    let (pool, settings) = (app.pool, app.settings);
+    let raw_host = host.as_ref().map_or("", |h| h.as_str()).to_string();
+    let (_, vm) = find(pool, host, file.0, (&raw_host, &file.1)).await?;
+    let r = range.read(now_ms());
+    let h = model::load_history(pool, settings, vm.host_id, vm.id, r.start, r.end).await?;
+    let mut header = vec!["time_utc".to_string(), "samples".to_string()];
+    for m in [
+        "cpu_pct",
+        "memory_used_bytes",
+        "disk_read_bytes_per_s",
+        "disk_write_bytes_per_s",
+        "net_rx_bytes_per_s",
+        "net_tx_bytes_per_s",
+    ] {
+        for k in ["avg", "min", "max"] {
+            header.push(format!("{m}_{k}"));
+        }
+    }
+    let rows = (0..h.series[0].len()).filter_map(|i| {
+        let points: Vec<Option<Point>> = h.series.iter().map(|s| s[i]).collect();
+        let ts = points.iter().flatten().map(|p| p.ts).next()?;
+        let n = points.iter().flatten().map(|p| p.n).max().unwrap_or(0);
+        let mut row = vec![view::absolute(ts), n.to_string()];
+        for p in &points {
+            match p {
+                Some(p) => row.extend([
+                    format!("{:.3}", p.avg),
+                    format!("{:.3}", p.min),
+                    format!("{:.3}", p.max),
+                ]),
+                None => row.extend([String::new(), String::new(), String::new()]),
+            }
+        }
+        Some(row)
+    });
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    Csv::build(&format!("vmdeck-{}-history.csv", file_safe(&vm.name)), &header, rows)
+}

@@ -1,0 +1,104 @@
+//! The VM page's SQL: the VM and its configuration versions, its raw samples and its address
+//! history. (Rollups are read through `rollup`.)
+
+use sqlx::SqlitePool;
+
+use crate::domain::PowerState;
+
+/// One VM with its current configuration.
+#[derive(sqlx::FromRow)]
+pub struct VmRow {
+    pub id: i64,
+    pub host_id: i64,
+    pub name: String,
+    pub state: PowerState,
+    pub raw_state: String,
+    pub state_reason: String,
+    pub state_since: i64,
+    pub first_seen: i64,
+    pub gone_at: Option<i64>,
+    pub addresses: String,
+    pub body: Option<String>,
+}
+
+/// One raw sample's state and rates.
+#[derive(sqlx::FromRow)]
+pub struct SampleRow {
+    pub ts: i64,
+    pub state: PowerState,
+    pub cpu_pct: Option<f64>,
+    pub memory_used_kib: Option<i64>,
+    pub disk_read_bps: Option<f64>,
+    pub disk_write_bps: Option<f64>,
+    pub net_rx_bps: Option<f64>,
+    pub net_tx_bps: Option<f64>,
+}
+
+/// A VM's raw samples of `[from, to)`, through its host's polls (samples are clustered by
+/// time, so this is one primary-key lookup per poll).
+pub async fn samples_between(
+    pool: &SqlitePool,
+    host_id: i64,
+    vm_id: i64,
+    from: i64,
+    to: i64,
+) -> sqlx::Result<Vec<SampleRow>> {
+    sqlx::query_as(
+        "SELECT s.ts, s.state, s.cpu_pct, s.memory_used_kib, s.disk_read_bps, s.disk_write_bps,
+                s.net_rx_bps, s.net_tx_bps
+         FROM polls p JOIN samples s ON s.ts = p.started_at AND s.vm_id = ?
+         WHERE p.host_id = ? AND p.ok = 1 AND p.started_at >= ? AND p.started_at < ?
+         ORDER BY p.started_at",
+    )
+    .bind(vm_id)
+    .bind(host_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// The VM `uuid` on host `host`, gone or not.
+pub async fn vm(pool: &SqlitePool, host: &str, uuid: &str) -> sqlx::Result<Option<VmRow>> {
+    sqlx::query_as(
+        "SELECT v.id, v.host_id, v.name, v.state, v.raw_state, v.state_reason, v.state_since, v.first_seen,
+                v.gone_at, v.addresses, c.body
+         FROM vms v JOIN hosts h ON h.id = v.host_id LEFT JOIN vm_configs c ON c.id = v.config_id
+         WHERE h.name = ? AND v.uuid = ?",
+    )
+    .bind(host)
+    .bind(uuid)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Every configuration version of a VM, oldest first: (valid from, JSON body).
+pub async fn config_versions(pool: &SqlitePool, vm_id: i64) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as(
+        "SELECT valid_from, body FROM vm_configs WHERE vm_id = ? ORDER BY valid_from, id",
+    )
+    .bind(vm_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// One address interval of a VM.
+#[derive(sqlx::FromRow)]
+pub struct AddressRow {
+    pub addr: String,
+    pub mac: String,
+    pub source: crate::domain::AddrSource,
+    pub first_seen: i64,
+    pub ended_at: Option<i64>,
+}
+
+/// A VM's addresses over time, newest first (200 at most).
+pub async fn address_history(pool: &SqlitePool, vm_id: i64) -> sqlx::Result<Vec<AddressRow>> {
+    sqlx::query_as(
+        "SELECT addr, mac, source, first_seen, ended_at FROM vm_addresses WHERE vm_id = ?
+         ORDER BY first_seen DESC, addr LIMIT 200",
+    )
+    .bind(vm_id)
+    .fetch_all(pool)
+    .await
+}

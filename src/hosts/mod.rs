@@ -1,0 +1,178 @@
+//! The host registry: every configured host with its backend, its poll state, and the one way
+//! observations of it are recorded. The poller, the inventory pages and power control all use
+//! this; none of them writes inventory tables any other way.
+//!
+//! `store` holds the SQL that records polls and observed states.
+
+pub mod store;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rocket::fairing::AdHoc;
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use crate::backend::{self, Backend, VmState};
+use crate::config::{HostConfig, Settings};
+use crate::db::{now_ms, Db};
+use store::{HostCache, Recorded};
+
+/// A configured host with its backend and poll state, shared by the poller and the web layer.
+pub struct HostEntry {
+    pub config: HostConfig,
+    pub id: i64,
+    pub backend: Arc<dyn Backend>,
+    cache: tokio::sync::Mutex<HostCache>,
+    runtime: Mutex<Runtime>,
+}
+
+/// In-memory poll state (the database has the history; this has what is happening now).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Runtime {
+    pub polling: bool,
+    pub polls: u64,
+    pub consecutive_failures: u32,
+    pub last_duration_ms: Option<u64>,
+}
+
+/// Every configured host, as Rocket state.
+pub struct Hosts(pub Vec<Arc<HostEntry>>);
+
+impl Hosts {
+    pub fn get(&self, name: &str) -> Option<&Arc<HostEntry>> {
+        self.0.iter().find(|h| h.config.name.as_str() == name)
+    }
+
+    /// The configured host names, in configuration order.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|h| h.config.name.as_str()).collect()
+    }
+}
+
+/// What one poll did.
+#[derive(Debug)]
+pub enum PollOutcome {
+    Recorded(Recorded),
+    /// The backend failed; the failure was recorded.
+    Failed(String),
+}
+
+impl HostEntry {
+    pub fn new(config: HostConfig, id: i64, backend: Arc<dyn Backend>) -> Self {
+        HostEntry {
+            config,
+            id,
+            backend,
+            cache: tokio::sync::Mutex::default(),
+            runtime: Mutex::default(),
+        }
+    }
+
+    /// Stores one VM's freshly observed state (see [`store::record_state`]): a power action's
+    /// confirmation shows in the list at once, without re-polling the whole host.
+    pub async fn record_state(&self, pool: &SqlitePool, uuid: &str, state: &VmState) {
+        let mut cache = self.cache.lock().await;
+        if let Err(e) = store::record_state(pool, &mut cache, self.id, uuid, state, now_ms()).await
+        {
+            tracing::error!(vm = uuid, "storing an observed state failed: {e}");
+            *cache = HostCache::default();
+        }
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        self.runtime.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn update_runtime(&self, f: impl FnOnce(&mut Runtime)) {
+        if let Ok(mut r) = self.runtime.lock() {
+            f(&mut r);
+        }
+    }
+
+    /// Polls the host once and records the result. Never panics; database errors are logged
+    /// and returned as a failure.
+    #[tracing::instrument(skip_all, fields(host = %self.config.name))]
+    pub async fn poll(&self, pool: &SqlitePool) -> PollOutcome {
+        self.update_runtime(|r| r.polling = true);
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let result = self.backend.inventory().await;
+        let finished_at = now_ms();
+        let outcome = match result {
+            Ok(reports) => {
+                let mut cache = self.cache.lock().await;
+                let recorded = store::record_success(
+                    pool,
+                    &mut cache,
+                    self.id,
+                    started_at,
+                    finished_at,
+                    &reports,
+                )
+                .await;
+                match recorded {
+                    Ok(rec) => {
+                        tracing::debug!(
+                            vms = rec.vms,
+                            new = rec.new_vms,
+                            gone = rec.gone_vms,
+                            "poll recorded"
+                        );
+                        PollOutcome::Recorded(rec)
+                    }
+                    Err(e) => {
+                        tracing::error!("storing the poll failed: {e}");
+                        PollOutcome::Failed(format!("storing the poll failed: {e}"))
+                    }
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!("poll failed: {message}");
+                if let Err(db) =
+                    store::record_failure(pool, self.id, started_at, finished_at, &message).await
+                {
+                    tracing::error!("recording the failed poll failed too: {db}");
+                }
+                PollOutcome::Failed(message)
+            }
+        };
+        let elapsed = clock.elapsed().as_millis() as u64;
+        self.update_runtime(|r| {
+            r.polling = false;
+            r.polls += 1;
+            r.last_duration_ms = Some(elapsed);
+            match outcome {
+                PollOutcome::Recorded(_) => r.consecutive_failures = 0,
+                PollOutcome::Failed(_) => r.consecutive_failures += 1,
+            }
+        });
+        outcome
+    }
+}
+
+/// Registers the configured hosts in the database and creates one backend per host.
+pub fn stage() -> AdHoc {
+    AdHoc::try_on_ignite("Hosts", |rocket| async move {
+        let (Some(settings), Some(db)) = (rocket.state::<Settings>(), rocket.state::<Db>()) else {
+            return Err(rocket);
+        };
+        let ids = match store::upsert_hosts(&db.0, &settings.hosts, settings.demo).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!("cannot register hosts in the database: {e}");
+                return Err(rocket);
+            }
+        };
+        let entries = settings
+            .hosts
+            .iter()
+            .zip(ids)
+            .map(|(h, id)| {
+                Arc::new(HostEntry::new(h.clone(), id, backend::connect(h, settings.call_timeout)))
+            })
+            .collect();
+        Ok(rocket.manage(Arc::new(Hosts(entries))))
+    })
+}

@@ -1,0 +1,100 @@
+//! Each host's poll health: the banner above the VM list and `GET /healthz` (JSON, no login).
+
+use std::sync::Arc;
+
+use rocket::serde::json::Json;
+use rocket::State;
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::store;
+use crate::config::Settings;
+use crate::db::{now_ms, Db};
+use crate::hosts::Hosts;
+use crate::web::format as view;
+use crate::web::AppError;
+
+/// A host's data is stale once it is older than this many poll intervals.
+const STALE_INTERVALS: i64 = 3;
+
+/// One host's poll health, as the banner and `/healthz` show it.
+#[derive(Debug, Serialize)]
+pub struct HostStatus {
+    pub name: String,
+    driver: String,
+    uri: String,
+    demo: bool,
+    /// `ok`, `failing`, `stale` or `pending` (no poll finished yet).
+    pub status: &'static str,
+    polling: bool,
+    last_poll_started_ms: Option<i64>,
+    last_poll_finished_ms: Option<i64>,
+    pub last_success_ms: Option<i64>,
+    last_error: Option<String>,
+    vm_count: Option<i64>,
+    consecutive_failures: u32,
+    last_duration_ms: Option<u64>,
+    last_success_ago: Option<String>,
+    last_success_abs: Option<String>,
+}
+
+/// The configured hosts' health, in configuration order.
+pub async fn host_statuses(
+    pool: &SqlitePool,
+    hosts: &Hosts,
+    settings: &Settings,
+) -> sqlx::Result<Vec<HostStatus>> {
+    let rows = store::host_status_rows(pool).await?;
+    let now = now_ms();
+    let stale_after = settings.poll_interval.as_millis() as i64 * STALE_INTERVALS;
+    Ok(hosts
+        .0
+        .iter()
+        .filter_map(|entry| {
+            let row = rows.iter().find(|r| r.name == entry.config.name.as_str())?;
+            let rt = entry.runtime();
+            let status = match (row.last_ok, row.ok_finished) {
+                (None, _) => "pending",
+                (Some(false), _) => "failing",
+                (Some(true), Some(t)) if now - t > stale_after => "stale",
+                _ => "ok",
+            };
+            Some(HostStatus {
+                name: row.name.clone(),
+                driver: row.driver.clone(),
+                uri: row.uri_redacted.clone(),
+                demo: row.demo,
+                status,
+                polling: rt.polling,
+                last_poll_started_ms: row.last_started,
+                last_poll_finished_ms: row.last_finished,
+                last_success_ms: row.ok_finished,
+                last_error: if row.last_ok == Some(false) { row.last_error.clone() } else { None },
+                vm_count: row.ok_vm_count,
+                consecutive_failures: rt.consecutive_failures,
+                last_duration_ms: rt.last_duration_ms,
+                last_success_ago: row.ok_finished.map(|t| view::ago(t, now)),
+                last_success_abs: row.ok_finished.map(view::absolute),
+            })
+        })
+        .collect())
+}
+
+#[derive(Serialize)]
+pub struct Health {
+    /// `ok` when every host's last poll succeeded and is fresh, else `degraded`.
+    status: &'static str,
+    poll_interval_secs: u64,
+    hosts: Vec<HostStatus>,
+}
+
+#[rocket::get("/healthz")]
+pub async fn healthz(
+    db: &State<Db>,
+    hosts: &State<Arc<Hosts>>,
+    settings: &State<Settings>,
+) -> Result<Json<Health>, AppError> {
+    let hosts = host_statuses(&db.0, hosts, settings).await?;
+    let status = if hosts.iter().all(|h| h.status == "ok") { "ok" } else { "degraded" };
+    Ok(Json(Health { status, poll_interval_secs: settings.poll_interval.as_secs(), hosts }))
+}

@@ -1,0 +1,128 @@
+//! The fleet as of a moment: which VMs existed, their state, resources and IP addresses then.
+
+use std::collections::BTreeMap;
+
+use rocket_dyn_templates::Template;
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::{at_param, input_time, opt, store};
+use crate::auth::Viewer;
+use crate::backend::VmConfig;
+use crate::domain::PowerState;
+use crate::history::rollup::RESOLUTIONS;
+use crate::hosts::Hosts;
+use crate::web::csv::Csv;
+use crate::web::format as view;
+use crate::web::{App, AppError, Chrome, Notices};
+
+#[derive(Serialize, Clone)]
+struct FleetRow {
+    host: String,
+    name: String,
+    uuid: String,
+    state: &'static str,
+    vcpus: Option<u32>,
+    memory_mib: Option<u64>,
+    disk_gib: Option<f64>,
+    ips: String,
+}
+
+async fn fleet_rows(pool: &SqlitePool, hosts: &Hosts, at: i64) -> sqlx::Result<Vec<FleetRow>> {
+    let rows = store::vms_at(pool, at).await?;
+    // The state each VM was seen in by its host's last successful poll at or before `at`.
+    let mut states: BTreeMap<i64, PowerState> = BTreeMap::new();
+    for h in &hosts.0 {
+        states.extend(store::states_at(pool, h.id, at).await?);
+    }
+    // Raw samples of that moment may have been pruned: the rollup bucket holding it then says
+    // which state the VM spent most of that bucket in.
+    if rows.iter().any(|r| !states.contains_key(&r.0)) {
+        for res in RESOLUTIONS {
+            let bucket = at.div_euclid(1000) - at.div_euclid(1000).rem_euclid(res);
+            for (vm, n, up, paused, off) in store::bucket_states(pool, res, bucket).await? {
+                states.entry(vm).or_insert_with(|| PowerState::dominant(n, up, paused, off));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, _host_id, host, name, uuid, body) in rows {
+        let cfg: Option<VmConfig> = body.and_then(|b| serde_json::from_str(&b).ok());
+        let mut ips = store::addresses_at(pool, id, at).await?;
+        ips.sort_by_key(|a| a.contains(':'));
+        out.push(FleetRow {
+            host,
+            name,
+            uuid,
+            state: states.get(&id).copied().unwrap_or(PowerState::Unknown).label(),
+            vcpus: cfg.as_ref().map(|c| c.vcpus),
+            memory_mib: cfg.as_ref().map(|c| c.memory_max_kib / 1024),
+            disk_gib: cfg.as_ref().map(|c| c.disk_capacity_bytes() as f64 / f64::from(1u32 << 30)),
+            ips: ips.join(" "),
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct FleetPage {
+    title: &'static str,
+    chrome: Chrome,
+    at: String,
+    at_label: String,
+    rows: Vec<FleetRow>,
+    notices: Notices,
+    csv_href: String,
+}
+
+#[rocket::get("/reports/fleet?<at>")]
+pub async fn fleet(user: Viewer<'_>, at: Option<&str>, app: App<'_>) -> Result<Template, AppError> {
+    let mut notices = Notices::new();
+    let t = at_param(at, &mut notices);
+    let rows = fleet_rows(app.pool, app.hosts, t).await?;
+    Ok(Template::render(
+        "reports/fleet",
+        FleetPage {
+            title: "Fleet as of a moment",
+            chrome: Chrome::new(user.0, None, app.settings),
+            at: input_time(t),
+            at_label: view::absolute(t),
+            rows,
+            notices,
+            csv_href: format!("/reports/fleet.csv?at={}", input_time(t)),
+        },
+    ))
+}
+
+#[rocket::get("/reports/fleet.csv?<at>")]
+pub async fn fleet_csv(_user: Viewer<'_>, at: Option<&str>, app: App<'_>) -> Result<Csv, AppError> {
+    let t = at_param(at, &mut Notices::new());
+    let rows = fleet_rows(app.pool, app.hosts, t).await?;
+    Csv::build(
+        "vmdeck-fleet.csv",
+        &[
+            "as_of_utc",
+            "host",
+            "vm_name",
+            "vm_uuid",
+            "state",
+            "vcpus",
+            "memory_mib",
+            "disk_gib",
+            "ip_addresses",
+        ],
+        rows.into_iter().map(|r| {
+            vec![
+                view::absolute(t),
+                r.host,
+                r.name,
+                r.uuid,
+                r.state.to_string(),
+                opt(r.vcpus),
+                opt(r.memory_mib),
+                r.disk_gib.map(|d| format!("{d:.1}")).unwrap_or_default(),
+                r.ips,
+            ]
+        }),
+    )
+}
