@@ -4,10 +4,16 @@
 //! Needs Debian's chromium and chromium-driver; without them the test fails saying how to install
 //! them. `VMDECK_SKIP_BROWSER=1` is the only way to skip it.
 
+use std::time::Duration;
+
 use fantoccini::Locator;
 
-use crate::support::app::{breadth_uri, libvirt_host, spawn_app, AppOptions, PASSWORD};
+use crate::support::app::{add_user, breadth_app, uuid_of, TestApp, PASSWORD};
 use crate::support::browser::{browser_tests_enabled, output_dir, Browser};
+use crate::support::wait::{eventually, eventually_every, poll_until, EVERY};
+
+/// How long the browser may take to show what a test waits for.
+const SHOWN_WITHIN: Duration = Duration::from_secs(5);
 
 async fn try_names(b: &Browser) -> Result<Vec<String>, fantoccini::error::CmdError> {
     let mut out = Vec::new();
@@ -18,45 +24,55 @@ async fn try_names(b: &Browser) -> Result<Vec<String>, fantoccini::error::CmdErr
 }
 
 /// The VM names shown once the page satisfies `ready` (clicks navigate asynchronously, so the
-/// old page may still be there for a moment).
+/// old page may still be there for a moment); on a timeout, the names shown then, for the
+/// caller's assertion to report.
 async fn names_when(b: &Browser, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let mut last = Vec::new();
-    for _ in 0..100 {
-        if let Ok(n) = try_names(b).await {
-            if ready(&n) {
-                return n;
-            }
-            last = n;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let shown = async || try_names(b).await.ok().filter(|n| ready(n));
+    match poll_until(SHOWN_WITHIN, EVERY, shown).await {
+        Some(names) => names,
+        None => try_names(b).await.unwrap_or_default(),
     }
-    last
 }
 
 async fn wait_for_query(b: &Browser, needle: &str) {
-    for _ in 0..100 {
-        if b.client.current_url().await.unwrap().query().unwrap_or_default().contains(needle) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    eventually(&format!("a URL with {needle:?}"), SHOWN_WITHIN, async || {
+        b.client.current_url().await.unwrap().query().unwrap_or_default().contains(needle)
+    })
+    .await;
+}
+
+/// The breadth lab and a browser, or `None` when browser tests are skipped explicitly.
+async fn lab_and_browser() -> Option<(TestApp, Browser)> {
+    if let Err(why) = browser_tests_enabled() {
+        eprintln!("SKIPPED (explicitly): {why}");
+        return None;
     }
-    panic!("the page never reached a URL with {needle:?}");
+    let app = breadth_app().await;
+    let b = Browser::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
+    Some((app, b))
+}
+
+/// Creates the operator `name`, logs in as them through the login page and waits for the list.
+async fn log_in_as_new_operator(app: &TestApp, b: &Browser, name: &str) {
+    add_user(&app.pool, name, "operator").await;
+    b.client.goto(&format!("{}/login", app.base)).await.unwrap();
+    log_in(b, name).await;
+    names_when(b, |n| n.len() == 21).await;
+}
+
+/// The element matching `css`, once the page shows it.
+async fn find_shown(b: &Browser, css: &str) -> fantoccini::elements::Element {
+    eventually(&format!("an element matching {css}"), SHOWN_WITHIN, async || {
+        b.client.find(Locator::Css(css)).await.ok()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vm_list_sorts_and_filters_in_a_real_browser() {
-    if let Err(why) = browser_tests_enabled() {
-        eprintln!("SKIPPED (explicitly): {why}");
-        return;
-    }
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", &breadth_uri())],
-        ..Default::default()
-    })
-    .await;
-    let b = Browser::start()
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
+    let Some((app, b)) = lab_and_browser().await else { return };
 
     // Not logged in: / leads to the list, which asks for a login first.
     b.client.goto(&format!("{}/", app.base)).await.unwrap();
@@ -100,60 +116,47 @@ async fn the_vm_list_sorts_and_filters_in_a_real_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
-    if let Err(why) = browser_tests_enabled() {
-        eprintln!("SKIPPED (explicitly): {why}");
-        return;
-    }
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", &breadth_uri())],
-        ..Default::default()
-    })
-    .await;
-    crate::support::app::add_user(&app.pool, "olivia", "operator").await;
-    let b = Browser::start()
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
-
-    b.client.goto(&format!("{}/login", app.base)).await.unwrap();
-    log_in(&b, "olivia").await;
-    names_when(&b, |n| n.len() == 21).await;
+    let Some((app, b)) = lab_and_browser().await else { return };
+    log_in_as_new_operator(&app, &b, "olivia").await;
 
     // Power off br-running: the row's link leads to a confirmation page, a plain form.
-    let uuid: String = sqlx::query_scalar("SELECT uuid FROM vms WHERE name = 'br-running'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let uuid = uuid_of(&app, "br-running").await;
     let link = format!("tr[data-uuid='{uuid}'] a[data-action=power_off]");
     b.client.find(Locator::Css(&link)).await.unwrap().click().await.unwrap();
-    let button = loop_find(&b, "#confirm-button").await;
+    let button = find_shown(&b, "#confirm-button").await;
     assert!(b.client.source().await.unwrap().contains("cuts the power"));
     b.screenshot(&output_dir(), "confirm-power-off").await.unwrap();
     button.click().await.unwrap();
 
-    let flash = loop_find(&b, "#flash").await.text().await.unwrap();
+    let flash = find_shown(&b, "#flash").await.text().await.unwrap();
     assert!(flash.contains("br-running") && flash.contains("accepted"), "{flash}");
     b.screenshot(&output_dir(), "vms-after-power-off").await.unwrap();
 
     b.client.goto(&format!("{}/audit?vm={uuid}", app.base)).await.unwrap();
-    let mut outcome = String::new();
-    for _ in 0..50 {
-        outcome = loop_find(&b, "#audit-table td.col-outcome").await.text().await.unwrap();
-        if outcome == "confirmed" {
-            break;
+    let confirmed = async || {
+        let outcome = find_shown(&b, "#audit-table td.col-outcome").await.text().await.unwrap();
+        if outcome != "confirmed" {
+            b.client.refresh().await.unwrap();
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        b.client.refresh().await.unwrap();
-    }
+        (outcome == "confirmed").then_some(outcome)
+    };
+    let outcome = eventually_every(
+        "the audit entry shown as confirmed",
+        SHOWN_WITHIN,
+        Duration::from_millis(100),
+        confirmed,
+    )
+    .await;
     assert_eq!(outcome, "confirmed");
     b.screenshot(&output_dir(), "audit-log").await.unwrap();
 
     // The VM's own page, from the audit entry's link: charts and the power-state timeline.
     for _ in 0..3 {
         app.poll("lab").await;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     b.client.goto(&format!("{}/vms/lab/{uuid}?range=1h", app.base)).await.unwrap();
-    loop_find(&b, "#timeline svg").await;
+    find_shown(&b, "#timeline svg").await;
     assert!(b.client.source().await.unwrap().contains("class=\"chart\""));
     b.screenshot(&output_dir(), "vm-page").await.unwrap();
     b.client.execute("document.getElementById('timeline').scrollIntoView()", vec![]).await.unwrap();
@@ -161,43 +164,19 @@ async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
 
     // A report, as people see it.
     b.client.goto(&format!("{}/reports/availability?sort=name", app.base)).await.unwrap();
-    loop_find(&b, "#report-table").await;
+    find_shown(&b, "#report-table").await;
     b.screenshot(&output_dir(), "report-availability").await.unwrap();
     b.client.goto(&format!("{}/reports/capacity", app.base)).await.unwrap();
-    loop_find(&b, ".chart").await;
+    find_shown(&b, ".chart").await;
     b.screenshot(&output_dir(), "report-capacity").await.unwrap();
     b.close().await;
 }
 
-async fn loop_find(b: &Browser, css: &str) -> fantoccini::elements::Element {
-    for _ in 0..100 {
-        if let Ok(e) = b.client.find(Locator::Css(css)).await {
-            return e;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("{css} never appeared");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn select_all_checks_every_row_for_a_bulk_action() {
-    if let Err(why) = browser_tests_enabled() {
-        eprintln!("SKIPPED (explicitly): {why}");
-        return;
-    }
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", &breadth_uri())],
-        ..Default::default()
-    })
-    .await;
-    crate::support::app::add_user(&app.pool, "olga", "operator").await;
-    let b = Browser::start()
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
-    b.client.goto(&format!("{}/login", app.base)).await.unwrap();
-    log_in(&b, "olga").await;
-    names_when(&b, |n| n.len() == 21).await;
-    loop_find(&b, "#select-all").await.click().await.unwrap();
+    let Some((app, b)) = lab_and_browser().await else { return };
+    log_in_as_new_operator(&app, &b, "olga").await;
+    find_shown(&b, "#select-all").await.click().await.unwrap();
     let checked = b
         .client
         .execute(

@@ -1,10 +1,7 @@
 //! `vmdeck user ...` as a real process, against the database of a running server: changes take
 //! effect at once.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use crate::support::app::{breadth_uri, libvirt_host, login, spawn_app, AppOptions, PASSWORD};
+use crate::support::app::{breadth_app, login, PASSWORD};
 
 /// Runs `vmdeck user ARGS` on the test app's database; `stdin` feeds the password.
 fn vmdeck_user(db_dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
@@ -14,29 +11,12 @@ fn vmdeck_user(db_dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, S
         format!("[default]\ndatabase_url = \"sqlite://{}/vmdeck.db\"\n", db_dir.display()),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
-        .arg("user")
-        .args(args)
-        .env("ROCKET_CONFIG", &config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    crate::support::binary::vmdeck_user(&config, args, stdin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_users_while_the_server_runs() {
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", &breadth_uri())],
-        ..Default::default()
-    })
-    .await;
+    let app = breadth_app().await;
     let dir = app.dir.path().to_path_buf();
 
     let (ok, out) =
@@ -95,11 +75,7 @@ async fn the_cli_manages_users_while_the_server_runs() {
 
 #[tokio::test]
 async fn the_last_admin_cannot_be_removed_or_demoted() {
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", &breadth_uri())],
-        ..Default::default()
-    })
-    .await;
+    let app = breadth_app().await;
     let dir = app.dir.path().to_path_buf();
     let (ok, _) =
         vmdeck_user(&dir, &["add", "root-admin", "--role", "admin"], &format!("{PASSWORD}\n"));

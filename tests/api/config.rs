@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use std::io::Write;
-
 use crate::support::app::{free_port, login, PASSWORD};
+use crate::support::binary::vmdeck_user;
+use crate::support::wait::eventually_every;
 
 /// Runs `vmdeck` with `toml` as its configuration file; returns (exit success, stderr+stdout).
 fn run_with_config(dir: &Path, toml: &str) -> (bool, String) {
@@ -94,18 +94,10 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
     let toml = "[default]\npoll_interval_secs = 1\n[[default.hosts]]\nname='secret'\ndriver='libvirt'\nuri='qemu+tcp://admin:hunter2@127.0.0.1:1/system?password=alsosecret'\n";
     std::fs::write(dir.path().join("Rocket.toml"), toml).unwrap();
     // The list needs a login: create a user with the CLI, password on stdin.
-    let mut add = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
-        .args(["user", "add", "watcher", "--role", "viewer"])
-        .current_dir(dir.path())
-        .env("ROCKET_CONFIG", dir.path().join("Rocket.toml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
-    let added = add.wait_with_output().unwrap();
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let config = dir.path().join("Rocket.toml");
+    let add = ["add", "watcher", "--role", "viewer"];
+    let (added, out) = vmdeck_user(&config, &add, &format!("{PASSWORD}\n"));
+    assert!(added, "{out}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
         .current_dir(dir.path())
         .env("ROCKET_CONFIG", dir.path().join("Rocket.toml"))
@@ -119,18 +111,17 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
     let (health, page) = rt.block_on(async {
         let client = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
-                let body = r.text().await.unwrap();
-                if body.contains("\"failing\"") {
-                    let session = login(&base, "watcher", PASSWORD).await.expect("login");
-                    let page = session.get("/vms").await.1;
-                    return (body, page);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the failing host never showed up in /healthz");
+        let failing = async || {
+            let body =
+                client.get(format!("{base}/healthz")).send().await.ok()?.text().await.unwrap();
+            body.contains("\"failing\"").then_some(body)
+        };
+        let every = Duration::from_millis(100);
+        let what = "the failing host showing up in /healthz";
+        let body = eventually_every(what, Duration::from_secs(20), every, failing).await;
+        let session = login(&base, "watcher", PASSWORD).await.expect("login");
+        let page = session.get("/vms").await.1;
+        (body, page)
     });
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
@@ -174,15 +165,11 @@ fn the_demo_prints_a_one_time_admin_password_that_logs_in() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let page = rt.block_on(async {
         let base = format!("http://127.0.0.1:{port}");
-        let mut session = None;
-        for _ in 0..100 {
-            if let Ok(s) = login(&base, "admin", &password).await {
-                session = Some(s);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        session.expect("the printed password logs in").get("/vms").await.1
+        let logged_in = async || login(&base, "admin", &password).await.ok();
+        let every = Duration::from_millis(100);
+        let what = "a login with the printed password";
+        let session = eventually_every(what, Duration::from_secs(10), every, logged_in).await;
+        session.get("/vms").await.1
     });
     let _ = child.kill();
     let _ = child.wait();

@@ -3,16 +3,11 @@
 
 use vmdeck::hosts::PollOutcome;
 
-use crate::support::app::{breadth_uri, libvirt_host, spawn_app, uuid_of, AppOptions, TestApp};
-
-async fn app() -> TestApp {
-    spawn_app(AppOptions { hosts: vec![libvirt_host("lab", &breadth_uri())], ..Default::default() })
-        .await
-}
+use crate::support::app::{breadth_app, uuid_of};
 
 #[tokio::test]
 async fn a_vm_page_shows_configuration_charts_timeline_and_links() {
-    let app = app().await;
+    let app = breadth_app().await;
     for _ in 0..3 {
         assert!(matches!(app.poll("lab").await, PollOutcome::Recorded(_)));
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
@@ -33,22 +28,14 @@ async fn a_vm_page_shows_configuration_charts_timeline_and_links() {
     assert!(html.contains("uptime 100.00 %"));
     assert!(crate::support::app::unescape(&html).contains(&format!("/audit?vm={uuid}")));
     // The same history as CSV, with units in the column names.
-    let res = app
-        .viewer
-        .client
-        .get(format!("{}/vms/lab/{uuid}.csv?range=1h", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let body = res.text().await.unwrap();
-    let mut reader = csv::Reader::from_reader(body.as_bytes());
-    let headers = reader.headers().unwrap().clone();
+    // Answered 200 as text/csv (checked by `csv`).
+    let csv = app.viewer.csv(&format!("/vms/lab/{uuid}.csv?range=1h")).await;
+    let (headers, records) = (&csv[0], &csv[1..]);
     assert!(
         headers.iter().any(|h| h == "cpu_pct_avg")
             && headers.iter().any(|h| h == "memory_used_bytes_max")
     );
-    let samples: u32 = reader.records().map(|r| r.unwrap()[1].parse::<u32>().unwrap()).sum();
+    let samples: u32 = records.iter().map(|r| r[1].parse::<u32>().unwrap()).sum();
     assert!(samples >= 3, "every sample of the range is in the CSV's rows ({samples})");
     let (status, _) = app.get("/vms/lab/00000000-0000-0000-0000-000000000000.csv").await;
     assert_eq!(status, 404);
@@ -58,7 +45,7 @@ async fn a_vm_page_shows_configuration_charts_timeline_and_links() {
 
 #[tokio::test]
 async fn every_range_and_an_empty_history_render() {
-    let app = app().await;
+    let app = breadth_app().await;
     let uuid = uuid_of(&app, "br-shutoff").await;
     for range in ["1h", "24h", "7d", "30d", "1y"] {
         let (status, html) = app.get(&format!("/vms/lab/{uuid}?range={range}")).await;
@@ -73,7 +60,7 @@ async fn every_range_and_an_empty_history_render() {
 
 #[tokio::test]
 async fn bad_ranges_and_unknown_vms_get_a_clear_answer_never_a_500() {
-    let app = app().await;
+    let app = breadth_app().await;
     let uuid = uuid_of(&app, "br-running").await;
     let cases = [
         ("?range=forever", "Unknown range"),
@@ -99,7 +86,7 @@ async fn bad_ranges_and_unknown_vms_get_a_clear_answer_never_a_500() {
 
 #[tokio::test]
 async fn a_gone_vm_keeps_its_page_and_configuration_changes_are_listed() {
-    let app = app().await;
+    let app = breadth_app().await;
     let uuid = uuid_of(&app, "br-running").await;
     let vm_id: i64 = sqlx::query_scalar("SELECT id FROM vms WHERE uuid = ?")
         .bind(&uuid)

@@ -1,11 +1,6 @@
 //! The VM list and health endpoint over HTTP, against the breadth lab (libvirt's test driver).
 
-use crate::support::app::{breadth_uri, libvirt_host, spawn_app, vm_names, AppOptions, TestApp};
-
-async fn breadth_app() -> TestApp {
-    spawn_app(AppOptions { hosts: vec![libvirt_host("lab", &breadth_uri())], ..Default::default() })
-        .await
-}
+use crate::support::app::{breadth_app, spawn_app, vm_names, AppOptions};
 
 #[tokio::test]
 async fn root_redirects_to_the_vm_list() {

@@ -4,10 +4,15 @@
 
 mod support {
     pub mod app;
+    pub mod audit;
+    pub mod binary;
     pub mod browser;
     pub mod libvirtd;
+    pub mod wait;
 }
 
+mod audit;
+mod auth;
 mod browser_list;
 mod cli;
 mod config;

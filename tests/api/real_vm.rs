@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use vmdeck::hosts::PollOutcome;
 
-use crate::support::app::{libvirt_host, spawn_app, vm_names, AppOptions, TestApp};
+use crate::support::app::{app_with, libvirt_host, vm_names, TestApp};
+use crate::support::audit::settled_power;
+use crate::support::binary::vmdeck_user;
 use crate::support::libvirtd::{real_vm_tests_enabled, LibvirtDaemon};
+use crate::support::wait::{eventually, eventually_every, poll_until};
 
 fn daemon_or_skip() -> Option<LibvirtDaemon> {
     if let Err(why) = real_vm_tests_enabled() {
@@ -52,11 +55,7 @@ async fn stored_figures_match_what_libvirt_reports_for_real_vms() {
     let idle = daemon.define_vm("vmdeck-off", 1, 64, 512).expect("define vmdeck-off");
     daemon.virsh(&["start", "vmdeck-run"]).expect("start vmdeck-run");
 
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", daemon.uri())],
-        ..Default::default()
-    })
-    .await;
+    let app = app_with(vec![libvirt_host("lab", daemon.uri())]).await;
     assert!(matches!(app.poll("lab").await, PollOutcome::Recorded(_)));
 
     for (uuid, name) in [(&running, "vmdeck-run"), (&idle, "vmdeck-off")] {
@@ -125,11 +124,7 @@ async fn a_daemon_killed_between_polls_is_reported_and_picked_up_again_after_res
         return;
     };
     daemon.define_vm("vmdeck-k", 1, 64, 256).expect("define");
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", daemon.uri())],
-        ..Default::default()
-    })
-    .await;
+    let app = app_with(vec![libvirt_host("lab", daemon.uri())]).await;
     assert!(matches!(app.poll("lab").await, PollOutcome::Recorded(_)));
 
     daemon.kill();
@@ -143,15 +138,13 @@ async fn a_daemon_killed_between_polls_is_reported_and_picked_up_again_after_res
 
     daemon.restart().expect("restart the daemon");
     // Reconnection waits out a short backoff; within a few polls the host is back.
-    let mut recovered = false;
-    for _ in 0..20 {
-        if let PollOutcome::Recorded(_) = app.poll("lab").await {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(recovered, "vmdeck reconnects after the daemon comes back");
+    eventually_every(
+        "vmdeck reconnecting after the daemon came back",
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        async || matches!(app.poll("lab").await, PollOutcome::Recorded(_)),
+    )
+    .await;
     let body: serde_json::Value =
         app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["hosts"][0]["status"], "ok");
@@ -159,25 +152,6 @@ async fn a_daemon_killed_between_polls_is_reported_and_picked_up_again_after_res
 
 // ---------------------------------------------------------------------------------------------
 // Power control against real QEMU
-
-async fn entry(app: &TestApp, uuid: &str) -> (String, Option<String>, Option<String>) {
-    sqlx::query_as("SELECT status, error, detail FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id DESC LIMIT 1")
-        .bind(uuid)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
-async fn settled_entry(app: &TestApp, uuid: &str) -> (String, Option<String>, Option<String>) {
-    for _ in 0..300 {
-        let e = entry(app, uuid).await;
-        if !["requested", "sent", "accepted"].contains(&e.0.as_str()) {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the power request for {uuid} never settled");
-}
 
 fn domstate(daemon: &LibvirtDaemon, name: &str) -> String {
     daemon.virsh(&["domstate", name]).unwrap().trim().to_string()
@@ -190,11 +164,7 @@ async fn an_operator_stops_and_starts_real_vms_over_http() {
     let b = daemon.define_vm("vmdeck-b", 1, 64, 256).unwrap();
     daemon.virsh(&["start", "vmdeck-a"]).unwrap();
     daemon.virsh(&["start", "vmdeck-b"]).unwrap();
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", daemon.uri())],
-        ..Default::default()
-    })
-    .await;
+    let app = app_with(vec![libvirt_host("lab", daemon.uri())]).await;
     let op = app.session("operator").await;
 
     // Stop one (forced: a VM without an OS ignores ACPI), confirmed against libvirt.
@@ -202,12 +172,12 @@ async fn an_operator_stops_and_starts_real_vms_over_http() {
         .post(&format!("/vms/lab/{a}/power"), &[("action", "power_off"), ("confirm", "yes")])
         .await;
     assert_eq!(res.status().as_u16(), 303);
-    assert_eq!(settled_entry(&app, &a).await.0, "confirmed");
+    assert_eq!(settled_power(&app, &a).await.0, "confirmed");
     assert_eq!(domstate(&daemon, "vmdeck-a"), "shut off", "libvirt agrees");
 
     // Start it again.
     op.post(&format!("/vms/lab/{a}/power"), &[("action", "start")]).await;
-    assert_eq!(settled_entry(&app, &a).await.0, "confirmed");
+    assert_eq!(settled_power(&app, &a).await.0, "confirmed");
     assert_eq!(domstate(&daemon, "vmdeck-a"), "running");
 
     // Bulk-stop both.
@@ -219,8 +189,8 @@ async fn an_operator_stops_and_starts_real_vms_over_http() {
         )
         .await;
     assert_eq!(res.status().as_u16(), 303);
-    assert_eq!(settled_entry(&app, &a).await.0, "confirmed");
-    assert_eq!(settled_entry(&app, &b).await.0, "confirmed");
+    assert_eq!(settled_power(&app, &a).await.0, "confirmed");
+    assert_eq!(settled_power(&app, &b).await.0, "confirmed");
     assert_eq!(
         (domstate(&daemon, "vmdeck-a"), domstate(&daemon, "vmdeck-b")),
         ("shut off".into(), "shut off".into())
@@ -268,17 +238,13 @@ async fn hypervisor_refusals_are_recorded_in_words_an_operator_can_act_on() {
     let a = daemon.define_vm("vmdeck-r", 1, 64, 256).unwrap();
     let gone = daemon.define_vm("vmdeck-gone", 1, 64, 256).unwrap();
     daemon.virsh(&["start", "vmdeck-r"]).unwrap();
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", daemon.uri())],
-        ..Default::default()
-    })
-    .await;
+    let app = app_with(vec![libvirt_host("lab", daemon.uri())]).await;
     let op = app.session("operator").await;
 
     // Stopped behind vmdeck's back: vmdeck still believes it runs, libvirt refuses.
     daemon.virsh(&["destroy", "vmdeck-r"]).unwrap();
     op.post(&format!("/vms/lab/{a}/power"), &[("action", "pause")]).await;
-    let (status, error, _) = settled_entry(&app, &a).await;
+    let (status, error, _) = settled_power(&app, &a).await;
     assert_eq!(status, "failed");
     assert!(error.as_deref().unwrap_or("").contains("not running"), "{error:?}");
     assert!(op.flash_at("/vms").await.contains("failed"));
@@ -286,7 +252,7 @@ async fn hypervisor_refusals_are_recorded_in_words_an_operator_can_act_on() {
     // Deleted behind vmdeck's back.
     daemon.virsh(&["undefine", "vmdeck-gone"]).unwrap();
     op.post(&format!("/vms/lab/{gone}/power"), &[("action", "start")]).await;
-    let (status, error, _) = settled_entry(&app, &gone).await;
+    let (status, error, _) = settled_power(&app, &gone).await;
     assert_eq!(
         (status.as_str(), error.as_deref()),
         ("failed", Some("The VM no longer exists on its host."))
@@ -296,7 +262,7 @@ async fn hypervisor_refusals_are_recorded_in_words_an_operator_can_act_on() {
     app.poll("lab").await;
     daemon.kill();
     op.post(&format!("/vms/lab/{a}/power"), &[("action", "start")]).await;
-    let (status, error, _) = settled_entry(&app, &a).await;
+    let (status, error, _) = settled_power(&app, &a).await;
     assert_eq!(status, "failed");
     assert!(!error.unwrap_or_default().is_empty());
 }
@@ -312,20 +278,9 @@ fn binary_setup(dir: &std::path::Path, uri: &str, port: u16) -> std::path::PathB
         ),
     )
     .unwrap();
-    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_vmdeck"))
-        .args(["user", "add", "op", "--role", "operator"])
-        .env("ROCKET_CONFIG", &config)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{}\n", crate::support::app::PASSWORD).as_bytes())
-        .unwrap();
-    assert!(add.wait().unwrap().success());
+    let password = format!("{}\n", crate::support::app::PASSWORD);
+    let (ok, out) = vmdeck_user(&config, &["add", "op", "--role", "operator"], &password);
+    assert!(ok, "{out}");
     config
 }
 
@@ -339,13 +294,10 @@ fn start_server(config: &std::path::Path) -> std::process::Child {
 }
 
 async fn wait_up(port: u16) {
-    for _ in 0..300 {
-        if reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not come up");
+    eventually("the server coming up", Duration::from_secs(15), async || {
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,8 +336,7 @@ async fn a_request_pending_when_the_server_is_killed_is_settled_after_restart() 
 
     let mut server = start_server(&config);
     wait_up(port).await;
-    let mut settled = None;
-    for _ in 0..100 {
+    let oldest = async || -> Option<(String, Option<String>)> {
         let row: (String, Option<String>) = sqlx::query_as(
             "SELECT status, detail FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id LIMIT 1",
         )
@@ -393,12 +344,10 @@ async fn a_request_pending_when_the_server_is_killed_is_settled_after_restart() 
         .fetch_one(&pool)
         .await
         .unwrap();
-        if row.0 != "accepted" {
-            settled = Some(row);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (row.0 != "accepted").then_some(row)
+    };
+    // Not `eventually`: the server is stopped before a timeout is reported.
+    let settled = poll_until(Duration::from_secs(10), Duration::from_millis(100), oldest).await;
     let _ = server.kill();
     let _ = server.wait();
     let (status, detail) = settled.expect("settled after restart");

@@ -3,7 +3,7 @@
 
 use vmdeck::hosts::PollOutcome;
 
-use crate::support::app::{breadth_uri, libvirt_host, spawn_app, unescape, AppOptions, TestApp};
+use crate::support::app::{breadth_app, unescape, TestApp};
 
 /// A table row's cells as text, separated by single spaces.
 fn cells(html: &str) -> String {
@@ -23,12 +23,9 @@ fn cells(html: &str) -> String {
     unescape(&out.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
+/// The breadth lab with two more polls recorded.
 async fn app() -> TestApp {
-    let app = spawn_app(AppOptions {
-        hosts: vec![libvirt_host("lab", &breadth_uri())],
-        ..Default::default()
-    })
-    .await;
+    let app = breadth_app().await;
     for _ in 0..2 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(matches!(app.poll("lab").await, PollOutcome::Recorded(_)));
@@ -39,17 +36,6 @@ async fn app() -> TestApp {
 fn table_rows(html: &str) -> Vec<String> {
     let Some(body) = html.split("id=\"report-table\"").nth(1) else { return Vec::new() };
     body.split("<tr>").skip(2).map(cells).collect()
-}
-
-async fn csv(app: &TestApp, path: &str) -> Vec<csv::StringRecord> {
-    let res = app.viewer.client.get(format!("{}{path}", app.base)).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 200, "{path}");
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
-    let body = res.text().await.unwrap();
-    let mut r = csv::Reader::from_reader(body.as_bytes());
-    let mut rows = vec![r.headers().unwrap().clone()];
-    rows.extend(r.records().map(|x| x.unwrap()));
-    rows
 }
 
 #[tokio::test]
@@ -63,7 +49,7 @@ async fn the_fleet_as_of_now_and_before_vmdeck_existed() {
     assert!(big.contains("running") && big.contains("16") && big.contains("65536"), "{big}");
     let (_, old) = app.get("/reports/fleet?at=2001-01-01").await;
     assert!(old.contains("No VM known to vmdeck existed"));
-    let csv = csv(&app, "/reports/fleet.csv").await;
+    let csv = app.viewer.csv("/reports/fleet.csv").await;
     assert_eq!(&csv[0][0], "as_of_utc");
     assert!(
         csv[0].iter().any(|h| h == "memory_mib") && csv[0].iter().any(|h| h == "disk_gib"),
@@ -93,7 +79,7 @@ async fn availability_counts_running_time_and_the_longest_outage() {
     let (_, html) =
         app.get("/reports/availability?sort=sideways&from=2030-01-01&to=2020-01-01").await;
     assert!(html.contains("Cannot sort by") && html.contains("reversed"));
-    let csv = csv(&app, "/reports/availability.csv").await;
+    let csv = app.viewer.csv("/reports/availability.csv").await;
     assert!(
         csv[0].iter().any(|h| h == "uptime_pct") && csv[0].iter().any(|h| h == "longest_outage_s")
     );
@@ -108,7 +94,7 @@ async fn capacity_over_time_totals_each_host_per_day() {
     let (status, html) = app.get("/reports/capacity").await;
     assert_eq!(status, 200);
     assert_eq!(html.matches("<svg class=\"chart\"").count(), 3);
-    let csv = csv(&app, "/reports/capacity.csv").await;
+    let csv = app.viewer.csv("/reports/capacity.csv").await;
     assert_eq!(
         csv[0].iter().collect::<Vec<_>>(),
         vec!["day_utc", "host", "vms", "vcpus", "memory_gib", "disk_gib"]

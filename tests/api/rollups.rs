@@ -223,16 +223,8 @@ async fn rollups_equal_brute_force_aggregation_at_every_resolution() {
 async fn long_ranges_on_the_vm_page_read_rollups_with_raw_samples_for_the_newest_minutes() {
     use crate::support::app::{spawn_app, AppOptions};
     // The app's own database, filled through the storage path for a host the app polls too.
-    let app = spawn_app(AppOptions {
-        hosts: vec![crate::support::app::libvirt_host("lab", &crate::support::app::breadth_uri())],
-        poll_interval_secs: 60,
-        ..Default::default()
-    })
-    .await;
-    let host_id: i64 = sqlx::query_scalar("SELECT id FROM hosts WHERE name = 'lab'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let app = spawn_app(AppOptions { poll_interval_secs: 60, ..AppOptions::breadth() }).await;
+    let host_id = app.host_id("lab").await;
     let now = vmdeck::db::now_ms();
     let mut cache = HostCache::default();
     let start = now - 3 * 86_400_000;
@@ -316,16 +308,8 @@ async fn pruning_keeps_each_resolution_for_its_retention_and_never_ahead_of_the_
 #[tokio::test]
 async fn reports_read_rollups_once_raw_samples_are_pruned() {
     use crate::support::app::{spawn_app, AppOptions};
-    let app = spawn_app(AppOptions {
-        hosts: vec![crate::support::app::libvirt_host("lab", &crate::support::app::breadth_uri())],
-        poll_interval_secs: 60,
-        ..Default::default()
-    })
-    .await;
-    let host_id: i64 = sqlx::query_scalar("SELECT id FROM hosts WHERE name = 'lab'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let app = spawn_app(AppOptions { poll_interval_secs: 60, ..AppOptions::breadth() }).await;
+    let host_id = app.host_id("lab").await;
     let now = vmdeck::db::now_ms();
     let start = now - 4 * 86_400_000;
     let mut cache = HostCache::default();

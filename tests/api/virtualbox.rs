@@ -6,15 +6,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vmdeck::backend::{Backend, BackendError, PowerAction, PowerState};
 use vmdeck::hosts::PollOutcome;
 
 use crate::support::app::{
-    breadth_uri, libvirt_host, spawn_app, unescape, virtualbox_host, vm_names, AppOptions,
-    HostSpec, TestApp,
+    app_with, breadth_uri, libvirt_host, unescape, uuid_of, virtualbox_host, vm_names, HostSpec,
+    TestApp,
 };
+use crate::support::audit::settled_power;
+use crate::support::wait::eventually;
 
 /// The stand-in's lab (see `lab()` in the example): UUID of VM `n`.
 fn lab_uuid(n: u32) -> String {
@@ -109,10 +111,6 @@ impl FakeVbox {
             .filter_map(|l| l.trim().parse().ok())
             .collect()
     }
-}
-
-async fn app_with(hosts: Vec<HostSpec>) -> TestApp {
-    spawn_app(AppOptions { hosts, ..Default::default() }).await
 }
 
 fn backend(app: &TestApp, host: &str) -> Arc<dyn Backend> {
@@ -412,20 +410,18 @@ async fn a_hung_command_times_out_its_poll_and_is_killed() {
     let app = app_with(vec![host]).await;
     fake.fault(serde_json::json!({"command": "showvminfo", "vm": lab_uuid(DB), "behaviour": "hang", "times": 1}));
 
-    let started = Instant::now();
-    match app.poll("vbox").await {
+    let poll = tokio::time::timeout(Duration::from_secs(5), app.poll("vbox"))
+        .await
+        .expect("the poll hung for 5 s on a VBoxManage that hangs, despite its 1 s limit");
+    match poll {
         PollOutcome::Failed(m) => assert!(m.contains("did not answer within 1s"), "{m}"),
         other => panic!("expected a timed-out poll, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     let pids = fake.hung_pids();
     assert_eq!(pids.len(), 1, "one command hung");
     let proc_dir = PathBuf::from(format!("/proc/{}", pids[0]));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proc_dir.exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!proc_dir.exists(), "the hung VBoxManage (pid {}) was killed and reaped", pids[0]);
+    let reaped = format!("the hung VBoxManage (pid {}) being killed and reaped", pids[0]);
+    eventually(&reaped, Duration::from_secs(5), async || !proc_dir.exists()).await;
 
     // The failure is shown, and the next poll (the fault was for one call) recovers.
     let (_, html) = app.get("/vms").await;
@@ -440,10 +436,11 @@ async fn a_hung_power_action_times_out_instead_of_hanging_the_caller() {
     host.command_timeout_secs = Some(1);
     let app = app_with(vec![host]).await;
     fake.fault(serde_json::json!({"command": "startvm", "behaviour": "hang"}));
-    let started = Instant::now();
-    let result = backend(&app, "vbox").power(&lab_uuid(DB), PowerAction::Start).await;
+    let (vbox, db) = (backend(&app, "vbox"), lab_uuid(DB));
+    let result = tokio::time::timeout(Duration::from_secs(5), vbox.power(&db, PowerAction::Start))
+        .await
+        .expect("the power action hung for 5 s on a `startvm` that hangs, despite its 1 s limit");
     assert!(matches!(result, Err(BackendError::Timeout(_))), "{result:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -513,25 +510,6 @@ async fn libvirt_and_virtualbox_hosts_render_one_list() {
     assert_eq!(vm_names(&by_ip), vec!["web-01"]);
 }
 
-/// Waits for the newest power entry of a VM to settle; returns its status and error.
-async fn settled_power(app: &TestApp, uuid: &str) -> (String, Option<String>) {
-    for _ in 0..200 {
-        let row: Option<(String, Option<String>)> = sqlx::query_as(
-            "SELECT status, error FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id DESC LIMIT 1",
-        )
-        .bind(uuid)
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap();
-        if let Some(r) = row.filter(|r| !["requested", "sent", "accepted"].contains(&r.0.as_str()))
-        {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the power request for {uuid} never settled");
-}
-
 #[tokio::test]
 async fn an_operator_stops_and_starts_a_virtualbox_vm_from_the_web_and_the_audit_log_joins_both_hosts(
 ) {
@@ -545,7 +523,8 @@ async fn an_operator_stops_and_starts_a_virtualbox_vm_from_the_web_and_the_audit
         .post(&format!("/vms/vbox/{web}/power"), &[("action", "power_off"), ("confirm", "yes")])
         .await;
     assert_eq!(res.status().as_u16(), 303);
-    assert_eq!(settled_power(&app, &web).await, ("confirmed".to_string(), None));
+    let (status, error, _) = settled_power(&app, &web).await;
+    assert_eq!((status, error), ("confirmed".to_string(), None));
     assert!(fake.calls().contains(&format!("controlvm {web} poweroff")));
     let (state, raw, _) = stored_state(&app, &web).await;
     assert_eq!(
@@ -559,10 +538,7 @@ async fn an_operator_stops_and_starts_a_virtualbox_vm_from_the_web_and_the_audit
     assert!(fake.calls().contains(&format!("startvm {web} --type headless")));
 
     // A libvirt VM in the same session, then one audit log for both hosts.
-    let br: String = sqlx::query_scalar("SELECT uuid FROM vms WHERE name = 'br-running'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let br = uuid_of(&app, "br-running").await;
     op.post(&format!("/vms/lab/{br}/power"), &[("action", "pause")]).await;
     assert_eq!(settled_power(&app, &br).await.0, "confirmed");
     let (_, html) = op.get("/audit?action=power_off").await;

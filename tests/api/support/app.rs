@@ -12,6 +12,8 @@ use sqlx::SqlitePool;
 use vmdeck::db::Db;
 use vmdeck::hosts::{Hosts, PollOutcome};
 
+use crate::support::wait::{eventually, eventually_every};
+
 #[derive(Serialize, Clone, Default)]
 pub struct HostSpec {
     pub name: String,
@@ -96,6 +98,18 @@ impl Session {
             .expect("request")
     }
 
+    /// A CSV download: answered 200 as `text/csv`; the header row first, then the records.
+    pub async fn csv(&self, path: &str) -> Vec<csv::StringRecord> {
+        let res = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+        let body = res.text().await.unwrap();
+        let mut r = csv::Reader::from_reader(body.as_bytes());
+        let mut rows = vec![r.headers().unwrap().clone()];
+        rows.extend(r.records().map(|x| x.unwrap()));
+        rows
+    }
+
     /// The flash message shown after following a redirect to `location`.
     pub async fn flash_at(&self, location: &str) -> String {
         let (_, html) = self.get(location).await;
@@ -163,6 +177,28 @@ impl Default for AppOptions {
     }
 }
 
+impl AppOptions {
+    /// The given hosts, everything else as by default.
+    pub fn with_hosts(hosts: Vec<HostSpec>) -> Self {
+        AppOptions { hosts, ..AppOptions::default() }
+    }
+
+    /// One libvirt host "lab": the breadth lab.
+    pub fn breadth() -> Self {
+        AppOptions::with_hosts(vec![libvirt_host("lab", &breadth_uri())])
+    }
+}
+
+/// The app with these hosts and default settings.
+pub async fn app_with(hosts: Vec<HostSpec>) -> TestApp {
+    spawn_app(AppOptions::with_hosts(hosts)).await
+}
+
+/// The app most tests use: one libvirt host "lab", the breadth lab, default settings.
+pub async fn breadth_app() -> TestApp {
+    spawn_app(AppOptions::breadth()).await
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -197,12 +233,13 @@ pub async fn spawn_app(opts: AppOptions) -> TestApp {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    for _ in 0..200 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually_every(
+        "the test server answering /healthz",
+        Duration::from_secs(5),
+        Duration::from_millis(25),
+        async || client.get(format!("{base}/healthz")).send().await.is_ok(),
+    )
+    .await;
     add_user(&pool, "viewer", "viewer").await;
     let viewer =
         login(&base, "viewer", PASSWORD).await.unwrap_or_else(|e| panic!("viewer login: {e:?}"));
@@ -226,6 +263,15 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("login as {name}: {e:?}"))
     }
 
+    /// The database id of the configured host `name`.
+    pub async fn host_id(&self, name: &str) -> i64 {
+        sqlx::query_scalar("SELECT id FROM hosts WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("no host {name} in the database: {e}"))
+    }
+
     /// Polls one host now, through the poller's own code path.
     pub async fn poll(&self, host: &str) -> PollOutcome {
         let entry = self.hosts.get(host).unwrap_or_else(|| panic!("no host {host}"));
@@ -234,18 +280,15 @@ impl TestApp {
 
     /// Waits until every host has recorded at least one poll (the one run at liftoff).
     pub async fn wait_for_first_polls(&self) {
-        for _ in 0..600 {
+        eventually("the first poll of every host", Duration::from_secs(30), async || {
             let n: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE last_poll_id IS NOT NULL")
                     .fetch_one(&self.pool)
                     .await
                     .unwrap();
-            if n as usize >= self.hosts.0.len() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the first poll of every host did not finish within 30 s");
+            n as usize >= self.hosts.0.len()
+        })
+        .await;
     }
 }
 

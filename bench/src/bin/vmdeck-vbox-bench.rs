@@ -9,7 +9,7 @@
 //! The stand-in answers in about a millisecond where a real VBoxManage takes tens (it talks
 //! to VBoxSVC over IPC), so the invocation counts carry over to real hosts and the times do not.
 //!
-//! Run: `cargo run --release --bin vmdeck-vbox-bench -- [--vms 100] [--polls 20]`
+//! Run: `cargo run --release -p vmdeck-bench --bin vmdeck-vbox-bench -- [--vms 100] [--polls 20]`
 
 mod common;
 
@@ -24,6 +24,9 @@ use vmdeck::backend::virtualbox::parse;
 use vmdeck::config::{Driver, HostConfig, HostName, HostUri, VirtualBoxSettings};
 use vmdeck::db::Db;
 use vmdeck::hosts::{Hosts, PollOutcome};
+
+/// The repository's root (this package lives in `bench/`): the captures and the stand-in's source.
+const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 #[derive(Parser)]
 #[command(
@@ -194,7 +197,7 @@ fn throughput(text: &str, parse: impl Fn(&str)) -> f64 {
 
 /// The largest `showvminfo` output among the real captures (transcripts excluded).
 fn largest_showvminfo_capture() -> (String, String) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/virtualbox");
+    let dir = Path::new(REPO_ROOT).join("tests/fixtures/virtualbox");
     std::fs::read_dir(&dir)
         .expect("the captures")
         .filter_map(|e| {
@@ -214,14 +217,14 @@ fn fake_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
     let profile_dir = exe.parent().expect("target/<profile>");
     let bin = profile_dir.join("examples/fake_vboxmanage");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fake_vboxmanage.rs");
+    let source = Path::new(REPO_ROOT).join("examples/fake_vboxmanage.rs");
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if modified(&bin) < modified(&source) {
         let release = profile_dir.ends_with("release");
         let mut cargo = Command::new(env!("CARGO"));
         cargo
-            .args(["build", "--example", "fake_vboxmanage"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+            .args(["build", "-p", "vmdeck", "--example", "fake_vboxmanage"])
+            .current_dir(REPO_ROOT);
         if release {
             cargo.arg("--release");
         }

@@ -5,7 +5,7 @@
 //! `/vms` (from the Server-Timing header) over a few hundred requests, resident memory after 100
 //! polls, and Debian's prometheus-libvirt-exporter scraping the same definition.
 //!
-//! Run: `cargo run --release --bin vmdeck-bench -- [--domains 1000] [--polls 100] [--requests 300]`
+//! Run: `cargo run --release -p vmdeck-bench --bin vmdeck-bench -- [--domains 1000] [--polls 100] [--requests 300]`
 
 use std::path::Path;
 use std::process::{Command, Stdio};

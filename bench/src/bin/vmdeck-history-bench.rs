@@ -8,7 +8,7 @@
 //! generated at one poll per 5 minutes, which yields the same rollup rows per VM (one per
 //! 5-minute bucket, then hourly and daily) in a few minutes instead of hours.
 //!
-//! Run: `cargo run --release --bin vmdeck-history-bench -- [--vms 100] [--days 365]`
+//! Run: `cargo run --release -p vmdeck-bench --bin vmdeck-history-bench -- [--vms 100] [--days 365]`
 
 mod common;
 
