@@ -8,6 +8,7 @@ mod support {
     pub mod libvirtd;
 }
 
+mod backend_contract;
 mod browser_list;
 mod cli;
 mod config;
