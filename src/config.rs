@@ -7,8 +7,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rocket::figment::value::Value;
 use rocket::figment::Figment;
 use serde::{Deserialize, Serialize};
+
+use crate::backend::DriverConfig;
 
 /// The demo host's name, used when no `hosts` are configured.
 pub const DEMO_HOST: &str = "demo";
@@ -65,41 +68,28 @@ impl Retention {
     }
 }
 
-/// One configured hypervisor host.
+/// One configured hypervisor host: its name and its driver's settings.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     pub name: HostName,
-    pub driver: Driver,
-    /// libvirt: the connection URI. VirtualBox: a description of the command vmdeck runs
-    /// (see [`HostUri::command`]), stored and shown where a libvirt host shows its URI.
-    pub uri: HostUri,
-    /// The VirtualBox host keys; `Some` exactly when `driver` is [`Driver::Virtualbox`].
-    pub virtualbox: Option<VirtualBoxSettings>,
+    /// Which backend talks to the host, with that backend's own keys.
+    pub driver: DriverConfig,
 }
 
-/// How vmdeck runs `VBoxManage` for a VirtualBox host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VirtualBoxSettings {
-    /// The executable (`vboxmanage` key): a path, or a name looked up on `PATH` (on the remote
-    /// side when a `command_prefix` such as `ssh` runs it).
-    pub vboxmanage: String,
-    /// Arguments placed before the executable (`command_prefix` key), e.g. `ssh -o
-    /// BatchMode=yes vbox@desk1` or `sudo -u vbox`; empty to run it directly.
-    pub command_prefix: Vec<String>,
-    /// Time limit for one VBoxManage command (`command_timeout_secs` key).
-    pub command_timeout: Duration,
-}
+impl HostConfig {
+    pub fn new(name: HostName, driver: DriverConfig) -> Self {
+        HostConfig { name, driver }
+    }
 
-pub const DEFAULT_VBOXMANAGE: &str = "VBoxManage";
-pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 30;
+    /// The `driver` key's value (`libvirt`, `virtualbox`), as stored and shown.
+    pub fn driver_name(&self) -> &'static str {
+        self.driver.name()
+    }
 
-impl Default for VirtualBoxSettings {
-    fn default() -> Self {
-        VirtualBoxSettings {
-            vboxmanage: DEFAULT_VBOXMANAGE.to_string(),
-            command_prefix: Vec::new(),
-            command_timeout: Duration::from_secs(DEFAULT_COMMAND_TIMEOUT_SECS),
-        }
+    /// Where the host is reached, safe to store and show (see [`HostUri::redacted`]): a libvirt
+    /// host's URI, or for a host reached by running a command (VirtualBox) that command line.
+    pub fn uri(&self) -> HostUri {
+        self.driver.uri()
     }
 }
 
@@ -131,25 +121,6 @@ impl HostName {
 impl fmt::Display for HostName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Which backend talks to a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Driver {
-    Libvirt,
-    Virtualbox,
-}
-
-impl Driver {
-    pub const ALL: &'static [&'static str] = &["libvirt", "virtualbox"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Driver::Libvirt => "libvirt",
-            Driver::Virtualbox => "virtualbox",
-        }
     }
 }
 
@@ -248,7 +219,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError { key: key.into(), message: message.into() }
     }
 }
@@ -259,8 +230,10 @@ struct RawSettings {
     database_url: Option<String>,
     poll_interval_secs: Option<u64>,
     call_timeout_secs: Option<u64>,
+    /// Read in two steps (see [`HostKeys`]): the driver named in a table decides which keys
+    /// the rest of it may hold.
     #[serde(default)]
-    hosts: Vec<RawHost>,
+    hosts: Vec<Value>,
     session_idle_minutes: Option<u64>,
     session_lifetime_hours: Option<u64>,
     #[serde(default)]
@@ -297,23 +270,86 @@ where
     }
 }
 
+/// The keys every `[[hosts]]` table has, whatever its driver.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHost {
+struct RawHostHead {
     name: Option<String>,
     driver: Option<String>,
-    uri: Option<String>,
-    // VirtualBox only; refused for other drivers.
-    vboxmanage: Option<String>,
-    command_prefix: Option<Vec<String>>,
-    command_timeout_secs: Option<u64>,
+}
+
+/// The keys of one `[[hosts]]` table besides `name` and `driver`, handed to the settings type of
+/// the driver the table names ([`DriverConfig::from_keys`]). Its errors name keys as the file
+/// does (`hosts[0].command_prefix[1]`), with the same wording figment gives the other keys.
+pub struct HostKeys<'a> {
+    figment: &'a Figment,
+    index: usize,
+    table: &'a Value,
+    rest: Value,
+}
+
+impl<'a> HostKeys<'a> {
+    fn new(figment: &'a Figment, index: usize, table: &'a Value) -> Self {
+        let mut rest = table.as_dict().cloned().unwrap_or_default();
+        rest.remove("name");
+        rest.remove("driver");
+        HostKeys { figment, index, table, rest: Value::Dict(table.tag(), rest) }
+    }
+
+    /// Reads the keys into `T`, a struct of `Option` fields marked
+    /// `#[serde(deny_unknown_fields)]`: a key of the wrong type, or one `T` does not know, is an
+    /// error naming that key.
+    pub fn extract<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        T::deserialize(&self.rest).map_err(|e| host_error(self.figment, self.index, self.table, e))
+    }
+
+    /// The names of the keys given, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.rest.as_dict().into_iter().flat_map(|d| d.keys().map(String::as_str))
+    }
+
+    /// How the configuration reference writes `field` of this host: `hosts[0].uri`.
+    pub fn key(&self, field: &str) -> String {
+        format!("hosts[{}].{field}", self.index)
+    }
+
+    /// An error about `field` of this host.
+    pub fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.key(field), message)
+    }
+}
+
+/// A figment error from reading the table of `hosts[index]` on its own, completed as
+/// `Figment::extract` would have reported it: the key from the top, the file it came from.
+fn host_error(
+    figment: &Figment,
+    index: usize,
+    table: &Value,
+    mut e: rocket::figment::Error,
+) -> ConfigError {
+    // The deepest value on the error's path that exists: its tag knows the source.
+    let mut at = table;
+    for part in &e.path {
+        let next = match at {
+            Value::Dict(_, d) => d.get(part),
+            Value::Array(_, a) => part.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => break,
+        }
+    }
+    let tag = at.tag();
+    e.path.splice(0..0, ["hosts".to_string(), index.to_string()]);
+    e.metadata = figment.get_metadata(tag).cloned();
+    e.profile = tag.profile().or_else(|| Some(figment.profile().clone()));
+    ConfigError::new(figment_error_key(&e), e.to_string())
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/vmdeck.db";
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 10;
 pub const MAX_POLL_INTERVAL_SECS: u64 = 3600;
 pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 20;
-pub const MAX_COMMAND_TIMEOUT_SECS: u64 = 600;
 
 impl Settings {
     /// Extracts and validates vmdeck's keys from the figment.
@@ -349,67 +385,18 @@ impl Settings {
         }
 
         let mut hosts: Vec<HostConfig> = Vec::with_capacity(raw.hosts.len());
-        for (i, h) in raw.hosts.into_iter().enumerate() {
+        for (i, table) in raw.hosts.iter().enumerate() {
             let key = |field: &str| format!("hosts[{i}].{field}");
-            let name = h.name.ok_or_else(|| ConfigError::new(key("name"), "missing"))?;
+            let head: RawHostHead =
+                RawHostHead::deserialize(table).map_err(|e| host_error(figment, i, table, e))?;
+            let name = head.name.ok_or_else(|| ConfigError::new(key("name"), "missing"))?;
             let name = HostName::parse(&name).map_err(|m| ConfigError::new(key("name"), m))?;
             if hosts.iter().any(|o| o.name == name) {
                 return Err(ConfigError::new(key("name"), format!("duplicate host name {name:?}")));
             }
-            let driver = h.driver.ok_or_else(|| ConfigError::new(key("driver"), "missing"))?;
-            let driver = match driver.as_str() {
-                "libvirt" => Driver::Libvirt,
-                "virtualbox" => Driver::Virtualbox,
-                other => {
-                    return Err(ConfigError::new(
-                        key("driver"),
-                        format!("unknown driver {other:?} (known: {})", Driver::ALL.join(", ")),
-                    ))
-                }
-            };
-            if driver == Driver::Libvirt && !cfg!(feature = "libvirt") {
-                return Err(ConfigError::new(
-                    key("driver"),
-                    "this vmdeck was built without the `libvirt` feature",
-                ));
-            }
-            let (uri, virtualbox) = match driver {
-                Driver::Libvirt => {
-                    for (field, given) in [
-                        ("vboxmanage", h.vboxmanage.is_some()),
-                        ("command_prefix", h.command_prefix.is_some()),
-                        ("command_timeout_secs", h.command_timeout_secs.is_some()),
-                    ] {
-                        if given {
-                            return Err(ConfigError::new(
-                                key(field),
-                                "only used with driver = \"virtualbox\"",
-                            ));
-                        }
-                    }
-                    let uri = h.uri.ok_or_else(|| ConfigError::new(key("uri"), "missing"))?;
-                    let uri = HostUri::parse(&uri).map_err(|m| ConfigError::new(key("uri"), m))?;
-                    (uri, None)
-                }
-                Driver::Virtualbox => {
-                    if h.uri.is_some() {
-                        return Err(ConfigError::new(
-                            key("uri"),
-                            "not used by the virtualbox driver: set vboxmanage (and command_prefix for a remote host) instead",
-                        ));
-                    }
-                    let vbox = virtualbox_settings(
-                        h.vboxmanage,
-                        h.command_prefix,
-                        h.command_timeout_secs,
-                        &key,
-                    )?;
-                    let mut words = vbox.command_prefix.clone();
-                    words.push(vbox.vboxmanage.clone());
-                    (HostUri::command(&words), Some(vbox))
-                }
-            };
-            hosts.push(HostConfig { name, driver, uri, virtualbox });
+            let driver = head.driver.ok_or_else(|| ConfigError::new(key("driver"), "missing"))?;
+            let driver = DriverConfig::from_keys(&driver, &HostKeys::new(figment, i, table))?;
+            hosts.push(HostConfig { name, driver });
         }
 
         let idle = ranged(
@@ -518,41 +505,6 @@ impl Settings {
     }
 }
 
-/// Validates a VirtualBox host's own keys; `key` names a field of this host.
-fn virtualbox_settings(
-    vboxmanage: Option<String>,
-    command_prefix: Option<Vec<String>>,
-    command_timeout_secs: Option<u64>,
-    key: &dyn Fn(&str) -> String,
-) -> Result<VirtualBoxSettings, ConfigError> {
-    let vboxmanage = vboxmanage.unwrap_or_else(|| DEFAULT_VBOXMANAGE.to_string());
-    if vboxmanage.is_empty() || vboxmanage.trim() != vboxmanage || vboxmanage.contains('\0') {
-        return Err(ConfigError::new(
-            key("vboxmanage"),
-            "must be a path or command name without surrounding spaces",
-        ));
-    }
-    let command_prefix = command_prefix.unwrap_or_default();
-    if let Some(i) = command_prefix.iter().position(|w| w.is_empty() || w.contains('\0')) {
-        return Err(ConfigError::new(
-            format!("{}[{i}]", key("command_prefix")),
-            "must be a non-empty argument",
-        ));
-    }
-    let secs = command_timeout_secs.unwrap_or(DEFAULT_COMMAND_TIMEOUT_SECS);
-    if !(1..=MAX_COMMAND_TIMEOUT_SECS).contains(&secs) {
-        return Err(ConfigError::new(
-            key("command_timeout_secs"),
-            format!("{secs} is out of range: use 1 to {MAX_COMMAND_TIMEOUT_SECS} seconds"),
-        ));
-    }
-    Ok(VirtualBoxSettings {
-        vboxmanage,
-        command_prefix,
-        command_timeout: Duration::from_secs(secs),
-    })
-}
-
 /// The key a figment error is about, written as the configuration reference writes keys:
 /// `hosts[0].command_prefix`, including the name of an unknown or missing field.
 fn figment_error_key(e: &rocket::figment::Error) -> String {
@@ -612,6 +564,7 @@ fn check_config_file() -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::virtualbox::VirtualBoxSettings;
 
     #[test]
     fn host_names_must_be_url_safe() {
@@ -672,9 +625,11 @@ mod tests {
     fn a_virtualbox_host_needs_no_uri_and_gets_defaults() {
         let s = settings("[[hosts]]\nname = 'desk1'\ndriver = 'virtualbox'\n").unwrap();
         let h = &s.hosts[0];
-        assert_eq!(h.driver, Driver::Virtualbox);
-        assert_eq!(h.virtualbox, Some(VirtualBoxSettings::default()));
-        assert_eq!(h.uri.redacted(), "VBoxManage");
+        assert_eq!(h.driver_name(), "virtualbox");
+        assert!(
+            matches!(&h.driver, DriverConfig::Virtualbox(v) if *v == VirtualBoxSettings::default())
+        );
+        assert_eq!(h.uri().redacted(), "VBoxManage");
     }
 
     #[test]
@@ -685,11 +640,14 @@ mod tests {
              command_timeout_secs = 45\n",
         )
         .unwrap();
-        let vbox = s.hosts[0].virtualbox.clone().unwrap();
+        let DriverConfig::Virtualbox(vbox) = s.hosts[0].driver.clone() else {
+            panic!("a virtualbox host")
+        };
         assert_eq!(vbox.vboxmanage, "/usr/bin/VBoxManage");
         assert_eq!(vbox.command_prefix.len(), 7);
         assert_eq!(vbox.command_timeout, Duration::from_secs(45));
-        let shown = s.hosts[0].uri.redacted();
+        let shown = s.hosts[0].uri();
+        let shown = shown.redacted();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("vbox@desk1") && shown.ends_with("/usr/bin/VBoxManage"), "{shown}");
         let pw = HostUri::command(&[

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use crate::config::{ConfigError, Driver, HostConfig, HostName, HostUri, DEMO_HOST};
+use crate::backend::{libvirt::LibvirtSettings, DriverConfig};
+use crate::config::{ConfigError, HostConfig, HostName, HostUri, DEMO_HOST};
 
 /// The demo lab's node definition, embedded so the binary runs from anywhere.
 pub const LAB_XML: &str = include_str!("../demo/lab.xml");
@@ -19,10 +20,8 @@ pub fn host(data_dir: &Path) -> Result<HostConfig, ConfigError> {
     let abs = std::fs::canonicalize(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
     let uri = HostUri::parse(&format!("test://{}", abs.display()))
         .map_err(|m| err(format!("demo lab path {}: {m}", abs.display())))?;
-    Ok(HostConfig {
-        name: HostName::parse(DEMO_HOST).expect("the demo host name is valid"),
-        driver: Driver::Libvirt,
-        uri,
-        virtualbox: None,
-    })
+    Ok(HostConfig::new(
+        HostName::parse(DEMO_HOST).expect("the demo host name is valid"),
+        DriverConfig::Libvirt(LibvirtSettings { uri }),
+    ))
 }

@@ -1,15 +1,21 @@
 //! Hypervisor backends: the [`Backend`] trait every driver implements, the inventory types it
-//! returns, and [`connect`], the factory that picks the backend for a configured host.
+//! returns, [`DriverConfig`], the settings of each driver as a host's configuration holds them,
+//! and [`connect`], the factory that picks the backend for a configured host.
+//!
+//! A backend is one folder (`libvirt/`, `virtualbox/`): its settings type with their validation
+//! (`settings.rs`, implementing [`DriverSettings`]), its connection and its parsers. Adding one
+//! takes that folder, a `pub mod` line, one line in the `driver_configs!` list and one arm in
+//! [`connect`] here; `tests/api/backend_contract.rs` then gives it the behaviour every backend
+//! shares.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Driver, HostConfig};
+use crate::config::{ConfigError, HostConfig, HostKeys, HostUri};
 pub use crate::domain::{AddrSource, PowerAction, PowerState};
 
-#[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod virtualbox;
 
@@ -159,21 +165,107 @@ pub fn sort_addresses(addrs: &mut [IpAddress]) {
     addrs.sort_by_key(|a| (a.addr.is_ipv6(), a.addr));
 }
 
+/// What a backend's settings type gives the configuration: the `driver` value that picks it,
+/// the keys it reads, their validation and the host's public face.
+pub trait DriverSettings: Sized {
+    /// The `driver` key's value.
+    const DRIVER: &'static str;
+    /// The keys of a `[[hosts]]` table this driver reads besides `name` and `driver`, so that
+    /// another driver's key given to this one is refused with a hint.
+    const KEYS: &'static [&'static str];
+
+    /// Validates the host's keys; every error names its key (`hosts[0].uri`).
+    fn from_keys(keys: &HostKeys) -> Result<Self, ConfigError>;
+
+    /// Where the host is reached, safe to store and show (see [`HostUri::redacted`]).
+    fn uri(&self) -> HostUri;
+}
+
+/// Declares [`DriverConfig`], one variant per driver, with what the configuration needs of it.
+macro_rules! driver_configs {
+    ($($variant:ident($settings:ty),)+) => {
+        /// A host's driver with that driver's settings: the `driver` key of a `[[hosts]]` table
+        /// picks the variant, the table's other keys are its settings.
+        #[derive(Debug, Clone)]
+        pub enum DriverConfig {
+            $($variant($settings),)+
+        }
+
+        impl DriverConfig {
+            /// Every driver, and the keys it reads.
+            const DRIVERS: &'static [(&'static str, &'static [&'static str])] =
+                &[$((<$settings>::DRIVER, <$settings>::KEYS),)+];
+
+            /// The `driver` key's value.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(DriverConfig::$variant(_) => <$settings>::DRIVER,)+
+                }
+            }
+
+            /// Where the host is reached, safe to store and show.
+            pub fn uri(&self) -> HostUri {
+                match self {
+                    $(DriverConfig::$variant(s) => s.uri(),)+
+                }
+            }
+
+            fn parse(driver: &str, keys: &HostKeys) -> Option<Result<Self, ConfigError>> {
+                $(if driver == <$settings>::DRIVER {
+                    return Some(<$settings>::from_keys(keys).map(DriverConfig::$variant));
+                })+
+                None
+            }
+        }
+    };
+}
+
+driver_configs! {
+    Libvirt(libvirt::LibvirtSettings),
+    Virtualbox(virtualbox::VirtualBoxSettings),
+}
+
+impl DriverConfig {
+    /// Every driver's name, as the `driver` key spells it.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        Self::DRIVERS.iter().map(|(name, _)| *name)
+    }
+
+    /// The settings of a host whose `driver` key is `driver`, from the table's other keys.
+    pub fn from_keys(driver: &str, keys: &HostKeys) -> Result<Self, ConfigError> {
+        let Some(own) = Self::DRIVERS.iter().find(|(name, _)| *name == driver).map(|d| d.1) else {
+            let known: Vec<&str> = Self::names().collect();
+            return Err(keys.error(
+                "driver",
+                format!("unknown driver {driver:?} (known: {})", known.join(", ")),
+            ));
+        };
+        // Another driver's key is a mix-up rather than a typo: say whose it is.
+        for given in keys.names().filter(|k| !own.contains(k)) {
+            if let Some((other, _)) = Self::DRIVERS.iter().find(|(_, ks)| ks.contains(&given)) {
+                return Err(keys.error(given, format!("only used with driver = {other:?}")));
+            }
+        }
+        Self::parse(driver, keys).expect("every driver in DRIVERS parses")
+    }
+}
+
 /// Builds the backend for a configured host.
 pub fn connect(host: &HostConfig, call_timeout: Duration) -> Arc<dyn Backend> {
-    match host.driver {
+    match &host.driver {
         #[cfg(feature = "libvirt")]
-        Driver::Libvirt => Arc::new(libvirt::LibvirtBackend::new(host.uri.clone(), call_timeout)),
+        DriverConfig::Libvirt(s) => {
+            Arc::new(libvirt::LibvirtBackend::new(s.uri.clone(), call_timeout))
+        }
         #[cfg(not(feature = "libvirt"))]
-        Driver::Libvirt => {
+        DriverConfig::Libvirt(_) => {
             // Config validation refuses this combination; keep the factory total anyway.
             let _ = call_timeout;
             Arc::new(Unavailable("built without the libvirt feature"))
         }
-        Driver::Virtualbox => Arc::new(virtualbox::VirtualBoxBackend::new(
-            host.virtualbox.clone().unwrap_or_default(),
-            call_timeout,
-        )),
+        DriverConfig::Virtualbox(s) => {
+            Arc::new(virtualbox::VirtualBoxBackend::new(s.clone(), call_timeout))
+        }
     }
 }
 
@@ -192,5 +284,42 @@ impl Backend for Unavailable {
     }
     async fn vm_state(&self, _: &str) -> Result<VmState, BackendError> {
         Err(BackendError::Hypervisor(self.0.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn host_error(table: &str) -> Option<ConfigError> {
+        use rocket::figment::providers::{Format, Toml};
+        let figment = rocket::figment::Figment::from(Toml::string(table)).select("debug");
+        Settings::from_figment(&figment).err()
+    }
+
+    #[test]
+    fn every_key_a_driver_declares_is_one_its_settings_read() {
+        for (driver, keys) in DriverConfig::DRIVERS {
+            for key in *keys {
+                let table = format!("[[hosts]]\nname = 'a'\ndriver = '{driver}'\n{key} = 0\n");
+                if let Some(e) = host_error(&table) {
+                    assert!(!e.message.contains("unknown field"), "{driver}: {key}: {e}");
+                    assert!(!e.message.contains("only used with"), "{driver}: {key}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn another_drivers_key_is_refused_naming_that_driver() {
+        let e = host_error(
+            "[[hosts]]\nname = 'a'\ndriver = 'libvirt'\nuri = 'test:///default'\ncommand_timeout_secs = 5\n",
+        )
+        .expect("refused");
+        assert_eq!(e.key, "hosts[0].command_timeout_secs");
+        assert_eq!(e.message, "only used with driver = \"virtualbox\"");
+        let e = host_error("[[hosts]]\nname = 'a'\ndriver = 'xen'\n").expect("refused");
+        assert_eq!(e.message, "unknown driver \"xen\" (known: libvirt, virtualbox)");
     }
 }

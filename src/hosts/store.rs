@@ -29,8 +29,8 @@ pub async fn upsert_hosts(
              RETURNING id",
         )
         .bind(h.name.as_str())
-        .bind(h.driver.as_str())
-        .bind(h.uri.redacted())
+        .bind(h.driver_name())
+        .bind(h.uri().redacted())
         .bind(demo)
         .fetch_one(pool)
         .await?;

@@ -13,6 +13,7 @@ mod support {
 
 mod audit;
 mod auth;
+mod backend_contract;
 mod browser_list;
 mod cli;
 mod config;

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use sqlx::SqlitePool;
+use vmdeck::backend::{libvirt::LibvirtSettings, DriverConfig};
 use vmdeck::backend::{Counters, PowerState, VmConfig, VmReport};
-use vmdeck::config::{Driver, HostConfig, HostName, HostUri};
+use vmdeck::config::{HostConfig, HostName, HostUri};
 use vmdeck::history::rollup::{self, RESOLUTIONS};
 use vmdeck::hosts::store::{self, HostCache};
 
@@ -37,12 +38,10 @@ fn report(uuid: &str, state: PowerState, cpu_ns: u64, disk: u64) -> VmReport {
 
 /// Two days of polls every 60 s starting just before a UTC midnight, for three VMs.
 async fn generate(pool: &SqlitePool) -> i64 {
-    let host = HostConfig {
-        name: HostName::parse("gen").unwrap(),
-        driver: Driver::Libvirt,
-        uri: HostUri::parse("test:///default").unwrap(),
-        virtualbox: None,
-    };
+    let host = HostConfig::new(
+        HostName::parse("gen").unwrap(),
+        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse("test:///default").unwrap() }),
+    );
     let host_id = store::upsert_hosts(pool, &[host], false).await.unwrap()[0];
     let mut cache = HostCache::default();
     // 2026-03-28 23:00 UTC: the night Europe moves its clocks, which UTC buckets ignore.

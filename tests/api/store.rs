@@ -5,8 +5,9 @@
 use std::net::IpAddr;
 
 use sqlx::SqlitePool;
+use vmdeck::backend::{libvirt::LibvirtSettings, DriverConfig};
 use vmdeck::backend::{AddrSource, Counters, Disk, IpAddress, Nic, PowerState, VmConfig, VmReport};
-use vmdeck::config::{Driver, HostConfig, HostName, HostUri};
+use vmdeck::config::{HostConfig, HostName, HostUri};
 use vmdeck::hosts::store::{self, HostCache};
 
 struct Db {
@@ -19,12 +20,10 @@ async fn db() -> Db {
     let dir = tempfile::tempdir().unwrap();
     let pool =
         vmdeck::db::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
-    let host = HostConfig {
-        name: HostName::parse("h1").unwrap(),
-        driver: Driver::Libvirt,
-        uri: HostUri::parse("test:///default").unwrap(),
-        virtualbox: None,
-    };
+    let host = HostConfig::new(
+        HostName::parse("h1").unwrap(),
+        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse("test:///default").unwrap() }),
+    );
     let host_id = store::upsert_hosts(&pool, &[host], false).await.unwrap()[0];
     Db { pool, host_id, _dir: dir }
 }

@@ -406,7 +406,7 @@ async fn success_printed_before_exit_status_1_counts_as_success() {
 async fn a_hung_command_times_out_its_poll_and_is_killed() {
     let fake = FakeVbox::lab();
     let mut host = fake.host("vbox");
-    host.command_timeout_secs = Some(1);
+    host.set("command_timeout_secs", 1);
     let app = app_with(vec![host]).await;
     fake.fault(serde_json::json!({"command": "showvminfo", "vm": lab_uuid(DB), "behaviour": "hang", "times": 1}));
 
@@ -433,7 +433,7 @@ async fn a_hung_command_times_out_its_poll_and_is_killed() {
 async fn a_hung_power_action_times_out_instead_of_hanging_the_caller() {
     let fake = FakeVbox::lab();
     let mut host = fake.host("vbox");
-    host.command_timeout_secs = Some(1);
+    host.set("command_timeout_secs", 1);
     let app = app_with(vec![host]).await;
     fake.fault(serde_json::json!({"command": "startvm", "behaviour": "hang"}));
     let (vbox, db) = (backend(&app, "vbox"), lab_uuid(DB));
@@ -471,7 +471,7 @@ async fn a_command_prefix_runs_vboxmanage_through_another_program() {
     let fake = FakeVbox::lab();
     let mut host = fake.host("vbox");
     // `env` stands in for `ssh host` or `sudo -u vbox`: it runs the rest as its command.
-    host.command_prefix = Some(vec!["env".into(), "VMDECK_PREFIX_TEST=1".into()]);
+    host.set("command_prefix", ["env", "VMDECK_PREFIX_TEST=1"]);
     let app = app_with(vec![host]).await;
     let (_, html) = app.get("/vms").await;
     assert_eq!(vm_names(&html).len(), 7);

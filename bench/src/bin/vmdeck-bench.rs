@@ -16,7 +16,8 @@ mod common;
 
 use clap::Parser;
 use rocket::figment::Figment;
-use vmdeck::config::{Driver, HostConfig, HostName, HostUri};
+use vmdeck::backend::{libvirt::LibvirtSettings, DriverConfig};
+use vmdeck::config::{HostConfig, HostName, HostUri};
 use vmdeck::db::Db;
 use vmdeck::hosts::{Hosts, PollOutcome};
 
@@ -460,10 +461,8 @@ async fn control_figures(
 
 /// A libvirt host for the bench's own connections.
 fn libvirt_host(name: &str, uri: &str) -> HostConfig {
-    HostConfig {
-        name: HostName::parse(name).expect("valid name"),
-        driver: Driver::Libvirt,
-        uri: HostUri::parse(uri).expect("valid URI"),
-        virtualbox: None,
-    }
+    HostConfig::new(
+        HostName::parse(name).expect("valid name"),
+        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse(uri).expect("valid URI") }),
+    )
 }

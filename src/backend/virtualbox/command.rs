@@ -8,7 +8,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 
-use crate::config::VirtualBoxSettings;
+use super::VirtualBoxSettings;
 
 /// VBoxManage talks to one VBoxSVC per host; a few commands at once keep a poll of many VMs
 /// short without queueing dozens of processes on it.

@@ -16,6 +16,7 @@
 mod capture_tests;
 mod command;
 pub mod parse;
+pub mod settings;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,9 +28,9 @@ use super::{
     sort_addresses, AddrSource, Backend, BackendError, Counters, Disk, DiskUsage, IpAddress, Nic,
     PowerAction, PowerState, VmConfig, VmReport, VmState,
 };
-use crate::config::VirtualBoxSettings;
 use command::{Output, RunError, Runner};
 use parse::{DeviceKind, ListedVm, MediumSizes, VmInfo};
+pub use settings::VirtualBoxSettings;
 
 /// How often VirtualBox samples the metrics vmdeck reads: the CPU figure is the average over
 /// the last period before the poll.

@@ -14,34 +14,41 @@ use vmdeck::hosts::{Hosts, PollOutcome};
 
 use crate::support::wait::{eventually, eventually_every};
 
-#[derive(Serialize, Clone, Default)]
+/// One `[[hosts]]` table as a configuration file holds it: `name`, `driver`, and the driver's
+/// own keys. Each backend has a helper that fills them (`libvirt_host`, `virtualbox_host`); a new
+/// backend adds a helper, not fields.
+#[derive(Serialize, Clone, Debug)]
 pub struct HostSpec {
     pub name: String,
     pub driver: String,
-    /// libvirt only; left out of the configuration when empty.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub uri: String,
-    // VirtualBox only; left out when None.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vboxmanage: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command_prefix: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command_timeout_secs: Option<u64>,
+    #[serde(flatten)]
+    pub keys: serde_json::Map<String, serde_json::Value>,
+}
+
+impl HostSpec {
+    pub fn new(name: &str, driver: &str) -> Self {
+        HostSpec { name: name.into(), driver: driver.into(), keys: serde_json::Map::new() }
+    }
+
+    /// Sets one of the driver's keys (`command_timeout_secs`, `uri`...).
+    pub fn set(&mut self, key: &str, value: impl Serialize) {
+        let value = serde_json::to_value(value).expect("a configuration value");
+        self.keys.insert(key.into(), value);
+    }
+
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.set(key, value);
+        self
+    }
 }
 
 pub fn libvirt_host(name: &str, uri: &str) -> HostSpec {
-    HostSpec { name: name.into(), driver: "libvirt".into(), uri: uri.into(), ..HostSpec::default() }
+    HostSpec::new(name, "libvirt").with("uri", uri)
 }
 
 /// A VirtualBox host whose `vboxmanage` is `vboxmanage` (the stand-in, in tests).
 pub fn virtualbox_host(name: &str, vboxmanage: &Path) -> HostSpec {
-    HostSpec {
-        name: name.into(),
-        driver: "virtualbox".into(),
-        vboxmanage: Some(vboxmanage.display().to_string()),
-        ..HostSpec::default()
-    }
+    HostSpec::new(name, "virtualbox").with("vboxmanage", vboxmanage.display().to_string())
 }
 
 /// The breadth lab: libvirt's test driver loaded with `tests/fixtures/breadth.xml`.
