@@ -7,10 +7,10 @@ use std::io::{BufRead, IsTerminal};
 use clap::Subcommand;
 use sqlx::SqlitePool;
 
-use crate::audit::store as audit;
 use crate::auth::users::{self, UserError};
 use crate::domain::Role;
 use crate::domain::{Actor, AuditKind, AuditOutcome};
+use crate::events;
 use crate::web::format as view;
 
 #[derive(Subcommand, Debug)]
@@ -71,7 +71,7 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
             let role = Role::parse(&role).ok_or("unknown role")?;
             let pw = read_password()?;
             users::add(pool, &name, role, pw, false).await.map_err(fail)?;
-            audit::event_logged(
+            events::record_logged(
                 pool,
                 AuditKind::UserAdded,
                 &actor,
@@ -103,7 +103,7 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
         UserCommand::Passwd { name } => {
             let pw = read_password()?;
             users::set_password(pool, &name, pw).await.map_err(fail)?;
-            audit::event_logged(
+            events::record_logged(
                 pool,
                 AuditKind::PasswordChanged,
                 &actor,
@@ -117,7 +117,7 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
         UserCommand::Role { name, role } => {
             let role = Role::parse(&role).ok_or("unknown role")?;
             users::set_role(pool, &name, role).await.map_err(fail)?;
-            audit::event_logged(
+            events::record_logged(
                 pool,
                 AuditKind::RoleChanged,
                 &actor,
@@ -130,7 +130,7 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
         }
         UserCommand::Remove { name } => {
             users::remove(pool, &name).await.map_err(fail)?;
-            audit::event_logged(
+            events::record_logged(
                 pool,
                 AuditKind::UserRemoved,
                 &actor,

@@ -5,7 +5,7 @@
 
 //!
 //! Layers, lowest first (see ARCHITECTURE.md): `domain` (shared vocabulary), plumbing
-//! (`config`, `db`, `telemetry`, `security`, `timing`, `background`), `backend` (one folder
+//! (`config`, `db`, `telemetry`, `security`, `timing`, `background`, `events`), `backend` (one folder
 //! per hypervisor driver), `hosts` (the registry and what it records) and `poller`, `web`
 //! (what every page uses), then the features: `inventory`, `history`, `reports`, `control`,
 //! `audit`, `auth`.
@@ -20,6 +20,7 @@ pub mod control;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod history;
 pub mod hosts;
 pub mod inventory;

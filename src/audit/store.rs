@@ -1,51 +1,11 @@
-//! The audit log's SQL: settled events written by every feature, the page's filtered reads,
-//! and retention. (Power requests move along their lifecycle through `control::store`.) The
+//! The audit log page's SQL: filtered reads and retention. Entries are written through
+//! `events` (settled events) and `control::store` (power requests and their lifecycle); the
 //! database's triggers refuse any change to a settled entry (migrations/0002_auth_audit.sql).
 
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::db::now_ms;
-use crate::domain::{Actor, AuditKind, AuditOutcome, PowerAction};
-
-/// A settled event (login, logout, refusal, user change).
-pub async fn event(
-    pool: &SqlitePool,
-    kind: AuditKind,
-    actor: &Actor,
-    outcome: AuditOutcome,
-    action: Option<&str>,
-    detail: Option<&str>,
-) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO audit_log (ts, kind, user_name, client_addr, action, status, detail, settled_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(now_ms())
-    .bind(kind)
-    .bind(&actor.user)
-    .bind(&actor.addr)
-    .bind(action)
-    .bind(outcome)
-    .bind(detail)
-    .bind(now_ms())
-    .fetch_one(pool)
-    .await
-}
-
-/// Records an event, logging instead of failing: an audit write must not turn a refusal into
-/// a 500, but its loss must be visible in the log.
-pub async fn event_logged(
-    pool: &SqlitePool,
-    kind: AuditKind,
-    actor: &Actor,
-    outcome: AuditOutcome,
-    action: Option<&str>,
-    detail: Option<&str>,
-) {
-    if let Err(e) = event(pool, kind, actor, outcome, action, detail).await {
-        tracing::error!(kind = kind.as_str(), "could not write audit entry: {e}");
-    }
-}
+use crate::domain::{AuditKind, AuditOutcome, PowerAction};
 
 /// What the audit page and CSV filter on, validated.
 #[derive(Debug, Default, Clone)]

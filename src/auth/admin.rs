@@ -10,11 +10,11 @@ use serde::Serialize;
 
 use super::users::{self, UserError};
 use super::{Admin, Csrf, CsrfForm};
-use crate::audit::store as audit;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::domain::Role;
 use crate::domain::{AuditKind, AuditOutcome};
+use crate::events;
 use crate::web::format as view;
 use crate::web::AppError;
 use crate::web::Chrome;
@@ -116,7 +116,7 @@ async fn add_user(me: Admin<'_>, form: Csrf<AddForm>, db: &State<Db>) -> Flash<R
             return Err(UserError::Invalid("the two passwords differ".into()));
         }
         users::add(&db.0, &name, role, f.password, false).await?;
-        audit::event_logged(
+        events::record_logged(
             &db.0,
             AuditKind::UserAdded,
             &me.0.actor(),
@@ -149,7 +149,7 @@ async fn change_role(
     let result = async {
         let role = parse_role(&form.0.role)?;
         users::set_role(&db.0, name, role).await?;
-        audit::event_logged(
+        events::record_logged(
             &db.0,
             AuditKind::RoleChanged,
             &me.0.actor(),
@@ -187,7 +187,7 @@ async fn change_password(
             return Err(UserError::Invalid("the two passwords differ".into()));
         }
         users::set_password(&db.0, name, f.password).await?;
-        audit::event_logged(
+        events::record_logged(
             &db.0,
             AuditKind::PasswordChanged,
             &me.0.actor(),
@@ -249,7 +249,7 @@ async fn remove_user(
 ) -> Flash<Redirect> {
     let result = async {
         users::remove(&db.0, name).await?;
-        audit::event_logged(
+        events::record_logged(
             &db.0,
             AuditKind::UserRemoved,
             &me.0.actor(),

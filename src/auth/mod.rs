@@ -23,10 +23,10 @@ use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 use subtle::ConstantTimeEq;
 
-use crate::audit::store as audit;
 use crate::config::Settings;
 use crate::db::{now_ms, Db};
 use crate::domain::{AuditKind, AuditOutcome};
+use crate::events;
 use throttle::Throttle;
 
 pub use crate::domain::{CurrentUser, Role};
@@ -131,7 +131,7 @@ async fn require<'r>(req: &'r Request<'_>, role: Role) -> request::Outcome<&'r C
     if let Some(db) = req.rocket().state::<Db>() {
         let detail =
             format!("{} {} needs the {} role", req.method(), req.uri().path(), role.as_str());
-        audit::event_logged(
+        events::record_logged(
             &db.0,
             AuditKind::AccessDenied,
             &user.actor(),
@@ -239,7 +239,7 @@ where
             if origin_ok { "missing or wrong CSRF token" } else { "request from another origin" };
         if let Some(db) = req.rocket().state::<Db>() {
             let detail = format!("{} {}: {why}", req.method(), req.uri().path());
-            audit::event_logged(
+            events::record_logged(
                 &db.0,
                 AuditKind::CsrfRefused,
                 &user.actor(),

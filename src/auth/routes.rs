@@ -13,10 +13,10 @@ use super::{
     hash_token, new_token, password, store, users, ClientAddr, Csrf, CsrfForm, LoginThrottle,
     SameOrigin, Viewer, COOKIE,
 };
-use crate::audit::store as audit;
 use crate::config::Settings;
 use crate::db::{now_ms, Db};
 use crate::domain::{Actor, AuditKind, AuditOutcome, CurrentUser};
+use crate::events;
 
 pub fn routes() -> Vec<Route> {
     rocket::routes![login_page, login, logout]
@@ -123,7 +123,7 @@ async fn login(
     };
     let actor = Actor { user: Some(name.to_string()), addr: addr.0.map(|a| a.to_string()) };
     if !req_origin.0 {
-        audit::event_logged(
+        events::record_logged(
             &db.0,
             AuditKind::CsrfRefused,
             &actor,
@@ -138,7 +138,7 @@ async fn login(
         return Err(page(Status::BadRequest, "Enter your user name and password.".into()));
     }
     if let Some(wait) = throttle.0.check(name, addr.0) {
-        audit::event_logged(
+        events::record_logged(
             &db.0,
             AuditKind::LoginFailed,
             &actor,
@@ -167,7 +167,7 @@ async fn login(
     let ok = password::verify(form.password.to_string(), stored).await;
     let Some((user_id, canonical, _, _)) = creds.filter(|_| ok) else {
         throttle.0.failure(name, addr.0);
-        audit::event_logged(
+        events::record_logged(
             &db.0,
             AuditKind::LoginFailed,
             &actor,
@@ -203,7 +203,7 @@ async fn login(
             .path("/"),
     );
     let actor = Actor { user: Some(canonical), addr: actor.addr };
-    audit::event_logged(&db.0, AuditKind::Login, &actor, AuditOutcome::Ok, None, None).await;
+    events::record_logged(&db.0, AuditKind::Login, &actor, AuditOutcome::Ok, None, None).await;
     Ok(Redirect::to(next))
 }
 
@@ -230,7 +230,7 @@ async fn logout(
         let _ = store::delete_session(&db.0, &hash_token(token.value())).await;
     }
     cookies.remove_private(COOKIE);
-    audit::event_logged(&db.0, AuditKind::Logout, &user.0.actor(), AuditOutcome::Ok, None, None)
+    events::record_logged(&db.0, AuditKind::Logout, &user.0.actor(), AuditOutcome::Ok, None, None)
         .await;
     Flash::success(Redirect::to("/login"), "You are logged out.")
 }

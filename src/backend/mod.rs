@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, HostConfig, HostKeys, HostUri};
+use crate::config::keys::{ConfigError, HostKeys};
+use crate::config::uri::HostUri;
 pub use crate::domain::{AddrSource, PowerAction, PowerState};
 
 pub mod libvirt;
@@ -250,9 +251,9 @@ impl DriverConfig {
     }
 }
 
-/// Builds the backend for a configured host.
-pub fn connect(host: &HostConfig, call_timeout: Duration) -> Arc<dyn Backend> {
-    match &host.driver {
+/// Builds the backend for a configured host's driver settings (`HostConfig::driver`).
+pub fn connect(driver: &DriverConfig, call_timeout: Duration) -> Arc<dyn Backend> {
+    match driver {
         #[cfg(feature = "libvirt")]
         DriverConfig::Libvirt(s) => {
             Arc::new(libvirt::LibvirtBackend::new(s.uri.clone(), call_timeout))

@@ -6,7 +6,36 @@ use rocket::form::{self, FromFormField, ValueField};
 use rocket::request::FromParam;
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::HostName;
+/// A host name: 1 to 63 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit, so it
+/// can stand in a URL path segment unescaped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct HostName(String);
+
+impl HostName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok_len = (1..=63).contains(&s.len());
+        let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let ok_chars = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok_len && ok_first && ok_chars {
+            Ok(HostName(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a valid host name (1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl<'a> FromParam<'a> for HostName {
     type Error = String;

@@ -170,7 +170,11 @@ pub fn stage() -> AdHoc {
             .iter()
             .zip(ids)
             .map(|(h, id)| {
-                Arc::new(HostEntry::new(h.clone(), id, backend::connect(h, settings.call_timeout)))
+                Arc::new(HostEntry::new(
+                    h.clone(),
+                    id,
+                    backend::connect(&h.driver, settings.call_timeout),
+                ))
             })
             .collect();
         Ok(rocket.manage(Arc::new(Hosts(entries))))

@@ -16,13 +16,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, [u16; 4]);
     let cases: Vec<Case> = vec![
         ("GET", "/", "/".into(), vec![], [303, 303, 303, 303]),
-        (
-            "GET",
-            "/vms?<query..>",
-            "/vms".into(),
-            vec![],
-            [401, 200, 200, 200],
-        ),
+        ("GET", "/vms?<query..>", "/vms".into(), vec![], [401, 200, 200, 200]),
         ("GET", "/healthz", "/healthz".into(), vec![], [200, 200, 200, 200]),
         ("GET", "/login?<next>", "/login".into(), vec![], [200, 303, 303, 303]),
         (
@@ -32,13 +26,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             vec![("username", "nobody"), ("password", "wrong-password")],
             [401, 401, 401, 401],
         ),
-        (
-            "GET",
-            "/vms/<host>/<uuid>/power/confirm?<q..>",
-            confirm,
-            vec![],
-            [401, 403, 200, 200],
-        ),
+        ("GET", "/vms/<host>/<uuid>/power/confirm?<q..>", confirm, vec![], [401, 403, 200, 200]),
         (
             "POST",
             "/vms/<host>/<uuid>/power",
@@ -53,20 +41,8 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             vec![("action", "resume"), ("vm", "lab/nope")],
             [401, 403, 303, 303],
         ),
-        (
-            "GET",
-            "/audit?<query..>",
-            "/audit".into(),
-            vec![],
-            [401, 200, 200, 200],
-        ),
-        (
-            "GET",
-            "/audit.csv?<query..>",
-            "/audit.csv".into(),
-            vec![],
-            [401, 200, 200, 200],
-        ),
+        ("GET", "/audit?<query..>", "/audit".into(), vec![], [401, 200, 200, 200]),
+        ("GET", "/audit.csv?<query..>", "/audit.csv".into(), vec![], [401, 200, 200, 200]),
         ("GET", "/users", "/users".into(), vec![], [401, 403, 403, 200]),
         (
             "POST",

@@ -16,11 +16,9 @@
 //!   scenario in a directory of its own; a VM disappears from its state file, and a hanging host
 //!   is its `hang` fault on `list vms`.
 
-use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rocket::figment::Figment;
@@ -28,6 +26,7 @@ use vmdeck::backend::{Backend, BackendError, PowerAction, PowerState, VmReport, 
 use vmdeck::config::{HostConfig, Settings};
 
 use crate::support::app::{breadth_uri, libvirt_host, virtualbox_host, HostSpec};
+use crate::support::fakes::{fake_vboxmanage, SilentSocket};
 
 /// The call time limit of the backends under test (a hanging one gets [`HANG_LIMIT`]).
 const CALL_LIMIT: Duration = Duration::from_secs(10);
@@ -231,7 +230,7 @@ fn connect<W: World>(host: HostSpec, call_timeout: Duration) -> Arc<dyn Backend>
     let mut settings = Settings::from_figment(&figment)
         .unwrap_or_else(|e| panic!("{}: the world's host is refused: {e}", W::BACKEND));
     let host: HostConfig = settings.hosts.remove(0);
-    vmdeck::backend::connect(&host, call_timeout)
+    vmdeck::backend::connect(&host.driver, call_timeout)
 }
 
 /// Awaits a backend call, failing the test with a message when it hangs.
@@ -339,41 +338,6 @@ impl World for LibvirtTestDriver {
     }
 }
 
-/// A unix socket that accepts connections and never answers, like a hung libvirtd.
-struct SilentSocket {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SilentSocket {
-    fn start(path: &Path) -> Self {
-        let listener = UnixListener::bind(path).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut held = Vec::new();
-            while !flag.load(Ordering::SeqCst) {
-                if let Ok((s, _)) = listener.accept() {
-                    held.push(s);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // Dropping the streams closes them: the stuck libvirt call gets EOF and returns.
-        });
-        SilentSocket { stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for SilentSocket {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 // ---- VirtualBox: the stand-in VBoxManage ----
 
 struct StandInVBoxManage {
@@ -458,29 +422,6 @@ impl World for StandInVBoxManage {
         world.save(&state);
         (world.host(), Box::new(world))
     }
-}
-
-/// The stand-in binary, built by `cargo test` with the other examples. A filtered run does not
-/// build examples, so it is built here when missing or older than its source.
-fn fake_vboxmanage() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // target/<profile>/deps/api-<hash> → target/<profile>/examples/fake_vboxmanage
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let bin = profile_dir.join("examples/fake_vboxmanage");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fake_vboxmanage.rs");
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if modified(&bin) < modified(&source) {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--example", "fake_vboxmanage"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo to build the stand-in VBoxManage");
-            assert!(status.success(), "building examples/fake_vboxmanage.rs failed");
-        }
-        bin
-    })
 }
 
 // ---- every behaviour against every world ----

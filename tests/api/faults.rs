@@ -1,14 +1,12 @@
 //! Faults: a host that cannot be reached, a host that hangs. The failure is recorded and shown,
 //! other hosts keep polling, nothing panics. (A daemon killed and restarted is in real_vm.rs.)
 
-use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use vmdeck::hosts::PollOutcome;
 
 use crate::support::app::{app_with, breadth_uri, libvirt_host, spawn_app, vm_names, AppOptions};
+use crate::support::fakes::SilentSocket;
 
 #[tokio::test]
 async fn an_unreachable_host_is_shown_failing_while_the_others_keep_working() {
@@ -47,12 +45,6 @@ async fn an_unreachable_host_is_shown_failing_while_the_others_keep_working() {
     assert!(failures >= 2, "each failed poll is recorded");
 }
 
-/// A unix socket that accepts connections and never answers: libvirt's client waits forever.
-struct SilentSocket {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 /// A host that hangs: a silent socket in a directory of its own, and the URI that reaches it.
 struct HangingHost {
     uri: String,
@@ -67,35 +59,6 @@ impl HangingHost {
         let silent = SilentSocket::start(&sock);
         let uri = format!("qemu+unix:///system?socket={}", sock.display());
         HangingHost { uri, silent, _dir: dir }
-    }
-}
-
-impl SilentSocket {
-    fn start(path: &std::path::Path) -> Self {
-        let listener = UnixListener::bind(path).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut held = Vec::new();
-            while !flag.load(Ordering::SeqCst) {
-                if let Ok((s, _)) = listener.accept() {
-                    held.push(s);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // Dropping the streams closes them: the stuck libvirt call gets EOF and returns.
-        });
-        SilentSocket { stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for SilentSocket {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -7,6 +7,7 @@ mod support {
     pub mod audit;
     pub mod binary;
     pub mod browser;
+    pub mod fakes;
     pub mod libvirtd;
     pub mod wait;
 }

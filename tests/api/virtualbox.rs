@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use vmdeck::backend::{Backend, BackendError, PowerAction, PowerState};
@@ -16,6 +16,7 @@ use crate::support::app::{
     TestApp,
 };
 use crate::support::audit::settled_power;
+use crate::support::fakes::fake_vboxmanage;
 use crate::support::wait::eventually;
 
 /// The stand-in's lab (see `lab()` in the example): UUID of VM `n`.
@@ -26,30 +27,6 @@ const WEB: u32 = 1; // running, Guest Additions, three NICs, two disks
 const DB: u32 = 2; // powered off, name with quotes and braces
 const CAFE: u32 = 3; // running, unicode name, no Guest Additions
 const PAUSED: u32 = 5;
-
-/// The stand-in binary, built by `cargo test` with the other examples. A filtered run
-/// (`cargo test --test api virtualbox`) does not build examples, so it is built here when
-/// missing or older than its source.
-fn fake_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // target/<profile>/deps/api-<hash> → target/<profile>/examples/fake_vboxmanage
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let bin = profile_dir.join("examples/fake_vboxmanage");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fake_vboxmanage.rs");
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if modified(&bin) < modified(&source) {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--example", "fake_vboxmanage"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo to build the stand-in VBoxManage");
-            assert!(status.success(), "building examples/fake_vboxmanage.rs failed");
-        }
-        bin
-    })
-}
 
 /// One stand-in installation: its own directory, state and logs.
 struct FakeVbox {
@@ -63,8 +40,8 @@ impl FakeVbox {
 
     fn init(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(fake_binary(), dir.path().join("VBoxManage")).unwrap();
-        let status = Command::new(fake_binary())
+        std::os::unix::fs::symlink(fake_vboxmanage(), dir.path().join("VBoxManage")).unwrap();
+        let status = Command::new(fake_vboxmanage())
             .arg("fake-init")
             .arg(dir.path())
             .args(args)

@@ -92,7 +92,7 @@ async fn main() {
     let args = Args::parse();
     if let Some(node) = &args.driver_only {
         let backend = vmdeck::backend::connect(
-            &libvirt_host("driver", &format!("test://{}", node.display())),
+            &libvirt_host("driver", &format!("test://{}", node.display())).driver,
             Duration::from_secs(60),
         );
         let n = backend.inventory().await.expect("inventory").len();
@@ -161,7 +161,8 @@ async fn main() {
 
     // The bare calls: the same backend code on its own connection, without persistence,
     // interleaved with full polls so both see the same machine state.
-    let bare = vmdeck::backend::connect(&libvirt_host("bare", &uri), Duration::from_secs(60));
+    let bare =
+        vmdeck::backend::connect(&libvirt_host("bare", &uri).driver, Duration::from_secs(60));
     let _ = bare.inventory().await.expect("bare inventory");
     let mut bare_ms = Vec::new();
     let mut full_ms = Vec::new();
@@ -322,7 +323,7 @@ async fn control_figures(
 
     // Request to accepted over HTTP (login, CSRF, audit rows, backend call, 303) against the
     // bare libvirt call, each on 50 distinct running VMs.
-    let bare = vmdeck::backend::connect(&libvirt_host("bare", uri), Duration::from_secs(60));
+    let bare = vmdeck::backend::connect(&libvirt_host("bare", uri).driver, Duration::from_secs(60));
     let _ = bare.inventory().await;
     let mut bare_ms = Vec::new();
     for uuid in single {

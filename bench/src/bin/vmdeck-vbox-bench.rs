@@ -22,7 +22,6 @@ use clap::Parser;
 use rocket::figment::Figment;
 use vmdeck::backend::virtualbox::parse;
 use vmdeck::backend::{virtualbox::VirtualBoxSettings, DriverConfig};
-use vmdeck::config::{HostConfig, HostName};
 use vmdeck::db::Db;
 use vmdeck::hosts::{Hosts, PollOutcome};
 
@@ -86,13 +85,10 @@ async fn main() {
     // The bare backend: the commands, their parsing and the report, without persistence.
     let bare_stand = Stand::new(scratch.path(), "bare", &fake, args.vms);
     let bare = vmdeck::backend::connect(
-        &HostConfig::new(
-            HostName::parse("bare").unwrap(),
-            DriverConfig::Virtualbox(VirtualBoxSettings {
-                vboxmanage: bare_stand.vboxmanage().display().to_string(),
-                ..VirtualBoxSettings::default()
-            }),
-        ),
+        &DriverConfig::Virtualbox(VirtualBoxSettings {
+            vboxmanage: bare_stand.vboxmanage().display().to_string(),
+            ..VirtualBoxSettings::default()
+        }),
         Duration::from_secs(120),
     );
     let t = Instant::now();

@@ -23,7 +23,7 @@ use crate::backend::{
     sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, IpAddress, PowerAction,
     PowerState, VmConfig, VmReport, VmState,
 };
-use crate::config::HostUri;
+use crate::config::uri::HostUri;
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);

@@ -3,7 +3,8 @@
 use serde::Deserialize;
 
 use crate::backend::DriverSettings;
-use crate::config::{ConfigError, HostKeys, HostUri};
+use crate::config::keys::{ConfigError, HostKeys};
+use crate::config::uri::HostUri;
 
 /// How vmdeck reaches a libvirt host.
 #[derive(Debug, Clone)]

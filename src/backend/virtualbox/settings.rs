@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::backend::DriverSettings;
-use crate::config::{ConfigError, HostKeys, HostUri};
+use crate::config::keys::{ConfigError, HostKeys};
+use crate::config::uri::HostUri;
 
 /// How vmdeck runs `VBoxManage` for a VirtualBox host.
 #[derive(Debug, Clone, PartialEq, Eq)]

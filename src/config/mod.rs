@@ -9,9 +9,17 @@ use std::time::Duration;
 
 use rocket::figment::value::Value;
 use rocket::figment::Figment;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::backend::DriverConfig;
+pub use crate::domain::HostName;
+
+pub mod keys;
+pub mod uri;
+
+use keys::{figment_error_key, host_error};
+pub use keys::{ConfigError, HostKeys};
+pub use uri::HostUri;
 
 /// The demo host's name, used when no `hosts` are configured.
 pub const DEMO_HOST: &str = "demo";
@@ -93,137 +101,6 @@ impl HostConfig {
     }
 }
 
-/// A host name: 1 to 63 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit, so it
-/// can stand in a URL path segment unescaped.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct HostName(String);
-
-impl HostName {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let ok_len = (1..=63).contains(&s.len());
-        let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-        let ok_chars = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if ok_len && ok_first && ok_chars {
-            Ok(HostName(s.to_owned()))
-        } else {
-            Err(format!(
-                "{s:?} is not a valid host name (1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit)"
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for HostName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A hypervisor connection URI. It may carry credentials (`qemu+ssh://user:secret@host/system`),
-/// so it is never shown or logged as given: [`HostUri::redacted`] is its public face.
-#[derive(Clone)]
-pub struct HostUri {
-    raw: String,
-    redacted: String,
-}
-
-impl HostUri {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if s.trim() != s || s.is_empty() {
-            return Err("must be a non-empty URI without surrounding spaces".into());
-        }
-        let mut url = url::Url::parse(s).map_err(|e| format!("malformed URI: {e}"))?;
-        let driver_part = url.scheme().split('+').next().unwrap_or_default();
-        if driver_part.is_empty() {
-            return Err("malformed URI: missing the driver (e.g. qemu:///system)".into());
-        }
-        let had_password = url.password().is_some();
-        if had_password {
-            // set_password only fails for cannot-be-a-base URLs, which have no password.
-            let _ = url.set_password(Some("***"));
-        }
-        // Query values such as `password=` or `passwd=` are not libvirt parameters, but a URI copied
-        // from elsewhere may carry one: mask any parameter whose name suggests a secret.
-        let secret_query = url.query_pairs().any(|(k, _)| is_secret_key(&k));
-        if secret_query {
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if is_secret_key(&k) { "***".to_string() } else { v.into_owned() };
-                    (k.into_owned(), v)
-                })
-                .collect();
-            url.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        let redacted = if had_password || secret_query { url.to_string() } else { s.to_string() };
-        Ok(HostUri { raw: s.to_string(), redacted })
-    }
-
-    /// The URI as configured, credentials included: only for the backend's connection call.
-    pub fn expose(&self) -> &str {
-        &self.raw
-    }
-
-    /// The URI with any password replaced by `***`.
-    pub fn redacted(&self) -> &str {
-        &self.redacted
-    }
-
-    /// The public face of a host reached by running a command rather than through a URI (a
-    /// VirtualBox host): the command line, with any argument that looks like a secret masked.
-    pub fn command(words: &[String]) -> Self {
-        let mut shown = Vec::with_capacity(words.len());
-        let mut mask_next = false;
-        for w in words {
-            if std::mem::take(&mut mask_next) {
-                shown.push("***".to_string());
-                continue;
-            }
-            match w.split_once('=') {
-                Some((k, _)) if is_secret_key(k) => shown.push(format!("{k}=***")),
-                _ => shown.push(w.clone()),
-            }
-            // `--password X`, `-passin X`, and sshpass's `-p X` carry the secret in the next word.
-            let flag = w.trim_start_matches('-');
-            mask_next = w.starts_with('-')
-                && !w.contains('=')
-                && (is_secret_key(flag) || (flag == "p" && words[0].ends_with("sshpass")));
-        }
-        let line = shown.join(" ");
-        HostUri { raw: line.clone(), redacted: line }
-    }
-}
-
-fn is_secret_key(k: &str) -> bool {
-    let k = k.to_ascii_lowercase();
-    k.contains("pass") || k.contains("secret") || k.contains("token")
-}
-
-impl fmt::Debug for HostUri {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HostUri({})", self.redacted)
-    }
-}
-
-/// A configuration error: the key and what is wrong with it.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration error: {key}: {message}")]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), message: message.into() }
-    }
-}
-
 /// The keys as they appear in the figment, before validation.
 #[derive(Debug, Deserialize)]
 struct RawSettings {
@@ -275,75 +152,6 @@ where
 struct RawHostHead {
     name: Option<String>,
     driver: Option<String>,
-}
-
-/// The keys of one `[[hosts]]` table besides `name` and `driver`, handed to the settings type of
-/// the driver the table names ([`DriverConfig::from_keys`]). Its errors name keys as the file
-/// does (`hosts[0].command_prefix[1]`), with the same wording figment gives the other keys.
-pub struct HostKeys<'a> {
-    figment: &'a Figment,
-    index: usize,
-    table: &'a Value,
-    rest: Value,
-}
-
-impl<'a> HostKeys<'a> {
-    fn new(figment: &'a Figment, index: usize, table: &'a Value) -> Self {
-        let mut rest = table.as_dict().cloned().unwrap_or_default();
-        rest.remove("name");
-        rest.remove("driver");
-        HostKeys { figment, index, table, rest: Value::Dict(table.tag(), rest) }
-    }
-
-    /// Reads the keys into `T`, a struct of `Option` fields marked
-    /// `#[serde(deny_unknown_fields)]`: a key of the wrong type, or one `T` does not know, is an
-    /// error naming that key.
-    pub fn extract<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        T::deserialize(&self.rest).map_err(|e| host_error(self.figment, self.index, self.table, e))
-    }
-
-    /// The names of the keys given, in order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.rest.as_dict().into_iter().flat_map(|d| d.keys().map(String::as_str))
-    }
-
-    /// How the configuration reference writes `field` of this host: `hosts[0].uri`.
-    pub fn key(&self, field: &str) -> String {
-        format!("hosts[{}].{field}", self.index)
-    }
-
-    /// An error about `field` of this host.
-    pub fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::new(self.key(field), message)
-    }
-}
-
-/// A figment error from reading the table of `hosts[index]` on its own, completed as
-/// `Figment::extract` would have reported it: the key from the top, the file it came from.
-fn host_error(
-    figment: &Figment,
-    index: usize,
-    table: &Value,
-    mut e: rocket::figment::Error,
-) -> ConfigError {
-    // The deepest value on the error's path that exists: its tag knows the source.
-    let mut at = table;
-    for part in &e.path {
-        let next = match at {
-            Value::Dict(_, d) => d.get(part),
-            Value::Array(_, a) => part.parse::<usize>().ok().and_then(|i| a.get(i)),
-            _ => None,
-        };
-        match next {
-            Some(v) => at = v,
-            None => break,
-        }
-    }
-    let tag = at.tag();
-    e.path.splice(0..0, ["hosts".to_string(), index.to_string()]);
-    e.metadata = figment.get_metadata(tag).cloned();
-    e.profile = tag.profile().or_else(|| Some(figment.profile().clone()));
-    ConfigError::new(figment_error_key(&e), e.to_string())
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/vmdeck.db";
@@ -502,39 +310,6 @@ impl Settings {
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."))
-    }
-}
-
-/// The key a figment error is about, written as the configuration reference writes keys:
-/// `hosts[0].command_prefix`, including the name of an unknown or missing field.
-fn figment_error_key(e: &rocket::figment::Error) -> String {
-    use rocket::figment::error::Kind;
-    let mut key = String::new();
-    for part in &e.path {
-        if part.parse::<usize>().is_ok() {
-            key.push_str(&format!("[{part}]"));
-        } else {
-            if !key.is_empty() {
-                key.push('.');
-            }
-            key.push_str(part);
-        }
-    }
-    let field = match &e.kind {
-        Kind::UnknownField(f, _) => Some(f.as_str()),
-        Kind::MissingField(f) => Some(f.as_ref()),
-        _ => None,
-    };
-    if let Some(f) = field.filter(|f| !key.ends_with(&format!(".{f}")) && key != *f) {
-        if !key.is_empty() {
-            key.push('.');
-        }
-        key.push_str(f);
-    }
-    if key.is_empty() {
-        "Rocket.toml".to_string()
-    } else {
-        key
     }
 }
 
