@@ -2,6 +2,8 @@
 //! `ROCKET_*` variables) and validated once at startup into typed [`Settings`].
 //!
 //! Every error names the key it is about, so a bad configuration stops startup with one line.
+//!
+//! Longer than most files: about half of it is the table-driven tests of every key's errors.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

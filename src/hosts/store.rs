@@ -5,6 +5,9 @@
 //! Writes are incremental: the poller keeps a [`HostCache`] of what the database already says
 //! about each VM, so a steady-state poll writes one multi-row sample insert and one poll row,
 //! and touches `vms`, `vm_configs` and `vm_addresses` only for what changed.
+//!
+//! Long because one poll's transaction touches five tables incrementally; each statement is its
+//! own function.
 
 use std::collections::{HashMap, HashSet};
 

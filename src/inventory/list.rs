@@ -2,6 +2,9 @@
 //! banner per host telling how fresh its data is. The handler reads as query → model → view:
 //! [`ListQuery`] is what the URL says, [`Filters`] what it means once validated, [`ListPage`]
 //! what the template shows.
+//!
+//! Long because the list's query has seven parameters, each validated with its own notice, and
+//! the model builds every column, option and link of the page; the SQL is in `store`.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;

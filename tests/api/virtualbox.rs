@@ -2,6 +2,9 @@
 //! (`examples/fake_vboxmanage.rs`, replaying the real output formats) as the host's
 //! `vboxmanage`, and the poller → database → page path and the backend's power actions run
 //! through it, including commands that hang, lie about their exit status or find the VM locked.
+//!
+//! Long because each VirtualBox fault (hang, exit 1 after success, locked VM) gets its own
+//! end-to-end test; the backend-level behaviours shared with libvirt are in `backend_contract`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

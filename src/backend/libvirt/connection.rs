@@ -5,6 +5,10 @@
 //! libvirt calls block, so every call runs on tokio's blocking pool under a time limit. A call
 //! that hangs keeps its thread (libvirt cannot be interrupted); while one is stuck past the time
 //! limit, new calls fail fast with [`BackendError::Busy`] instead of piling up behind it.
+//!
+//! Long because the connection's life (reconnect, backoff, the stuck-call guard) and the
+//! inventory's per-domain fallbacks belong together; the bulk call's FFI is in `bulk.rs`, the XML
+//! in `xml.rs`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

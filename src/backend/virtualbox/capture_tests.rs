@@ -1,6 +1,8 @@
 //! The parsers against every capture in `tests/fixtures/virtualbox/`: the real ones (see
 //! PROVENANCE.md there) and the synthetic ones (`synthetic/`, each test says so), plus a
 //! mutation fuzz showing that no input makes a parser panic.
+//!
+//! Long by nature: one test per real capture.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,9 @@
 //! Only UUIDs and fixed words are ever passed as arguments, never VM names: they need no
 //! quoting, so the same argument list works run directly, through `sudo`, or through `ssh`
 //! (whose remote shell re-splits the command line).
+//!
+//! Long because it runs every VBoxManage command of a poll and a power action, with the
+//! concurrency cap and time limits around them; the output parsers are in `parse.rs`.
 
 #[cfg(test)]
 mod capture_tests;

@@ -6,6 +6,8 @@
 //! feeds them mutated captures), and a line it does not understand is skipped, never fatal.
 //! `tests/fixtures/virtualbox/FORMAT-NOTES.md` describes each format, with the real captures the
 //! tests read beside it.
+//!
+//! Long because it holds one parser per VBoxManage output format, with their unit tests.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

@@ -16,6 +16,9 @@
 //!
 //! Std only (plus `tempfile`); setup is driven with the `virsh` CLI. Safe to use from tests
 //! running in parallel, each with its own daemon.
+//!
+//! Long because starting a real daemon as an unprivileged user, with QEMU disk images and domain
+//! definitions, has many steps, each with an error that says what to install or fix.
 #![allow(dead_code)]
 
 use std::fs;
