@@ -137,16 +137,18 @@ async fn login(
     if name.is_empty() || form.password.is_empty() || name.len() > 256 {
         return Err(page(Status::BadRequest, "Enter your user name and password.".into()));
     }
-    if let Some(wait) = throttle.0.check(name, addr.0) {
+    let failed = |detail: Option<&'static str>| {
         events::record_logged(
             &db.0,
             AuditKind::LoginFailed,
             &actor,
             AuditOutcome::Refused,
             None,
-            Some("throttled"),
+            detail,
         )
-        .await;
+    };
+    if let Some(wait) = throttle.0.check(name, addr.0) {
+        failed(Some("throttled")).await;
         return Err(page(
             Status::TooManyRequests,
             format!("Too many failed attempts. Try again in {} s.", wait.as_secs().max(1)),
@@ -167,15 +169,7 @@ async fn login(
     let ok = password::verify(form.password.to_string(), stored).await;
     let Some((user_id, canonical, _, _)) = creds.filter(|_| ok) else {
         throttle.0.failure(name, addr.0);
-        events::record_logged(
-            &db.0,
-            AuditKind::LoginFailed,
-            &actor,
-            AuditOutcome::Refused,
-            None,
-            None,
-        )
-        .await;
+        failed(None).await;
         return Err(page(Status::Unauthorized, "Wrong user name or password.".into()));
     };
     throttle.0.success(name);
