@@ -204,3 +204,26 @@ async fn the_demo_lab_runs_when_no_hosts_are_configured() {
         sqlx::query_as("SELECT DISTINCT state FROM vms").fetch_all(&app.pool).await.unwrap();
     assert!(states.len() >= 4, "the demo mixes states: {states:?}");
 }
+
+#[tokio::test]
+async fn pages_ignore_query_parameters_they_do_not_know_as_bookmarks_carry_them() {
+    // Query strings are typed structs now; a link with a tracking or stale parameter must still
+    // open the page with the parameters it does know applied.
+    let app = breadth_app().await;
+    let uuid = crate::support::app::uuid_of(&app, "br-running").await;
+    let (status, html) = app.get("/vms?utm_source=mail&state=running&q=br-running").await;
+    assert_eq!(status, 200, "/vms with an unknown parameter");
+    assert_eq!(vm_names(&html), vec!["br-running"], "the known parameters still apply");
+    for path in [
+        format!("/vms/lab/{uuid}?range=1h&old=1"),
+        format!("/vms/lab/{uuid}.csv?range=1h&old=1"),
+        "/audit?old=1&outcome=ok".to_string(),
+        "/audit.csv?old=1".to_string(),
+        "/reports/availability?old=1&sort=name".to_string(),
+        "/reports/capacity?old=1".to_string(),
+        "/reports/fleet?old=1".to_string(),
+    ] {
+        let (status, _) = app.get(&path).await;
+        assert_eq!(status, 200, "{path}");
+    }
+}
