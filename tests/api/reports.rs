@@ -124,3 +124,63 @@ async fn capacity_over_time_totals_each_host_per_day() {
     let (_, empty) = app.get("/reports/capacity?from=2001-01-01&to=2001-01-03").await;
     assert!(empty.contains("No VM known to vmdeck in this period"));
 }
+
+/// A VM the hypervisor reports under `name`, running, with counters that grow with `i`.
+fn named_report(uuid: &str, name: &str, i: u64) -> vmdeck::backend::VmReport {
+    use vmdeck::backend::{Counters, PowerState, VmConfig, VmReport};
+    VmReport {
+        uuid: uuid.into(),
+        name: name.into(),
+        state: PowerState::Running,
+        raw_state: "running".into(),
+        state_reason: "booted".into(),
+        config: VmConfig { vcpus: 1, memory_max_kib: 1 << 20, ..VmConfig::default() },
+        memory_used_kib: Some(1000),
+        counters: Counters { cpu_time_ns: Some(i * 1_000_000_000), ..Counters::default() },
+        disk_usage: vec![],
+        addresses: vec![],
+    }
+}
+
+#[tokio::test]
+async fn every_csv_export_keeps_hostile_names_as_text_not_formulas() {
+    let app = breadth_app().await;
+    // A VM named like a formula on the hypervisor, recorded through the poller's own store.
+    let hostile_vm = "=HYPERLINK(\"http://example.invalid/x\",\"open\")";
+    let uuid = "20000000-0000-4000-8000-00000000beef";
+    let host_id = app.host_id("lab").await;
+    let mut cache = vmdeck::hosts::store::HostCache::default();
+    let now = vmdeck::db::now_ms();
+    for i in 0..3u64 {
+        let ts = now - 30_000 + i as i64 * 10_000;
+        let r = named_report(uuid, hostile_vm, i);
+        vmdeck::hosts::store::record_success(&app.pool, &mut cache, host_id, ts, ts + 5, &[r])
+            .await
+            .unwrap();
+    }
+    // A user name typed at the login form, which the audit log records.
+    let hostile_user = "@SUM(1+1)*cmd";
+    assert!(crate::support::app::login(&app.base, hostile_user, "not the password").await.is_err());
+
+    let exports = [
+        ("/audit.csv".to_string(), Some(format!("'{hostile_user}"))),
+        ("/reports/fleet.csv".to_string(), Some(format!("'{hostile_vm}"))),
+        ("/reports/availability.csv".to_string(), Some(format!("'{hostile_vm}"))),
+        ("/reports/capacity.csv".to_string(), None),
+        (format!("/vms/lab/{uuid}.csv?range=1h"), None),
+    ];
+    for (path, expected) in exports {
+        let rows = app.viewer.csv(&path).await;
+        for cell in rows.iter().flat_map(|r| r.iter()) {
+            let risky = cell.starts_with(['=', '+', '@', '\t', '\r'])
+                || (cell.starts_with('-') && cell.parse::<f64>().is_err());
+            assert!(!risky, "{path}: the cell {cell:?} would run as a formula");
+        }
+        if let Some(expected) = expected {
+            assert!(
+                rows.iter().flat_map(|r| r.iter()).any(|c| c == expected),
+                "{path}: the hostile name is kept, as text ({expected:?})"
+            );
+        }
+    }
+}
