@@ -6,7 +6,7 @@
 use sqlx::SqlitePool;
 
 use crate::db::now_ms;
-use crate::domain::{Actor, AuditOutcome, PowerAction, PowerState, VmUuid};
+use crate::domain::{Actor, AuditOutcome, PowerAction, PowerState, VmKey, VmUuid};
 
 /// A power request about to be sent.
 pub struct PowerRequest<'a> {
@@ -146,18 +146,14 @@ pub async fn pending(pool: &SqlitePool) -> sqlx::Result<Vec<PendingPower>> {
 }
 
 /// The power request in flight for one VM, if any.
-pub async fn pending_for(
-    pool: &SqlitePool,
-    host: &str,
-    uuid: &str,
-) -> sqlx::Result<Option<PendingPower>> {
+pub async fn pending_for(pool: &SqlitePool, vm: &VmKey) -> sqlx::Result<Option<PendingPower>> {
     sqlx::query_as(
         "SELECT id, ts, user_name, host_name, vm_uuid, vm_name, action, status FROM audit_log
          WHERE kind = 'power' AND status IN ('requested', 'sent', 'accepted')
            AND host_name = ? AND vm_uuid = ?",
     )
-    .bind(host)
-    .bind(uuid)
+    .bind(vm.host.as_str())
+    .bind(vm.uuid.as_str())
     .fetch_optional(pool)
     .await
 }

@@ -37,8 +37,9 @@ async fn find(
         ))
     };
     let (Ok(host), Ok(uuid)) = (host, uuid) else { return Err(never_seen()) };
-    let row = store::vm(pool, host.as_str(), uuid.as_str()).await?.ok_or_else(never_seen)?;
-    Ok((VmKey::new(host, uuid), row))
+    let key = VmKey::new(host, uuid);
+    let row = store::vm(pool, &key).await?.ok_or_else(never_seen)?;
+    Ok((key, row))
 }
 
 #[rocket::get("/vms/<host>/<uuid>?<range..>", rank = 2)]
@@ -61,7 +62,7 @@ async fn vm_page(
         model::load_history(pool, settings, vm.host_id, vm.id, range.start, range.end).await?;
     let versions = store::config_versions(pool, vm.id).await?;
     let addresses = store::address_history(pool, vm.id).await?;
-    let pending = control::pending_for(pool, key.host.as_str(), key.uuid.as_str()).await?;
+    let pending = control::pending_for(pool, &key).await?;
     let can_act = user.0.can(Role::Operator)
         && app.hosts.get(key.host.as_str()).is_some()
         && pending.is_none();

@@ -3,7 +3,7 @@
 
 use sqlx::SqlitePool;
 
-use crate::domain::PowerState;
+use crate::domain::{PowerState, VmKey};
 
 /// One VM with its current configuration.
 #[derive(sqlx::FromRow)]
@@ -58,16 +58,16 @@ pub async fn samples_between(
     .await
 }
 
-/// The VM `uuid` on host `host`, gone or not.
-pub async fn vm(pool: &SqlitePool, host: &str, uuid: &str) -> sqlx::Result<Option<VmRow>> {
+/// The VM `vm`, gone or not.
+pub async fn vm(pool: &SqlitePool, vm: &VmKey) -> sqlx::Result<Option<VmRow>> {
     sqlx::query_as(
         "SELECT v.id, v.host_id, v.name, v.state, v.raw_state, v.state_reason, v.state_since, v.first_seen,
                 v.gone_at, v.addresses, c.body
          FROM vms v JOIN hosts h ON h.id = v.host_id LEFT JOIN vm_configs c ON c.id = v.config_id
          WHERE h.name = ? AND v.uuid = ?",
     )
-    .bind(host)
-    .bind(uuid)
+    .bind(vm.host.as_str())
+    .bind(vm.uuid.as_str())
     .fetch_optional(pool)
     .await
 }
