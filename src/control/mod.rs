@@ -42,6 +42,13 @@ pub struct Target {
     pub state: PowerState,
 }
 
+impl Target {
+    /// The VM's key: its host's name and its uuid.
+    pub fn key(&self) -> VmKey {
+        VmKey::new(self.host.config.name.clone(), self.uuid.clone())
+    }
+}
+
 /// What happened to one request, for the flash message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -116,7 +116,7 @@ async fn confirm_page(
 ) -> Result<Template, AppError> {
     let action = action(&q.action)?;
     let target = find(control, host, uuid).await?;
-    let vm = VmKey::new(target.host.config.name.clone(), target.uuid.clone());
+    let vm = target.key();
     let title = format!("{} {}?", action.label(), target.name);
     let mut page = ConfirmPage::new(title, Chrome::new(user.0, flash, settings), action, &[target]);
     page.post_to = power_href(&vm);
@@ -175,8 +175,7 @@ async fn power_one(
     let target = find(control, host, uuid).await?;
     let back = safe_back(form.back);
     if action.is_forced() && !confirmed(form.confirm) {
-        let vm = VmKey::new(target.host.config.name.clone(), target.uuid.clone());
-        return Ok(Err(Redirect::to(confirm_href(&vm, action, &back))));
+        return Ok(Err(Redirect::to(confirm_href(&target.key(), action, &back))));
     }
     let outcome = control.execute(&target, action, &user.0.actor()).await;
     let message = match &outcome {
