@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::backend::DriverConfig;
 pub use crate::domain::HostName;
+use crate::domain::Resolution;
 
 pub mod keys;
 pub mod uri;
@@ -67,13 +68,13 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// The retention of a rollup resolution (seconds), or of raw samples (None).
-    pub fn of(&self, res: Option<i64>) -> Duration {
+    /// How long history is kept at `res`.
+    pub fn of(&self, res: Resolution) -> Duration {
         match res {
-            None => self.raw,
-            Some(300) => self.rollup_5m,
-            Some(3600) => self.rollup_1h,
-            Some(_) => self.rollup_1d,
+            Resolution::Raw => self.raw,
+            Resolution::FiveMinutes => self.rollup_5m,
+            Resolution::Hourly => self.rollup_1h,
+            Resolution::Daily => self.rollup_1d,
         }
     }
 }

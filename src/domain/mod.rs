@@ -1,5 +1,5 @@
 //! The vocabulary every layer shares: host names, VM identifiers, power states and actions,
-//! where an IP address came from, audit kinds and outcomes, roles, and times and periods.
+//! where an IP address came from, audit kinds and outcomes, roles, times and periods, and history resolutions.
 //!
 //! Each value crosses the database (`sqlx::Type`), forms and query strings (`FromFormField`,
 //! `FromParam`) and templates (`Serialize`, `label()`) through its type, once: nothing below
@@ -13,5 +13,6 @@ mod vm;
 
 pub use audit::{Actor, AuditKind, AuditOutcome};
 pub use power::{PowerAction, PowerState};
+pub use time::Resolution;
 pub use user::{CurrentUser, Role};
 pub use vm::{AddrSource, HostName, VmKey, VmUuid};

@@ -43,6 +43,55 @@ pub fn parse_bounded(s: &str, end_of_day: bool) -> Option<i64> {
     parse_time(s, end_of_day).filter(|t| (0..=LATEST_MS).contains(t))
 }
 
+/// How finely history is read: raw samples (one per poll) or rollups of fixed-length buckets
+/// (`history::rollup` maintains them; each has its own retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resolution {
+    Raw,
+    FiveMinutes,
+    Hourly,
+    Daily,
+}
+
+impl Resolution {
+    /// The rollup resolutions, finest first.
+    pub const ROLLUPS: [Resolution; 3] =
+        [Resolution::FiveMinutes, Resolution::Hourly, Resolution::Daily];
+
+    /// The rollups' bucket lengths in seconds, finest first: the `res` column of `rollups`.
+    pub const ROLLUP_SECS: [i64; 3] = [300, 3600, 86_400];
+
+    /// The bucket length in seconds; None for raw samples.
+    pub fn bucket_secs(self) -> Option<i64> {
+        match self {
+            Resolution::Raw => None,
+            Resolution::FiveMinutes => Some(300),
+            Resolution::Hourly => Some(3600),
+            Resolution::Daily => Some(86_400),
+        }
+    }
+
+    /// The rollup whose buckets last `secs` seconds (the coarsest for anything longer than an
+    /// hour that is not a day, which never occurs: `res` only holds [`Self::ROLLUP_SECS`]).
+    pub fn from_bucket_secs(secs: i64) -> Resolution {
+        match secs {
+            ..=300 => Resolution::FiveMinutes,
+            301..=3600 => Resolution::Hourly,
+            _ => Resolution::Daily,
+        }
+    }
+
+    /// Where a chart's points come from, in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Resolution::Raw => "raw samples",
+            Resolution::FiveMinutes => "5-minute rollups",
+            Resolution::Hourly => "hourly rollups",
+            Resolution::Daily => "daily rollups",
+        }
+    }
+}
+
 /// One time parameter: None when empty. One that cannot be read is reported in `notices`,
 /// saying what is shown `instead`, and read as None.
 pub fn time_param(
@@ -128,5 +177,15 @@ mod tests {
         assert_eq!((p.from, p.to), (None, None));
         assert_eq!(notices.len(), 1);
         assert!(notices[0].starts_with("Cannot read the from time \"soon\""), "{notices:?}");
+    }
+
+    #[test]
+    fn rollup_resolutions_round_trip_through_their_bucket_lengths() {
+        for (r, secs) in Resolution::ROLLUPS.into_iter().zip(Resolution::ROLLUP_SECS) {
+            assert_eq!(r.bucket_secs(), Some(secs));
+            assert_eq!(Resolution::from_bucket_secs(secs), r);
+        }
+        assert_eq!(Resolution::Raw.bucket_secs(), None);
+        assert_eq!(Resolution::Hourly.label(), "hourly rollups");
     }
 }

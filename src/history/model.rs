@@ -10,7 +10,7 @@ use super::{rollup, store};
 use crate::backend::VmConfig;
 use crate::config::Settings;
 use crate::db::now_ms;
-use crate::domain::PowerState;
+use crate::domain::{PowerState, Resolution};
 use crate::web::chart::Point;
 use crate::web::format as view;
 
@@ -161,12 +161,7 @@ pub async fn load_history(
         timeline,
         uptime: (known > 0).then(|| up as f64 / known as f64 * 100.0),
         samples,
-        source: match res {
-            None => "raw samples".into(),
-            Some(300) => "5-minute rollups".into(),
-            Some(3600) => "hourly rollups".into(),
-            Some(_) => "daily rollups".into(),
-        },
+        source: res.map_or(Resolution::Raw, Resolution::from_bucket_secs).label().to_string(),
     })
 }
 

@@ -6,8 +6,10 @@
 
 use sqlx::SqlitePool;
 
-/// Bucket lengths in seconds, finest first.
-pub const RESOLUTIONS: [i64; 3] = [300, 3600, 86_400];
+use crate::domain::Resolution;
+
+/// Bucket lengths in seconds, finest first (see [`Resolution`]).
+pub const RESOLUTIONS: [i64; 3] = Resolution::ROLLUP_SECS;
 
 /// Buckets written per transaction, so a catch-up never holds the write lock for long.
 const BATCH_BUCKETS: i64 = 12;
@@ -206,7 +208,8 @@ pub async fn prune(
     }
     // Rollups: each resolution after its retention, once the coarser one has used it.
     for (i, &res) in RESOLUTIONS.iter().enumerate() {
-        let mut cutoff = now_ms - retention.of(Some(res)).as_millis() as i64;
+        let mut cutoff =
+            now_ms - retention.of(Resolution::from_bucket_secs(res)).as_millis() as i64;
         if let Some(&coarser) = RESOLUTIONS.get(i + 1) {
             cutoff = cutoff.min(progress_ms(coarser).await?.unwrap_or(i64::MIN));
         }

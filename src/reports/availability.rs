@@ -12,7 +12,7 @@ use super::{input_time, store, PeriodQuery};
 use crate::auth::Viewer;
 use crate::config::Settings;
 use crate::db::now_ms;
-use crate::domain::PowerState;
+use crate::domain::{PowerState, Resolution};
 use crate::history::rollup::{self, RESOLUTIONS};
 use crate::web::csv::Csv;
 use crate::web::format as view;
@@ -57,7 +57,10 @@ async fn availability_rows(
         Some(
             RESOLUTIONS
                 .into_iter()
-                .find(|r| from >= now - settings.retention.of(Some(*r)).as_millis() as i64)
+                .find(|r| {
+                    let kept = settings.retention.of(Resolution::from_bucket_secs(*r));
+                    from >= now - kept.as_millis() as i64
+                })
                 .unwrap_or(86_400),
         )
     };
