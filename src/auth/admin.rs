@@ -199,8 +199,20 @@ async fn change_password(
         Ok(format!("Password of {name} changed; their sessions were ended."))
     }
     .await;
+    if let Err(e) = &result {
+        let why = format!("{name}: {e}");
+        events::record_logged(
+            &db.0,
+            AuditKind::PasswordChanged,
+            &me.0.actor(),
+            AuditOutcome::Refused,
+            None,
+            Some(&why),
+        )
+        .await;
+    }
     // Changing one's own password ends one's own session too.
-    if name == me.0.name {
+    if name == me.0.name && result.is_ok() {
         return Flash::success(Redirect::to("/login"), "Password changed: log in again.");
     }
     back(result)

@@ -337,3 +337,40 @@ async fn a_forged_x_real_ip_does_not_change_the_audited_address() {
     .unwrap();
     assert_eq!(addr, "127.0.0.1");
 }
+
+#[tokio::test]
+async fn an_admin_whose_own_password_change_fails_is_told_so_and_stays_logged_in() {
+    let app = breadth_app().await;
+    let admin = app.session("admin").await;
+    let (_, users) = admin.get("/users").await;
+    let name = users
+        .split("<span class=\"who\">")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .expect("the page names the logged-in user")
+        .to_string();
+    for (form, why) in [
+        ([("password", "a long new password"), ("password_again", "another one")], "differ"),
+        ([("password", "short"), ("password_again", "short")], "at least"),
+    ] {
+        let res = admin.post(&format!("/users/{name}/password"), &form).await;
+        assert_eq!(res.status().as_u16(), 303, "{why}");
+        assert_eq!(
+            res.headers()["location"],
+            "/users",
+            "{why}: back to the Users page, not /login"
+        );
+        let flash = admin.flash_at("/users").await;
+        assert!(flash.starts_with("Not done:") && flash.contains(why), "{why}: {flash}");
+    }
+    let (status, _) = admin.get("/users").await;
+    assert_eq!(status, 200, "still logged in: nothing was changed");
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE kind = 'password_changed' AND status = 'refused'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(refused, 2, "each refused change is audited");
+    assert!(login(&app.base, &name, PASSWORD).await.is_ok(), "the old password still works");
+}
