@@ -19,11 +19,8 @@ pub struct Db(pub SqlitePool);
 
 /// Opens (creating if missing) and migrates the database at `url`.
 pub async fn connect(url: &str) -> anyhow::Result<SqlitePool> {
-    if let Some(parent) = sqlite_path(url).as_deref().and_then(std::path::Path::parent) {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
-        }
+    if let Some(path) = sqlite_path(url) {
+        create_private(&path)?;
     }
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
@@ -38,6 +35,26 @@ pub async fn connect(url: &str) -> anyhow::Result<SqlitePool> {
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)
+}
+
+/// Creates the database file and its missing directories readable by their owner only (0600,
+/// 0700): the file holds password hashes and the audit log. SQLite gives its `-wal` and `-shm`
+/// files the database file's mode. An existing file or directory is left as it is.
+fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+    }
+    // An empty file is a new SQLite database; creating it here sets its mode.
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
+    }
 }
 
 /// Connects at ignite; a database that cannot be opened stops startup with one message.

@@ -353,3 +353,23 @@ async fn duplicate_uuids_in_one_report_do_not_break_the_poll() {
     assert_eq!(rec.vms, 1);
     assert_eq!(count(&db.pool, "SELECT COUNT(*) FROM samples").await, 1);
 }
+
+#[tokio::test]
+async fn the_database_and_the_directories_created_for_it_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new/state/vmdeck.db");
+    let pool = vmdeck::db::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    // A write creates the WAL beside the database.
+    sqlx::query("INSERT INTO users (name, password_hash, role, demo, created_at, password_changed_at) VALUES ('x', 'h', 'viewer', 0, 0, 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "the database holds password hashes");
+    let wal = path.with_file_name("vmdeck.db-wal");
+    assert!(wal.exists(), "WAL mode is on");
+    assert_eq!(mode(&wal), 0o600, "the WAL holds the same data");
+    assert_eq!(mode(&dir.path().join("new")), 0o700);
+    assert_eq!(mode(&dir.path().join("new/state")), 0o700);
+}
