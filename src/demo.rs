@@ -12,7 +12,9 @@ pub const LAB_XML: &str = include_str!("../demo/lab.xml");
 /// path) and returns the demo host.
 pub fn host(data_dir: &Path) -> Result<HostConfig, ConfigError> {
     let err = |message: String| ConfigError { key: "database_url".into(), message };
-    std::fs::create_dir_all(data_dir)
+    // Owner-only, like the database that will live beside it (see `db`).
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(data_dir)
         .map_err(|e| err(format!("cannot create data directory {}: {e}", data_dir.display())))?;
     let path = data_dir.join("demo-lab.xml");
     std::fs::write(&path, LAB_XML)
