@@ -172,7 +172,7 @@ async fn login(
         failed(None).await;
         return Err(page(Status::Unauthorized, "Wrong user name or password.".into()));
     };
-    throttle.0.success(name);
+    throttle.0.success(name, addr.0);
 
     // A new session id at every login: an id planted before login is never promoted.
     let token = new_token();

@@ -1,8 +1,13 @@
-//! Login throttling: after a few failures, further attempts for the same account or from the
-//! same client address are refused for a delay that doubles with each failure (capped), whether
-//! or not the account exists.
+//! Login throttling: after a few failures, further attempts are refused for a delay that
+//! doubles with each failure (capped), whether or not the account exists.
+//!
+//! Failures are counted per (account, client) and per client, never per account alone: someone
+//! failing against `admin` from one address slows down that address, not the admin logging in
+//! from another one. IPv6 clients are grouped by their /64 (one host usually holds a whole /64).
+//! The table is bounded: past [`MAX_RECORDS`] the oldest record is forgotten (a queue, no scan
+//! under the lock). If the lock is ever poisoned, every attempt is refused (fail closed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,56 +16,87 @@ use std::time::{Duration, Instant};
 const FREE_FAILURES: u32 = 3;
 /// Longest delay.
 const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
-/// Entries idle this long are forgotten.
-const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Most records kept; the oldest goes first.
+pub const MAX_RECORDS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Record {
     failures: u32,
     blocked_until: Option<Instant>,
-    last: Instant,
+}
+
+/// Who is failing: an IPv4 address, or an IPv6 /64 (None when the address is unknown).
+#[derive(Debug, Hash, PartialEq, Eq, Clone, Copy)]
+struct Client(Option<IpAddr>);
+
+impl Client {
+    fn of(addr: Option<IpAddr>) -> Client {
+        Client(addr.map(|a| match a {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut s = v6.segments();
+                    s[4..].fill(0);
+                    IpAddr::V6(s.into())
+                }
+            },
+            v4 => v4,
+        }))
+    }
 }
 
 #[derive(Debug, Hash, PartialEq, Eq, Clone)]
 enum Key {
-    Account(String),
-    Addr(IpAddr),
+    AccountFrom(String, Client),
+    From(Client),
+}
+
+#[derive(Default)]
+struct Table {
+    records: HashMap<Key, Record>,
+    /// Keys in the order they were first recorded, for eviction without a scan.
+    order: VecDeque<Key>,
 }
 
 /// The throttle state, shared by all login requests of this process.
 #[derive(Default)]
 pub struct Throttle {
-    records: Mutex<HashMap<Key, Record>>,
+    table: Mutex<Table>,
+}
+
+fn keys(account: &str, addr: Option<IpAddr>) -> [Key; 2] {
+    let client = Client::of(addr);
+    [Key::AccountFrom(account.to_lowercase(), client), Key::From(client)]
 }
 
 impl Throttle {
     /// None if an attempt is allowed now, else how long to wait.
     pub fn check(&self, account: &str, addr: Option<IpAddr>) -> Option<Duration> {
         let now = Instant::now();
-        let records = self.records.lock().ok()?;
+        let Ok(table) = self.table.lock() else { return Some(MAX_DELAY) };
         keys(account, addr)
             .iter()
-            .filter_map(|k| records.get(k)?.blocked_until)
+            .filter_map(|k| table.records.get(k)?.blocked_until)
             .filter(|until| *until > now)
             .map(|until| until - now)
             .max()
     }
 
-    /// Records a failed attempt and returns the delay it caused, if any.
+    /// Records a failed attempt.
     pub fn failure(&self, account: &str, addr: Option<IpAddr>) {
         let now = Instant::now();
-        let Ok(mut records) = self.records.lock() else { return };
-        if records.len() > 100_000 {
-            records.retain(|_, r| now - r.last < FORGET_AFTER);
-        }
+        let Ok(mut table) = self.table.lock() else { return };
         for key in keys(account, addr) {
-            let r = records.entry(key).or_insert(Record {
-                failures: 0,
-                blocked_until: None,
-                last: now,
-            });
+            if !table.records.contains_key(&key) {
+                if table.order.len() >= MAX_RECORDS {
+                    if let Some(oldest) = table.order.pop_front() {
+                        table.records.remove(&oldest);
+                    }
+                }
+                table.order.push_back(key.clone());
+            }
+            let r = table.records.entry(key).or_insert(Record { failures: 0, blocked_until: None });
             r.failures += 1;
-            r.last = now;
             if r.failures > FREE_FAILURES {
                 let exp = (r.failures - FREE_FAILURES - 1).min(16);
                 r.blocked_until = Some(now + Duration::from_secs(1u64 << exp).min(MAX_DELAY));
@@ -68,43 +104,105 @@ impl Throttle {
         }
     }
 
-    /// A successful login clears the account's record (the address keeps its history).
-    pub fn success(&self, account: &str) {
-        if let Ok(mut records) = self.records.lock() {
-            records.remove(&Key::Account(account.to_lowercase()));
+    /// A successful login clears the account's record from that client (the client keeps its
+    /// own history).
+    pub fn success(&self, account: &str, addr: Option<IpAddr>) {
+        if let Ok(mut table) = self.table.lock() {
+            let [account_key, _] = keys(account, addr);
+            // Its place in `order` goes when it reaches the front (removing a missing key then
+            // is harmless); the queue stays bounded by MAX_RECORDS either way.
+            table.records.remove(&account_key);
         }
     }
-}
 
-fn keys(account: &str, addr: Option<IpAddr>) -> Vec<Key> {
-    let mut k = vec![Key::Account(account.to_lowercase())];
-    if let Some(a) = addr {
-        k.push(Key::Addr(a));
+    /// How many records are kept.
+    pub fn len(&self) -> usize {
+        self.table.lock().map(|t| t.records.len()).unwrap_or(0)
     }
-    k
+
+    /// Whether no record is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
     #[test]
     fn delays_start_after_a_few_failures_and_grow() {
         let t = Throttle::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = ip("192.0.2.1");
         for _ in 0..FREE_FAILURES {
-            assert!(t.check("alice", Some(ip)).is_none());
-            t.failure("alice", Some(ip));
+            assert!(t.check("alice", a).is_none());
+            t.failure("alice", a);
         }
-        assert!(t.check("alice", Some(ip)).is_none(), "still free");
-        t.failure("alice", Some(ip));
-        let first = t.check("ALICE", None).expect("blocked, case-insensitively");
-        t.failure("alice", Some(ip));
-        let second = t.check("alice", None).unwrap();
+        assert!(t.check("alice", a).is_none(), "still free");
+        t.failure("alice", a);
+        let first = t.check("ALICE", a).expect("blocked, case-insensitively");
+        t.failure("alice", a);
+        let second = t.check("alice", a).unwrap();
         assert!(second > first, "the delay grows: {first:?} then {second:?}");
-        assert!(t.check("bob", Some(ip)).is_some(), "the address is throttled for every account");
-        assert!(t.check("bob", None).is_none());
-        t.success("alice");
-        assert!(t.check("alice", None).is_none());
+        assert!(t.check("bob", a).is_some(), "the address is throttled for every account");
+        t.success("alice", a);
+        assert!(t.check("alice", a).is_some(), "the address keeps its own history");
+    }
+
+    #[test]
+    fn failures_from_one_address_do_not_lock_the_account_out_elsewhere() {
+        let t = Throttle::default();
+        for _ in 0..10 {
+            t.failure("admin", ip("198.51.100.7"));
+        }
+        assert!(t.check("admin", ip("198.51.100.7")).is_some());
+        assert!(t.check("admin", ip("203.0.113.5")).is_none(), "another address gets in");
+        assert!(t.check("admin", ip("2001:db8::1")).is_none());
+    }
+
+    #[test]
+    fn ipv6_clients_are_one_client_per_64() {
+        let t = Throttle::default();
+        for i in 0..10 {
+            t.failure("admin", ip(&format!("2001:db8:1:2::{i:x}")));
+        }
+        assert!(t.check("admin", ip("2001:db8:1:2:ffff::1")).is_some(), "same /64");
+        assert!(t.check("admin", ip("2001:db8:1:3::1")).is_none(), "another /64");
+        assert!(t.check("root", ip("::ffff:192.0.2.9")).is_none());
+        for _ in 0..10 {
+            t.failure("root", ip("::ffff:192.0.2.9"));
+        }
+        assert!(t.check("root", ip("192.0.2.9")).is_some(), "IPv4-mapped is the IPv4 client");
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_forgets_the_oldest_first() {
+        let t = Throttle::default();
+        for i in 0..(MAX_RECORDS as u32 / 2 + 10) {
+            t.failure("x", Some(IpAddr::V4(i.into())));
+        }
+        assert_eq!(t.len(), MAX_RECORDS, "two records per failing client, capped");
+        // The newest client is still known.
+        let newest = Some(IpAddr::V4((MAX_RECORDS as u32 / 2 + 9).into()));
+        for _ in 0..FREE_FAILURES {
+            t.failure("x", newest);
+        }
+        assert!(t.check("x", newest).is_some());
+    }
+
+    #[test]
+    fn a_poisoned_lock_refuses_every_attempt() {
+        let t = std::sync::Arc::new(Throttle::default());
+        let t2 = t.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = t2.table.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert_eq!(t.check("anyone", ip("192.0.2.1")), Some(MAX_DELAY), "fail closed");
     }
 }

@@ -374,3 +374,44 @@ async fn an_admin_whose_own_password_change_fails_is_told_so_and_stays_logged_in
     assert_eq!(refused, 2, "each refused change is audited");
     assert!(login(&app.base, &name, PASSWORD).await.is_ok(), "the old password still works");
 }
+
+#[tokio::test]
+async fn failing_on_purpose_from_one_address_does_not_lock_the_account_out_for_another() {
+    use crate::support::app::{cookie_client, spawn_app, AppOptions};
+    // The test speaks as several clients through a trusted proxy (itself, on loopback).
+    let app = spawn_app(AppOptions {
+        trusted_proxies: vec!["127.0.0.1".into()],
+        ..AppOptions::breadth()
+    })
+    .await;
+    let attempt = |client: &'static str, password: &'static str| {
+        let base = app.base.clone();
+        async move {
+            cookie_client()
+                .post(format!("{base}/login"))
+                .header("X-Forwarded-For", client)
+                .form(&[("username", "viewer"), ("password", password)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let attacker = "198.51.100.7";
+    let mut throttled = false;
+    for _ in 0..8 {
+        if attempt(attacker, "wrong password!").await == 429 {
+            throttled = true;
+            break;
+        }
+    }
+    assert!(throttled, "the attacker's address is throttled");
+    assert_eq!(attempt(attacker, PASSWORD).await, 429, "even the right password waits there");
+    assert_eq!(
+        attempt("203.0.113.5", PASSWORD).await,
+        303,
+        "the account's owner, from an address that has not been failing, gets in"
+    );
+    assert_eq!(attempt("2001:db8:7::1", PASSWORD).await, 303, "and from an IPv6 address too");
+}

@@ -175,12 +175,19 @@ pub struct AppOptions {
     pub hosts: Vec<HostSpec>,
     pub poll_interval_secs: u64,
     pub call_timeout_secs: u64,
+    /// Proxies whose `X-Forwarded-For` is believed: lets a test speak as several clients.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
         // A long interval: the first poll runs at liftoff, tests drive the rest with `poll`.
-        AppOptions { hosts: Vec::new(), poll_interval_secs: 3600, call_timeout_secs: 10 }
+        AppOptions {
+            hosts: Vec::new(),
+            poll_interval_secs: 3600,
+            call_timeout_secs: 10,
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -221,6 +228,7 @@ pub fn test_figment(dir: &Path, opts: &AppOptions, port: u16) -> Figment {
         .merge(("poll_interval_secs", opts.poll_interval_secs))
         .merge(("call_timeout_secs", opts.call_timeout_secs))
         .merge(("hosts", opts.hosts.clone()))
+        .merge(("trusted_proxies", opts.trusted_proxies.clone()))
 }
 
 pub async fn spawn_app(opts: AppOptions) -> TestApp {
