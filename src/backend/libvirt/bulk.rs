@@ -55,6 +55,40 @@ pub const GROUPS: u32 = sys::VIR_DOMAIN_STATS_STATE
     | sys::VIR_DOMAIN_STATS_INTERFACE
     | sys::VIR_DOMAIN_STATS_BLOCK;
 
+/// The record list libvirt allocated, freed exactly once when dropped, also if reading it
+/// panics midway.
+struct RecordList(*mut sys::virDomainStatsRecordPtr);
+
+impl Drop for RecordList {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the pointer came from virConnectGetAllDomainStats and this guard is its
+            // only owner, so it is freed once.
+            unsafe { sys::virDomainStatsRecordListFree(self.0) };
+        }
+    }
+}
+
+/// `n` items at `ptr`, or none when `ptr` is NULL or `n` is not positive (from_raw_parts on a
+/// NULL pointer is undefined behaviour even for zero items).
+///
+/// # Safety
+/// When `ptr` is not NULL it must point at `n` initialised items that outlive the slice.
+unsafe fn items<'a, T>(ptr: *const T, n: i64) -> &'a [T] {
+    if ptr.is_null() || n <= 0 {
+        return &[];
+    }
+    // SAFETY: non-NULL, and the caller vouches for `n` items.
+    unsafe { std::slice::from_raw_parts(ptr, n as usize) }
+}
+
+/// A parameter's name from its fixed-size field, which libvirt NUL-terminates; a field without
+/// a NUL is refused rather than read past its end.
+fn field_name<const N: usize>(field: &[std::ffi::c_char; N]) -> Option<String> {
+    let bytes = field.map(|c| c as u8);
+    CStr::from_bytes_until_nul(&bytes).ok().map(|c| c.to_string_lossy().into_owned())
+}
+
 /// Calls `virConnectGetAllDomainStats` for every domain (active and inactive).
 pub fn all_domain_stats(conn: &Connect) -> Result<Vec<(Domain, Stats)>, virt::error::Error> {
     let mut records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
@@ -64,16 +98,22 @@ pub fn all_domain_stats(conn: &Connect) -> Result<Vec<(Domain, Stats)>, virt::er
     if n < 0 {
         return Err(virt::error::Error::last_error());
     }
-    let mut out = Vec::with_capacity(n as usize);
-    for i in 0..n as usize {
-        // SAFETY: libvirt returned `n` valid record pointers; each record points at `nparams`
-        // parameters and a domain, all alive until the list is freed below.
+    let list = RecordList(records);
+    // SAFETY: libvirt returned `n` record pointers at `records` (or NULL), alive until `list`
+    // is dropped.
+    let recs = unsafe { items(list.0.cast_const(), i64::from(n)) };
+    let mut out = Vec::with_capacity(recs.len());
+    for &rec in recs {
+        if rec.is_null() {
+            continue;
+        }
+        // SAFETY: a non-NULL record points at `nparams` parameters (or NULL) and a domain, all
+        // alive until `list` is dropped.
         unsafe {
-            let rec = *records.add(i);
-            let params = std::slice::from_raw_parts((*rec).params, (*rec).nparams.max(0) as usize);
+            let params = items((*rec).params.cast_const(), i64::from((*rec).nparams));
             let mut stats = HashMap::with_capacity(params.len());
             for p in params {
-                let name = CStr::from_ptr(p.field.as_ptr()).to_string_lossy().into_owned();
+                let Some(name) = field_name(&p.field) else { continue };
                 let value = match p.type_ as u32 {
                     sys::VIR_TYPED_PARAM_INT => Param::Int(p.value.i as i64),
                     sys::VIR_TYPED_PARAM_UINT => Param::UInt(p.value.ui as u64),
@@ -90,12 +130,38 @@ pub fn all_domain_stats(conn: &Connect) -> Result<Vec<(Domain, Stats)>, virt::er
             }
             // The list owns one reference to each domain; take our own before freeing it.
             let dom = (*rec).dom;
-            if sys::virDomainRef(dom) == 0 {
+            if !dom.is_null() && sys::virDomainRef(dom) == 0 {
                 out.push((Domain::from_ptr(dom), Stats(stats)));
             }
         }
     }
-    // SAFETY: `records` came from virConnectGetAllDomainStats and is freed exactly once.
-    unsafe { sys::virDomainStatsRecordListFree(records) };
+    drop(list);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_or_empty_arrays_read_as_nothing() {
+        // SAFETY: NULL pointers are never dereferenced by `items`.
+        let none: &[u64] = unsafe { items(std::ptr::null(), 5) };
+        assert!(none.is_empty());
+        let v = [1u64, 2, 3];
+        // SAFETY: `v` holds three items and outlives the slices.
+        assert_eq!(unsafe { items(v.as_ptr(), 3) }, &v[..]);
+        assert!(unsafe { items(v.as_ptr(), -1) }.is_empty());
+    }
+
+    #[test]
+    fn field_names_stop_at_the_nul_and_a_field_without_one_is_refused() {
+        let mut field = [0 as std::ffi::c_char; 8];
+        for (i, b) in b"cpu.time".iter().take(7).enumerate() {
+            field[i] = *b as std::ffi::c_char;
+        }
+        assert_eq!(field_name(&field).as_deref(), Some("cpu.tim"));
+        let full = [b'x' as std::ffi::c_char; 8];
+        assert_eq!(field_name(&full), None, "no NUL: not read past the field");
+    }
 }
