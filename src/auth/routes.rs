@@ -26,6 +26,9 @@ pub fn catchers() -> Vec<Catcher> {
     rocket::catchers![unauthorized]
 }
 
+/// The longest typed user name stored in the audit log or echoed into the form, in characters.
+const MAX_SHOWN_NAME: usize = 64;
+
 /// The login form's data, wherever it is shown.
 #[derive(Serialize)]
 struct LoginPage {
@@ -115,13 +118,19 @@ async fn login(
 ) -> Result<Redirect, (Status, Template)> {
     let next = safe_next(form.next);
     let name = form.username.trim();
+    // Whatever was typed, only a bounded prefix is ever stored or echoed (user names have at
+    // most 64 characters, so nothing real is lost).
+    let shown: String = match name.char_indices().nth(MAX_SHOWN_NAME) {
+        Some((cut, _)) => format!("{}…", &name[..cut]),
+        None => name.to_string(),
+    };
     let page = |status: Status, error: String| {
         let mut page = LoginPage::new(Some(&next), settings.demo);
         page.error = Some(error);
-        page.username = name.to_string();
+        page.username = shown.clone();
         (status, page.render())
     };
-    let actor = Actor { user: Some(name.to_string()), addr: addr.0.map(|a| a.to_string()) };
+    let actor = Actor { user: Some(shown.clone()), addr: addr.0.map(|a| a.to_string()) };
     if !req_origin.0 {
         events::record_logged(
             &db.0,

@@ -415,3 +415,33 @@ async fn failing_on_purpose_from_one_address_does_not_lock_the_account_out_for_a
     );
     assert_eq!(attempt("2001:db8:7::1", PASSWORD).await, 303, "and from an IPv6 address too");
 }
+
+#[tokio::test]
+async fn a_huge_user_name_is_cut_before_anything_is_stored() {
+    let app = breadth_app().await;
+    let huge = "x".repeat(30 * 1024);
+    for origin in ["http://evil.example", ""] {
+        let mut req = app.client.post(format!("{}/login", app.base));
+        if !origin.is_empty() {
+            req = req.header("Origin", origin);
+        }
+        let res = req.form(&[("username", huge.as_str()), ("password", "whatever")]).send().await;
+        let res = res.unwrap();
+        assert!(res.status().is_client_error(), "{origin:?}: refused");
+        let page = res.text().await.unwrap();
+        assert!(
+            page.len() < 20_000,
+            "{origin:?}: the name is not echoed whole ({} bytes)",
+            page.len()
+        );
+    }
+    let longest: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(length(user_name)), 0) FROM audit_log")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        longest <= 65,
+        "an audited user name is at most 64 characters and an ellipsis ({longest})"
+    );
+}
