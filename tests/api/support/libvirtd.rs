@@ -26,6 +26,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -496,9 +497,35 @@ fn lookup_user(name: &str) -> Option<DaemonUser> {
     Some(DaemonUser { name: name.to_string(), uid: id("-u")?, gid: id("-g")? })
 }
 
-/// Creates the plain user `vmtest` if needed. Idempotent and safe against concurrent callers
-/// (other tests, other test processes): a failed useradd is retried after re-checking.
+/// The plain user `vmtest`, created once per test process before any daemon uses it: the
+/// first caller creates it (and waits until it can run a command) while concurrent callers
+/// wait for that, so no test ever sees a half-created user. (Seen on a fresh machine before
+/// this: one of several tests starting at once got "failed to open …/libvirtd.log: Permission
+/// denied" while another was still creating the user.)
 fn ensure_daemon_user() -> Result<DaemonUser, String> {
+    static USER: OnceLock<Result<DaemonUser, String>> = OnceLock::new();
+    USER.get_or_init(create_daemon_user).clone()
+}
+
+/// Creates `vmtest` if needed and checks that it can run a command. Safe against other test
+/// processes too: a failed useradd (the passwd lock is taken) is retried after re-checking.
+fn create_daemon_user() -> Result<DaemonUser, String> {
+    let user = find_or_add_user()?;
+    // The user is usable once runuser can switch to it.
+    let runuser = find_program("runuser").unwrap_or_else(|| "runuser".into());
+    let mut last = String::new();
+    for _ in 0..50 {
+        match Command::new(&runuser).args(["-u", DAEMON_USER, "--", "true"]).output() {
+            Ok(o) if o.status.success() => return Ok(user),
+            Ok(o) => last = String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => last = e.to_string(),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("user {DAEMON_USER} exists but runuser cannot switch to it: {last}"))
+}
+
+fn find_or_add_user() -> Result<DaemonUser, String> {
     if let Some(u) = lookup_user(DAEMON_USER) {
         return Ok(u);
     }
