@@ -58,12 +58,18 @@ impl HostUri {
     pub fn command(words: &[String]) -> Self {
         let mut shown = Vec::with_capacity(words.len());
         let mut mask_next = false;
+        // After `sshpass` (first or behind `sudo`/`env`), `-p X` and `-pX` carry a password.
+        // (A later `ssh -p 2222` port is masked too: harmless.)
+        let mut after_sshpass = false;
         for w in words {
             if std::mem::take(&mut mask_next) {
                 shown.push("***".to_string());
                 continue;
             }
+            after_sshpass |= w.rsplit('/').next() == Some("sshpass");
+            let attached_sshpass_password = after_sshpass && w.len() > 2 && w.starts_with("-p");
             match w.split_once('=') {
+                _ if attached_sshpass_password => shown.push("-p***".to_string()),
                 Some((k, _)) if is_secret_key(k) => shown.push(format!("{k}=***")),
                 _ => shown.push(w.clone()),
             }
@@ -71,7 +77,7 @@ impl HostUri {
             let flag = w.trim_start_matches('-');
             mask_next = w.starts_with('-')
                 && !w.contains('=')
-                && (is_secret_key(flag) || (flag == "p" && words[0].ends_with("sshpass")));
+                && (is_secret_key(flag) || (flag == "p" && after_sshpass));
         }
         let line = shown.join(" ");
         HostUri { raw: line.clone(), redacted: line }
@@ -86,5 +92,27 @@ fn is_secret_key(k: &str) -> bool {
 impl fmt::Debug for HostUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "HostUri({})", self.redacted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(words: &[&str]) -> String {
+        HostUri::command(&words.iter().map(|w| w.to_string()).collect::<Vec<_>>())
+            .redacted()
+            .to_string()
+    }
+
+    #[test]
+    fn sshpass_passwords_are_masked_in_every_form() {
+        assert_eq!(shown(&["sshpass", "-p", "hunter2", "ssh", "h"]), "sshpass -p *** ssh h");
+        assert_eq!(shown(&["sshpass", "-phunter2", "ssh", "h"]), "sshpass -p*** ssh h");
+        assert_eq!(
+            shown(&["sudo", "-u", "vbox", "/usr/bin/sshpass", "-phunter2", "ssh", "h"]),
+            "sudo -u vbox /usr/bin/sshpass -p*** ssh h"
+        );
+        assert_eq!(shown(&["ssh", "-p", "2222", "h"]), "ssh -p 2222 h", "no sshpass: a port");
     }
 }
