@@ -56,6 +56,8 @@ pub struct Settings {
     pub retention: Retention,
     /// Whether Rocket serves TLS (session cookies are then marked Secure).
     pub tls: bool,
+    /// Bearer tokens that unlock `/healthz`'s details without a session (monitoring systems).
+    pub healthz_tokens: Vec<String>,
 }
 
 /// How long history is kept at each resolution.
@@ -126,6 +128,8 @@ struct RawSettings {
     rollup_1h_retention_days: Option<u64>,
     rollup_1d_retention_days: Option<u64>,
     tls: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    healthz_tokens: Vec<String>,
 }
 
 /// Checks an optional number against its range; returns the default when absent.
@@ -157,6 +161,8 @@ struct RawHostHead {
     driver: Option<String>,
 }
 
+/// Shortest accepted `healthz_tokens` entry.
+pub const MIN_TOKEN_LEN: usize = 16;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/vmdeck.db";
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 10;
 pub const MAX_POLL_INTERVAL_SECS: u64 = 3600;
@@ -247,6 +253,14 @@ impl Settings {
             None | Some(0) => None,
             Some(d) => Some(ranged("audit_retention_days", Some(d), d, 1..=36_500, "days")?),
         };
+        if let Some(i) = raw.healthz_tokens.iter().position(|t| t.chars().count() < MIN_TOKEN_LEN) {
+            return Err(ConfigError::new(
+                format!("healthz_tokens[{i}]"),
+                format!(
+                    "too short: use at least {MIN_TOKEN_LEN} characters (e.g. openssl rand -hex 16)"
+                ),
+            ));
+        }
         let trusted_proxies = raw
             .trusted_proxies
             .iter()
@@ -304,6 +318,7 @@ impl Settings {
             power_concurrency,
             retention,
             tls: raw.tls.is_some(),
+            healthz_tokens: raw.healthz_tokens,
         })
     }
 
@@ -378,6 +393,15 @@ mod tests {
         use rocket::figment::providers::{Format, Toml};
         // The debug profile, where no secret key is required.
         Settings::from_figment(&Figment::from(Toml::string(toml)).select("debug"))
+    }
+
+    #[test]
+    fn healthz_tokens_must_be_long_enough() {
+        let e = settings("healthz_tokens = ['0123456789abcdef', 'short']").err().unwrap();
+        assert_eq!(e.key, "healthz_tokens[1]", "{e}");
+        let ok = settings("healthz_tokens = ['0123456789abcdef']").unwrap();
+        assert_eq!(ok.healthz_tokens, vec!["0123456789abcdef"]);
+        assert!(settings("").unwrap().healthz_tokens.is_empty(), "none by default");
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! Each host's poll health: the banner above the VM list and `GET /healthz` (JSON, no login).
+//! Each host's poll health: the banner above the VM list and `GET /healthz` (JSON). Anyone gets
+//! the overall and per-host status, nothing more (no host names, URIs, command lines or
+//! errors: the endpoint is open, and readable through DNS rebinding); a session or a bearer
+//! token from `healthz_tokens` gets the details.
 
 use std::sync::Arc;
 
@@ -88,13 +91,61 @@ pub struct Health {
     hosts: Vec<HostStatus>,
 }
 
+/// What anyone may read: the overall status and each host's (in configuration order).
+#[derive(Serialize)]
+pub struct PublicHealth {
+    status: &'static str,
+    hosts: Vec<PublicHostStatus>,
+}
+
+#[derive(Serialize)]
+pub struct PublicHostStatus {
+    /// `ok` or `degraded`.
+    status: &'static str,
+}
+
+/// Whether the request may see `/healthz`'s details: a logged-in user, or a configured token.
+pub struct HealthDetails(bool);
+
+#[rocket::async_trait]
+impl<'r> rocket::request::FromRequest<'r> for HealthDetails {
+    type Error = ();
+
+    async fn from_request(req: &'r rocket::Request<'_>) -> rocket::request::Outcome<Self, ()> {
+        use subtle::ConstantTimeEq;
+        let tokens = req.rocket().state::<Settings>().map_or(&[][..], |s| &s.healthz_tokens[..]);
+        let bearer = req
+            .headers()
+            .get_one("Authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim);
+        let token_ok = bearer.is_some_and(|b| {
+            tokens.iter().fold(false, |ok, t| ok | bool::from(t.as_bytes().ct_eq(b.as_bytes())))
+        });
+        let session = token_ok || req.guard::<&crate::domain::CurrentUser>().await.is_success();
+        rocket::request::Outcome::Success(HealthDetails(session))
+    }
+}
+
 #[rocket::get("/healthz")]
 pub async fn healthz(
+    details: HealthDetails,
     db: &State<Db>,
     hosts: &State<Arc<Hosts>>,
     settings: &State<Settings>,
-) -> Result<Json<Health>, AppError> {
+) -> Result<Result<Json<Health>, Json<PublicHealth>>, AppError> {
     let hosts = host_statuses(&db.0, hosts, settings).await?;
     let status = if hosts.iter().all(|h| h.status == "ok") { "ok" } else { "degraded" };
-    Ok(Json(Health { status, poll_interval_secs: settings.poll_interval.as_secs(), hosts }))
+    if details.0 {
+        return Ok(Ok(Json(Health {
+            status,
+            poll_interval_secs: settings.poll_interval.as_secs(),
+            hosts,
+        })));
+    }
+    let hosts = hosts
+        .iter()
+        .map(|h| PublicHostStatus { status: if h.status == "ok" { "ok" } else { "degraded" } })
+        .collect();
+    Ok(Err(Json(PublicHealth { status, hosts })))
 }

@@ -109,17 +109,19 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (health, page) = rt.block_on(async {
-        let client = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
+        let every = Duration::from_millis(100);
+        let client = reqwest::Client::new();
+        let up = async || client.get(format!("{base}/healthz")).send().await.is_ok();
+        eventually_every("the server answering", Duration::from_secs(20), every, up).await;
+        let session = login(&base, "watcher", PASSWORD).await.expect("login");
+        // /healthz's details (URIs, errors) are for logged-in users.
         let failing = async || {
-            let body =
-                client.get(format!("{base}/healthz")).send().await.ok()?.text().await.unwrap();
+            let body = session.get("/healthz").await.1;
             body.contains("\"failing\"").then_some(body)
         };
-        let every = Duration::from_millis(100);
         let what = "the failing host showing up in /healthz";
         let body = eventually_every(what, Duration::from_secs(20), every, failing).await;
-        let session = login(&base, "watcher", PASSWORD).await.expect("login");
         let page = session.get("/vms").await.1;
         (body, page)
     });

@@ -166,16 +166,42 @@ async fn bad_query_parameters_get_a_visible_message_never_an_error() {
 
 #[tokio::test]
 async fn healthz_reports_each_hosts_poll_state() {
-    let app = breadth_app().await;
-    let res = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["status"], "ok");
-    let host = &body["hosts"][0];
-    assert_eq!(host["name"], "lab");
-    assert_eq!(host["status"], "ok");
-    assert_eq!(host["vm_count"], 21);
-    assert!(host["last_success_ms"].as_i64().unwrap() > 0);
+    let token = "monitoring-token-0123456789";
+    let app =
+        spawn_app(AppOptions { healthz_tokens: vec![token.into()], ..AppOptions::breadth() }).await;
+    // A logged-in user and a monitoring system with a token get the details.
+    let as_viewer = app.viewer.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    let with_token = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    for res in [as_viewer, with_token] {
+        assert_eq!(res.status().as_u16(), 200);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["status"], "ok");
+        let host = &body["hosts"][0];
+        assert_eq!(host["name"], "lab");
+        assert_eq!(host["status"], "ok");
+        assert_eq!(host["vm_count"], 21);
+        assert!(host["last_success_ms"].as_i64().unwrap() > 0);
+    }
+    // Anyone else gets the overall and per-host status only.
+    for auth in [None, Some("Bearer wrong-token-0123456789")] {
+        let mut req = app.client.get(format!("{}/healthz", app.base));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let body = req.send().await.unwrap().text().await.unwrap();
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["status"], "ok", "{auth:?}");
+        assert_eq!(json["hosts"][0]["status"], "ok", "{auth:?}");
+        for secret in ["lab", "test://", "breadth.xml", "vm_count"] {
+            assert!(!body.contains(secret), "{auth:?}: {secret:?} is not for anyone: {body}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -177,6 +177,8 @@ pub struct AppOptions {
     pub call_timeout_secs: u64,
     /// Proxies whose `X-Forwarded-For` is believed: lets a test speak as several clients.
     pub trusted_proxies: Vec<String>,
+    /// Bearer tokens for `/healthz`'s details.
+    pub healthz_tokens: Vec<String>,
 }
 
 impl Default for AppOptions {
@@ -187,6 +189,7 @@ impl Default for AppOptions {
             poll_interval_secs: 3600,
             call_timeout_secs: 10,
             trusted_proxies: Vec::new(),
+            healthz_tokens: Vec::new(),
         }
     }
 }
@@ -229,6 +232,7 @@ pub fn test_figment(dir: &Path, opts: &AppOptions, port: u16) -> Figment {
         .merge(("call_timeout_secs", opts.call_timeout_secs))
         .merge(("hosts", opts.hosts.clone()))
         .merge(("trusted_proxies", opts.trusted_proxies.clone()))
+        .merge(("healthz_tokens", opts.healthz_tokens.clone()))
 }
 
 pub async fn spawn_app(opts: AppOptions) -> TestApp {
