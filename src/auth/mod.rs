@@ -319,10 +319,10 @@ pub fn catchers() -> Vec<Catcher> {
     routes::catchers()
 }
 
-/// Login throttling state, as Rocket state.
-pub struct LoginThrottle(pub Throttle);
+/// Login throttling, and which refused attempts are audited (see `throttle`).
+pub struct LoginThrottle(pub Throttle, pub throttle::RefusalLog);
 
 /// Managed state this module needs.
 pub fn state() -> LoginThrottle {
-    LoginThrottle(Throttle::default())
+    LoginThrottle(Throttle::default(), throttle::RefusalLog::default())
 }

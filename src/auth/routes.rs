@@ -131,33 +131,29 @@ async fn login(
         (status, page.render())
     };
     let actor = Actor { user: Some(shown.clone()), addr: addr.0.map(|a| a.to_string()) };
+    // Refused attempts cost nothing to send: at most one audit entry per client per minute.
+    let refused = |kind: AuditKind, detail: &'static str| {
+        let unrecorded = throttle.1.admit(addr.0);
+        let actor = &actor;
+        async move {
+            let Some(n) = unrecorded else { return };
+            let detail = match n {
+                0 => detail.to_string(),
+                n => format!("{detail}; {n} more refused attempt(s) from this client before this one were not recorded"),
+            };
+            events::record_logged(&db.0, kind, actor, AuditOutcome::Refused, None, Some(&detail))
+                .await;
+        }
+    };
     if !req_origin.0 {
-        events::record_logged(
-            &db.0,
-            AuditKind::CsrfRefused,
-            &actor,
-            AuditOutcome::Refused,
-            None,
-            Some("POST /login from another origin"),
-        )
-        .await;
+        refused(AuditKind::CsrfRefused, "POST /login from another origin").await;
         return Err(page(Status::Forbidden, "This login form did not come from vmdeck.".into()));
     }
     if name.is_empty() || form.password.is_empty() || name.len() > 256 {
         return Err(page(Status::BadRequest, "Enter your user name and password.".into()));
     }
-    let failed = |detail: Option<&'static str>| {
-        events::record_logged(
-            &db.0,
-            AuditKind::LoginFailed,
-            &actor,
-            AuditOutcome::Refused,
-            None,
-            detail,
-        )
-    };
     if let Some(wait) = throttle.0.check(name, addr.0) {
-        failed(Some("throttled")).await;
+        refused(AuditKind::LoginFailed, "throttled").await;
         return Err(page(
             Status::TooManyRequests,
             format!("Too many failed attempts. Try again in {} s.", wait.as_secs().max(1)),
@@ -178,7 +174,16 @@ async fn login(
     let ok = password::verify(form.password.to_string(), stored).await;
     let Some((user_id, canonical, _, _)) = creds.filter(|_| ok) else {
         throttle.0.failure(name, addr.0);
-        failed(None).await;
+        // Each of these cost a password hash, and throttling caps them: every one is recorded.
+        events::record_logged(
+            &db.0,
+            AuditKind::LoginFailed,
+            &actor,
+            AuditOutcome::Refused,
+            None,
+            None,
+        )
+        .await;
         return Err(page(Status::Unauthorized, "Wrong user name or password.".into()));
     };
     throttle.0.success(name, addr.0);

@@ -126,6 +126,67 @@ impl Throttle {
     }
 }
 
+/// How long one client's refused attempts (foreign origin, throttled) share one audit entry.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    since: Instant,
+    /// Refused attempts not recorded since `since`.
+    unrecorded: u32,
+}
+
+/// Which refused login attempts reach the audit log: at most one per client per window, so an
+/// anonymous loop of refused requests cannot fill the disk or bury the real entries. The entry
+/// after a window says how many were left out. Bounded like [`Throttle`].
+pub struct RefusalLog {
+    window: Duration,
+    table: Mutex<(HashMap<Client, Seen>, VecDeque<Client>)>,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        RefusalLog::new(REFUSAL_WINDOW)
+    }
+}
+
+impl RefusalLog {
+    pub fn new(window: Duration) -> Self {
+        RefusalLog { window, table: Mutex::default() }
+    }
+
+    /// Some(n) when this refused attempt is to be recorded, `n` being how many from the same
+    /// client were not recorded before it; None when it is only counted.
+    pub fn admit(&self, addr: Option<IpAddr>) -> Option<u32> {
+        let now = Instant::now();
+        // A poisoned lock records every attempt: visibility over volume in a broken state.
+        let Ok(mut table) = self.table.lock() else { return Some(0) };
+        let (seen, order) = &mut *table;
+        let client = Client::of(addr);
+        match seen.get_mut(&client) {
+            Some(s) if now.duration_since(s.since) < self.window => {
+                s.unrecorded = s.unrecorded.saturating_add(1);
+                None
+            }
+            Some(s) => {
+                let n = s.unrecorded;
+                *s = Seen { since: now, unrecorded: 0 };
+                Some(n)
+            }
+            None => {
+                if order.len() >= MAX_RECORDS {
+                    if let Some(oldest) = order.pop_front() {
+                        seen.remove(&oldest);
+                    }
+                }
+                order.push_back(client);
+                seen.insert(client, Seen { since: now, unrecorded: 0 });
+                Some(0)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +265,20 @@ mod tests {
         })
         .join();
         assert_eq!(t.check("anyone", ip("192.0.2.1")), Some(MAX_DELAY), "fail closed");
+    }
+
+    #[test]
+    fn refused_attempts_are_recorded_once_per_client_per_window_with_a_count() {
+        let log = RefusalLog::new(Duration::from_millis(200));
+        let a = ip("198.51.100.7");
+        assert_eq!(log.admit(a), Some(0), "the first is recorded");
+        for _ in 0..50 {
+            assert_eq!(log.admit(a), None, "the rest of the window is only counted");
+        }
+        assert_eq!(log.admit(ip("203.0.113.5")), Some(0), "another client has its own window");
+        assert_eq!(log.admit(ip("2001:db8::1")), Some(0));
+        assert_eq!(log.admit(ip("2001:db8::2")), None, "same /64");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(log.admit(a), Some(50), "the next window's entry says how many were left out");
     }
 }

@@ -445,3 +445,39 @@ async fn a_huge_user_name_is_cut_before_anything_is_stored() {
         "an audited user name is at most 64 characters and an ellipsis ({longest})"
     );
 }
+
+#[tokio::test]
+async fn a_loop_of_refused_logins_writes_one_audit_entry_per_client_not_one_per_request() {
+    let app = breadth_app().await;
+    let entries = async |kind: &str| audit_count(&app, kind).await;
+    for _ in 0..30 {
+        let res = app
+            .client
+            .post(format!("{}/login", app.base))
+            .header("Origin", "http://evil.example")
+            .form(&[("username", "admin"), ("password", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 403);
+    }
+    assert_eq!(entries("csrf_refused").await, 1, "30 refused requests, one entry");
+    let mut throttled = 0;
+    for _ in 0..30 {
+        if login(&app.base, "nobody", "wrong password!").await.err().unwrap().0 == 429 {
+            throttled += 1;
+        }
+    }
+    assert!(throttled >= 20, "most attempts were throttled ({throttled})");
+    let throttled_entries: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE kind = 'login_failed' AND detail = 'throttled'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(throttled_entries, 0, "this client's one entry this minute was the refused origin");
+    assert!(entries("login_failed").await <= 4, "only the attempts that were checked are recorded");
+    // The real entries are still there, on the first page.
+    let (_, html) = app.get("/audit").await;
+    assert!(html.contains("csrf_refused"));
+}
