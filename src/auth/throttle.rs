@@ -116,13 +116,9 @@ impl Throttle {
     }
 
     /// How many records are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.table.lock().map(|t| t.records.len()).unwrap_or(0)
-    }
-
-    /// Whether no record is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

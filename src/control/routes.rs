@@ -25,16 +25,16 @@ const MAX_BULK: usize = 1000;
 /// The VM named by a path, present on a configured host.
 async fn find(
     control: &Control,
-    host: Result<HostName, String>,
-    uuid: Result<VmUuid, String>,
+    host: Result<HostName, &str>,
+    uuid: Result<VmUuid, &str>,
 ) -> Result<Target, AppError> {
-    let uuid = uuid.map_err(AppError::NotFound)?;
+    let uuid = uuid.map_err(|given| AppError::NotFound(VmUuid::not_a_uuid(given)))?;
     let not_found = |host: &str| {
         AppError::NotFound(format!(
             "There is no VM {uuid} on a host named {host:?} (it may be gone)."
         ))
     };
-    let host = host.map_err(|_| not_found("?"))?;
+    let host = host.map_err(not_found)?;
     let vm = VmKey::new(host, uuid.clone());
     control.target(&vm).await?.ok_or_else(|| not_found(vm.host.as_str()))
 }
@@ -107,8 +107,8 @@ struct ConfirmQuery<'r> {
 #[rocket::get("/vms/<host>/<uuid>/power/confirm?<q..>")]
 async fn confirm_page(
     user: Operator<'_>,
-    host: Result<HostName, String>,
-    uuid: Result<VmUuid, String>,
+    host: Result<HostName, &str>,
+    uuid: Result<VmUuid, &str>,
     q: ConfirmQuery<'_>,
     control: &State<Control>,
     settings: &State<Settings>,
@@ -165,8 +165,8 @@ fn confirmed(confirm: Option<&str>) -> bool {
 #[rocket::post("/vms/<host>/<uuid>/power", data = "<form>")]
 async fn power_one(
     user: Operator<'_>,
-    host: Result<HostName, String>,
-    uuid: Result<VmUuid, String>,
+    host: Result<HostName, &str>,
+    uuid: Result<VmUuid, &str>,
     form: Csrf<PowerForm<'_>>,
     control: &State<Control>,
 ) -> Result<Result<Flash<Redirect>, Redirect>, AppError> {

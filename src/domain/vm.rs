@@ -37,11 +37,12 @@ impl fmt::Display for HostName {
     }
 }
 
+/// A path segment that is not a host name is handed back as given (the route words the error).
 impl<'a> FromParam<'a> for HostName {
-    type Error = String;
+    type Error = &'a str;
 
-    fn from_param(param: &'a str) -> Result<Self, String> {
-        HostName::parse(param)
+    fn from_param(param: &'a str) -> Result<Self, &'a str> {
+        HostName::parse(param).map_err(|_| param)
     }
 }
 
@@ -58,8 +59,13 @@ impl VmUuid {
         if ok {
             Ok(VmUuid(s.to_string()))
         } else {
-            Err(format!("{s:?} is not a VM identifier (a UUID)."))
+            Err(VmUuid::not_a_uuid(s))
         }
+    }
+
+    /// What is wrong with `given`, for the user.
+    pub fn not_a_uuid(given: &str) -> String {
+        format!("{given:?} is not a VM identifier (a UUID).")
     }
 
     pub fn as_str(&self) -> &str {
@@ -73,11 +79,12 @@ impl fmt::Display for VmUuid {
     }
 }
 
+/// A path segment that is not a UUID is handed back as given (the route words the error).
 impl<'a> FromParam<'a> for VmUuid {
-    type Error = String;
+    type Error = &'a str;
 
-    fn from_param(param: &'a str) -> Result<Self, String> {
-        VmUuid::parse(param)
+    fn from_param(param: &'a str) -> Result<Self, &'a str> {
+        VmUuid::parse(param).map_err(|_| param)
     }
 }
 

@@ -26,37 +26,32 @@ pub fn routes() -> Vec<Route> {
 /// The VM a path names; one vmdeck has never seen (or a malformed path) is a 404.
 async fn find(
     pool: &sqlx::SqlitePool,
-    host: Result<HostName, String>,
-    uuid: Result<VmUuid, String>,
-    raw: (&str, &str),
+    host: Result<HostName, &str>,
+    uuid: Result<VmUuid, &str>,
 ) -> Result<(VmKey, VmRow), AppError> {
-    let never_seen = || {
-        AppError::NotFound(format!(
-            "vmdeck has never seen a VM {:?} on a host named {:?}.",
-            raw.1, raw.0
-        ))
-    };
-    let (Ok(host), Ok(uuid)) = (host, uuid) else { return Err(never_seen()) };
+    // Named as given, valid or not.
+    let host_text = host.as_ref().map_or_else(|g| g.to_string(), HostName::to_string);
+    let uuid_text = uuid.as_ref().map_or_else(|g| g.to_string(), VmUuid::to_string);
+    let never_seen = AppError::NotFound(format!(
+        "vmdeck has never seen a VM {uuid_text:?} on a host named {host_text:?}."
+    ));
+    let (Ok(host), Ok(uuid)) = (host, uuid) else { return Err(never_seen) };
     let key = VmKey::new(host, uuid);
-    let row = store::vm(pool, &key).await?.ok_or_else(never_seen)?;
+    let row = store::vm(pool, &key).await?.ok_or(never_seen)?;
     Ok((key, row))
 }
 
 #[rocket::get("/vms/<host>/<uuid>?<range..>", rank = 2)]
 async fn vm_page(
     user: Viewer<'_>,
-    host: Result<HostName, String>,
-    uuid: Result<VmUuid, String>,
+    host: Result<HostName, &str>,
+    uuid: Result<VmUuid, &str>,
     range: RangeQuery<'_>,
     app: App<'_>,
     flash: Option<FlashMessage<'_>>,
 ) -> Result<Template, AppError> {
     let (pool, settings) = (app.pool, app.settings);
-    let raw = (
-        host.as_ref().map_or("", |h| h.as_str()).to_string(),
-        uuid.as_ref().map_or("", |u| u.as_str()).to_string(),
-    );
-    let (key, vm) = find(pool, host, uuid, (&raw.0, &raw.1)).await?;
+    let (key, vm) = find(pool, host, uuid).await?;
     let range = range.read(now_ms());
     let history =
         model::load_history(pool, settings, vm.host_id, vm.id, range.start, range.end).await?;
@@ -338,14 +333,14 @@ fn charts(h: &History, r: &RangeChoice, config: Option<&VmConfig>) -> Vec<ChartV
 }
 
 /// A `<uuid>.csv` path segment; anything else does not match, so the page route gets it.
-struct CsvFile(Result<VmUuid, String>, String);
+struct CsvFile<'r>(Result<VmUuid, &'r str>);
 
-impl<'r> FromParam<'r> for CsvFile {
+impl<'r> FromParam<'r> for CsvFile<'r> {
     type Error = ();
 
     fn from_param(param: &'r str) -> Result<Self, ()> {
         let uuid = param.strip_suffix(".csv").ok_or(())?;
-        Ok(CsvFile(VmUuid::parse(uuid), uuid.to_string()))
+        Ok(CsvFile(VmUuid::from_param(uuid)))
     }
 }
 
@@ -353,14 +348,13 @@ impl<'r> FromParam<'r> for CsvFile {
 #[rocket::get("/vms/<host>/<file>?<range..>", rank = 1)]
 async fn vm_csv(
     _user: Viewer<'_>,
-    host: Result<HostName, String>,
-    file: CsvFile,
+    host: Result<HostName, &str>,
+    file: CsvFile<'_>,
     range: RangeQuery<'_>,
     app: App<'_>,
 ) -> Result<Csv, AppError> {
     let (pool, settings) = (app.pool, app.settings);
-    let raw_host = host.as_ref().map_or("", |h| h.as_str()).to_string();
-    let (_, vm) = find(pool, host, file.0, (&raw_host, &file.1)).await?;
+    let (_, vm) = find(pool, host, file.0).await?;
     let r = range.read(now_ms());
     let h = model::load_history(pool, settings, vm.host_id, vm.id, r.start, r.end).await?;
     let mut header = vec!["time_utc".to_string(), "samples".to_string()];
