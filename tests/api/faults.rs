@@ -23,16 +23,7 @@ async fn an_unreachable_host_is_shown_failing_while_the_others_keep_working() {
         "the banner shows the error"
     );
 
-    let body: serde_json::Value = app
-        .viewer
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = app.health().await;
     assert_eq!(body["status"], "degraded");
     let dead_host = body["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "dead").unwrap();
     assert_eq!(dead_host["status"], "failing");

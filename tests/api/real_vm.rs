@@ -145,16 +145,7 @@ async fn a_daemon_killed_between_polls_is_reported_and_picked_up_again_after_res
         async || matches!(app.poll("lab").await, PollOutcome::Recorded(_)),
     )
     .await;
-    let body: serde_json::Value = app
-        .viewer
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = app.health().await;
     assert_eq!(body["hosts"][0]["status"], "ok");
 }
 

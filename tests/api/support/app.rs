@@ -273,6 +273,13 @@ impl TestApp {
         self.viewer.get(path).await
     }
 
+    /// `/healthz` with its details, as the logged-in viewer sees it.
+    pub async fn health(&self) -> serde_json::Value {
+        let res = self.viewer.client.get(format!("{}/healthz", self.base)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "/healthz");
+        res.json().await.unwrap()
+    }
+
     /// Creates a user with `role` (named after it unless taken) and logs in as it.
     pub async fn session(&self, role: &str) -> Session {
         let name = format!("{role}-{}", vmdeck::auth::new_token()[..6].to_lowercase());
