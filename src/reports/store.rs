@@ -1,6 +1,7 @@
 //! The reports' SQL: VM lifetimes, configuration versions, address intervals, the states seen
 //! by past polls and the rollups' per-state sample counts. One function per statement.
 
+use futures::stream::BoxStream;
 use sqlx::SqlitePool;
 
 use crate::domain::PowerState;
@@ -77,39 +78,106 @@ pub async fn all_vms(pool: &SqlitePool) -> sqlx::Result<Vec<(i64, String, String
     .await
 }
 
-/// Per-state sample counts of a resolution's buckets in `[from, to)` (seconds), per VM in
-/// bucket order: (vm id, bucket, n, up, paused, off).
-pub async fn bucket_states_between(
+/// Per VM over one source of availability (a rollup resolution's buckets, or raw samples)
+/// in a stretch of time: time observed running and in a known state (ms), and the first and
+/// last moment observed in a known state (ms).
+pub type SourceTotals = (i64, i64, i64, Option<i64>, Option<i64>);
+
+/// One unit of observation (a bucket or a sample) of one VM: (vm id, start ms, end ms, time
+/// running ms, time in a known state ms).
+pub type Unit = (i64, i64, i64, i64, i64);
+
+/// [`SourceTotals`] of a resolution's buckets in `[from_s, to_s)` (seconds), each sample
+/// standing for `interval` ms. One row per VM, summed by SQLite.
+pub async fn bucket_totals(
     pool: &SqlitePool,
     res: i64,
     from_s: i64,
     to_s: i64,
-) -> sqlx::Result<Vec<(i64, i64, i64, i64, i64, i64)>> {
+    interval: i64,
+) -> sqlx::Result<Vec<SourceTotals>> {
     sqlx::query_as(
-        "SELECT r.vm_id, r.bucket, r.n, r.up, r.paused, r.off FROM vms v
-         JOIN rollups r ON r.res = ?1 AND r.vm_id = v.id AND r.bucket >= ?2 AND r.bucket < ?3
+        "SELECT r.vm_id, sum(r.up) * ?4, sum(r.up + r.paused + r.off) * ?4,
+                min(CASE WHEN r.up + r.paused + r.off > 0 THEN r.bucket END) * 1000,
+                (max(CASE WHEN r.up + r.paused + r.off > 0 THEN r.bucket END) + ?1) * 1000
+         FROM vms v JOIN rollups r ON r.res = ?1 AND r.vm_id = v.id AND r.bucket >= ?2 AND r.bucket < ?3
+         GROUP BY r.vm_id",
+    )
+    .bind(res)
+    .bind(from_s)
+    .bind(to_s)
+    .bind(interval)
+    .fetch_all(pool)
+    .await
+}
+
+/// The buckets of the VMs in `vm_ids` (a JSON array) in `[from_s, to_s)`, per VM in time
+/// order, as a stream: memory stays flat however long the stretch.
+pub fn bucket_units<'a>(
+    pool: &'a SqlitePool,
+    res: i64,
+    from_s: i64,
+    to_s: i64,
+    interval: i64,
+    vm_ids: String,
+) -> BoxStream<'a, sqlx::Result<Unit>> {
+    sqlx::query_as(
+        "SELECT r.vm_id, r.bucket * 1000, (r.bucket + ?1) * 1000, r.up * ?4, (r.up + r.paused + r.off) * ?4
+         FROM json_each(?5) j JOIN rollups r ON r.res = ?1 AND r.vm_id = j.value AND r.bucket >= ?2 AND r.bucket < ?3
          ORDER BY r.vm_id, r.bucket",
     )
     .bind(res)
     .bind(from_s)
     .bind(to_s)
+    .bind(interval)
+    .bind(vm_ids)
+    .fetch(pool)
+}
+
+/// The SQL classifying a raw sample's state as running / known, as the 5-minute rollups do.
+const RAW_UP: &str = "(s.state = 'running')";
+const RAW_KNOWN: &str =
+    "(s.state IN ('running', 'paused', 'suspended', 'in_transition', 'shut_off', 'crashed'))";
+
+/// [`SourceTotals`] of the raw samples in `[from, to)` (ms), each sample standing for
+/// `interval` ms (cut at `to`).
+pub async fn raw_totals(
+    pool: &SqlitePool,
+    from: i64,
+    to: i64,
+    interval: i64,
+) -> sqlx::Result<Vec<SourceTotals>> {
+    sqlx::query_as(&format!(
+        "SELECT s.vm_id, sum({RAW_UP} * min(?3, ?2 - s.ts)), sum({RAW_KNOWN} * min(?3, ?2 - s.ts)),
+                min(CASE WHEN {RAW_KNOWN} THEN s.ts END), max(CASE WHEN {RAW_KNOWN} THEN min(s.ts + ?3, ?2) END)
+         FROM samples s WHERE s.ts >= ?1 AND s.ts < ?2 GROUP BY s.vm_id"
+    ))
+    .bind(from)
+    .bind(to)
+    .bind(interval)
     .fetch_all(pool)
     .await
 }
 
-/// Every raw sample's state in `[from, to)` (ms), per VM in time order: (vm id, ts, state).
-pub async fn raw_states(
-    pool: &SqlitePool,
+/// The raw samples of the VMs in `vm_ids` (a JSON array) in `[from, to)` (ms), per VM in
+/// time order, as a stream.
+pub fn raw_units<'a>(
+    pool: &'a SqlitePool,
     from: i64,
     to: i64,
-) -> sqlx::Result<Vec<(i64, i64, PowerState)>> {
-    sqlx::query_as(
-        "SELECT s.vm_id, s.ts, s.state FROM samples s WHERE s.ts >= ? AND s.ts < ? ORDER BY s.vm_id, s.ts",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await
+    interval: i64,
+    vm_ids: String,
+) -> BoxStream<'a, sqlx::Result<Unit>> {
+    // The statement must live as long as the stream: built once, leaked never (it is static).
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "SELECT s.vm_id, s.ts, min(s.ts + ?3, ?2), {RAW_UP} * min(?3, ?2 - s.ts), {RAW_KNOWN} * min(?3, ?2 - s.ts)
+             FROM samples s WHERE s.ts >= ?1 AND s.ts < ?2 AND s.vm_id IN (SELECT value FROM json_each(?4))
+             ORDER BY s.vm_id, s.ts"
+        )
+    });
+    sqlx::query_as(sql).bind(from).bind(to).bind(interval).bind(vm_ids).fetch(pool)
 }
 
 /// Every VM's lifetime: (id, host name, first seen, gone at).
