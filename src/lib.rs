@@ -76,6 +76,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .mount("/", inventory::routes())
         .mount("/", auth::routes())
         .mount("/", auth::admin::routes())
+        .mount("/", auth::account::routes())
         .mount("/", control::routes())
         .mount("/", audit::routes())
         .mount("/", history::routes())

@@ -25,6 +25,10 @@ impl Fairing for SecurityHeaders {
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         res.set_header(Header::new("Content-Security-Policy", CSP));
+        // Behind an HTTPS proxy, browsers are told to never use plain HTTP for this site again.
+        if req.rocket().state::<crate::config::Settings>().is_some_and(|s| s.https()) {
+            res.set_header(Header::new("Strict-Transport-Security", "max-age=31536000"));
+        }
         let is_static = req.uri().path().starts_with("/static/");
         if !is_static
             && res.content_type().is_none_or(|c| {

@@ -183,6 +183,12 @@ async fn change_password(
 ) -> Flash<Redirect> {
     let f = form.0;
     let result = async {
+        if name.eq_ignore_ascii_case(&me.0.name) {
+            return Err(UserError::Invalid(
+                "change your own password on your account page, which asks for the current one"
+                    .into(),
+            ));
+        }
         if f.password != f.password_again {
             return Err(UserError::Invalid("the two passwords differ".into()));
         }
@@ -211,10 +217,6 @@ async fn change_password(
         )
         .await;
     }
-    // Changing one's own password ends one's own session too.
-    if name == me.0.name && result.is_ok() {
-        return Flash::success(Redirect::to("/login"), "Password changed: log in again.");
-    }
     back(result)
 }
 
@@ -232,7 +234,7 @@ async fn remove_confirm(
     db: &State<Db>,
     settings: &State<Settings>,
 ) -> Result<Template, AppError> {
-    let exists = users::credentials(&db.0, name).await?.is_some();
+    let exists = users::credentials(&db.0, name, true).await?.is_some();
     if !exists {
         return Err(AppError::NotFound(format!("There is no user named {name:?}.")));
     }

@@ -2,6 +2,7 @@
 //! the client address. Authorization is decided here, by request guards: a route that takes
 //! [`Operator`] cannot run for a viewer, whatever the page shows.
 
+pub mod account;
 pub mod admin;
 pub mod password;
 mod routes;
@@ -31,9 +32,6 @@ use throttle::Throttle;
 
 pub use crate::domain::{CurrentUser, Role};
 pub use routes::safe_next;
-
-/// The session cookie's name.
-pub const COOKIE: &str = "vmdeck_session";
 
 /// A new random token: 256 bits, URL-safe base64.
 pub fn new_token() -> String {
@@ -76,11 +74,11 @@ pub fn client_addr(req: &Request<'_>) -> Option<IpAddr> {
 // Sessions and guards
 
 async fn lookup_session(req: &Request<'_>) -> Option<CurrentUser> {
-    let token = req.cookies().get_private(COOKIE)?.value().to_string();
-    let pool = &req.rocket().state::<Db>()?.0;
     let settings = req.rocket().state::<Settings>()?;
+    let token = req.cookies().get_private(settings.session_cookie())?.value().to_string();
+    let pool = &req.rocket().state::<Db>()?.0;
     let id_hash = hash_token(&token);
-    let row = store::session(pool, &id_hash)
+    let row = store::session(pool, &id_hash, settings.demo)
         .await
         .map_err(|e| tracing::error!("session lookup failed: {e}"))
         .ok()??;
@@ -89,7 +87,7 @@ async fn lookup_session(req: &Request<'_>) -> Option<CurrentUser> {
     let life_ok = now - row.created_at <= settings.session_lifetime.as_millis() as i64;
     if !idle_ok || !life_ok {
         let _ = store::delete_session(pool, &id_hash).await;
-        req.cookies().remove_private(COOKIE);
+        req.cookies().remove_private(settings.session_cookie());
         return None;
     }
     // Touch at most every 15 s: one write per request would serialise page loads on SQLite.
@@ -294,8 +292,9 @@ pub async fn first_run(pool: &SqlitePool, demo: bool) {
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => tracing::warn!(
-                "DEMO: created user `admin` with password `{password}` (demo only, shown once; set your own with `vmdeck user passwd admin`)"
+            // On the terminal, not in the log stream: logs are kept and shipped elsewhere.
+            Ok(()) => eprintln!(
+                "DEMO: user `admin` has password `{password}` (demo only, shown once; this account cannot log in outside the demo)"
             ),
             Err(e) => tracing::error!("could not set up the demo admin: {e}"),
         }

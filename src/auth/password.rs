@@ -1,6 +1,7 @@
 //! Password hashing with argon2id at OWASP's minimum parameters (19 MiB, 2 passes, 1 lane),
 //! always run on the blocking pool so a burst of logins never stalls page loads.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use tokio::sync::Semaphore;
@@ -18,13 +19,30 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Checks a new password; the error says what is wrong.
-pub fn check_strength(password: &str) -> Result<(), String> {
+/// The 10,000 most common passwords (see the file's header for where they come from).
+const COMMON: &str = include_str!("common-passwords.txt");
+
+/// Whether a password is on the common-password list, regardless of case.
+fn is_common(password: &str) -> bool {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    let set = SET
+        .get_or_init(|| COMMON.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect());
+    set.contains(password.to_lowercase().as_str())
+}
+
+/// Checks a new password for the account `user`; the error says what is wrong.
+pub fn check_strength(password: &str, user: &str) -> Result<(), String> {
     if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(format!("The password must have at least {MIN_PASSWORD_LEN} characters."));
+        return Err(format!("the password must have at least {MIN_PASSWORD_LEN} characters"));
     }
     if password.len() > 1024 {
-        return Err("The password is too long (at most 1024 bytes).".into());
+        return Err("the password is too long (at most 1024 bytes)".into());
+    }
+    if is_common(password) {
+        return Err("this password is among the 10,000 most common ones: choose another".into());
+    }
+    if password.to_lowercase().contains(&user.to_lowercase()) {
+        return Err("the password must not contain the user name".into());
     }
     Ok(())
 }
@@ -81,4 +99,25 @@ pub async fn verify(password: String, stored: Option<String>) -> bool {
 /// Computes the dummy hash ahead of the first login attempt.
 pub fn warm_up() {
     let _ = dummy_hash();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_and_guessable_passwords_are_refused_whatever_their_case() {
+        for (pw, why) in [
+            ("short", "at least"),
+            ("1234567890", "most common"),
+            ("Password12", "most common"),
+            ("QWERTYUIOP", "most common"),
+            ("alice-is-here-2026", "user name"),
+        ] {
+            let e = check_strength(pw, "Alice").unwrap_err();
+            assert!(e.contains(why), "{pw}: {e}");
+        }
+        assert!(check_strength("correct horse battery", "alice").is_ok());
+        assert!(is_common("123456"), "the list's first entry is read");
+    }
 }

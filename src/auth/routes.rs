@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{
     hash_token, new_token, password, store, users, ClientAddr, Csrf, CsrfForm, LoginThrottle,
-    SameOrigin, Viewer, COOKIE,
+    SameOrigin, Viewer,
 };
 use crate::config::Settings;
 use crate::db::{now_ms, Db};
@@ -165,7 +165,7 @@ async fn login(
             "Login is unavailable right now; the details are in the server log.".into(),
         )
     };
-    let creds = users::credentials(&db.0, name).await.map_err(|e| {
+    let creds = users::credentials(&db.0, name, settings.demo).await.map_err(|e| {
         tracing::error!("login lookup failed: {e}");
         unavailable()
     })?;
@@ -203,12 +203,17 @@ async fn login(
         tracing::error!("creating a session failed: {e}");
         return Err(unavailable());
     }
+    // Expires with the session's lifetime (Rocket's default for private cookies is a week);
+    // over HTTPS `Secure` under the `__Host-` prefix (no Domain, Path=/).
+    let lifetime = rocket::time::Duration::seconds(settings.session_lifetime.as_secs() as i64);
     cookies.add_private(
-        Cookie::build((COOKIE, token))
+        Cookie::build((settings.session_cookie(), token))
             .http_only(true)
             .same_site(SameSite::Strict)
-            .secure(settings.tls)
-            .path("/"),
+            .secure(settings.https())
+            .path("/")
+            .max_age(lifetime)
+            .expires(rocket::time::OffsetDateTime::now_utc() + lifetime),
     );
     let actor = Actor { user: Some(canonical), addr: actor.addr };
     events::record_logged(&db.0, AuditKind::Login, &actor, AuditOutcome::Ok, None, None).await;
@@ -233,11 +238,12 @@ async fn logout(
     _form: Csrf<LogoutForm>,
     db: &State<Db>,
     cookies: &CookieJar<'_>,
+    settings: &State<Settings>,
 ) -> Flash<Redirect> {
-    if let Some(token) = cookies.get_private(COOKIE) {
+    if let Some(token) = cookies.get_private(settings.session_cookie()) {
         let _ = store::delete_session(&db.0, &hash_token(token.value())).await;
     }
-    cookies.remove_private(COOKIE);
+    cookies.remove_private(settings.session_cookie());
     events::record_logged(&db.0, AuditKind::Logout, &user.0.actor(), AuditOutcome::Ok, None, None)
         .await;
     Flash::success(Redirect::to("/login"), "You are logged out.")

@@ -16,12 +16,18 @@ pub struct SessionRow {
     pub last_seen: i64,
 }
 
-pub async fn session(pool: &SqlitePool, id_hash: &str) -> sqlx::Result<Option<SessionRow>> {
+/// A live session by its id's hash. Demo accounts' sessions count only in demo mode.
+pub async fn session(
+    pool: &SqlitePool,
+    id_hash: &str,
+    demo: bool,
+) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as(
         "SELECT s.user_id, u.name, u.role, s.csrf_token, s.created_at, s.last_seen
-         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?",
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ? AND (u.demo = 0 OR ?)",
     )
     .bind(id_hash)
+    .bind(demo)
     .fetch_optional(pool)
     .await
 }

@@ -56,15 +56,20 @@ pub async fn list(pool: &SqlitePool) -> sqlx::Result<Vec<User>> {
     .await
 }
 
-/// The stored hash and role of a user, for login.
+/// The stored hash and role of a user, for login. Demo accounts exist only for the demo:
+/// outside it they are as unknown as any other name.
 pub async fn credentials(
     pool: &SqlitePool,
     name: &str,
+    demo: bool,
 ) -> sqlx::Result<Option<(i64, String, String, Role)>> {
-    sqlx::query_as("SELECT id, name, password_hash, role FROM users WHERE name = ?")
-        .bind(name)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(
+        "SELECT id, name, password_hash, role FROM users WHERE name = ? AND (demo = 0 OR ?)",
+    )
+    .bind(name)
+    .bind(demo)
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn add(
@@ -75,7 +80,7 @@ pub async fn add(
     demo: bool,
 ) -> Result<i64, UserError> {
     check_name(name)?;
-    password::check_strength(&password_text).map_err(UserError::Invalid)?;
+    password::check_strength(&password_text, name).map_err(UserError::Invalid)?;
     let hash = password::hash(password_text).await.map_err(UserError::Invalid)?;
     let now = now_ms();
     let res = sqlx::query_scalar(
@@ -105,7 +110,7 @@ pub async fn set_password(
     name: &str,
     password_text: String,
 ) -> Result<(), UserError> {
-    password::check_strength(&password_text).map_err(UserError::Invalid)?;
+    password::check_strength(&password_text, name).map_err(UserError::Invalid)?;
     let hash = password::hash(password_text).await.map_err(UserError::Invalid)?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let id: Option<i64> = sqlx::query_scalar(

@@ -54,8 +54,10 @@ pub struct Settings {
     pub power_concurrency: usize,
     /// How long raw samples and each rollup resolution are kept.
     pub retention: Retention,
-    /// Whether Rocket serves TLS (session cookies are then marked Secure).
-    pub tls: bool,
+    /// The address users reach vmdeck at (`public_url`), when configured. With an `https`
+    /// one (TLS terminated by a reverse proxy), the session cookie is `Secure` with the
+    /// `__Host-` prefix and every response carries HSTS.
+    pub public_url: Option<url::Url>,
     /// Bearer tokens that unlock `/healthz`'s details without a session (monitoring systems).
     pub healthz_tokens: Vec<String>,
 }
@@ -128,6 +130,7 @@ struct RawSettings {
     rollup_1h_retention_days: Option<u64>,
     rollup_1d_retention_days: Option<u64>,
     tls: Option<serde::de::IgnoredAny>,
+    public_url: Option<String>,
     #[serde(default)]
     healthz_tokens: Vec<String>,
 }
@@ -164,6 +167,9 @@ struct RawHostHead {
 /// Shortest accepted `healthz_tokens` entry.
 pub const MIN_TOKEN_LEN: usize = 16;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/vmdeck.db";
+
+/// The demo's database file, in the directory of the configured one.
+pub const DEMO_DATABASE: &str = "vmdeck-demo.db";
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 10;
 pub const MAX_POLL_INTERVAL_SECS: u64 = 3600;
 pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 20;
@@ -303,7 +309,25 @@ impl Settings {
             ));
         }
 
+        if raw.tls.is_some() {
+            return Err(ConfigError::new(
+                "tls",
+                "vmdeck does not serve TLS itself: put it behind a reverse proxy that does \
+                 (nginx, Caddy, Apache) and set public_url = \"https://…\" instead"
+                    .to_string(),
+            ));
+        }
+        let public_url = raw.public_url.as_deref().map(public_url).transpose()?;
+
         let demo = hosts.is_empty();
+        // The demo never shares a database with a real installation: its generated admin and
+        // throwaway history live in their own file beside the configured one.
+        let database_url = if demo && sqlite_path(&database_url).is_some() {
+            let dir = Settings::data_dir_of(&database_url);
+            format!("sqlite://{}", dir.join(DEMO_DATABASE).display())
+        } else {
+            database_url
+        };
         Ok(Settings {
             database_url,
             poll_interval: Duration::from_secs(poll_secs),
@@ -317,18 +341,52 @@ impl Settings {
             confirm_timeout: Duration::from_secs(confirm),
             power_concurrency,
             retention,
-            tls: raw.tls.is_some(),
+            public_url,
             healthz_tokens: raw.healthz_tokens,
         })
     }
 
     /// The directory holding the SQLite file (the demo lab definition is written beside it).
     pub fn data_dir(&self) -> PathBuf {
-        sqlite_path(&self.database_url)
+        Self::data_dir_of(&self.database_url)
+    }
+
+    /// Whether users reach vmdeck over HTTPS (through a TLS-terminating proxy).
+    pub fn https(&self) -> bool {
+        self.public_url.as_ref().is_some_and(|u| u.scheme() == "https")
+    }
+
+    /// The session cookie's name: with the `__Host-` prefix over HTTPS, so that browsers
+    /// accept it only `Secure`, for the whole site and from this very host.
+    pub fn session_cookie(&self) -> &'static str {
+        if self.https() {
+            "__Host-vmdeck_session"
+        } else {
+            "vmdeck_session"
+        }
+    }
+
+    fn data_dir_of(database_url: &str) -> PathBuf {
+        sqlite_path(database_url)
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."))
     }
+}
+
+/// Checks `public_url`: an absolute http(s) URL of the site's root.
+fn public_url(text: &str) -> Result<url::Url, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::new("public_url", format!("{text:?} {why} (e.g. https://vmdeck.example.com)"))
+    };
+    let url = url::Url::parse(text).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad("is not an http or https address"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must be the site's root, without a path: vmdeck is served at /"));
+    }
+    Ok(url)
 }
 
 /// The file path inside a `sqlite:` URL, or None for in-memory databases.
@@ -393,6 +451,39 @@ mod tests {
         use rocket::figment::providers::{Format, Toml};
         // The debug profile, where no secret key is required.
         Settings::from_figment(&Figment::from(Toml::string(toml)).select("debug"))
+    }
+
+    #[test]
+    fn https_comes_from_the_public_url_and_a_tls_table_is_refused_not_ignored() {
+        let e = settings("[tls]\ncerts = 'c.pem'\nkey = 'k.pem'").err().unwrap();
+        assert_eq!(e.key, "tls", "{e}");
+        assert!(e.to_string().contains("reverse proxy"), "{e}");
+        let s = settings("public_url = 'https://vmdeck.example.com'").unwrap();
+        assert!(s.https());
+        assert_eq!(s.session_cookie(), "__Host-vmdeck_session");
+        let s = settings("public_url = 'http://vmdeck.lan:8000/'").unwrap();
+        assert!(!s.https());
+        assert!(!settings("").unwrap().https(), "plain HTTP unless said otherwise");
+        for bad in
+            ["vmdeck.example.com", "ftp://x", "https://x/vmdeck", "https://x/?a=1", "https://"]
+        {
+            let e = settings(&format!("public_url = '{bad}'")).err();
+            assert_eq!(e.map(|e| e.key), Some("public_url".to_string()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_demo_never_uses_the_configured_database_file() {
+        let demo = settings("database_url = 'sqlite:///var/lib/vmdeck/vmdeck.db'").unwrap();
+        assert!(demo.demo);
+        assert_eq!(demo.database_url, "sqlite:///var/lib/vmdeck/vmdeck-demo.db");
+        let real = settings(
+            "database_url = 'sqlite:///var/lib/vmdeck/vmdeck.db'\n\
+             [[hosts]]\nname = 'kvm1'\ndriver = 'libvirt'\nuri = 'qemu:///system'",
+        )
+        .unwrap();
+        assert!(!real.demo);
+        assert_eq!(real.database_url, "sqlite:///var/lib/vmdeck/vmdeck.db");
     }
 
     #[test]

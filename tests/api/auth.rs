@@ -44,6 +44,14 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         ("GET", "/audit?<query..>", "/audit".into(), vec![], [401, 200, 200, 200]),
         ("GET", "/audit.csv?<query..>", "/audit.csv".into(), vec![], [401, 200, 200, 200]),
         ("GET", "/users", "/users".into(), vec![], [401, 403, 403, 200]),
+        ("GET", "/account", "/account".into(), vec![], [401, 200, 200, 200]),
+        (
+            "POST",
+            "/account/password",
+            "/account/password".into(),
+            vec![("current", "wrong-password"), ("password", "x"), ("password_again", "x")],
+            [401, 303, 303, 303],
+        ),
         (
             "POST",
             "/users",
@@ -293,6 +301,10 @@ async fn each_login_gets_a_new_session_id_and_the_cookie_is_locked_down() {
         .unwrap();
     let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(cookie.starts_with("vmdeck_session=") && !cookie.contains("Secure"), "{cookie}");
+    // The cookie lasts no longer than the session may (12 h by default), not Rocket's week.
+    assert_eq!(max_age(&cookie), Some(12 * 3600), "{cookie}");
+    assert!(res.headers().get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
     let res2 = client
         .post(format!("{}/login", app.base))
         .form(&[("username", "viewer"), ("password", PASSWORD)])
@@ -339,29 +351,41 @@ async fn a_forged_x_real_ip_does_not_change_the_audited_address() {
 }
 
 #[tokio::test]
-async fn an_admin_whose_own_password_change_fails_is_told_so_and_stays_logged_in() {
+async fn changing_ones_own_password_asks_for_the_current_one_and_refuses_common_ones() {
     let app = breadth_app().await;
     let admin = app.session("admin").await;
     let (_, users) = admin.get("/users").await;
     let name = users
-        .split("<span class=\"who\">")
+        .split("<a class=\"who\" href=\"/account\" title=\"Your account\">")
         .nth(1)
         .and_then(|s| s.split(' ').next())
-        .expect("the page names the logged-in user")
+        .expect("the page names the logged-in user, linking to their account")
         .to_string();
-    for (form, why) in [
-        ([("password", "a long new password"), ("password_again", "another one")], "differ"),
-        ([("password", "short"), ("password_again", "short")], "at least"),
+    // Not through the Users page, which would not ask for the current password.
+    let res = admin
+        .post(
+            &format!("/users/{name}/password"),
+            &[("password", "a long new password"), ("password_again", "a long new password")],
+        )
+        .await;
+    assert_eq!(res.headers()["location"], "/users");
+    assert!(admin.flash_at("/users").await.contains("account page"));
+
+    let new = "a long new password";
+    for (current, password, again, why) in [
+        ("not my password", new, new, "current password is wrong"),
+        ("", new, new, "current password is wrong"),
+        (PASSWORD, new, "another one", "differ"),
+        (PASSWORD, "short", "short", "at least"),
+        (PASSWORD, "Password123", "Password123", "most common"),
+        (PASSWORD, "qwertyuiop", "qwertyuiop", "most common"),
     ] {
-        let res = admin.post(&format!("/users/{name}/password"), &form).await;
+        let form = [("current", current), ("password", password), ("password_again", again)];
+        let res = admin.post("/account/password", &form).await;
         assert_eq!(res.status().as_u16(), 303, "{why}");
-        assert_eq!(
-            res.headers()["location"],
-            "/users",
-            "{why}: back to the Users page, not /login"
-        );
-        let flash = admin.flash_at("/users").await;
-        assert!(flash.starts_with("Not done:") && flash.contains(why), "{why}: {flash}");
+        assert_eq!(res.headers()["location"], "/account", "{why}: back, not to /login");
+        let flash = admin.flash_at("/account").await;
+        assert!(flash.starts_with("Not changed:") && flash.contains(why), "{why}: {flash}");
     }
     let (status, _) = admin.get("/users").await;
     assert_eq!(status, 200, "still logged in: nothing was changed");
@@ -371,8 +395,20 @@ async fn an_admin_whose_own_password_change_fails_is_told_so_and_stays_logged_in
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(refused, 2, "each refused change is audited");
+    assert_eq!(refused, 7, "each refused change is audited");
     assert!(login(&app.base, &name, PASSWORD).await.is_ok(), "the old password still works");
+
+    // A viewer changes their own password: every session of theirs ends, the new one works.
+    let viewer = &app.viewer;
+    let (status, page) = viewer.get("/account").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("name=\"current\""), "the form asks for the current password");
+    let form = [("current", PASSWORD), ("password", new), ("password_again", new)];
+    let res = viewer.post("/account/password", &form).await;
+    assert_eq!(res.headers()["location"], "/login");
+    assert_eq!(viewer.get("/vms").await.0, 401, "this session ended too");
+    assert!(login(&app.base, "viewer", new).await.is_ok());
+    assert!(login(&app.base, "viewer", PASSWORD).await.is_err());
 }
 
 #[tokio::test]
@@ -480,4 +516,77 @@ async fn a_loop_of_refused_logins_writes_one_audit_entry_per_client_not_one_per_
     // The real entries are still there, on the first page.
     let (_, html) = app.get("/audit").await;
     assert!(html.contains("csrf_refused"));
+}
+
+/// The `Max-Age` of a `Set-Cookie` header, in seconds.
+fn max_age(cookie: &str) -> Option<u64> {
+    cookie.split(';').find_map(|p| p.trim().strip_prefix("Max-Age=")).and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn behind_an_https_proxy_the_cookie_is_secure_and_host_bound_and_hsts_is_sent() {
+    use crate::support::app::{spawn_app, AppOptions};
+    let app = spawn_app(AppOptions {
+        public_url: Some("https://vmdeck.example.com".into()),
+        ..AppOptions::breadth()
+    })
+    .await;
+    let res = app
+        .client
+        .post(format!("{}/login", app.base))
+        .form(&[("username", "viewer"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 303);
+    let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    // `__Host-`: browsers accept it only with Secure, Path=/ and no Domain.
+    assert!(cookie.starts_with("__Host-vmdeck_session="), "{cookie}");
+    assert!(cookie.contains("; Secure") && cookie.contains("Path=/"), "{cookie}");
+    assert!(!cookie.contains("Domain"), "{cookie}");
+    assert!(max_age(&cookie).is_some_and(|s| s <= 12 * 3600), "{cookie}");
+    let hsts = res.headers().get("strict-transport-security").map(|v| v.to_str().unwrap());
+    assert_eq!(hsts, Some("max-age=31536000"));
+    // The cookie works under its new name (sent by hand: reqwest keeps Secure cookies for
+    // https only, and the proxy in front would speak plain HTTP to vmdeck anyway).
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let page =
+        app.client.get(format!("{}/vms", app.base)).header("cookie", &pair).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.headers().get("strict-transport-security").is_some(), "HSTS on every page");
+    let plain = pair.replacen("__Host-", "", 1);
+    let page =
+        app.client.get(format!("{}/vms", app.base)).header("cookie", plain).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 401, "the unprefixed name is not a session");
+}
+
+#[tokio::test]
+async fn demo_accounts_cannot_log_in_outside_the_demo() {
+    let app = breadth_app().await;
+    // A database that once ran the demo still holds its generated admin.
+    vmdeck::auth::users::add(
+        &app.pool,
+        "admin-demo",
+        vmdeck::auth::Role::Admin,
+        PASSWORD.to_string(),
+        true,
+    )
+    .await
+    .unwrap();
+    let (status, html) = login(&app.base, "admin-demo", PASSWORD).await.err().unwrap();
+    assert_eq!(status, 401);
+    assert!(html.contains("Wrong user name or password"), "the same answer as an unknown name");
+    // Once made a real account (as `vmdeck user passwd` does), it logs in; a session it holds
+    // stops working the moment the account counts as a demo one again.
+    sqlx::query("UPDATE users SET demo = 0 WHERE name = 'admin-demo'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let session = login(&app.base, "admin-demo", PASSWORD).await.unwrap();
+    assert_eq!(session.get("/users").await.0, 200);
+    sqlx::query("UPDATE users SET demo = 1 WHERE name = 'admin-demo'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(session.get("/users").await.0, 401);
 }

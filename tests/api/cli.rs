@@ -8,7 +8,11 @@ fn vmdeck_user(db_dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, S
     let config = db_dir.join("cli.toml");
     std::fs::write(
         &config,
-        format!("[default]\ndatabase_url = \"sqlite://{}/vmdeck.db\"\n", db_dir.display()),
+        format!(
+            "[default]\ndatabase_url = \"sqlite://{}/vmdeck.db\"\n\
+             [[default.hosts]]\nname = \"lab\"\ndriver = \"libvirt\"\nuri = \"test:///default\"\n",
+            db_dir.display()
+        ),
     )
     .unwrap();
     crate::support::binary::vmdeck_user(&config, args, stdin)

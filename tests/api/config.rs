@@ -138,8 +138,8 @@ fn credentials_in_a_host_uri_never_reach_logs_or_pages() {
 }
 
 #[test]
-fn the_demo_prints_a_one_time_admin_password_that_logs_in() {
-    use std::io::BufRead;
+fn the_demo_shows_a_one_time_admin_password_on_the_terminal_and_keeps_its_own_database() {
+    use std::io::{BufRead, Read};
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::write(dir.path().join("Rocket.toml"), "[default]\npoll_interval_secs = 60\n").unwrap();
@@ -150,14 +150,20 @@ fn the_demo_prints_a_one_time_admin_password_that_logs_in() {
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("with password `").nth(1) {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("has password `").nth(1) {
                 let _ = tx.send(rest.split('`').next().unwrap_or_default().to_string());
             }
         }
@@ -176,4 +182,10 @@ fn the_demo_prints_a_one_time_admin_password_that_logs_in() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(page.contains("DEMO") && page.contains("db-primary"), "the demo lab is shown");
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("INFO"), "the log stream was captured: {logs}");
+    assert!(!logs.contains(&password), "the password stays out of the log stream");
+    // The demo's database is its own file; the production one is never created by it.
+    assert!(dir.path().join("data/vmdeck-demo.db").exists());
+    assert!(!dir.path().join("data/vmdeck.db").exists());
 }

@@ -188,7 +188,7 @@ async fn main() {
         full_med / bare_med
     );
 
-    const PASSWORD: &str = "bench password 1";
+    const PASSWORD: &str = "staple horse battery 1";
     vmdeck::auth::users::add(
         &pool,
         "bench-op",
@@ -307,7 +307,7 @@ async fn control_figures(
     domains: usize,
     cap: usize,
 ) {
-    const PASSWORD: &str = "bench password 1"; // created for the render figures
+    const PASSWORD: &str = "staple horse battery 1"; // created for the render figures
     let running: Vec<String> = sqlx::query_scalar(
         "SELECT uuid FROM vms WHERE state = 'running' AND gone_at IS NULL ORDER BY name",
     )

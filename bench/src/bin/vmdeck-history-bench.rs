@@ -252,13 +252,13 @@ async fn main() {
         &pool,
         "bench",
         vmdeck::auth::Role::Viewer,
-        "bench password 1".into(),
+        "staple horse battery 1".into(),
         false,
     )
     .await
     .unwrap();
     let (http, _) =
-        tokio::task::spawn_blocking(move || common::login(port, "bench", "bench password 1"))
+        tokio::task::spawn_blocking(move || common::login(port, "bench", "staple horse battery 1"))
             .await
             .unwrap();
     let cookies = http.cookies.clone();

@@ -179,6 +179,8 @@ pub struct AppOptions {
     pub trusted_proxies: Vec<String>,
     /// Bearer tokens for `/healthz`'s details.
     pub healthz_tokens: Vec<String>,
+    /// The address users reach vmdeck at (`https://…`: behind a TLS-terminating proxy).
+    pub public_url: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -190,6 +192,7 @@ impl Default for AppOptions {
             call_timeout_secs: 10,
             trusted_proxies: Vec::new(),
             healthz_tokens: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -233,6 +236,7 @@ pub fn test_figment(dir: &Path, opts: &AppOptions, port: u16) -> Figment {
         .merge(("hosts", opts.hosts.clone()))
         .merge(("trusted_proxies", opts.trusted_proxies.clone()))
         .merge(("healthz_tokens", opts.healthz_tokens.clone()))
+        .merge(("public_url", opts.public_url.clone()))
 }
 
 pub async fn spawn_app(opts: AppOptions) -> TestApp {

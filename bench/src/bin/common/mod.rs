@@ -175,3 +175,27 @@ pub fn login(port: u16, user: &str, password: &str) -> (Http, String) {
     let csrf = csrf_of(&page.body);
     (http, csrf)
 }
+
+/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`), 0 where unavailable.
+pub fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets the process's peak resident set (`VmHWM`) to its current size (Linux 4.0+), so the
+/// peak of one request can be read afterwards.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
