@@ -67,11 +67,12 @@ fn from_finer_sql() -> String {
     for (m, _) in METRICS {
         select.push_str(&format!(", sum(r.{m}_n), min(r.{m}_min), sum(r.{m}_sum), max(r.{m}_max)"));
     }
-    // Joining `vms` lets SQLite read each VM's rows as one primary-key range instead of
-    // scanning every row of the finer resolution.
+    // Driving the loop from `vms` (CROSS JOIN fixes the order; SQLite's planner otherwise
+    // picks the rollups as the outer loop and scans every row of the finer resolution, all
+    // of its history, per batch) reads each VM's rows as one primary-key range.
     format!(
         "INSERT OR IGNORE INTO rollups ({}) {select}
-         FROM vms v JOIN rollups r ON r.res = ?3 AND r.vm_id = v.id AND r.bucket >= ?1 AND r.bucket < ?2
+         FROM vms v CROSS JOIN rollups r ON r.res = ?3 AND r.vm_id = v.id AND r.bucket >= ?1 AND r.bucket < ?2
          GROUP BY r.vm_id, r.bucket / ?4",
         columns()
     )

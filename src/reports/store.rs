@@ -49,7 +49,7 @@ pub async fn bucket_states(
 ) -> sqlx::Result<Vec<(i64, i64, i64, i64, i64)>> {
     sqlx::query_as(
         "SELECT r.vm_id, r.n, r.up, r.paused, r.off FROM vms v
-         JOIN rollups r ON r.res = ? AND r.vm_id = v.id AND r.bucket = ?",
+         CROSS JOIN rollups r ON r.res = ? AND r.vm_id = v.id AND r.bucket = ?",
     )
     .bind(res)
     .bind(bucket)
@@ -89,6 +89,10 @@ pub type Unit = (i64, i64, i64, i64, i64);
 
 /// [`SourceTotals`] of a resolution's buckets in `[from_s, to_s)` (seconds), each sample
 /// standing for `interval` ms. One row per VM, summed by SQLite.
+///
+/// `CROSS JOIN` fixes the loop order (SQLite's planner otherwise may scan every row of the
+/// resolution and filter): VM by VM, each VM's buckets of the period as one primary-key range,
+/// so the work follows the period asked for, not the history kept.
 pub async fn bucket_totals(
     pool: &SqlitePool,
     res: i64,
@@ -100,8 +104,8 @@ pub async fn bucket_totals(
         "SELECT r.vm_id, sum(r.up) * ?4, sum(r.up + r.paused + r.off) * ?4,
                 min(CASE WHEN r.up + r.paused + r.off > 0 THEN r.bucket END) * 1000,
                 (max(CASE WHEN r.up + r.paused + r.off > 0 THEN r.bucket END) + ?1) * 1000
-         FROM vms v JOIN rollups r ON r.res = ?1 AND r.vm_id = v.id AND r.bucket >= ?2 AND r.bucket < ?3
-         GROUP BY r.vm_id",
+         FROM vms v CROSS JOIN rollups r ON r.res = ?1 AND r.vm_id = v.id AND r.bucket >= ?2 AND r.bucket < ?3
+         GROUP BY v.id",
     )
     .bind(res)
     .bind(from_s)
@@ -123,7 +127,7 @@ pub fn bucket_units<'a>(
 ) -> BoxStream<'a, sqlx::Result<Unit>> {
     sqlx::query_as(
         "SELECT r.vm_id, r.bucket * 1000, (r.bucket + ?1) * 1000, r.up * ?4, (r.up + r.paused + r.off) * ?4
-         FROM json_each(?5) j JOIN rollups r ON r.res = ?1 AND r.vm_id = j.value AND r.bucket >= ?2 AND r.bucket < ?3
+         FROM json_each(?5) j CROSS JOIN rollups r ON r.res = ?1 AND r.vm_id = j.value AND r.bucket >= ?2 AND r.bucket < ?3
          ORDER BY r.vm_id, r.bucket",
     )
     .bind(res)

@@ -20,6 +20,7 @@ mod cli;
 mod config;
 mod control;
 mod faults;
+mod flood;
 mod history;
 mod inventory;
 mod real_vm;
