@@ -7,7 +7,6 @@
 //!
 //! Run: `cargo run --release -p vmdeck-bench --bin vmdeck-bench -- [--domains 1000] [--polls 100] [--requests 300]`
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,39 +41,6 @@ struct Args {
     driver_only: Option<std::path::PathBuf>,
 }
 
-/// Writes a test-driver node with `n` domains: 70 % running, the rest shut off, paused or
-/// crashed; two disks and two NICs each.
-fn write_node(path: &Path, n: usize) {
-    let mut xml = String::from("<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\n");
-    xml.push_str(
-        "<network><name>default</name><bridge name='virbr0'/><forward/>\
-         <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip></network>\n",
-    );
-    for i in 0..n {
-        let state = match i % 10 {
-            0..=6 => 1,
-            7 | 8 => 5,
-            _ => 3,
-        };
-        xml.push_str(&format!(
-            "<domain type='test'><name>bench-{i:04}</name><uuid>00000000-0000-4000-8000-{i:012}</uuid>\
-             <memory unit='MiB'>{mem}</memory><currentMemory unit='MiB'>{mem}</currentMemory><vcpu>{vcpu}</vcpu>\
-             <os><type arch='x86_64'>hvm</type></os><devices>\
-             <disk type='file' device='disk'><source file='/var/lib/libvirt/images/bench-{i:04}.qcow2'/><target dev='vda' bus='virtio'/></disk>\
-             <disk type='file' device='disk'><source file='/var/lib/libvirt/images/bench-{i:04}-data.qcow2'/><target dev='vdb' bus='virtio'/></disk>\
-             <interface type='network'><mac address='52:54:00:{a:02x}:{b:02x}:01'/><source network='default'/><model type='virtio'/></interface>\
-             <interface type='bridge'><mac address='52:54:00:{a:02x}:{b:02x}:02'/><source bridge='br0'/><model type='virtio'/></interface>\
-             </devices><test:runstate>{state}</test:runstate></domain>\n",
-            mem = 512 << (i % 5),
-            vcpu = 1 + i % 8,
-            a = i / 256,
-            b = i % 256,
-        ));
-    }
-    xml.push_str("</node>\n");
-    std::fs::write(path, xml).expect("write node definition");
-}
-
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -101,7 +67,7 @@ async fn main() {
     }
     let dir = common::Scratch::new("vmdeck-bench");
     let node = dir.path().join("bench-node.xml");
-    write_node(&node, args.domains);
+    common::write_node(&node, args.domains);
     let uri = format!("test://{}", node.display());
     println!(
         "vmdeck-bench: {} domains, {} polls, {} requests",
