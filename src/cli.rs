@@ -1,16 +1,19 @@
 //! `vmdeck user ...`: account management from the command line, against the same database as
 //! the running server (SQLite WAL lets both work at once). Changes take effect immediately:
-//! sessions are checked against the database on every request.
+//! sessions are checked against the database on every request. `vmdeck audit verify` checks
+//! the audit log's hash chain (`audit::chain`).
 
 use std::io::{BufRead, IsTerminal};
 
 use clap::Subcommand;
 use sqlx::SqlitePool;
 
+use crate::audit::chain;
 use crate::auth::users::{self, UserError};
 use crate::domain::Role;
 use crate::domain::{Actor, AuditKind, AuditOutcome};
 use crate::events;
+use crate::events::chain::Link;
 use crate::web::format as view;
 
 #[derive(Subcommand, Debug)]
@@ -33,6 +36,27 @@ pub enum UserCommand {
     },
     /// Remove a user (ends their sessions).
     Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain: prints how many entries were verified and the head
+    /// (SEQ:HASH), or the first entry altered, removed or inserted (and exits with 1).
+    Verify {
+        /// A head printed by an earlier run and kept elsewhere: the chain must still reach it
+        /// with that hash, which catches a chain rewritten or cut short since.
+        #[arg(long, value_name = "SEQ:HASH")]
+        head: Option<Link>,
+    },
+}
+
+/// Runs one audit command; the error is the message to print.
+pub async fn audit(pool: &SqlitePool, cmd: AuditCommand) -> Result<String, String> {
+    match cmd {
+        AuditCommand::Verify { head } => {
+            chain::verify(pool, head).await.map(|s| s.to_string()).map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// Reads a new password: twice from the terminal without echo, or one line from stdin.

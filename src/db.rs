@@ -1,5 +1,6 @@
 //! The SQLite pool: opened with WAL, a busy timeout and foreign keys on every connection,
-//! migrated at startup, and managed as Rocket state by the [`stage`] fairing.
+//! migrated at startup (then the audit entries settled before the hash chain existed are
+//! chained), and managed as Rocket state by the [`stage`] fairing.
 //!
 //! vmdeck holds an sqlx pool itself instead of using rocket_db_pools, which pins sqlx 0.7; this
 //! keeps the current sqlx and its `BEGIN IMMEDIATE` write transactions.
@@ -17,7 +18,9 @@ use crate::config::{sqlite_path, Settings};
 #[derive(Clone)]
 pub struct Db(pub SqlitePool);
 
-/// Opens (creating if missing) and migrates the database at `url`.
+/// Opens (creating if missing) and migrates the database at `url`, and chains audit entries
+/// written before the hash chain existed (`events::chain::backfill`, safe beside another
+/// process doing the same).
 pub async fn connect(url: &str) -> anyhow::Result<SqlitePool> {
     if let Some(path) = sqlite_path(url) {
         create_private(&path)?;
@@ -34,6 +37,13 @@ pub async fn connect(url: &str) -> anyhow::Result<SqlitePool> {
         .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
+    let chained = crate::events::chain::backfill(&pool).await?;
+    if chained > 0 {
+        tracing::info!(
+            entries = chained,
+            "chained the audit entries written before the hash chain"
+        );
+    }
     Ok(pool)
 }
 

@@ -1,10 +1,11 @@
 //! The `vmdeck` command: installs telemetry, reads the configuration and runs the server, or
-//! manages users against the same database.
+//! manages users and verifies the audit log against the same database.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vmdeck::cli::UserCommand;
+use sqlx::SqlitePool;
+use vmdeck::cli::{AuditCommand, UserCommand};
 use vmdeck::config::Settings;
 
 #[derive(Parser)]
@@ -27,6 +28,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Check the audit log (works while the server runs).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[rocket::main]
@@ -36,6 +42,7 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::User { command } => user(command).await,
+        Command::Audit { command } => audit(command).await,
     }
 }
 
@@ -58,6 +65,21 @@ async fn serve() -> ExitCode {
 }
 
 async fn user(command: UserCommand) -> ExitCode {
+    match database().await {
+        Ok(pool) => report(vmdeck::cli::run(&pool, command).await),
+        Err(code) => code,
+    }
+}
+
+async fn audit(command: AuditCommand) -> ExitCode {
+    match database().await {
+        Ok(pool) => report(vmdeck::cli::audit(&pool, command).await),
+        Err(code) => code,
+    }
+}
+
+/// Opens the server's database for a command; a failure has been reported when it returns one.
+async fn database() -> Result<SqlitePool, ExitCode> {
     // The same configuration as the server, so the same database; the secret key and hosts are
     // not needed here, but a broken configuration is still reported the same way.
     let figment = rocket::Config::figment();
@@ -66,18 +88,19 @@ async fn user(command: UserCommand) -> ExitCode {
         Err(e) if e.key == "secret_key" => {
             match Settings::from_figment(&figment.merge(("secret_key", "cli-does-not-use-it"))) {
                 Ok(s) => s,
-                Err(e) => return fail(e),
+                Err(e) => return Err(fail(e)),
             }
         }
-        Err(e) => return fail(e),
+        Err(e) => return Err(fail(e)),
     };
-    let pool = match vmdeck::db::connect(&settings.database_url).await {
-        Ok(p) => p,
-        Err(e) => {
-            return fail(format!("database_url: cannot open {}: {e:#}", settings.database_url))
-        }
-    };
-    match vmdeck::cli::run(&pool, command).await {
+    vmdeck::db::connect(&settings.database_url)
+        .await
+        .map_err(|e| fail(format!("database_url: cannot open {}: {e:#}", settings.database_url)))
+}
+
+/// Prints a command's result: the output on stdout, or the error on stderr with a failure code.
+fn report(result: Result<String, String>) -> ExitCode {
+    match result {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS

@@ -1,7 +1,9 @@
 //! The audit log: who asked for what, when, from where, and what actually happened.
 //! `GET /audit` shows it filtered and paginated; `GET /audit.csv` downloads the same view.
-//! `store` holds the writes every feature makes (settled events) and the page's reads.
+//! `store` holds the page's reads and retention; `chain` verifies the log's hash chain
+//! (`vmdeck audit verify`). Entries are written through `events` and `control::store`.
 
+pub mod chain;
 mod routes;
 pub mod store;
 
@@ -10,7 +12,8 @@ use crate::db::Db;
 
 pub use routes::routes;
 
-/// Prunes the audit log hourly when a retention is configured.
+/// Prunes the audit log hourly when a retention is configured, from the old end of its hash
+/// chain (`store::prune`).
 pub fn retention_stage() -> rocket::fairing::AdHoc {
     rocket::fairing::AdHoc::on_liftoff("Audit retention", |rocket| {
         Box::pin(async move {

@@ -1,8 +1,9 @@
 //! The audit log page's SQL: filtered reads and retention. Entries are written through
 //! `events` (settled events) and `control::store` (power requests and their lifecycle); the
-//! database's triggers refuse any change to a settled entry (migrations/0002_auth_audit.sql).
+//! database's triggers refuse any change to a settled entry (migrations/0002_auth_audit.sql,
+//! 0004_audit_chain.sql), and retention prunes the hash chain from its old end.
 
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::db::now_ms;
 use crate::domain::{AuditKind, AuditOutcome, PowerAction};
@@ -135,27 +136,79 @@ pub async fn count(pool: &SqlitePool, f: &Filter) -> sqlx::Result<i64> {
     qb.build_query_scalar().fetch_one(pool).await
 }
 
-/// Deletes entries older than `days` days, in small batches so writers are never blocked long.
-/// Returns how many were removed.
+/// How many entries one pruning transaction removes, so writers are never blocked long.
+const PRUNE_BATCH: i64 = 500;
+
+/// Deletes entries older than `days` days from the old end of the hash chain, in small batches,
+/// and moves the chain's anchor onto the last one removed so the rest still verifies. Pruning
+/// stops at the first chained entry that is not old enough (the chain runs in settlement order,
+/// so a few old entries may wait behind a newer one); pending entries are not in the chain and
+/// stay until they settle. Returns how many were removed.
 pub async fn prune(pool: &SqlitePool, days: u32) -> sqlx::Result<u64> {
     let cutoff = now_ms() - i64::from(days) * 86_400_000;
-    sqlx::query("UPDATE audit_retention SET prune_before = ? WHERE id = 1")
-        .bind(cutoff)
-        .execute(pool)
-        .await?;
     let mut total = 0;
     loop {
-        let n = sqlx::query(
-            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE ts < ? LIMIT 500)",
-        )
-        .bind(cutoff)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        total += n;
-        if n < 500 {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let anchor = anchor(&mut tx).await?;
+        let oldest = oldest_chained(&mut tx, anchor).await?;
+        let old = oldest.iter().take_while(|e| e.ts < cutoff).count();
+        let Some(last) = old.checked_sub(1).map(|i| &oldest[i]) else { return Ok(total) };
+        move_anchor(&mut tx, cutoff, last).await?;
+        total += delete_up_to(&mut tx, anchor, last.seq).await?;
+        tx.commit().await?;
+        if (old as i64) < PRUNE_BATCH {
             return Ok(total);
         }
         tokio::task::yield_now().await;
     }
+}
+
+/// A chained entry as pruning sees it.
+#[derive(sqlx::FromRow)]
+struct Chained {
+    seq: i64,
+    hash: String,
+    ts: i64,
+}
+
+/// Where the chain starts: the seq retention last pruned up to.
+async fn anchor(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT anchor_seq FROM audit_retention WHERE id = 1").fetch_one(conn).await
+}
+
+/// The oldest chained entries after the anchor, in chain order.
+async fn oldest_chained(conn: &mut SqliteConnection, anchor: i64) -> sqlx::Result<Vec<Chained>> {
+    sqlx::query_as(
+        "SELECT chain_seq AS seq, chain_hash AS hash, ts FROM audit_log
+         WHERE chain_seq > ? ORDER BY chain_seq LIMIT ?",
+    )
+    .bind(anchor)
+    .bind(PRUNE_BATCH)
+    .fetch_all(conn)
+    .await
+}
+
+/// Anchors the chain on `last`; the database refuses unless every entry passed over is older
+/// than `prune_before`, which never moves back (a shorter retention configured later keeps it).
+async fn move_anchor(conn: &mut SqliteConnection, cutoff: i64, last: &Chained) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE audit_retention SET prune_before = MAX(prune_before, ?), anchor_seq = ?, anchor_hash = ?
+         WHERE id = 1",
+    )
+    .bind(cutoff)
+    .bind(last.seq)
+    .bind(&last.hash)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the entries the anchor has just passed over.
+async fn delete_up_to(conn: &mut SqliteConnection, from: i64, to: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query("DELETE FROM audit_log WHERE chain_seq > ? AND chain_seq <= ?")
+        .bind(from)
+        .bind(to)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
 }

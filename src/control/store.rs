@@ -1,12 +1,14 @@
 //! Power requests in the audit log: each request is an `audit_log` row of kind `power` that
 //! moves along its lifecycle (requested, sent, accepted, then failed, confirmed or
-//! unconfirmed); the database's triggers refuse any other change (migrations/0002). Also the
+//! unconfirmed); the database's triggers refuse any other change (migrations/0002, 0004). A
+//! request is sealed into the log's hash chain when it settles (`events::chain`). Also the
 //! lookup of a VM that can be acted on. One function per statement.
 
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::db::now_ms;
-use crate::domain::{Actor, AuditOutcome, PowerAction, PowerState, VmKey, VmUuid};
+use crate::domain::{Actor, AuditKind, AuditOutcome, PowerAction, PowerState, VmKey, VmUuid};
+use crate::events::chain::{self, Content, Seal};
 
 /// A power request about to be sent.
 pub struct PowerRequest<'a> {
@@ -26,8 +28,13 @@ pub enum RequestError {
     Db(#[from] sqlx::Error),
 }
 
+/// What the database says when a VM already has a request in flight: its trigger speaks
+/// before the unique index can (migrations/0004 says why).
+const PENDING_REFUSAL: &str = "another power action is still pending for this VM";
+
 /// Persists a power request (status `requested`) before anything is sent. Fails with
-/// [`RequestError::Pending`] when the VM already has one in flight (a unique index).
+/// [`RequestError::Pending`] when the VM already has one in flight (a trigger backed by a
+/// unique index).
 pub async fn requested(pool: &SqlitePool, r: &PowerRequest<'_>) -> Result<i64, RequestError> {
     let res = sqlx::query_scalar(
         "INSERT INTO audit_log (ts, kind, user_name, client_addr, host_name, vm_uuid, vm_name, action, status)
@@ -44,28 +51,27 @@ pub async fn requested(pool: &SqlitePool, r: &PowerRequest<'_>) -> Result<i64, R
     .await;
     match res {
         Ok(id) => Ok(id),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(RequestError::Pending),
+        Err(sqlx::Error::Database(e))
+            if e.is_unique_violation() || e.message().contains(PENDING_REFUSAL) =>
+        {
+            Err(RequestError::Pending)
+        }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Records a power request refused before anything was sent (not applicable, already pending).
+/// Records a power request refused before anything was sent (not applicable, already pending),
+/// settled and sealed at once.
 pub async fn refused(pool: &SqlitePool, r: &PowerRequest<'_>, reason: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO audit_log (ts, kind, user_name, client_addr, host_name, vm_uuid, vm_name, action, status, error, settled_at)
-         VALUES (?, 'power', ?, ?, ?, ?, ?, ?, 'refused', ?, ?) RETURNING id",
-    )
-    .bind(now_ms())
-    .bind(&r.actor.user)
-    .bind(&r.actor.addr)
-    .bind(r.host)
-    .bind(r.vm_uuid.as_str())
-    .bind(r.vm_name)
-    .bind(r.action)
-    .bind(reason)
-    .bind(now_ms())
-    .fetch_one(pool)
-    .await
+    let content = Content {
+        host_name: Some(r.host.into()),
+        vm_uuid: Some(r.vm_uuid.as_str().into()),
+        vm_name: Some(r.vm_name.into()),
+        action: Some(r.action.as_str().into()),
+        error: Some(reason.into()),
+        ..Content::settled(AuditKind::Power, r.actor, AuditOutcome::Refused, now_ms())
+    };
+    chain::append(pool, content).await
 }
 
 pub async fn sent(pool: &SqlitePool, id: i64) -> sqlx::Result<()> {
@@ -88,7 +94,9 @@ pub async fn accepted(pool: &SqlitePool, id: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Settles a pending power entry: `failed`, `confirmed` or `unconfirmed`.
+/// Settles a pending power entry (`failed`, `confirmed` or `unconfirmed`) and seals it at the
+/// end of the chain, in one write transaction. An entry already settled (by the watch and the
+/// restart's sweep both, say) is left as it is.
 pub async fn settled(
     pool: &SqlitePool,
     id: i64,
@@ -96,16 +104,35 @@ pub async fn settled(
     error: Option<&str>,
     detail: Option<&str>,
 ) -> sqlx::Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let Some(mut entry) = chain::content(&mut tx, id).await? else { return Ok(()) };
+    if !AuditOutcome::parse(&entry.status).is_some_and(AuditOutcome::is_pending) {
+        return Ok(());
+    }
+    entry.status = outcome.as_str().into();
+    entry.error = error.map(Into::into).or(entry.error);
+    entry.detail = detail.map(Into::into).or(entry.detail);
+    entry.settled_at = Some(now_ms());
+    let seal = chain::head(&mut tx).await?.seal(&entry);
+    settle(&mut tx, &entry, &seal).await?;
+    tx.commit().await
+}
+
+async fn settle(conn: &mut SqliteConnection, entry: &Content, seal: &Seal) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE audit_log SET status = ?, error = COALESCE(?, error), detail = COALESCE(?, detail), settled_at = ?
+        "UPDATE audit_log SET status = ?, error = ?, detail = ?, settled_at = ?,
+             chain_seq = ?, chain_prev = ?, chain_hash = ?
          WHERE id = ? AND status IN ('requested', 'sent', 'accepted')",
     )
-    .bind(outcome)
-    .bind(error)
-    .bind(detail)
-    .bind(now_ms())
-    .bind(id)
-    .execute(pool)
+    .bind(&entry.status)
+    .bind(&entry.error)
+    .bind(&entry.detail)
+    .bind(entry.settled_at)
+    .bind(seal.seq)
+    .bind(&seal.prev)
+    .bind(&seal.hash)
+    .bind(entry.id)
+    .execute(conn)
     .await?;
     Ok(())
 }

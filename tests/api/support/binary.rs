@@ -2,14 +2,31 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 
 /// Runs `vmdeck user ARGS` with `config` as its Rocket.toml (in the config's directory, where a
 /// relative database URL points); `stdin` feeds the password. Returns (exit success, output).
 pub fn vmdeck_user(config: &Path, args: &[&str], stdin: &str) -> (bool, String) {
+    let (status, out) = vmdeck(config, &[&["user"], args].concat(), stdin);
+    (status.success(), out)
+}
+
+/// Writes `cli.toml` in `dir`, pointing at the test app's database there (`vmdeck.db`), and
+/// returns its path.
+pub fn config_for_app_database(dir: &Path) -> PathBuf {
+    let config = dir.join("cli.toml");
+    std::fs::write(
+        &config,
+        format!("[default]\ndatabase_url = \"sqlite://{}/vmdeck.db\"\n", dir.display()),
+    )
+    .unwrap();
+    config
+}
+
+/// Runs `vmdeck ARGS` as [`vmdeck_user`] does. Returns (exit status, stdout and stderr).
+pub fn vmdeck(config: &Path, args: &[&str], stdin: &str) -> (ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
-        .arg("user")
         .args(args)
         .current_dir(config.parent().expect("the configuration's directory"))
         .env("ROCKET_CONFIG", config)
@@ -22,5 +39,5 @@ pub fn vmdeck_user(config: &Path, args: &[&str], stdin: &str) -> (bool, String) 
     let out = child.wait_with_output().unwrap();
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    (out.status, text)
 }

@@ -1,13 +1,16 @@
 //! Recording settled events in the audit log: logins, logouts, refusals, user changes. Every
 //! feature and the CLI write through here; the audit page (`audit`) only reads. (Power requests,
-//! which move along a lifecycle, are written by `control::store`.)
+//! which move along a lifecycle, are written by `control::store`.) `chain` seals every
+//! settled entry into the log's hash chain.
+
+pub mod chain;
 
 use sqlx::SqlitePool;
 
 use crate::db::now_ms;
 use crate::domain::{Actor, AuditKind, AuditOutcome};
 
-/// A settled event (login, logout, refusal, user change).
+/// A settled event (login, logout, refusal, user change), appended to the hash chain.
 pub async fn record(
     pool: &SqlitePool,
     kind: AuditKind,
@@ -16,20 +19,12 @@ pub async fn record(
     action: Option<&str>,
     detail: Option<&str>,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO audit_log (ts, kind, user_name, client_addr, action, status, detail, settled_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(now_ms())
-    .bind(kind)
-    .bind(&actor.user)
-    .bind(&actor.addr)
-    .bind(action)
-    .bind(outcome)
-    .bind(detail)
-    .bind(now_ms())
-    .fetch_one(pool)
-    .await
+    let content = chain::Content {
+        action: action.map(Into::into),
+        detail: detail.map(Into::into),
+        ..chain::Content::settled(kind, actor, outcome, now_ms())
+    };
+    chain::append(pool, content).await
 }
 
 /// Records an event, logging instead of failing: an audit write must not turn a refusal into
