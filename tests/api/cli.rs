@@ -5,16 +5,7 @@ use crate::support::app::{breadth_app, login, PASSWORD};
 
 /// Runs `vmdeck user ARGS` on the test app's database; `stdin` feeds the password.
 fn vmdeck_user(db_dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
-    let config = db_dir.join("cli.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[default]\ndatabase_url = \"sqlite://{}/vmdeck.db\"\n\
-             [[default.hosts]]\nname = \"lab\"\ndriver = \"libvirt\"\nuri = \"test:///default\"\n",
-            db_dir.display()
-        ),
-    )
-    .unwrap();
+    let config = crate::support::binary::config_for_app_database(db_dir);
     crate::support::binary::vmdeck_user(&config, args, stdin)
 }
 

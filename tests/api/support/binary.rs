@@ -18,7 +18,13 @@ pub fn config_for_app_database(dir: &Path) -> PathBuf {
     let config = dir.join("cli.toml");
     std::fs::write(
         &config,
-        format!("[default]\ndatabase_url = \"sqlite://{}/vmdeck.db\"\n", dir.display()),
+        // A host, as the server's configuration has: without one vmdeck runs its demo, which
+        // keeps its own database.
+        format!(
+            "[default]\ndatabase_url = \"sqlite://{}/vmdeck.db\"\n\
+             [[default.hosts]]\nname = \"lab\"\ndriver = \"libvirt\"\nuri = \"test:///default\"\n",
+            dir.display()
+        ),
     )
     .unwrap();
     config
