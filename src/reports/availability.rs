@@ -119,130 +119,146 @@ enum Source {
     Raw,
 }
 
-/// The parts of `[from, to)` and where each is read from, oldest first: the coarsest
-/// resolution needed (the finest still kept for `from`) up to where it is rolled up, then
-/// each finer resolution, then raw samples for the newest part (and for the start of the
-/// period before the first whole bucket). Raw samples thus cover minutes, not days, so a
-/// report's work grows with the number of buckets, never with the samples behind them.
-async fn plan(
-    pool: &SqlitePool,
-    settings: &Settings,
-    from: i64,
-    to: i64,
-) -> sqlx::Result<Vec<(Source, i64, i64)>> {
-    let now = now_ms();
-    let coarsest = RESOLUTIONS
-        .iter()
-        .position(|r| {
-            let kept = settings.retention.of(Resolution::from_bucket_secs(*r));
-            from >= now - kept.as_millis() as i64
-        })
-        .unwrap_or(RESOLUTIONS.len() - 1);
-    let mut parts = Vec::new();
-    let mut cursor = from;
-    for &res in RESOLUTIONS[..=coarsest].iter().rev() {
-        let Some(done) = rollup::done_until_ms(pool, res).await? else { continue };
-        let len = res * 1000;
-        let start = cursor + (len - cursor.rem_euclid(len)) % len;
-        let end = done.min(to) - done.min(to).rem_euclid(len);
-        if end <= start {
-            continue;
-        }
-        if start > cursor {
-            parts.push((Source::Raw, cursor, start));
-        }
-        parts.push((Source::Buckets(res), start, end));
-        cursor = end;
+/// The parts of `[from, to)` and where each is read from, oldest first, given each rollup
+/// resolution (finest first) with how far it is rolled up (ms): the whole buckets of the
+/// coarsest resolution that are rolled up, the rest (the start of the period before its first
+/// whole bucket, the end after its last) from the finer resolutions in the same way, and
+/// finally raw samples. Raw samples thus cover minutes, not days, so the work grows with the
+/// number of buckets, never with the samples behind them.
+fn split(from: i64, to: i64, tiers: &[(i64, Option<i64>)]) -> Vec<(Source, i64, i64)> {
+    if from >= to {
+        return Vec::new();
     }
-    if cursor < to {
-        parts.push((Source::Raw, cursor, to));
+    let Some((&(res, done), finer)) = tiers.split_last() else {
+        return vec![(Source::Raw, from, to)];
+    };
+    let Some(done) = done else { return split(from, to, finer) };
+    let len = res * 1000;
+    let start = from + (len - from.rem_euclid(len)) % len;
+    let end = done.min(to) - done.min(to).rem_euclid(len);
+    if end <= start {
+        return split(from, to, finer);
     }
-    Ok(parts)
+    let mut parts = split(from, start, finer);
+    parts.push((Source::Buckets(res), start, end));
+    parts.extend(split(end, to, finer));
+    parts
 }
 
-/// Folds one part of the period into each VM's availability: one summed row per VM, and the
-/// observations one by one only for VMs that were both running and not in that part.
-async fn fold_part(
-    pool: &SqlitePool,
-    interval: i64,
-    (source, from, to): (Source, i64, i64),
-    acc: &mut BTreeMap<i64, Availability>,
-) -> sqlx::Result<()> {
-    let totals = match source {
-        Source::Buckets(res) => {
-            store::bucket_totals(pool, res, from / 1000, to / 1000, interval).await?
-        }
-        Source::Raw => store::raw_totals(pool, from, to, interval).await?,
-    };
-    let mut mixed = Vec::new();
-    let mut parts: BTreeMap<i64, Availability> = BTreeMap::new();
-    for (vm, up, known, first, last) in totals {
-        if known <= 0 {
-            // Observed, never in a known state: listed, with no uptime figure.
-            parts.entry(vm).or_default();
-            continue;
-        }
-        if up > 0 && up < known {
-            mixed.push(vm);
-            continue;
-        }
-        let (start, end) = (first.unwrap_or(from), last.unwrap_or(to));
-        parts.insert(vm, Availability::unit(start, end, up, known));
-    }
-    if !mixed.is_empty() {
-        let ids = serde_json::Value::from(mixed).to_string();
-        let mut units = match source {
-            Source::Buckets(res) => {
-                store::bucket_units(pool, res, from / 1000, to / 1000, interval, ids)
-            }
-            Source::Raw => store::raw_units(pool, from, to, interval, ids),
-        };
-        while let Some((vm, start, end, up, known)) = units.try_next().await? {
-            let part = parts.entry(vm).or_default();
-            *part = part.then(Availability::unit(start, end, up, known));
-        }
-    }
-    for (vm, part) in parts {
-        let a = acc.entry(vm).or_default();
-        *a = a.then(part);
-    }
-    Ok(())
+/// Outages are traced through at most about this many rows (buckets or samples) per report.
+const DETAIL_ROWS: i64 = 200_000;
+
+/// One VM's totals over the period: time running and known (ms), first and last moment known.
+#[derive(Default)]
+struct Totals {
+    up: i64,
+    known: i64,
+    first: Option<i64>,
+    last: Option<i64>,
+}
+
+/// What the availability report found, and the resolution its outages were traced at.
+struct Found {
+    rows: Vec<AvailabilityRow>,
+    /// Bucket length in seconds when coarser than 5 minutes.
+    coarse_outages: Option<i64>,
 }
 
 /// Uptime and longest outage per VM over `[from, to)`, every sample counted as one poll
-/// interval. Aggregated by SQLite per part of the period (see [`plan`]); memory is a few
-/// words per VM.
+/// interval. Two passes, both aggregated or streamed by SQLite, memory a few words per VM:
+/// totals from the coarsest rollups that cover the period (exact: coarser buckets are sums
+/// of finer ones); then, only for VMs that were both running and not, their outages traced
+/// through the finest resolution kept for the period (coarser when that would take more
+/// than [`DETAIL_ROWS`] rows).
 async fn availability_rows(
     pool: &SqlitePool,
     settings: &Settings,
     from: i64,
     to: i64,
-) -> sqlx::Result<Vec<AvailabilityRow>> {
+) -> sqlx::Result<Found> {
     let interval = settings.poll_interval.as_millis() as i64;
-    let mut acc: BTreeMap<i64, Availability> = BTreeMap::new();
-    for part in plan(pool, settings, from, to).await? {
-        fold_part(pool, interval, part, &mut acc).await?;
+    let mut tiers = Vec::with_capacity(RESOLUTIONS.len());
+    for res in RESOLUTIONS {
+        tiers.push((res, rollup::done_until_ms(pool, res).await?));
     }
-    let mut out = Vec::with_capacity(acc.len());
+    let mut totals: BTreeMap<i64, Totals> = BTreeMap::new();
+    for (source, a, b) in split(from, to, &tiers) {
+        let rows = match source {
+            Source::Buckets(res) => {
+                store::bucket_totals(pool, res, a / 1000, b / 1000, interval).await?
+            }
+            Source::Raw => store::raw_totals(pool, a, b, interval).await?,
+        };
+        for (vm, up, known, first, last) in rows {
+            let t = totals.entry(vm).or_default();
+            t.up += up;
+            t.known += known;
+            t.first = t.first.or(first);
+            t.last = last.or(t.last);
+        }
+    }
+
+    let mixed: Vec<i64> =
+        totals.iter().filter(|(_, t)| t.up > 0 && t.up < t.known).map(|(id, _)| *id).collect();
+    let mut runs: BTreeMap<i64, Availability> = BTreeMap::new();
+    let mut coarse_outages = None;
+    if !mixed.is_empty() {
+        let now = now_ms();
+        let kept = |r: &i64| {
+            from >= now - settings.retention.of(Resolution::from_bucket_secs(*r)).as_millis() as i64
+        };
+        let affordable = |r: &i64| mixed.len() as i64 * ((to - from) / (r * 1000)) <= DETAIL_ROWS;
+        let finest = RESOLUTIONS
+            .iter()
+            .position(|r| kept(r) && affordable(r))
+            .unwrap_or(RESOLUTIONS.len() - 1);
+        if RESOLUTIONS[finest] > RESOLUTIONS[0] {
+            coarse_outages = Some(RESOLUTIONS[finest]);
+        }
+        let ids = serde_json::Value::from(mixed).to_string();
+        // Parts come oldest first, and each VM's units in time order within a part: folding
+        // them straight into one summary per VM follows time.
+        for (source, a, b) in split(from, to, &tiers[..=finest]) {
+            let mut units = match source {
+                Source::Buckets(res) => {
+                    store::bucket_units(pool, res, a / 1000, b / 1000, interval, ids.clone())
+                }
+                Source::Raw => store::raw_units(pool, a, b, interval, ids.clone()),
+            };
+            while let Some((vm, start, end, up, known)) = units.try_next().await? {
+                let run = runs.entry(vm).or_default();
+                *run = run.then(Availability::unit(start, end, up, known));
+            }
+        }
+    }
+
+    let mut out = Vec::with_capacity(totals.len());
     for (id, host, name, uuid) in store::all_vms(pool).await? {
-        let Some(a) = acc.get(&id) else { continue };
-        let longest = a.longest().map_or(0, |r| r.end - r.start);
+        let Some(t) = totals.get(&id) else { continue };
+        let longest = match runs.get(&id) {
+            Some(a) => a.longest(),
+            None if t.known > 0 && t.up == 0 => {
+                t.first.zip(t.last).map(|(start, end)| Run { start, end })
+            }
+            None => None,
+        };
+        let length = longest.map_or(0, |r| r.end - r.start);
         out.push(AvailabilityRow {
             host,
             name,
             uuid,
-            uptime_pct: (a.known > 0).then(|| a.up as f64 / a.known as f64 * 100.0),
-            observed_hours: a.known as f64 / 3_600_000.0,
-            observed: view::duration_words(a.known),
-            longest_outage: if longest > 0 { view::duration_words(longest) } else { "none".into() },
-            longest_outage_s: longest / 1000,
-            outage_start: match a.longest() {
-                Some(r) if longest > 0 => view::absolute(r.start),
+            uptime_pct: (t.known > 0).then(|| t.up as f64 / t.known as f64 * 100.0),
+            observed_hours: t.known as f64 / 3_600_000.0,
+            observed: view::duration_words(t.known),
+            longest_outage: if length > 0 { view::duration_words(length) } else { "none".into() },
+            longest_outage_s: length / 1000,
+            outage_start: match longest {
+                Some(r) if length > 0 => view::absolute(r.start),
                 _ => String::new(),
             },
         });
     }
-    Ok(out)
+    Ok(Found { rows: out, coarse_outages })
 }
 
 #[derive(Serialize)]
@@ -289,7 +305,14 @@ pub async fn availability(
 ) -> Result<Template, AppError> {
     let mut notices = Notices::new();
     let (a, b) = period.read(&mut notices);
-    let mut rows = availability_rows(app.pool, app.settings, a, b).await?;
+    let found = availability_rows(app.pool, app.settings, a, b).await?;
+    if let Some(res) = found.coarse_outages {
+        notices.push(format!(
+            "Outages in this period are traced through {} (a finer trace would read too many rows); uptime figures are exact.",
+            Resolution::from_bucket_secs(res).label()
+        ));
+    }
+    let mut rows = found.rows;
     let sort = sort_availability(&mut rows, sort, &mut notices);
     Ok(Template::render(
         "reports/availability",
@@ -313,7 +336,7 @@ pub async fn availability_csv(
     app: App<'_>,
 ) -> Result<Csv, AppError> {
     let (a, b) = period.read(&mut Notices::new());
-    let mut rows = availability_rows(app.pool, app.settings, a, b).await?;
+    let mut rows = availability_rows(app.pool, app.settings, a, b).await?.rows;
     sort_availability(&mut rows, None, &mut Notices::new());
     Csv::build(
         "vmdeck-availability.csv",
@@ -365,6 +388,34 @@ mod tests {
             }
         }
         best
+    }
+
+    #[test]
+    fn a_period_is_read_from_the_coarsest_whole_buckets_then_finer_ones_then_raw_samples() {
+        const H: i64 = 3_600_000;
+        const M5: i64 = 300_000;
+        // 5-minute buckets rolled up to 10:00, hourly to 09:00, daily not at all.
+        let tiers = [(300, Some(10 * H)), (3600, Some(9 * H)), (86_400, None)];
+        let parts = split(2 * H + 7 * 60_000, 10 * H + 90_000, &tiers);
+        assert_eq!(
+            parts,
+            vec![
+                (Source::Raw, 2 * H + 7 * 60_000, 2 * H + 2 * M5),
+                (Source::Buckets(300), 2 * H + 2 * M5, 3 * H),
+                (Source::Buckets(3600), 3 * H, 9 * H),
+                (Source::Buckets(300), 9 * H, 10 * H),
+                (Source::Raw, 10 * H, 10 * H + 90_000),
+            ]
+        );
+        // Contiguous, whatever the period.
+        for (from, to) in [(0, 1), (H - 1, 30 * H), (5 * M5 + 3, 9 * H + 1), (7 * H, 7 * H + M5)] {
+            let parts = split(from, to, &tiers);
+            assert_eq!(parts.first().map(|p| p.1), Some(from));
+            assert_eq!(parts.last().map(|p| p.2), Some(to));
+            assert!(parts.windows(2).all(|w| w[0].2 == w[1].1), "{parts:?}");
+        }
+        assert_eq!(split(5, 5, &tiers), vec![]);
+        assert_eq!(split(0, H, &[]), vec![(Source::Raw, 0, H)]);
     }
 
     #[test]

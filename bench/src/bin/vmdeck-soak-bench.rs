@@ -74,6 +74,15 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    // The clients start once the first poll is stored (before, the VM pages are 404s).
+    for _ in 0..600 {
+        let seen: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM vms").fetch_one(&pool).await.unwrap_or(0);
+        if seen as usize >= args.domains {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     const PASSWORD: &str = "staple horse battery 1";
     vmdeck::auth::users::add(&pool, "soak", vmdeck::auth::Role::Viewer, PASSWORD.into(), false)
         .await
