@@ -167,3 +167,110 @@ pub async fn run(pool: &SqlitePool, cmd: UserCommand) -> Result<String, String> 
         }
     }
 }
+
+/// The figment with a throwaway secret key in place of the configured one: commands that only
+/// use the database never need the server's key.
+pub fn without_secret_key(figment: rocket::figment::Figment) -> rocket::figment::Figment {
+    use base64::Engine;
+    let mut key = [0u8; 64];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    figment.merge(("secret_key", base64::engine::general_purpose::STANDARD.encode(key)))
+}
+
+/// `vmdeck check-config`: the effective configuration with secrets masked, and one attempt to
+/// reach each host. Returns the report and the problems (one line each).
+pub async fn check_config(figment: &rocket::figment::Figment) -> (String, Vec<String>) {
+    let mut out = format!(
+        "configuration file: {} (profile {})\n",
+        crate::config::config_file(),
+        figment.profile()
+    );
+    let mut problems = Vec::new();
+    // The key is checked on its own, then left out of the way of everything else.
+    if let Err(e) = crate::config::Settings::from_figment(figment) {
+        if e.key == "secret_key" {
+            problems.push(e.to_string());
+        } else {
+            return (out, vec![e.to_string()]);
+        }
+    }
+    let key_set = figment.find_value("secret_key").is_ok();
+    let s = match crate::config::Settings::from_figment(&without_secret_key(figment.clone())) {
+        Ok(s) => s,
+        Err(e) => return (out, vec![e.to_string()]),
+    };
+    let address: String = figment.extract_inner("address").unwrap_or_else(|_| "?".into());
+    let port: u16 = figment.extract_inner("port").unwrap_or_default();
+    let lines = [
+        ("address", format!("{address}:{port}")),
+        (
+            "public_url",
+            s.public_url.as_ref().map_or("(not set: plain HTTP)".into(), |u| u.to_string()),
+        ),
+        ("database_url", s.database_url.clone()),
+        ("secret_key", if key_set { "(set, hidden)".into() } else { "(not set)".into() }),
+        ("demo", s.demo.to_string()),
+        ("poll_interval_secs", s.poll_interval.as_secs().to_string()),
+        ("call_timeout_secs", s.call_timeout.as_secs().to_string()),
+        ("session_idle_minutes", (s.session_idle.as_secs() / 60).to_string()),
+        ("session_lifetime_hours", (s.session_lifetime.as_secs() / 3600).to_string()),
+        ("trusted_proxies", format!("{:?}", s.trusted_proxies)),
+        ("healthz_tokens", format!("{} (hidden)", s.healthz_tokens.len())),
+        ("confirm_timeout_secs", s.confirm_timeout.as_secs().to_string()),
+        ("power_concurrency_per_host", s.power_concurrency.to_string()),
+        (
+            "audit_retention_days",
+            s.audit_retention_days.map_or("keep forever".into(), |d| d.to_string()),
+        ),
+        (
+            "retention (raw, 5 min, 1 h, 1 d; days)",
+            [s.retention.raw, s.retention.rollup_5m, s.retention.rollup_1h, s.retention.rollup_1d]
+                .map(|d| (d.as_secs() / 86_400).to_string())
+                .join(", "),
+        ),
+    ];
+    for (k, v) in lines {
+        out.push_str(&format!("{k} = {v}\n"));
+    }
+    out.push_str(&format!("hosts ({}):\n", s.hosts.len()));
+    for h in &s.hosts {
+        let backend = crate::backend::connect(&h.driver, s.call_timeout);
+        let started = std::time::Instant::now();
+        let status = match backend.inventory().await {
+            Ok(vms) => format!("ok: {} VMs in {:.1} s", vms.len(), started.elapsed().as_secs_f64()),
+            Err(e) => {
+                problems.push(format!("hosts[{}]: cannot take an inventory: {e}", h.name));
+                format!("FAILED: {e}")
+            }
+        };
+        out.push_str(&format!("  {}  {}  {}\n", h.name, h.uri().redacted(), status));
+    }
+    (out.trim_end().to_string(), problems)
+}
+
+/// `vmdeck backup FILE`: a consistent copy of the database while the server runs (SQLite's
+/// `VACUUM INTO` reads one snapshot), readable by its owner only.
+pub async fn backup(pool: &SqlitePool, file: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = file.to_str().ok_or("the backup's path must be valid UTF-8")?;
+    // Created empty and owner-only first (SQLite fills an empty file), so the copy of the
+    // password hashes is never readable by others, not even for a moment.
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file).map_err(
+        |e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                format!("{} exists already: choose a new file", file.display())
+            }
+            _ => format!("cannot create {}: {e}", file.display()),
+        },
+    )?;
+    if let Err(e) = sqlx::query("VACUUM INTO ?").bind(path).execute(pool).await {
+        let _ = std::fs::remove_file(file);
+        return Err(format!("backup to {} failed: {e}", file.display()));
+    }
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    Ok(format!(
+        "backed up to {} ({:.1} MiB); to restore, stop vmdeck and put this file in place of the database",
+        file.display(),
+        size as f64 / 1_048_576.0
+    ))
+}

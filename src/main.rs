@@ -33,6 +33,14 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print the effective configuration (secrets masked) and try each host once; exits
+    /// non-zero with one line per problem.
+    CheckConfig,
+    /// Write a consistent copy of the database to FILE (works while the server runs).
+    Backup {
+        /// Where to write the copy; must not exist yet.
+        file: std::path::PathBuf,
+    },
 }
 
 #[rocket::main]
@@ -43,11 +51,16 @@ async fn main() -> ExitCode {
         Command::Serve => serve().await,
         Command::User { command } => user(command).await,
         Command::Audit { command } => audit(command).await,
+        Command::CheckConfig => check_config().await,
+        Command::Backup { file } => match database().await {
+            Ok(pool) => report(vmdeck::cli::backup(&pool, &file).await),
+            Err(code) => code,
+        },
     }
 }
 
 async fn serve() -> ExitCode {
-    let rocket = match vmdeck::build(rocket::Config::figment()) {
+    let rocket = match vmdeck::build(vmdeck::config::figment()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vmdeck: {e}");
@@ -78,19 +91,27 @@ async fn audit(command: AuditCommand) -> ExitCode {
     }
 }
 
+async fn check_config() -> ExitCode {
+    let (out, problems) = vmdeck::cli::check_config(&vmdeck::config::figment()).await;
+    println!("{out}");
+    for p in &problems {
+        eprintln!("vmdeck: {p}");
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// Opens the server's database for a command; a failure has been reported when it returns one.
 async fn database() -> Result<SqlitePool, ExitCode> {
-    // The same configuration as the server, so the same database; the secret key and hosts are
-    // not needed here, but a broken configuration is still reported the same way.
-    let figment = rocket::Config::figment();
+    // The same configuration as the server, so the same database. The secret key only
+    // encrypts cookies: commands never need it, so a throwaway one stands in for it (an
+    // admin's shell has no access to the service's key, nor should it).
+    let figment = vmdeck::cli::without_secret_key(vmdeck::config::figment());
     let settings = match Settings::from_figment(&figment) {
         Ok(s) => s,
-        Err(e) if e.key == "secret_key" => {
-            match Settings::from_figment(&figment.merge(("secret_key", "cli-does-not-use-it"))) {
-                Ok(s) => s,
-                Err(e) => return Err(fail(e)),
-            }
-        }
         Err(e) => return Err(fail(e)),
     };
     vmdeck::db::connect(&settings.database_url)

@@ -400,6 +400,32 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     }
 }
 
+/// The configuration file of an installed vmdeck (the package's service reads it too).
+pub const SYSTEM_CONFIG: &str = "/etc/vmdeck/vmdeck.toml";
+
+/// The configuration file the server and the CLI read: the one `ROCKET_CONFIG` names when it
+/// is set; else [`SYSTEM_CONFIG`] when it exists; else `Rocket.toml`, looked up from the
+/// working directory upwards (Rocket's own default). So an admin's `vmdeck user add` on a
+/// server reaches the service's database without any environment.
+pub fn config_file() -> String {
+    match std::env::var("ROCKET_CONFIG") {
+        Ok(path) => path,
+        Err(_) if Path::new(SYSTEM_CONFIG).exists() => SYSTEM_CONFIG.to_string(),
+        Err(_) => "Rocket.toml".to_string(),
+    }
+}
+
+/// Rocket's configuration figment (defaults, the file, `ROCKET_*` variables, the profile),
+/// reading [`config_file`].
+pub fn figment() -> Figment {
+    use rocket::figment::providers::{Env, Format, Toml};
+    use rocket::figment::Profile;
+    Figment::from(rocket::Config::default())
+        .merge(Toml::file(config_file()).nested())
+        .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
+        .select(Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE))
+}
+
 /// Rocket's figment silently skips a missing `Rocket.toml`; a file named explicitly through
 /// `ROCKET_CONFIG` that cannot be read is an error instead.
 fn check_config_file() -> Result<(), ConfigError> {

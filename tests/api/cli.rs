@@ -80,3 +80,136 @@ async fn the_last_admin_cannot_be_removed_or_demoted() {
     let (ok, out) = vmdeck_user(&dir, &["remove", "root-admin"], "");
     assert!(!ok && out.contains("last admin"), "{out}");
 }
+
+#[test]
+fn commands_never_need_the_servers_secret_key() {
+    use crate::support::binary::vmdeck_with_env;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vmdeck.toml");
+    let release = [("ROCKET_PROFILE", "release")];
+    // A server's configuration, read by an admin's shell: no key there (the service has it in
+    // a root-only file), or a key the shell cannot use.
+    for key in ["", "secret_key = \"not a key\"\n"] {
+        std::fs::write(
+            &config,
+            format!(
+                "[release]\n{key}database_url = \"sqlite://{}/vmdeck.db\"\n\
+                 [[release.hosts]]\nname = \"lab\"\ndriver = \"libvirt\"\nuri = \"test:///default\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let (status, out) = vmdeck_with_env(&config, &["user", "list"], "", &release);
+        assert!(status.success(), "{key:?}: {out}");
+    }
+    let (status, out) =
+        vmdeck_with_env(&config, &["user", "add", "ops", "--role", "admin"], PASSWORD, &release);
+    assert!(status.success() && out.contains("added"), "{out}");
+    // The server itself still refuses to start without a valid key.
+    let (status, out) = vmdeck_with_env(&config, &["check-config"], "", &release);
+    assert!(!status.success() && out.contains("secret_key"), "{out}");
+}
+
+#[test]
+fn check_config_shows_the_configuration_without_secrets_and_names_each_failing_host() {
+    use crate::support::binary::vmdeck;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vmdeck.toml");
+    let good =
+        "[[default.hosts]]\nname = \"lab\"\ndriver = \"libvirt\"\nuri = \"test:///default\"\n";
+    // Port 1 on loopback refuses at once.
+    let bad = "[[default.hosts]]\nname = \"far\"\ndriver = \"libvirt\"\n\
+               uri = \"qemu+tcp://admin:hunter2@127.0.0.1:1/system\"\n";
+    let head = format!(
+        "[default]\ndatabase_url = \"sqlite://{}/vmdeck.db\"\nhealthz_tokens = [\"0123456789abcdef-token\"]\n\
+         secret_key = \"hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk=\"\n",
+        dir.path().display()
+    );
+    std::fs::write(&config, format!("{head}{good}")).unwrap();
+    let (status, out) = vmdeck(&config, &["check-config"], "");
+    assert!(status.success(), "{out}");
+    assert!(out.contains("lab  test:///default  ok: 1 VMs"), "{out}");
+    assert!(out.contains("poll_interval_secs = 10") && out.contains("(set, hidden)"), "{out}");
+
+    std::fs::write(&config, format!("{head}{good}{bad}")).unwrap();
+    let (status, out) = vmdeck(&config, &["check-config"], "");
+    assert!(!status.success(), "a host that cannot be reached fails the check: {out}");
+    let problems: Vec<&str> = out.lines().filter(|l| l.starts_with("vmdeck: ")).collect();
+    assert_eq!(problems.len(), 1, "one line per problem: {out}");
+    assert!(problems[0].starts_with("vmdeck: hosts[far]: cannot take an inventory"), "{out}");
+    for secret in
+        ["hunter2", "0123456789abcdef-token", "hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk"]
+    {
+        assert!(!out.contains(secret), "{secret} shown: {out}");
+    }
+    assert!(out.contains("admin:***@127.0.0.1"), "the host is named, redacted: {out}");
+
+    std::fs::write(&config, format!("{head}poll_interval_secs = 0\n{good}")).unwrap();
+    let (status, out) = vmdeck(&config, &["check-config"], "");
+    assert!(!status.success() && out.contains("poll_interval_secs"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_polls_run_restores_into_an_identical_instance() {
+    use crate::support::app::{spawn_app_in, AppOptions};
+    use crate::support::binary::{config_for_app_database, vmdeck};
+    use std::os::unix::fs::PermissionsExt;
+    let app = breadth_app().await;
+    let operator = app.session("operator").await;
+    let vm = crate::support::app::uuid_of(&app, "br-running").await;
+    let res = operator.post(&format!("/vms/lab/{vm}/power"), &[("action", "pause")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    // Write load: polls one after the other while the backup runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let polls = {
+        let (stop, hosts, pool) = (stop.clone(), app.hosts.clone(), app.pool.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                hosts.get("lab").unwrap().poll(&pool).await;
+                n += 1;
+            }
+            n
+        })
+    };
+    let copy = tempfile::tempdir().unwrap();
+    let file = copy.path().join("vmdeck.db");
+    let config = config_for_app_database(app.dir.path());
+    let arg = file.to_str().unwrap().to_string();
+    let (status, out) =
+        tokio::task::spawn_blocking(move || vmdeck(&config, &["backup", &arg], "")).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let polled = polls.await.unwrap();
+    assert!(status.success(), "{out}");
+    assert!(polled > 0, "polls ran during the backup");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the copy holds password hashes: owner only");
+    let config = config_for_app_database(app.dir.path());
+    let again = file.to_str().unwrap().to_string();
+    let (status, out) = vmdeck(&config, &["backup", &again], "");
+    assert!(!status.success() && out.contains("exists already"), "never overwritten: {out}");
+
+    // Restore: a fresh instance on the copy.
+    let snapshot = vmdeck::db::connect(&format!("sqlite://{}", file.display())).await.unwrap();
+    let count = async |pool: &sqlx::SqlitePool, sql: &str| -> i64 {
+        sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    };
+    let samples = count(&snapshot, "SELECT count(*) FROM samples").await;
+    let entries = vmdeck::audit::chain::verify(&snapshot, None).await.expect("chain intact");
+    snapshot.close().await;
+    assert!(samples > 0 && samples <= count(&app.pool, "SELECT count(*) FROM samples").await);
+    let restored = spawn_app_in(copy, AppOptions::breadth()).await;
+    let names = async |pool: &sqlx::SqlitePool| -> Vec<String> {
+        sqlx::query_scalar("SELECT name FROM vms ORDER BY name").fetch_all(pool).await.unwrap()
+    };
+    assert_eq!(names(&restored.pool).await, names(&app.pool).await, "the same VMs");
+    let (status, list) = restored.get("/vms").await;
+    assert_eq!(status, 200);
+    assert!(list.contains("br-running"), "the VM list is served from the restored database");
+    let vm_page = restored.get(&format!("/vms/lab/{vm}?range=1h")).await;
+    assert_eq!(vm_page.0, 200);
+    let restored_chain = vmdeck::audit::chain::verify(&restored.pool, None).await.unwrap();
+    assert!(restored_chain.entries >= entries.entries, "the audit chain came along, intact");
+    let (_, audit) = restored.get("/audit").await;
+    assert!(audit.contains("br-running"), "the pause is in the restored audit log");
+}

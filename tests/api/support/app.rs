@@ -240,7 +240,11 @@ pub fn test_figment(dir: &Path, opts: &AppOptions, port: u16) -> Figment {
 }
 
 pub async fn spawn_app(opts: AppOptions) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in(tempfile::tempdir().unwrap(), opts).await
+}
+
+/// The app on the database `vmdeck.db` in `dir` (which may hold one already: a restore).
+pub async fn spawn_app_in(dir: tempfile::TempDir, opts: AppOptions) -> TestApp {
     let port = free_port();
     let rocket =
         vmdeck::build(test_figment(dir.path(), &opts, port)).expect("valid test configuration");
@@ -263,7 +267,10 @@ pub async fn spawn_app(opts: AppOptions) -> TestApp {
         async || client.get(format!("{base}/healthz")).send().await.is_ok(),
     )
     .await;
-    add_user(&pool, "viewer", "viewer").await;
+    // A restored database already has its viewer.
+    if vmdeck::auth::users::credentials(&pool, "viewer", false).await.unwrap().is_none() {
+        add_user(&pool, "viewer", "viewer").await;
+    }
     let viewer =
         login(&base, "viewer", PASSWORD).await.unwrap_or_else(|e| panic!("viewer login: {e:?}"));
     let app = TestApp { base, pool, hosts, client, viewer, routes, dir, shutdown };

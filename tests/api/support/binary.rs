@@ -32,8 +32,19 @@ pub fn config_for_app_database(dir: &Path) -> PathBuf {
 
 /// Runs `vmdeck ARGS` as [`vmdeck_user`] does. Returns (exit status, stdout and stderr).
 pub fn vmdeck(config: &Path, args: &[&str], stdin: &str) -> (ExitStatus, String) {
+    vmdeck_with_env(config, args, stdin, &[])
+}
+
+/// [`vmdeck`] with more environment variables (e.g. `ROCKET_PROFILE`).
+pub fn vmdeck_with_env(
+    config: &Path,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> (ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmdeck"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(config.parent().expect("the configuration's directory"))
         .env("ROCKET_CONFIG", config)
         .stdin(Stdio::piped())
