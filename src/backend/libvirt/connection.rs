@@ -476,15 +476,15 @@ fn ip_addresses(dom: &Domain) -> Vec<IpAddress> {
         (sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP, AddrSource::Arp),
     ];
     for (flag, source) in sources {
-        let Ok(ifaces) = dom.interface_addresses(flag, 0) else {
+        let Ok(ifaces) = bulk::interface_addresses(dom, flag) else {
             continue;
         };
         let mut found: Vec<IpAddress> = ifaces
             .iter()
             .flat_map(|iface| {
                 let mac = iface.hwaddr.clone().unwrap_or_default().to_ascii_lowercase();
-                iface.addrs.iter().filter_map(move |a| {
-                    let addr: IpAddr = a.addr.parse().ok()?;
+                iface.addrs.iter().filter_map(move |(a, prefix)| {
+                    let addr: IpAddr = a.parse().ok()?;
                     // The agent also reports loopback; nobody connects to a VM's 127.0.0.1.
                     if addr.is_loopback() {
                         return None;
@@ -492,7 +492,7 @@ fn ip_addresses(dom: &Domain) -> Vec<IpAddress> {
                     Some(IpAddress {
                         mac: mac.clone(),
                         addr,
-                        prefix: a.prefix.min(128) as u8,
+                        prefix: (*prefix).min(128) as u8,
                         source,
                     })
                 })
