@@ -57,6 +57,8 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("POST /login", &["username", "password", "next"]),
     ("POST /logout", &["csrf_token"]),
     ("GET /users", &[]),
+    ("GET /account", &[]),
+    ("POST /account/password", &["csrf_token", "current", "password", "password_again"]),
     ("POST /users", &["csrf_token", "name", "role", "password", "password_again"]),
     ("POST /users/<name>/role", &["csrf_token", "role"]),
     ("POST /users/<name>/password", &["csrf_token", "password", "password_again"]),
@@ -523,6 +525,7 @@ impl<'a> Fuzzer<'a> {
                 vec![if role == 0 { TARGETS[0].into() } else { self.names[role].clone() }]
             }
             "password" | "password_again" => strs(&[PASSWORD, "short"]),
+            "current" => strs(&[PASSWORD, "wrong password"]),
             "role" => Role::ALL.iter().map(|r| r.as_str().to_string()).collect(),
             _ => vec![String::new()],
         }
@@ -641,9 +644,9 @@ impl<'a> Fuzzer<'a> {
         }
         let request = Request { method: route.method.clone(), url, body, headers };
 
-        let status = match self.send(role, &request).await {
-            Ok((status, _)) if status < 500 => status,
-            Ok((status, text)) => {
+        let (status, location) = match self.send(role, &request).await {
+            Ok(answer) if answer.status < 500 => (answer.status, answer.location),
+            Ok(Answer { status, body: text, .. }) => {
                 return Some(format!(
                     "case {case}: {} -> {status} {}",
                     request.describe(role),
@@ -663,17 +666,23 @@ impl<'a> Fuzzer<'a> {
                     users::add(&self.app.pool, name, Role::Viewer, PASSWORD.into(), false).await;
             }
         }
-        // A logged-in role that logged in again or out gets a fresh session of its own.
-        let session_changed = matches!(route.name.as_str(), "POST /login" | "POST /logout");
-        if role > 0 && session_changed && status == 303 {
+        // A logged-in role that logged in again or out, or changed its own password (which
+        // ends its sessions), gets its password back and a fresh session of its own.
+        let session_ended = match route.name.as_str() {
+            "POST /login" | "POST /logout" => status == 303,
+            "POST /account/password" => location.as_deref() == Some("/login"),
+            _ => false,
+        };
+        if role > 0 && session_ended {
+            let name = &self.names[role];
+            users::set_password(&self.app.pool, name, PASSWORD.into()).await.unwrap();
             self.accounts[role] = Some(self.login(role).await);
         }
         None
     }
 
-    /// Sends `request` with `role`'s session: the status and body of the answer, or why there
-    /// was none.
-    async fn send(&self, role: usize, request: &Request) -> Result<(u16, String), String> {
+    /// Sends `request` with `role`'s session: the answer, or why there was none.
+    async fn send(&self, role: usize, request: &Request) -> Result<Answer, String> {
         if request.url.len() > LONGEST_URI {
             return self.send_raw(role, request).await;
         }
@@ -689,11 +698,16 @@ impl<'a> Fuzzer<'a> {
             req = req.body(body.clone());
         }
         let res = req.send().await.map_err(|e| e.to_string())?;
-        Ok((res.status().as_u16(), res.text().await.unwrap_or_default()))
+        let location = res.headers().get("location").and_then(|l| l.to_str().ok());
+        Ok(Answer {
+            status: res.status().as_u16(),
+            location: location.map(String::from),
+            body: res.text().await.unwrap_or_default(),
+        })
     }
 
     /// [`Self::send`] over a plain socket, for URIs too long for hyper's client.
-    async fn send_raw(&self, role: usize, request: &Request) -> Result<(u16, String), String> {
+    async fn send_raw(&self, role: usize, request: &Request) -> Result<Answer, String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let authority = self.app.base.trim_start_matches("http://");
         let target = &request.url[self.app.base.len()..];
@@ -729,7 +743,13 @@ impl<'a> Fuzzer<'a> {
             .and_then(|s| s.get(..3))
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| format!("not an HTTP answer: {}", shorten(&answer)))?;
-        Ok((status, answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()))
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let location = head.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(name, _)| name.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.trim().to_string())
+        });
+        Ok(Answer { status, location, body: body.to_string() })
     }
 
     /// Makes sure a panic or an error logged on the server's threads would be seen: one of
@@ -821,6 +841,13 @@ impl Request {
         }
         line
     }
+}
+
+/// What the server answered.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    body: String,
 }
 
 /// A logged-in account: its session, and the cookie jar its client uses.
