@@ -137,6 +137,7 @@ async fn fuzz() {
     for (route, statuses) in &f.seen {
         println!("  {route:48} {statuses:?}");
     }
+    println!("{} request(s) got no answer and were sent again: {:#?}", f.resent.len(), f.resent);
 
     let panics = take(&PANICS);
     let log = take(&SERVER_LOG);
@@ -407,6 +408,8 @@ struct Fuzzer<'a> {
     hostility: f64,
     /// Whether the current case's route is the audit log's.
     on_audit: bool,
+    /// Requests that got no answer and were sent again, with why.
+    resent: Vec<String>,
     /// How many answers of each status each route gave.
     seen: BTreeMap<String, BTreeMap<u16, usize>>,
 }
@@ -432,6 +435,7 @@ impl<'a> Fuzzer<'a> {
             logins: 0,
             hostility: 0.3,
             on_audit: false,
+            resent: Vec::new(),
             seen: Default::default(),
         };
         for (role, role_name) in ROLES.iter().enumerate().skip(1) {
@@ -644,7 +648,15 @@ impl<'a> Fuzzer<'a> {
         }
         let request = Request { method: route.method.clone(), url, body, headers };
 
-        let (status, location) = match self.send(role, &request).await {
+        let mut sent = self.send(role, &request).await;
+        if let Err(why) = &sent {
+            // A keep-alive connection the server closed just as the client reused it fails
+            // without an answer: sent again, on a new connection, a request the server really
+            // drops fails again.
+            self.resent.push(format!("case {case}: {why}"));
+            sent = self.send(role, &request).await;
+        }
+        let (status, location) = match sent {
             Ok(answer) if answer.status < 500 => (answer.status, answer.location),
             Ok(Answer { status, body: text, .. }) => {
                 return Some(format!(
@@ -697,7 +709,16 @@ impl<'a> Fuzzer<'a> {
         if let Some(body) = &request.body {
             req = req.body(body.clone());
         }
-        let res = req.send().await.map_err(|e| e.to_string())?;
+        let res = req.send().await.map_err(|e| {
+            // The whole chain: reqwest's own message only says "error sending request".
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                why.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            why
+        })?;
         let location = res.headers().get("location").and_then(|l| l.to_str().ok());
         Ok(Answer {
             status: res.status().as_u16(),
