@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::db::{now_ms, Db};
 use crate::domain::{Actor, AuditKind, AuditOutcome, CurrentUser};
 use crate::events;
+use crate::web::redirectable;
 
 pub fn routes() -> Vec<Route> {
     rocket::routes![login_page, login, logout]
@@ -57,14 +58,16 @@ impl LoginPage {
     }
 }
 
-/// Only local paths are followed after login, so `next` cannot send a user elsewhere.
+/// Only local paths are followed after login, so `next` cannot send a user elsewhere; and only
+/// ones that are a URI as given (`/vms x` or `/vms\u{202e}` would make the redirect a 500).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with('/')
                 && !n.starts_with("//")
                 && !n.contains('\\')
-                && !n.starts_with("/login") =>
+                && !n.starts_with("/login")
+                && redirectable(n) =>
         {
             n.to_string()
         }

@@ -49,6 +49,13 @@ impl Chrome {
     }
 }
 
+/// Whether `target` can be a redirect's `Location` as it is. Rocket answers a redirect to text
+/// that is not a URI (a space, a non-ASCII or control character) with a 500, so a target taken
+/// from a request is checked with this first.
+pub fn redirectable(target: &str) -> bool {
+    rocket::http::uri::Reference::parse(target).is_ok()
+}
+
 /// What a page says about its query: parameters it could not use and what it did instead.
 /// Shown above the page's content (`macros::notices`); never an error page.
 pub type Notices = Vec<String>;

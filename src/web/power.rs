@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::redirectable;
 use crate::domain::{PowerAction, PowerState, VmKey};
 
 /// One action button.
@@ -50,13 +51,15 @@ pub fn bulk_buttons() -> Vec<ActionButton> {
         .collect()
 }
 
-/// Where to go after an action: a local vmdeck page, else the VM list.
+/// Where to go after an action: a local vmdeck page that is a URI as given (a redirect to
+/// anything else is a 500), else the VM list.
 pub fn safe_back(back: Option<&str>) -> String {
     match back {
         Some(b)
             if (b.starts_with("/vms") || b.starts_with("/audit"))
                 && !b.contains("//")
-                && !b.contains('\\') =>
+                && !b.contains('\\')
+                && redirectable(b) =>
         {
             b.to_string()
         }
@@ -81,5 +84,7 @@ mod tests {
         assert_eq!(b[2].confirm_href, None);
         assert_eq!(safe_back(Some("//evil.example")), "/vms");
         assert_eq!(safe_back(Some("/audit?vm=x")), "/audit?vm=x");
+        assert_eq!(safe_back(Some("/vms?q=<script>")), "/vms", "not a URI as given");
+        assert_eq!(safe_back(Some("/vms?q=a b")), "/vms", "not a URI as given");
     }
 }

@@ -590,3 +590,36 @@ async fn demo_accounts_cannot_log_in_outside_the_demo() {
         .unwrap();
     assert_eq!(session.get("/users").await.0, 401);
 }
+
+#[tokio::test]
+async fn a_next_page_that_is_not_a_uri_as_given_sends_the_user_to_the_vm_list() {
+    let app = breadth_app().await;
+    add_user(&app.pool, "walker", "viewer").await;
+    let location = |res: &reqwest::Response| {
+        res.headers().get("location").map(|l| l.to_str().unwrap().to_string())
+    };
+    for (next, expected) in [
+        ("/audit?user=x", "/audit?user=x"),
+        ("/vms x", "/vms"),
+        ("/audit?user=é", "/vms"),
+        ("/vms\u{202e}", "/vms"),
+        ("/\t/evil.example", "/vms"),
+    ] {
+        // Logged in already: the login page sends the user on at once.
+        let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let res = app.viewer.client.get(format!("{}/login?next={encoded}", app.base)).send();
+        let res = res.await.unwrap();
+        assert_eq!(res.status().as_u16(), 303, "GET /login?next={next:?} when logged in");
+        assert_eq!(location(&res).as_deref(), Some(expected), "GET /login?next={next:?}");
+        // Logging in.
+        let res = app
+            .client
+            .post(format!("{}/login", app.base))
+            .form(&[("username", "walker"), ("password", PASSWORD), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 303, "POST /login with next={next:?}");
+        assert_eq!(location(&res).as_deref(), Some(expected), "POST /login with next={next:?}");
+    }
+}

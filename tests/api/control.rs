@@ -192,3 +192,18 @@ async fn requests_left_pending_by_a_crash_are_settled_at_the_next_start() {
     assert!(rows[0].2.as_deref().unwrap().contains("before sending"));
     assert_eq!(rows[1].1, "confirmed", "power_off of a VM found shut off: {rows:?}");
 }
+
+#[tokio::test]
+async fn a_page_to_come_back_to_that_is_not_a_uri_as_given_comes_back_to_the_vm_list() {
+    let app = breadth_app().await;
+    let op = app.session("operator").await;
+    let uuid = uuid_of(&app, "br-running").await;
+    for back in ["/vms?q=<script>", "/vms?q=a b", "/audit\u{202e}"] {
+        // Refused before anything is sent (no VM chosen), and after an action on one VM.
+        let res = op.post("/vms/power", &[("action", ""), ("back", back)]).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, "/vms".into()), "bulk, {back:?}");
+        let one = format!("/vms/lab/{uuid}/power");
+        let res = op.post(&one, &[("action", "pause"), ("back", back)]).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, "/vms".into()), "one, {back:?}");
+    }
+}

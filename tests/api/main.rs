@@ -21,6 +21,7 @@ mod config;
 mod control;
 mod faults;
 mod flood;
+mod fuzz;
 mod history;
 mod inventory;
 mod real_vm;
