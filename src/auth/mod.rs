@@ -70,6 +70,19 @@ pub fn client_addr(req: &Request<'_>) -> Option<IpAddr> {
         .or(Some(peer))
 }
 
+/// The request's path as the audit log keeps it: at most [`MAX_AUDITED_PATH`] characters, so a
+/// logged-in client cannot write 64 KB entries one request at a time.
+fn audited_path(req: &Request<'_>) -> String {
+    let path = req.uri().path().as_str();
+    match path.char_indices().nth(MAX_AUDITED_PATH) {
+        Some((cut, _)) => format!("{}…", &path[..cut]),
+        None => path.to_string(),
+    }
+}
+
+/// Longest request path written to the audit log (real paths are far shorter).
+const MAX_AUDITED_PATH: usize = 200;
+
 // ---------------------------------------------------------------------------------------------
 // Sessions and guards
 
@@ -128,7 +141,7 @@ async fn require<'r>(req: &'r Request<'_>, role: Role) -> request::Outcome<&'r C
     }
     if let Some(db) = req.rocket().state::<Db>() {
         let detail =
-            format!("{} {} needs the {} role", req.method(), req.uri().path(), role.as_str());
+            format!("{} {} needs the {} role", req.method(), audited_path(req), role.as_str());
         events::record_logged(
             &db.0,
             AuditKind::AccessDenied,
@@ -236,7 +249,7 @@ where
         let why =
             if origin_ok { "missing or wrong CSRF token" } else { "request from another origin" };
         if let Some(db) = req.rocket().state::<Db>() {
-            let detail = format!("{} {}: {why}", req.method(), req.uri().path());
+            let detail = format!("{} {}: {why}", req.method(), audited_path(req));
             events::record_logged(
                 &db.0,
                 AuditKind::CsrfRefused,

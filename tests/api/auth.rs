@@ -191,6 +191,15 @@ async fn a_viewer_is_refused_and_the_attempt_is_audited() {
     assert!(power_entries(&app, &uuid).await.is_empty(), "nothing was requested");
     let (_, html) = app.get("/vms").await;
     assert!(!html.contains("name=\"action\" value=\"shutdown\""), "viewers get no power buttons");
+    // A huge path is audited cut short, not whole.
+    let huge = "u".repeat(20_000);
+    let res = app.viewer.post(&format!("/users/{huge}/role"), &[("role", "admin")]).await;
+    assert_eq!(res.status().as_u16(), 403);
+    let longest: i64 = sqlx::query_scalar("SELECT max(length(detail)) FROM audit_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!((200..300).contains(&longest), "the audited path is bounded ({longest})");
 }
 
 #[tokio::test]
