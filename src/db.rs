@@ -36,7 +36,19 @@ pub async fn connect(url: &str) -> anyhow::Result<SqlitePool> {
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
+    let migrator = sqlx::migrate!("./migrations");
+    if let Err(e) = migrator.run(&pool).await {
+        return Err(match e {
+            // A database migrated by a later vmdeck: running on it could damage it.
+            sqlx::migrate::MigrateError::VersionMissing(v) => anyhow::anyhow!(
+                "the database was written by a newer vmdeck (it has schema migration {v}; this \
+                 vmdeck knows up to {}): run that newer version, or restore a backup taken \
+                 before the upgrade",
+                migrator.iter().map(|m| m.version).max().unwrap_or(0)
+            ),
+            e => e.into(),
+        });
+    }
     let chained = crate::events::chain::backfill(&pool).await?;
     if chained > 0 {
         tracing::info!(

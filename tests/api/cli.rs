@@ -213,3 +213,24 @@ async fn a_backup_taken_while_polls_run_restores_into_an_identical_instance() {
     let (_, audit) = restored.get("/audit").await;
     assert!(audit.contains("br-running"), "the pause is in the restored audit log");
 }
+
+#[tokio::test]
+async fn a_database_from_a_newer_vmdeck_is_refused_with_a_clear_message() {
+    use crate::support::binary::{config_for_app_database, vmdeck};
+    let app = breadth_app().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let config = config_for_app_database(app.dir.path());
+    let (status, out) =
+        tokio::task::spawn_blocking(move || vmdeck(&config, &["user", "list"], "")).await.unwrap();
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("written by a newer vmdeck") && out.contains("migration 9999"),
+        "a downgrade says so: {out}"
+    );
+}
