@@ -46,19 +46,42 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
     if settings.demo {
         settings.hosts.push(demo::host(&settings.data_dir())?);
     }
-    // Templates and static files are found beside the crate unless configured otherwise, so the
-    // binary works from any working directory.
+    // Templates and static files are built in (see web::assets) unless configured otherwise.
+    let configured = |key: &str| -> Result<Option<String>, ConfigError> {
+        match figment.find_value(key) {
+            Err(_) => Ok(None),
+            Ok(_) => figment
+                .extract_inner::<String>(key)
+                .map(Some)
+                .map_err(|e| ConfigError { key: key.into(), message: e.to_string() }),
+        }
+    };
+    let static_dir = configured("static_dir")?;
+    let template_dir = match configured("template_dir")? {
+        Some(dir) => dir,
+        None => {
+            let data_dir = settings.data_dir();
+            let unpacked = web::assets::unpack_templates(&data_dir).map_err(|e| ConfigError {
+                key: "template_dir".into(),
+                message: format!(
+                    "cannot unpack the built-in templates into {}: {e}",
+                    data_dir.display()
+                ),
+            })?;
+            unpacked.display().to_string()
+        }
+    };
     let figment = figment
-        .join(("template_dir", concat!(env!("CARGO_MANIFEST_DIR"), "/templates")))
-        .join(("static_dir", concat!(env!("CARGO_MANIFEST_DIR"), "/static")))
+        .merge(("template_dir", template_dir))
         // Rocket would take the client address from any client's X-Real-IP header; vmdeck reads
         // forwarded addresses only from `trusted_proxies` (see auth::client_addr).
         .merge(("ip_header", false));
-    let static_dir: String = figment
-        .extract_inner("static_dir")
-        .map_err(|e| ConfigError { key: "static_dir".into(), message: e.to_string() })?;
+    let rocket = match static_dir {
+        Some(dir) => rocket::custom(figment).mount("/static", FileServer::from(dir)),
+        None => rocket::custom(figment).mount("/", rocket::routes![web::assets::asset]),
+    };
 
-    Ok(rocket::custom(figment)
+    Ok(rocket
         .manage(settings)
         .manage(auth::state())
         .attach(security::shield())
@@ -81,7 +104,6 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .mount("/", audit::routes())
         .mount("/", history::routes())
         .mount("/", reports::routes())
-        .mount("/static", FileServer::from(static_dir))
         .register("/", web::error::catchers())
         .register("/", auth::catchers()))
 }

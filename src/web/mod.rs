@@ -3,6 +3,7 @@
 //! error type with its error pages. Features build their pages from these; nothing here knows
 //! about a particular feature.
 
+pub mod assets;
 pub mod chart;
 pub mod csv;
 pub mod error;

@@ -177,11 +177,23 @@ fn the_demo_shows_a_one_time_admin_password_on_the_terminal_and_keeps_its_own_da
         let every = Duration::from_millis(100);
         let what = "a login with the printed password";
         let session = eventually_every(what, Duration::from_secs(10), every, logged_in).await;
+        // Pages and styles come from the binary: this directory has no templates/ or static/.
+        let css = session.client.get(format!("{base}/static/vmdeck.css")).send().await.unwrap();
+        assert_eq!(css.status().as_u16(), 200);
+        assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+        assert!(css.text().await.unwrap().contains(".topbar"));
+        let missing = session.client.get(format!("{base}/static/nope.css")).send().await.unwrap();
+        assert_eq!(missing.status().as_u16(), 404);
         session.get("/vms").await.1
     });
     let _ = child.kill();
     let _ = child.wait();
     assert!(page.contains("DEMO") && page.contains("db-primary"), "the demo lab is shown");
+    assert!(page.contains("<!DOCTYPE html>") || page.contains("<!doctype html>"), "{page}");
+    assert!(
+        dir.path().join("data/templates/base.html.tera").exists(),
+        "the built-in templates were unpacked into the data directory"
+    );
     let logs = logs.join().unwrap();
     assert!(logs.contains("INFO"), "the log stream was captured: {logs}");
     assert!(!logs.contains(&password), "the password stays out of the log stream");
