@@ -327,26 +327,13 @@ async fn pending(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Actor, AuditKind, AuditOutcome};
     use crate::events::chain::GENESIS;
 
     fn entry(id: i64) -> Content {
-        Content {
-            id,
-            ts: 1_700_000_000_000 + id,
-            kind: "login".into(),
-            user_name: Some(format!("user{id}")),
-            client_addr: Some("10.0.0.1".into()),
-            host_name: None,
-            vm_uuid: None,
-            vm_name: None,
-            action: None,
-            status: "ok".into(),
-            error: None,
-            detail: None,
-            sent_at: None,
-            accepted_at: None,
-            settled_at: Some(1_700_000_000_000 + id),
-        }
+        let who = Actor { user: Some(format!("user{id}")), addr: Some("10.0.0.1".into()) };
+        let at = 1_700_000_000_000 + id;
+        Content { id, ..Content::settled(AuditKind::Login, &who, AuditOutcome::Ok, at) }
     }
 
     /// Entries 1..=n (ids 101…) sealed one after the other from `anchor`.

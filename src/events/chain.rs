@@ -306,22 +306,10 @@ mod tests {
     use super::*;
 
     fn login() -> Content {
+        let alice = Actor { user: Some("alice".into()), addr: Some("10.0.0.1".into()) };
         Content {
             id: 7,
-            ts: 1_700_000_000_000,
-            kind: "login".into(),
-            user_name: Some("alice".into()),
-            client_addr: Some("10.0.0.1".into()),
-            host_name: None,
-            vm_uuid: None,
-            vm_name: None,
-            action: None,
-            status: "ok".into(),
-            error: None,
-            detail: None,
-            sent_at: None,
-            accepted_at: None,
-            settled_at: Some(1_700_000_000_000),
+            ..Content::settled(AuditKind::Login, &alice, AuditOutcome::Ok, 1_700_000_000_000)
         }
     }
 
