@@ -154,7 +154,7 @@ async fn main() {
         full_med / bare_med
     );
 
-    const PASSWORD: &str = "staple horse battery 1";
+    use common::PASSWORD;
     vmdeck::auth::users::add(
         &pool,
         "bench-op",
@@ -273,7 +273,7 @@ async fn control_figures(
     domains: usize,
     cap: usize,
 ) {
-    const PASSWORD: &str = "staple horse battery 1"; // created for the render figures
+    use common::PASSWORD; // created for the render figures
     let running: Vec<String> = sqlx::query_scalar(
         "SELECT uuid FROM vms WHERE state = 'running' AND gone_at IS NULL ORDER BY name",
     )

@@ -180,12 +180,7 @@ async fn main() {
     // The server starts only now: its own minute ticker would otherwise roll up "now" while the
     // past is still being generated.
     tokio::spawn(rocket.launch());
-    for _ in 0..200 {
-        if common::http_get(port, "/healthz", &[]).is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    common::wait_until_serving(port).await;
 
     // Size with the default retention.
     let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await;
@@ -248,20 +243,7 @@ async fn main() {
     );
 
     // Page render times.
-    vmdeck::auth::users::add(
-        &pool,
-        "bench",
-        vmdeck::auth::Role::Viewer,
-        "staple horse battery 1".into(),
-        false,
-    )
-    .await
-    .unwrap();
-    let (http, _) =
-        tokio::task::spawn_blocking(move || common::login(port, "bench", "staple horse battery 1"))
-            .await
-            .unwrap();
-    let cookies = http.cookies.clone();
+    let cookies = common::viewer_cookies(&pool, port, "bench").await;
     let uuid = "00000000-0000-4000-9000-000000000007";
     println!("\n## Server-side render time (Server-Timing, median of {} requests)", args.requests);
     let mut medians = Vec::new();

@@ -139,26 +139,8 @@ async fn main() {
     let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await;
 
     tokio::spawn(rocket.launch());
-    for _ in 0..200 {
-        if common::http_get(port, "/healthz", &[]).is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    vmdeck::auth::users::add(
-        &pool,
-        "bench",
-        vmdeck::auth::Role::Viewer,
-        "staple horse battery 1".into(),
-        false,
-    )
-    .await
-    .unwrap();
-    let (http, _) =
-        tokio::task::spawn_blocking(move || common::login(port, "bench", "staple horse battery 1"))
-            .await
-            .unwrap();
-    let cookies = http.cookies.clone();
+    common::wait_until_serving(port).await;
+    let cookies = common::viewer_cookies(&pool, port, "bench").await;
     let input = |ms: i64| {
         let a = vmdeck::web::format::absolute(ms);
         format!("{}T{}", &a[0..10], &a[11..16])

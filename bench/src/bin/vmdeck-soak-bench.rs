@@ -68,12 +68,7 @@ async fn main() {
     let pool = rocket.state::<Db>().unwrap().0.clone();
     let shutdown = rocket.shutdown();
     tokio::spawn(rocket.launch());
-    for _ in 0..400 {
-        if common::http_get(port, "/healthz", &[]).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::wait_until_serving(port).await;
     // The clients start once the first poll is stored (before, the VM pages are 404s).
     for _ in 0..600 {
         let seen: i64 =
@@ -83,13 +78,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    const PASSWORD: &str = "staple horse battery 1";
-    vmdeck::auth::users::add(&pool, "soak", vmdeck::auth::Role::Viewer, PASSWORD.into(), false)
-        .await
-        .expect("user");
-    let (http, _) =
-        tokio::task::spawn_blocking(move || common::login(port, "soak", PASSWORD)).await.unwrap();
-    let cookies = http.cookies.clone();
+    let cookies = common::viewer_cookies(&pool, port, "soak").await;
 
     let uuid = "00000000-0000-4000-8000-000000000007";
     let pages: Vec<String> = vec![

@@ -232,3 +232,32 @@ pub fn write_node(path: &Path, n: usize) {
     xml.push_str("</node>\n");
     std::fs::write(path, xml).expect("write node definition");
 }
+
+/// The benchmarks' accounts' password.
+pub const PASSWORD: &str = "staple horse battery 1";
+
+/// Waits until the server on `port` answers (at most 10 s).
+pub async fn wait_until_serving(port: u16) {
+    for _ in 0..400 {
+        if http_get(port, "/healthz", &[]).is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Creates a viewer `name` and logs in; returns the session's cookies.
+pub async fn viewer_cookies(
+    pool: &sqlx::SqlitePool,
+    port: u16,
+    name: &str,
+) -> Vec<(String, String)> {
+    vmdeck::auth::users::add(pool, name, vmdeck::auth::Role::Viewer, PASSWORD.into(), false)
+        .await
+        .expect("bench user");
+    let name = name.to_string();
+    let (http, _) = tokio::task::spawn_blocking(move || login(port, &name, PASSWORD))
+        .await
+        .expect("login thread");
+    http.cookies
+}
