@@ -84,6 +84,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
     Ok(rocket
         .manage(settings)
         .manage(auth::state())
+        .manage(inventory::Snapshots::default())
         .attach(security::shield())
         .attach(security::SecurityHeaders)
         .attach(telemetry::request_span())

@@ -15,15 +15,16 @@ use rocket_dyn_templates::Template;
 use serde::Serialize;
 
 use super::health::{host_statuses, HostStatus};
-use super::store::{self, VmListRow};
+use super::rows::{self, RowContext};
+use super::snapshot::{Entry, Snapshot, Snapshots};
 use crate::auth::Viewer;
 use crate::control::store::{self as control, PendingPower};
 use crate::db::now_ms;
-use crate::domain::{PowerState, Role, VmKey};
+use crate::domain::{PowerState, Role};
 use crate::web::format as view;
 use crate::web::pager::Pager;
 use crate::web::power::{self, ActionButton};
-use crate::web::{bounded_text, App, AppError, Chrome, IpAddressView, Notices, SelectOption};
+use crate::web::{bounded_text, App, AppError, Chrome, Notices, SelectOption};
 
 /// Longest accepted text filter.
 const MAX_QUERY_LEN: usize = 200;
@@ -47,13 +48,14 @@ pub async fn vm_list(
     user: Viewer<'_>,
     flash: Option<FlashMessage<'_>>,
     app: App<'_>,
+    snapshots: &rocket::State<Snapshots>,
     query: ListQuery<'_>,
 ) -> Result<Template, AppError> {
-    let (statuses, rows, pending) = tokio::try_join!(
+    let (statuses, snapshot, pending) = tokio::try_join!(
         async {
             host_statuses(app.pool, app.hosts, app.settings).await.map_err(anyhow::Error::from)
         },
-        store::vm_rows(app.pool),
+        snapshots.current(app.pool),
         async { control::pending(app.pool).await.map_err(anyhow::Error::from) }
     )?;
     let mut notices = Notices::new();
@@ -63,7 +65,7 @@ pub async fn vm_list(
         filters,
         query.page.unwrap_or(""),
         statuses,
-        rows,
+        &snapshot,
         pending,
         notices,
     );
@@ -231,19 +233,13 @@ impl Filters {
         };
         let host_ok = self.host.as_deref().is_none_or(|h| e.row.host == h);
         let text_ok = needle.is_empty()
-            || e.row.name.to_lowercase().contains(needle)
-            || e.ips.iter().any(|ip| ip.addr.to_string().contains(needle));
+            || e.name_key.contains(needle)
+            || e.ip_texts.iter().any(|ip| ip.contains(needle));
         state_ok && host_ok && text_ok
     }
 }
 
-/// Parsed, sortable form of one row.
-struct Entry {
-    row: VmListRow,
-    ips: Vec<crate::backend::IpAddress>,
-}
-
-fn sort_entries(entries: &mut [Entry], key: SortKey, desc: bool) {
+fn sort_entries(entries: &mut [&Entry], key: SortKey, desc: bool) {
     // Missing values sort last in either direction; ties fall back to name, then host.
     fn opt<T: PartialOrd>(a: Option<T>, b: Option<T>, desc: bool) -> Ordering {
         match (a, b) {
@@ -253,7 +249,9 @@ fn sort_entries(entries: &mut [Entry], key: SortKey, desc: bool) {
             (None, None) => Ordering::Equal,
         }
     }
-    let name_key = |e: &Entry| (e.row.name.to_lowercase(), e.row.host.clone());
+    fn name_key(e: &Entry) -> (&str, &str) {
+        (&e.name_key, &e.row.host)
+    }
     entries.sort_by(|a, b| {
         let primary = match key {
             SortKey::Name => Ordering::Equal,
@@ -298,31 +296,6 @@ struct Column {
 }
 
 #[derive(Serialize)]
-struct VmView {
-    /// `host/uuid`, the bulk form's value.
-    key: String,
-    actions: Vec<ActionButton>,
-    /// The power action in flight, in words.
-    pending: Option<String>,
-    audit_href: String,
-    power_href: String,
-    name: String,
-    host: String,
-    uuid: String,
-    state: &'static str,
-    state_label: &'static str,
-    since: String,
-    since_title: String,
-    gone: bool,
-    ips: Vec<IpAddressView>,
-    vcpus: String,
-    memory: String,
-    memory_title: String,
-    disk: String,
-    cpu: String,
-}
-
-#[derive(Serialize)]
 struct ListPage {
     title: &'static str,
     chrome: Chrome,
@@ -331,7 +304,9 @@ struct ListPage {
     bulk_actions: Vec<ActionButton>,
     hosts: Vec<HostStatus>,
     any_pending: bool,
-    vms: Vec<VmView>,
+    /// The table rows' HTML (see `rows`); `row_count` of them.
+    rows: String,
+    row_count: usize,
     total: usize,
     columns: Vec<Column>,
     q: String,
@@ -355,7 +330,7 @@ impl ListPage {
         filters: Filters,
         requested_page: &str,
         statuses: Vec<HostStatus>,
-        rows: Vec<VmListRow>,
+        snapshot: &Snapshot,
         pending: Vec<PendingPower>,
         mut notices: Notices,
     ) -> ListPage {
@@ -367,11 +342,8 @@ impl ListPage {
         let host_names: Vec<String> = statuses.iter().map(|h| h.name.clone()).collect();
         let now = now_ms();
         let needle = filters.q.to_lowercase();
-        let mut entries: Vec<Entry> = rows
-            .into_iter()
-            .filter(|r| host_names.contains(&r.host))
-            .map(|row| Entry { ips: serde_json::from_str(&row.addresses).unwrap_or_default(), row })
-            .collect();
+        let mut entries: Vec<&Entry> =
+            snapshot.entries.iter().filter(|e| host_names.contains(&e.row.host)).collect();
         let total = entries.iter().filter(|e| e.row.gone_at.is_none()).count();
         entries.retain(|e| filters.matches(e, &needle));
         sort_entries(&mut entries, filters.sort, filters.desc);
@@ -386,23 +358,23 @@ impl ListPage {
             &mut notices,
         );
         let back = filters.href(filters.sort, filters.desc, pager.page);
-        let vms: Vec<VmView> = entries
-            .into_iter()
-            .skip(pager.offset())
-            .take(size)
-            .map(|e| {
-                let p = pending.get(&(e.row.host.clone(), e.row.uuid.clone())).cloned();
-                vm_view(e, now, operator, p, &back)
-            })
-            .collect();
-        let empty = empty_state(&vms, &filters, &statuses);
+        let start = pager.offset().min(matched);
+        let shown = &entries[start..(start + size).min(matched)];
+        let pending_of =
+            |e: &Entry| pending.get(&(e.row.host.clone(), e.row.uuid.clone())).cloned();
+        let rows = rows::render(
+            shown.iter().copied(),
+            &RowContext { operator, now, pending: &pending_of },
+        );
+        let empty = empty_state(shown.is_empty(), &filters, &statuses);
         ListPage {
             title: "Virtual machines",
             bulk_actions: if operator { power::bulk_buttons() } else { Vec::new() },
             back,
             // Refresh by itself while a host has no data yet or a power action is settling.
             any_pending: statuses.iter().any(|h| h.status == "pending") || !pending.is_empty(),
-            vms,
+            rows,
+            row_count: shown.len(),
             total,
             columns: columns(&filters),
             q: filters.q.clone(),
@@ -424,8 +396,8 @@ impl ListPage {
 }
 
 /// What an empty list says, by why it is empty.
-fn empty_state(vms: &[VmView], filters: &Filters, statuses: &[HostStatus]) -> Option<String> {
-    if !vms.is_empty() {
+fn empty_state(nothing_shown: bool, filters: &Filters, statuses: &[HostStatus]) -> Option<String> {
+    if !nothing_shown {
         None
     } else if filters.is_filtered() {
         Some("No VM matches these filters.".to_string())
@@ -478,67 +450,4 @@ fn page_size_options(current: Option<usize>) -> Vec<SelectOption> {
         .collect();
     options.push(SelectOption::new("all", "all", current.is_none()));
     options
-}
-
-fn vm_view(e: Entry, now: i64, operator: bool, pending: Option<String>, back: &str) -> VmView {
-    let r = e.row;
-    let gone = r.gone_at.is_some();
-    let key = VmKey::parse(&format!("{}/{}", r.host, r.uuid)).ok();
-    let actions = match &key {
-        Some(k) if operator && !gone && pending.is_none() => power::buttons(k, r.state, back),
-        _ => Vec::new(),
-    };
-    let memory_title = match (r.memory_current_kib, r.memory_used_kib) {
-        (Some(cur), Some(used)) => format!(
-            "{} assigned now, {} used by the VM process",
-            view::bytes(cur.max(0) as u64 * 1024),
-            view::bytes(used.max(0) as u64 * 1024)
-        ),
-        (Some(cur), None) => format!("{} assigned now", view::bytes(cur.max(0) as u64 * 1024)),
-        _ => String::new(),
-    };
-    let (since, since_title) = match r.gone_at {
-        Some(g) => {
-            (format!("gone {}", view::ago(g, now)), format!("Last seen {}", view::absolute(g)))
-        }
-        None => (
-            format!("for {}", view::duration_words(now - r.state_since)),
-            format!(
-                "{} since {} (hypervisor state: {}, reason: {})",
-                r.state.label(),
-                view::absolute(r.state_since),
-                r.raw_state,
-                r.state_reason
-            ),
-        ),
-    };
-    VmView {
-        key: format!("{}/{}", r.host, r.uuid),
-        actions,
-        pending,
-        audit_href: format!("/audit?vm={}", r.uuid),
-        power_href: format!("/vms/{}/{}/power", r.host, r.uuid),
-        ips: e.ips.iter().map(IpAddressView::from).collect(),
-        name: r.name,
-        host: r.host,
-        uuid: r.uuid,
-        state: if gone { "gone" } else { r.state.as_str() },
-        state_label: if gone { "gone" } else { r.state.label() },
-        since,
-        since_title,
-        gone,
-        vcpus: r.vcpus.map_or_else(|| "–".into(), |v| v.to_string()),
-        memory: r
-            .memory_max_kib
-            .map_or_else(|| "–".into(), |m| view::bytes(m.max(0) as u64 * 1024)),
-        memory_title,
-        disk: match r.disk_capacity_bytes {
-            Some(d) if d > 0 => view::bytes(d as u64),
-            _ => "–".into(),
-        },
-        cpu: match r.cpu_pct {
-            Some(c) if !gone => view::percent(c),
-            _ => "–".into(),
-        },
-    }
 }

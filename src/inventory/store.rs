@@ -79,3 +79,9 @@ pub async fn vm_rows(pool: &SqlitePool) -> anyhow::Result<Vec<VmListRow>> {
     .await?;
     Ok(serde_json::from_str(&json)?)
 }
+
+/// The counter migration 0005's triggers move whenever a host or VM row changes: the list's
+/// rows are re-read only when it moved.
+pub async fn inventory_version(pool: &SqlitePool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT version FROM inventory_version WHERE id = 1").fetch_one(pool).await
+}

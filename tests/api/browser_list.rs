@@ -119,9 +119,9 @@ async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
     let Some((app, b)) = lab_and_browser().await else { return };
     log_in_as_new_operator(&app, &b, "olivia").await;
 
-    // Power off br-running: the row's link leads to a confirmation page, a plain form.
+    // Power off br-running: the row's button leads to a confirmation page, a plain form.
     let uuid = uuid_of(&app, "br-running").await;
-    let link = format!("tr[data-uuid='{uuid}'] a[data-action=power_off]");
+    let link = format!("tr[data-uuid='{uuid}'] button[data-action=power_off]");
     b.client.find(Locator::Css(&link)).await.unwrap().click().await.unwrap();
     let button = find_shown(&b, "#confirm-button").await;
     assert!(b.client.source().await.unwrap().contains("cuts the power"));
