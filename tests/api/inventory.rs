@@ -251,3 +251,27 @@ async fn pages_ignore_query_parameters_they_do_not_know_as_bookmarks_carry_them(
         assert_eq!(status, 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_list_follows_every_stored_change_and_carries_the_csrf_token_once() {
+    let app = breadth_app().await;
+    let op = app.session("operator").await;
+    let (_, before) = op.get("/vms").await;
+    assert!(vm_names(&before).iter().any(|n| n == "br-running"));
+    // The rows are held in memory between changes; any writer moves the inventory version,
+    // here plain SQL as a restore or a second process would write.
+    sqlx::query("UPDATE vms SET name = 'renamed outside vmdeck' WHERE name = 'br-running'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (_, after) = op.get("/vms").await;
+    let names = vm_names(&after);
+    assert!(names.iter().any(|n| n == "renamed outside vmdeck"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "br-running"), "{names:?}");
+
+    // Rows do not repeat the session's token: the page's three forms carry it (log out, the
+    // rows' actions, bulk), not each of the 21 rows.
+    let csrf = crate::support::app::csrf_in(&after).unwrap();
+    assert_eq!(after.matches(&csrf).count(), 3, "one token per form, none per row");
+    assert!(after.contains("form=\"row-action\""), "rows submit the shared form");
+}
