@@ -9,7 +9,7 @@ use rocket_dyn_templates::Template;
 use serde::Serialize;
 use sqlx::SqlitePool;
 
-use super::{input_time, store, PeriodQuery};
+use super::{input_time, page_of, store, PeriodQuery};
 use crate::auth::Viewer;
 use crate::config::Settings;
 use crate::db::now_ms;
@@ -17,6 +17,7 @@ use crate::domain::Resolution;
 use crate::history::rollup::{self, RESOLUTIONS};
 use crate::web::csv::Csv;
 use crate::web::format as view;
+use crate::web::pager::Pager;
 use crate::web::{App, AppError, Chrome, Notices};
 
 #[derive(Serialize, Clone)]
@@ -267,7 +268,9 @@ struct AvailabilityPage {
     chrome: Chrome,
     from: String,
     to: String,
+    /// One page of the rows; the pager tells how many VMs there are.
     rows: Vec<AvailabilityRow>,
+    pager: Pager,
     notices: Notices,
     csv_href: String,
     sort: String,
@@ -296,10 +299,11 @@ fn sort_availability(
     sort.unwrap_or("uptime").to_string()
 }
 
-#[rocket::get("/reports/availability?<sort>&<period..>")]
+#[rocket::get("/reports/availability?<sort>&<page>&<period..>")]
 pub async fn availability(
     user: Viewer<'_>,
     sort: Option<&str>,
+    page: Option<&str>,
     period: PeriodQuery<'_>,
     app: App<'_>,
 ) -> Result<Template, AppError> {
@@ -314,6 +318,8 @@ pub async fn availability(
     }
     let mut rows = found.rows;
     let sort = sort_availability(&mut rows, sort, &mut notices);
+    let href = |p| PeriodQuery::page_href("/reports/availability", (a, b), &sort, p);
+    let (rows, pager) = page_of(rows, page, href, &mut notices);
     Ok(Template::render(
         "reports/availability",
         AvailabilityPage {
@@ -323,6 +329,7 @@ pub async fn availability(
             from: input_time(a),
             to: input_time(b),
             rows,
+            pager,
             notices,
             sort,
         },

@@ -6,7 +6,7 @@ use rocket_dyn_templates::Template;
 use serde::Serialize;
 use sqlx::SqlitePool;
 
-use super::{at_param, input_time, opt, store};
+use super::{at_param, input_time, opt, page_of, store};
 use crate::auth::Viewer;
 use crate::backend::VmConfig;
 use crate::domain::PowerState;
@@ -14,6 +14,7 @@ use crate::history::rollup::RESOLUTIONS;
 use crate::hosts::Hosts;
 use crate::web::csv::Csv;
 use crate::web::format as view;
+use crate::web::pager::Pager;
 use crate::web::{App, AppError, Chrome, Notices};
 
 #[derive(Serialize, Clone)]
@@ -45,10 +46,14 @@ async fn fleet_rows(pool: &SqlitePool, hosts: &Hosts, at: i64) -> sqlx::Result<V
             }
         }
     }
+    let mut addresses: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for (vm, addr) in store::addresses_at(pool, at).await? {
+        addresses.entry(vm).or_default().push(addr);
+    }
     let mut out = Vec::with_capacity(rows.len());
     for (id, _host_id, host, name, uuid, body) in rows {
         let cfg: Option<VmConfig> = body.and_then(|b| serde_json::from_str(&b).ok());
-        let mut ips = store::addresses_at(pool, id, at).await?;
+        let mut ips = addresses.remove(&id).unwrap_or_default();
         ips.sort_by_key(|a| a.contains(':'));
         out.push(FleetRow {
             host,
@@ -70,16 +75,25 @@ struct FleetPage {
     chrome: Chrome,
     at: String,
     at_label: String,
+    /// One page of the rows; the pager tells how many VMs there are.
     rows: Vec<FleetRow>,
+    pager: Pager,
     notices: Notices,
     csv_href: String,
 }
 
-#[rocket::get("/reports/fleet?<at>")]
-pub async fn fleet(user: Viewer<'_>, at: Option<&str>, app: App<'_>) -> Result<Template, AppError> {
+#[rocket::get("/reports/fleet?<at>&<page>")]
+pub async fn fleet(
+    user: Viewer<'_>,
+    at: Option<&str>,
+    page: Option<&str>,
+    app: App<'_>,
+) -> Result<Template, AppError> {
     let mut notices = Notices::new();
     let t = at_param(at, &mut notices);
     let rows = fleet_rows(app.pool, app.hosts, t).await?;
+    let href = |p| format!("/reports/fleet?at={}&page={p}", input_time(t));
+    let (rows, pager) = page_of(rows, page, href, &mut notices);
     Ok(Template::render(
         "reports/fleet",
         FleetPage {
@@ -88,6 +102,7 @@ pub async fn fleet(user: Viewer<'_>, at: Option<&str>, app: App<'_>) -> Result<T
             at: input_time(t),
             at_label: view::absolute(t),
             rows,
+            pager,
             notices,
             csv_href: format!("/reports/fleet.csv?at={}", input_time(t)),
         },

@@ -21,7 +21,24 @@ use crate::auth::Viewer;
 use crate::db::now_ms;
 use crate::domain::time::{time_param, Period};
 use crate::web::format as view;
+use crate::web::pager::Pager;
 use crate::web::{App, Chrome, Notices};
+
+/// Rows per page of a per-VM report (its CSV has every row).
+const PAGE_ROWS: usize = 500;
+
+/// The page `requested` of a report's rows, and its pager; `href` links a page.
+fn page_of<T>(
+    mut rows: Vec<T>,
+    requested: Option<&str>,
+    href: impl Fn(usize) -> String,
+    notices: &mut Notices,
+) -> (Vec<T>, Pager) {
+    let pager = Pager::new(requested.unwrap_or(""), rows.len(), PAGE_ROWS, href, notices);
+    rows.truncate(pager.last);
+    rows.drain(..pager.offset().min(rows.len()));
+    (rows, pager)
+}
 
 pub fn routes() -> Vec<Route> {
     rocket::routes![
@@ -97,6 +114,11 @@ impl PeriodQuery<'_> {
     /// The same period as a query string, for the CSV link.
     fn href(path: &str, (a, b): (i64, i64)) -> String {
         format!("{path}?from={}&to={}", input_time(a), input_time(b))
+    }
+
+    /// One page of the report over the same period, sorted by `sort`.
+    fn page_href(path: &str, period: (i64, i64), sort: &str, page: usize) -> String {
+        format!("{}&sort={sort}&page={page}", Self::href(path, period))
     }
 }
 

@@ -57,13 +57,13 @@ pub async fn bucket_states(
     .await
 }
 
-/// A VM's addresses at `at`.
-pub async fn addresses_at(pool: &SqlitePool, vm_id: i64, at: i64) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT addr FROM vm_addresses WHERE vm_id = ? AND first_seen <= ? AND (ended_at IS NULL OR ended_at > ?) ORDER BY addr",
+/// Every VM's addresses at `at`: (vm id, address), by VM and address. One statement for the
+/// fleet rather than one per VM (10,000 of those took 4 s).
+pub async fn addresses_at(pool: &SqlitePool, at: i64) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as(
+        "SELECT vm_id, addr FROM vm_addresses
+         WHERE first_seen <= ?1 AND (ended_at IS NULL OR ended_at > ?1) ORDER BY vm_id, addr",
     )
-    .bind(vm_id)
-    .bind(at)
     .bind(at)
     .fetch_all(pool)
     .await

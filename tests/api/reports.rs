@@ -184,3 +184,50 @@ async fn every_csv_export_keeps_hostile_names_as_text_not_formulas() {
         }
     }
 }
+
+/// A libvirt test-driver node of `n` running domains `big-0000…`, each with two addresses in the
+/// driver's DHCP range, written into `dir`; returns its `test://` URI.
+fn big_lab(dir: &std::path::Path, n: usize) -> String {
+    let mut xml = String::from("<node>\n");
+    for i in 0..n {
+        xml.push_str(&format!(
+            "<domain type='test'><name>big-{i:04}</name><uuid>00000000-0000-4000-8000-{i:012}</uuid>\
+             <memory unit='MiB'>512</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os>\
+             <devices><interface type='network'><mac address='52:54:00:00:{a:02x}:{b:02x}'/>\
+             <source network='default'/></interface></devices></domain>\n",
+            a = i / 256,
+            b = i % 256,
+        ));
+    }
+    xml.push_str("</node>\n");
+    let path = dir.join("big-lab.xml");
+    std::fs::write(&path, xml).unwrap();
+    format!("test://{}", path.display())
+}
+
+#[tokio::test]
+async fn reports_of_a_large_fleet_are_paged_and_their_csv_has_every_row() {
+    use crate::support::app::{libvirt_host, spawn_app, AppOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let uri = big_lab(dir.path(), 1_200);
+    let app = spawn_app(AppOptions::with_hosts(vec![libvirt_host("big", &uri)])).await;
+    app.wait_for_first_polls().await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(matches!(app.poll("big").await, PollOutcome::Recorded(r) if r.vms == 1_200));
+
+    for report in ["/reports/fleet", "/reports/availability"] {
+        let (status, first) = app.get(report).await;
+        assert_eq!(status, 200);
+        assert_eq!(table_rows(&first).len(), 500, "{report}: 500 rows a page");
+        assert!(first.contains("1–500 of 1200 VMs"), "{report}");
+        assert!(first.contains("rel=\"next\""), "{report}: a link to the next page");
+        let sep = if report.contains('?') { '&' } else { '?' };
+        let (_, last) = app.get(&format!("{report}{sep}page=3")).await;
+        assert_eq!(table_rows(&last).len(), 200, "{report}: the last page has the rest");
+        assert!(last.contains("1001–1200 of 1200 VMs"), "{report}");
+        let (_, beyond) = app.get(&format!("{report}{sep}page=9")).await;
+        assert!(unescape(&beyond).contains("There are only 3 page(s)"), "{report}");
+        let csv = app.viewer.csv(&format!("{report}.csv")).await;
+        assert_eq!(csv.len(), 1_201, "{report}: the CSV has every VM and a header");
+    }
+}
