@@ -255,7 +255,7 @@ async fn audit_csv(_me: Viewer<'_>, query: AuditQuery<'_>, app: App<'_>) -> Resu
             "error",
             "detail",
         ],
-        rows.iter().map(|r| {
+        rows.into_iter().map(|r| {
             vec![
                 r.id.to_string(),
                 view::absolute(r.ts),

@@ -370,7 +370,7 @@ async fn vm_csv(
             header.push(format!("{m}_{k}"));
         }
     }
-    let rows = (0..h.series[0].len()).filter_map(|i| {
+    let rows = (0..h.series[0].len()).filter_map(move |i| {
         let points: Vec<Option<Point>> = h.series.iter().map(|s| s[i]).collect();
         let ts = points.iter().flatten().map(|p| p.ts).next()?;
         let n = points.iter().flatten().map(|p| p.n).max().unwrap_or(0);

@@ -358,7 +358,7 @@ pub async fn availability_csv(
             "longest_outage_s",
             "longest_outage_start_utc",
         ],
-        rows.into_iter().map(|r| {
+        rows.into_iter().map(move |r| {
             vec![
                 view::absolute(a),
                 view::absolute(b),

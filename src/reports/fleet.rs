@@ -126,7 +126,7 @@ pub async fn fleet_csv(_user: Viewer<'_>, at: Option<&str>, app: App<'_>) -> Res
             "disk_gib",
             "ip_addresses",
         ],
-        rows.into_iter().map(|r| {
+        rows.into_iter().map(move |r| {
             vec![
                 view::absolute(t),
                 r.host,

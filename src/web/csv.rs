@@ -10,29 +10,52 @@ use rocket::http::{ContentType, Header};
 
 use super::AppError;
 
-/// A CSV download, as a response.
+/// Rows written per chunk of the response.
+const CHUNK_ROWS: usize = 256;
+
+/// A CSV download, as a response. Its rows are written as the response is sent, a chunk at a
+/// time, so a 10,000-VM report never holds the whole file in memory (only its rows).
 pub struct Csv {
     pub filename: String,
-    pub body: Vec<u8>,
+    chunks: Box<dyn Iterator<Item = Vec<u8>> + Send>,
 }
 
 impl Csv {
-    /// Writes a header row and data rows, each cell through [`neutralize`].
+    /// A header row and data rows, each cell through [`neutralize`].
     pub fn build<R, C>(filename: &str, header: &[&str], rows: R) -> Result<Csv, AppError>
     where
         R: IntoIterator<Item = Vec<C>>,
+        R::IntoIter: Send + 'static,
         C: AsRef<str>,
     {
-        let fail = |e: csv::Error| AppError::Internal(anyhow::Error::new(e).context("csv"));
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(header).map_err(fail)?;
-        for row in rows {
-            w.write_record(row.iter().map(|c| neutralize(c.as_ref()).into_owned()))
-                .map_err(fail)?;
-        }
-        let body = w.into_inner().map_err(|e| AppError::Internal(anyhow::anyhow!("csv: {e}")))?;
-        Ok(Csv { filename: filename.to_string(), body })
+        let header = record(header.iter().copied());
+        let mut rows = rows.into_iter();
+        let body = std::iter::from_fn(move || {
+            let mut chunk = Vec::new();
+            for row in rows.by_ref().take(CHUNK_ROWS) {
+                chunk.extend(record(row.iter().map(|c| c.as_ref())));
+            }
+            (!chunk.is_empty()).then_some(chunk)
+        });
+        Ok(Csv {
+            filename: filename.to_string(),
+            chunks: Box::new(std::iter::once(header).chain(body)),
+        })
     }
+
+    /// The whole file (tests).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.chunks.flatten().collect()
+    }
+}
+
+/// One CSV record, quoted as RFC 4180 needs and neutralised.
+fn record<'a>(cells: impl Iterator<Item = &'a str>) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    // Writing into memory cannot fail: the csv crate's errors here are I/O errors of the
+    // underlying writer, and a Vec never returns one.
+    let _ = w.write_record(cells.map(|c| neutralize(c).into_owned()));
+    w.into_inner().unwrap_or_default()
 }
 
 /// A cell as written: text that a spreadsheet would read as a formula is prefixed with `'`.
@@ -53,8 +76,39 @@ impl<'r> rocket::response::Responder<'r, 'static> for Csv {
                 "Content-Disposition",
                 format!("attachment; filename=\"{}\"", self.filename),
             ))
-            .sized_body(self.body.len(), std::io::Cursor::new(self.body))
+            .streamed_body(Chunks { chunks: self.chunks, current: Default::default() })
             .ok()
+    }
+}
+
+/// The chunks as a byte stream for Rocket: each is written when the previous one was sent.
+struct Chunks {
+    chunks: Box<dyn Iterator<Item = Vec<u8>> + Send>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl tokio::io::AsyncRead for Chunks {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            let pos = this.current.position() as usize;
+            let rest = &this.current.get_ref()[pos..];
+            if !rest.is_empty() {
+                let n = rest.len().min(buf.remaining());
+                buf.put_slice(&rest[..n]);
+                this.current.set_position((pos + n) as u64);
+                return std::task::Poll::Ready(Ok(()));
+            }
+            match this.chunks.next() {
+                Some(chunk) => this.current = std::io::Cursor::new(chunk),
+                // End of file: nothing put in `buf`.
+                None => return std::task::Poll::Ready(Ok(())),
+            }
+        }
     }
 }
 
@@ -77,6 +131,6 @@ mod tests {
             assert_eq!(neutralize(plain), plain, "{plain:?}");
         }
         let csv = Csv::build("x.csv", &["name", "n"], [vec!["=cmd|' /C calc'!A0", "-1"]]).unwrap();
-        assert_eq!(String::from_utf8(csv.body).unwrap(), "name,n\n'=cmd|' /C calc'!A0,-1\n");
+        assert_eq!(String::from_utf8(csv.into_bytes()).unwrap(), "name,n\n'=cmd|' /C calc'!A0,-1\n");
     }
 }
