@@ -51,7 +51,8 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
             ),
         ),
     };
-    let (state, state_label) = if gone { ("gone", "gone") } else { (r.state.as_str(), r.state.label()) };
+    let (state, state_label) =
+        if gone { ("gone", "gone") } else { (r.state.as_str(), r.state.label()) };
     let actions: Vec<PowerAction> = match VmKey::parse(&key) {
         Ok(_) if ctx.operator && !gone && pending.is_none() => {
             PowerAction::ALL.iter().copied().filter(|a| a.applies_to(r.state)).collect()

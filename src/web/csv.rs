@@ -131,6 +131,9 @@ mod tests {
             assert_eq!(neutralize(plain), plain, "{plain:?}");
         }
         let csv = Csv::build("x.csv", &["name", "n"], [vec!["=cmd|' /C calc'!A0", "-1"]]).unwrap();
-        assert_eq!(String::from_utf8(csv.into_bytes()).unwrap(), "name,n\n'=cmd|' /C calc'!A0,-1\n");
+        assert_eq!(
+            String::from_utf8(csv.into_bytes()).unwrap(),
+            "name,n\n'=cmd|' /C calc'!A0,-1\n"
+        );
     }
 }
