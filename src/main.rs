@@ -114,7 +114,7 @@ async fn database() -> Result<SqlitePool, ExitCode> {
         Ok(s) => s,
         Err(e) => return Err(fail(e)),
     };
-    vmdeck::db::connect(&settings.database_url)
+    vmdeck::db::connect_limited(&settings.database_url, settings.database_max_size)
         .await
         .map_err(|e| fail(format!("database_url: cannot open {}: {e:#}", settings.database_url)))
 }

@@ -32,6 +32,8 @@ pub const DEMO_HOST: &str = "demo";
 pub struct Settings {
     /// sqlx connection string for the SQLite database.
     pub database_url: String,
+    /// The most the database file may grow to (`database_max_size_mb`); None: the disk's size.
+    pub database_max_size: Option<DatabaseSize>,
     /// How often every host is polled.
     pub poll_interval: Duration,
     /// Time limit for one call into a hypervisor (one poll of one host).
@@ -60,6 +62,22 @@ pub struct Settings {
     pub public_url: Option<url::Url>,
     /// Bearer tokens that unlock `/healthz`'s details without a session (monitoring systems).
     pub healthz_tokens: Vec<String>,
+}
+
+/// A size the database may grow to, set in whole MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseSize {
+    mib: u64,
+}
+
+impl DatabaseSize {
+    pub fn from_mib(mib: u64) -> DatabaseSize {
+        DatabaseSize { mib }
+    }
+
+    pub fn bytes(self) -> u64 {
+        self.mib * 1024 * 1024
+    }
 }
 
 /// How long history is kept at each resolution.
@@ -112,6 +130,7 @@ impl HostConfig {
 #[derive(Debug, Deserialize)]
 struct RawSettings {
     database_url: Option<String>,
+    database_max_size_mb: Option<u64>,
     poll_interval_secs: Option<u64>,
     call_timeout_secs: Option<u64>,
     /// Read in two steps (see [`HostKeys`]): the driver named in a table decides which keys
@@ -206,6 +225,17 @@ impl Settings {
                 ),
             ));
         }
+
+        let database_max_size = match raw.database_max_size_mb {
+            None => None,
+            Some(mib) => Some(DatabaseSize::from_mib(ranged(
+                "database_max_size_mb",
+                Some(mib),
+                mib,
+                1..=16 * 1024 * 1024,
+                "MiB",
+            )?)),
+        };
 
         let mut hosts: Vec<HostConfig> = Vec::with_capacity(raw.hosts.len());
         for (i, table) in raw.hosts.iter().enumerate() {
@@ -330,6 +360,7 @@ impl Settings {
         };
         Ok(Settings {
             database_url,
+            database_max_size,
             poll_interval: Duration::from_secs(poll_secs),
             call_timeout: Duration::from_secs(timeout_secs),
             hosts,

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::backend::BackendError;
 use crate::config::Settings;
-use crate::db::Db;
+use crate::db::{Db, Storage, StorageFault};
 use crate::domain::{Actor, AuditOutcome, PowerAction, PowerState, VmKey, VmUuid};
 use crate::hosts::{HostEntry, Hosts};
 use store::{PowerRequest, RequestError};
@@ -28,6 +28,8 @@ pub use routes::routes;
 pub struct Control {
     pool: SqlitePool,
     hosts: Arc<Hosts>,
+    /// Whether the database takes writes: a request that cannot be recorded is not sent.
+    storage: Arc<Storage>,
     /// Caps the actions sent to one host at the same time.
     slots: HashMap<String, Arc<Semaphore>>,
     confirm_timeout: Duration,
@@ -58,10 +60,18 @@ pub enum Outcome {
     Refused(String),
     /// The hypervisor refused it or could not be reached.
     Failed(String),
+    /// Not sent because the database refuses writes (full, read-only...): it could not be
+    /// recorded, so it was not sent, and no entry says it was asked for.
+    Unrecorded(StorageFault),
 }
 
 impl Control {
-    pub fn new(pool: SqlitePool, hosts: Arc<Hosts>, settings: &Settings) -> Control {
+    pub fn new(
+        pool: SqlitePool,
+        hosts: Arc<Hosts>,
+        storage: Arc<Storage>,
+        settings: &Settings,
+    ) -> Control {
         let slots = hosts
             .0
             .iter()
@@ -69,7 +79,7 @@ impl Control {
                 (h.config.name.to_string(), Arc::new(Semaphore::new(settings.power_concurrency)))
             })
             .collect();
-        Control { pool, hosts, slots, confirm_timeout: settings.confirm_timeout }
+        Control { pool, hosts, storage, slots, confirm_timeout: settings.confirm_timeout }
     }
 
     /// Looks up a VM that is present (not gone) on a configured host.
@@ -94,6 +104,12 @@ impl Control {
             vm_name: &target.name,
             action,
         };
+        // Known to refuse writes (a poll failed to store, or the last request did): nothing
+        // could be recorded, not even a refusal. The next stored poll clears this.
+        if let Some(fault) = self.storage.fault() {
+            tracing::warn!(vm = %target.name, "{}: power request not sent", fault.label());
+            return Outcome::Unrecorded(fault);
+        }
         if !action.applies_to(target.state) {
             let why = format!(
                 "{} is not possible while {} is {}.",
@@ -113,7 +129,10 @@ impl Control {
                 return self.refuse(&request, why).await;
             }
             Err(RequestError::Db(e)) => {
-                tracing::error!("recording a power request failed: {e}");
+                tracing::error!("recording a power request failed, so it was not sent: {e}");
+                if let Some(fault) = self.storage.failed(&e) {
+                    return Outcome::Unrecorded(fault);
+                }
                 return Outcome::Failed(
                     "The request could not be recorded, so it was not sent.".into(),
                 );
@@ -303,7 +322,8 @@ pub fn stage() -> AdHoc {
         else {
             return rocket;
         };
-        let control = Control::new(db.0.clone(), hosts.clone(), settings);
+        let Some(storage) = rocket.state::<Arc<Storage>>() else { return rocket };
+        let control = Control::new(db.0.clone(), hosts.clone(), storage.clone(), settings);
         rocket.manage(control).attach(AdHoc::on_liftoff(
             "Settle pending power requests",
             |rocket| {

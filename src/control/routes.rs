@@ -12,6 +12,7 @@ use super::{Control, Outcome, Target};
 use crate::auth::{Csrf, CsrfForm, Operator};
 use crate::config::Settings;
 use crate::domain::{HostName, PowerAction, VmKey, VmUuid};
+use crate::web::error::unavailable;
 use crate::web::power::{confirm_href, power_href, safe_back};
 use crate::web::{AppError, Chrome};
 
@@ -178,6 +179,14 @@ async fn power_one(
         return Ok(Err(Redirect::to(confirm_href(&target.key(), action, &back))));
     }
     let outcome = control.execute(&target, action, &user.0.actor()).await;
+    if let Outcome::Unrecorded(fault) = outcome {
+        return Err(AppError::Unavailable(format!(
+            "{} {} was not sent. {}",
+            action.label(),
+            target.name,
+            unavailable(fault)
+        )));
+    }
     let message = match &outcome {
         Outcome::Accepted => format!(
             "{} {}: accepted by the host; the list shows it as pending until the VM gets there.",
@@ -186,6 +195,7 @@ async fn power_one(
         ),
         Outcome::Refused(why) => why.clone(),
         Outcome::Failed(why) => format!("{} {} failed: {why}", action.label(), target.name),
+        Outcome::Unrecorded(_) => unreachable!("answered above"),
     };
     Ok(Ok(match outcome {
         Outcome::Accepted => Flash::success(Redirect::to(back), message),
@@ -248,16 +258,24 @@ async fn power_bulk(
         futures::future::join_all(targets.iter().map(|t| control.execute(t, action, &actor))).await;
     let mut accepted = Vec::new();
     let mut problems = Vec::new();
+    let mut fault = None;
     for (t, o) in targets.iter().zip(outcomes) {
         match o {
             Outcome::Accepted => accepted.push(t.name.clone()),
             Outcome::Refused(why) | Outcome::Failed(why) => {
                 problems.push(format!("{}: {why}", t.name))
             }
+            Outcome::Unrecorded(f) => {
+                fault = Some(f);
+                problems.push(format!("{}: not sent", t.name))
+            }
         }
     }
     problems.extend(not_found.iter().map(|k| format!("{k}: no such VM")));
     let message = bulk_message(action, &accepted, &problems);
+    if let Some(fault) = fault {
+        return Err(AppError::Unavailable(format!("{message} {}", unavailable(fault))));
+    }
     Ok(Ok(if problems.is_empty() {
         Flash::success(Redirect::to(back), message)
     } else {

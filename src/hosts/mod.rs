@@ -15,7 +15,7 @@ use sqlx::SqlitePool;
 
 use crate::backend::{self, Backend, VmState};
 use crate::config::{HostConfig, Settings};
-use crate::db::{now_ms, Db};
+use crate::db::{now_ms, Db, Storage, StorageFault};
 use store::{HostCache, Recorded};
 
 /// A configured host with its backend and poll state, shared by the poller and the web layer.
@@ -23,6 +23,8 @@ pub struct HostEntry {
     pub config: HostConfig,
     pub id: i64,
     pub backend: Arc<dyn Backend>,
+    /// Whether the database takes writes, shared with power control and the health pages.
+    storage: Arc<Storage>,
     cache: tokio::sync::Mutex<HostCache>,
     runtime: Mutex<Runtime>,
 }
@@ -34,6 +36,10 @@ pub struct Runtime {
     pub polls: u64,
     pub consecutive_failures: u32,
     pub last_duration_ms: Option<u64>,
+    /// Set while this host's polls cannot be stored (the database is full, read-only...):
+    /// the banner says so, and the error is logged once per streak, not at every poll.
+    #[serde(skip)]
+    pub store_fault: Option<StorageFault>,
 }
 
 /// Every configured host, as Rocket state.
@@ -59,11 +65,17 @@ pub enum PollOutcome {
 }
 
 impl HostEntry {
-    pub fn new(config: HostConfig, id: i64, backend: Arc<dyn Backend>) -> Self {
+    pub fn new(
+        config: HostConfig,
+        id: i64,
+        backend: Arc<dyn Backend>,
+        storage: Arc<Storage>,
+    ) -> Self {
         HostEntry {
             config,
             id,
             backend,
+            storage,
             cache: tokio::sync::Mutex::default(),
             runtime: Mutex::default(),
         }
@@ -99,45 +111,35 @@ impl HostEntry {
         let clock = Instant::now();
         let result = self.backend.inventory().await;
         let finished_at = now_ms();
-        let outcome = match result {
+        let stored = match result {
             Ok(reports) => {
                 let mut cache = self.cache.lock().await;
-                let recorded = store::record_success(
-                    pool,
-                    &mut cache,
-                    self.id,
-                    started_at,
-                    finished_at,
-                    &reports,
-                )
-                .await;
-                match recorded {
-                    Ok(rec) => {
-                        tracing::debug!(
-                            vms = rec.vms,
-                            new = rec.new_vms,
-                            gone = rec.gone_vms,
-                            "poll recorded"
-                        );
-                        PollOutcome::Recorded(rec)
-                    }
-                    Err(e) => {
-                        tracing::error!("storing the poll failed: {e}");
-                        PollOutcome::Failed(format!("storing the poll failed: {e}"))
-                    }
-                }
+                store::record_success(pool, &mut cache, self.id, started_at, finished_at, &reports)
+                    .await
+                    .map(PollOutcome::Recorded)
             }
             Err(e) => {
                 let message = e.to_string();
                 tracing::warn!("poll failed: {message}");
-                if let Err(db) =
-                    store::record_failure(pool, self.id, started_at, finished_at, &message).await
-                {
-                    tracing::error!("recording the failed poll failed too: {db}");
-                }
-                PollOutcome::Failed(message)
+                store::record_failure(pool, self.id, started_at, finished_at, &message)
+                    .await
+                    .map(|_| PollOutcome::Failed(message))
             }
         };
+        let outcome = match stored {
+            Ok(outcome) => {
+                self.storage.stored();
+                if self.runtime().store_fault.is_some() {
+                    tracing::info!("polls are stored again");
+                }
+                self.update_runtime(|r| r.store_fault = None);
+                outcome
+            }
+            Err(e) => self.store_failed(&e),
+        };
+        if let PollOutcome::Recorded(rec) = &outcome {
+            tracing::debug!(vms = rec.vms, new = rec.new_vms, gone = rec.gone_vms, "poll recorded");
+        }
         let elapsed = clock.elapsed().as_millis() as u64;
         self.update_runtime(|r| {
             r.polling = false;
@@ -152,10 +154,33 @@ impl HostEntry {
     }
 }
 
+impl HostEntry {
+    /// A poll that could not be stored: logged once per streak when the database refuses
+    /// writes (the banner says so meanwhile), every time otherwise.
+    fn store_failed(&self, e: &sqlx::Error) -> PollOutcome {
+        let Some(fault) = self.storage.failed(e) else {
+            tracing::error!("storing the poll failed: {e}");
+            return PollOutcome::Failed(format!("storing the poll failed: {e}"));
+        };
+        if self.runtime().store_fault.is_none() {
+            tracing::error!(
+                "{}: cannot store polls ({e}); {}. Polling goes on, and this is logged again \
+                 only after polls have been stored once more.",
+                fault.label(),
+                fault.remedy()
+            );
+        }
+        self.update_runtime(|r| r.store_fault = Some(fault));
+        PollOutcome::Failed(format!("{}: cannot store polls", fault.label()))
+    }
+}
+
 /// Registers the configured hosts in the database and creates one backend per host.
 pub fn stage() -> AdHoc {
     AdHoc::try_on_ignite("Hosts", |rocket| async move {
-        let (Some(settings), Some(db)) = (rocket.state::<Settings>(), rocket.state::<Db>()) else {
+        let (Some(settings), Some(db), Some(storage)) =
+            (rocket.state::<Settings>(), rocket.state::<Db>(), rocket.state::<Arc<Storage>>())
+        else {
             return Err(rocket);
         };
         let ids = match store::upsert_hosts(&db.0, &settings.hosts, settings.demo).await {
@@ -174,6 +199,7 @@ pub fn stage() -> AdHoc {
                     h.clone(),
                     id,
                     backend::connect(&h.driver, settings.call_timeout),
+                    storage.clone(),
                 ))
             })
             .collect();

@@ -12,7 +12,7 @@ use sqlx::SqlitePool;
 
 use super::store;
 use crate::config::Settings;
-use crate::db::{now_ms, Db};
+use crate::db::{now_ms, Db, Storage, StorageFault};
 use crate::hosts::Hosts;
 use crate::web::format as view;
 use crate::web::AppError;
@@ -27,7 +27,8 @@ pub struct HostStatus {
     driver: String,
     uri: String,
     demo: bool,
-    /// `ok`, `failing`, `stale` or `pending` (no poll finished yet).
+    /// `ok`, `failing`, `unstored` (polled, but the database refuses the poll: full,
+    /// read-only...), `stale` or `pending` (no poll finished yet).
     pub status: &'static str,
     polling: bool,
     last_poll_started_ms: Option<i64>,
@@ -57,6 +58,7 @@ pub async fn host_statuses(
             let row = rows.iter().find(|r| r.name == entry.config.name.as_str())?;
             let rt = entry.runtime();
             let status = match (row.last_ok, row.ok_finished) {
+                _ if rt.store_fault.is_some() => "unstored",
                 (None, _) => "pending",
                 (Some(false), _) => "failing",
                 (Some(true), Some(t)) if now - t > stale_after => "stale",
@@ -72,7 +74,11 @@ pub async fn host_statuses(
                 last_poll_started_ms: row.last_started,
                 last_poll_finished_ms: row.last_finished,
                 last_success_ms: row.ok_finished,
-                last_error: if row.last_ok == Some(false) { row.last_error.clone() } else { None },
+                last_error: match rt.store_fault {
+                    Some(fault) => Some(format!("{}: cannot store polls", fault.label())),
+                    None if row.last_ok == Some(false) => row.last_error.clone(),
+                    None => None,
+                },
                 vm_count: row.ok_vm_count,
                 consecutive_failures: rt.consecutive_failures,
                 last_duration_ms: rt.last_duration_ms,
@@ -85,9 +91,15 @@ pub async fn host_statuses(
 
 #[derive(Serialize)]
 pub struct Health {
-    /// `ok` when every host's last poll succeeded and is fresh, else `degraded`.
+    /// `ok` when every host's last poll succeeded and is fresh and the database takes writes,
+    /// else `degraded`.
     status: &'static str,
     poll_interval_secs: u64,
+    /// `ok`, or why the database refuses writes: `full`, `read-only`, `io-error`.
+    database: &'static str,
+    /// What that means, in words; absent when the database is fine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_error: Option<String>,
     hosts: Vec<HostStatus>,
 }
 
@@ -132,14 +144,25 @@ pub async fn healthz(
     details: HealthDetails,
     db: &State<Db>,
     hosts: &State<Arc<Hosts>>,
+    storage: &State<Arc<Storage>>,
     settings: &State<Settings>,
 ) -> Result<Result<Json<Health>, Json<PublicHealth>>, AppError> {
     let hosts = host_statuses(&db.0, hosts, settings).await?;
-    let status = if hosts.iter().all(|h| h.status == "ok") { "ok" } else { "degraded" };
+    let fault = storage.fault();
+    let status =
+        if fault.is_none() && hosts.iter().all(|h| h.status == "ok") { "ok" } else { "degraded" };
     if details.0 {
         return Ok(Ok(Json(Health {
             status,
             poll_interval_secs: settings.poll_interval.as_secs(),
+            database: fault.map_or("ok", StorageFault::as_str),
+            database_error: fault.map(|f| {
+                format!(
+                    "{}: cannot store polls or record power requests; {}",
+                    f.label(),
+                    f.remedy()
+                )
+            }),
             hosts,
         })));
     }

@@ -6,6 +6,8 @@ use rocket::response::{self, Responder};
 use rocket::{Catcher, Request};
 use rocket_dyn_templates::{context, Template};
 
+use crate::db::StorageFault;
+
 /// An error a route returns.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -15,15 +17,36 @@ pub enum AppError {
     /// 400: the request itself is wrong; the message says how.
     #[error("{0}")]
     BadRequest(String),
+    /// 503: the database refuses writes (full, read-only...), so nothing was done; the message
+    /// says why and that vmdeck resumes by itself.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: a fault of vmdeck's; the cause is logged, the user sees a generic message.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for AppError {
+    /// A storage fault (full, read-only) is said plainly as a 503; anything else is a 500.
     fn from(e: sqlx::Error) -> Self {
-        AppError::Internal(anyhow::Error::new(e).context("database"))
+        match StorageFault::of(&e) {
+            Some(fault) => {
+                tracing::error!("{}: a request's write failed: {e}", fault.label());
+                AppError::Unavailable(format!(
+                    "{} Your request could not be completed.",
+                    unavailable(fault)
+                ))
+            }
+            None => AppError::Internal(anyhow::Error::new(e).context("database")),
+        }
     }
+}
+
+/// The 503 page's message for a database that refuses writes.
+pub fn unavailable(fault: StorageFault) -> String {
+    let mut label = fault.label().to_string();
+    label[..1].make_ascii_uppercase();
+    format!("{label}: vmdeck cannot record anything right now. To fix: {}.", fault.remedy())
 }
 
 impl<'r> Responder<'r, 'static> for AppError {
@@ -31,6 +54,7 @@ impl<'r> Responder<'r, 'static> for AppError {
         let (status, message) = match &self {
             AppError::NotFound(m) => (Status::NotFound, m.clone()),
             AppError::BadRequest(m) => (Status::BadRequest, m.clone()),
+            AppError::Unavailable(m) => (Status::ServiceUnavailable, m.clone()),
             AppError::Internal(cause) => {
                 tracing::error!(path = %req.uri().path(), "internal error: {cause:#}");
                 (

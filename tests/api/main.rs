@@ -28,4 +28,5 @@ mod real_vm;
 mod reports;
 mod rollups;
 mod store;
+mod upgrade;
 mod virtualbox;

@@ -181,6 +181,9 @@ pub struct AppOptions {
     pub healthz_tokens: Vec<String>,
     /// The address users reach vmdeck at (`https://…`: behind a TLS-terminating proxy).
     pub public_url: Option<String>,
+    /// Any other configuration keys, as a configuration file would give them, e.g.
+    /// `("raw_retention_days", json!(365))`.
+    pub extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Default for AppOptions {
@@ -193,6 +196,7 @@ impl Default for AppOptions {
             trusted_proxies: Vec::new(),
             healthz_tokens: Vec::new(),
             public_url: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -225,7 +229,7 @@ pub fn free_port() -> u16 {
 
 /// The figment tests use: Rocket's defaults plus the given values, no Rocket.toml, no env.
 pub fn test_figment(dir: &Path, opts: &AppOptions, port: u16) -> Figment {
-    Figment::from(rocket::Config::debug_default())
+    let figment = Figment::from(rocket::Config::debug_default())
         .merge(("port", port))
         .merge(("address", "127.0.0.1"))
         .merge(("log_level", "off"))
@@ -236,7 +240,8 @@ pub fn test_figment(dir: &Path, opts: &AppOptions, port: u16) -> Figment {
         .merge(("hosts", opts.hosts.clone()))
         .merge(("trusted_proxies", opts.trusted_proxies.clone()))
         .merge(("healthz_tokens", opts.healthz_tokens.clone()))
-        .merge(("public_url", opts.public_url.clone()))
+        .merge(("public_url", opts.public_url.clone()));
+    opts.extra.iter().fold(figment, |f, (key, value)| f.merge((*key, value.clone())))
 }
 
 pub async fn spawn_app(opts: AppOptions) -> TestApp {
