@@ -8,7 +8,6 @@ use sqlx::SqlitePool;
 
 use super::{at_param, input_time, opt, page_of, store};
 use crate::auth::Viewer;
-use crate::backend::VmConfig;
 use crate::domain::PowerState;
 use crate::history::rollup::RESOLUTIONS;
 use crate::hosts::Hosts;
@@ -30,7 +29,8 @@ struct FleetRow {
 }
 
 async fn fleet_rows(pool: &SqlitePool, hosts: &Hosts, at: i64) -> sqlx::Result<Vec<FleetRow>> {
-    let rows = store::vms_at(pool, at).await?;
+    let mut rows = store::vms_at(pool, at).await?;
+    rows.sort_by(|a, b| (&a.1, &a.2).cmp(&(&b.1, &b.2)));
     // The state each VM was seen in by its host's last successful poll at or before `at`.
     let mut states: BTreeMap<i64, PowerState> = BTreeMap::new();
     for h in &hosts.0 {
@@ -51,8 +51,7 @@ async fn fleet_rows(pool: &SqlitePool, hosts: &Hosts, at: i64) -> sqlx::Result<V
         addresses.entry(vm).or_default().push(addr);
     }
     let mut out = Vec::with_capacity(rows.len());
-    for (id, _host_id, host, name, uuid, body) in rows {
-        let cfg: Option<VmConfig> = body.and_then(|b| serde_json::from_str(&b).ok());
+    for (id, host, name, uuid, vcpus, memory_kib, disk_bytes) in rows {
         let mut ips = addresses.remove(&id).unwrap_or_default();
         ips.sort_by_key(|a| a.contains(':'));
         out.push(FleetRow {
@@ -60,9 +59,9 @@ async fn fleet_rows(pool: &SqlitePool, hosts: &Hosts, at: i64) -> sqlx::Result<V
             name,
             uuid,
             state: states.get(&id).copied().unwrap_or(PowerState::Unknown).label(),
-            vcpus: cfg.as_ref().map(|c| c.vcpus),
-            memory_mib: cfg.as_ref().map(|c| c.memory_max_kib / 1024),
-            disk_gib: cfg.as_ref().map(|c| c.disk_capacity_bytes() as f64 / f64::from(1u32 << 30)),
+            vcpus,
+            memory_mib: memory_kib.map(|m| m / 1024),
+            disk_gib: disk_bytes.map(|d| d as f64 / f64::from(1u32 << 30)),
             ips: ips.join(" "),
         });
     }

@@ -108,7 +108,13 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             [401, 200, 200, 200],
         ),
         ("GET", "/reports", "/reports".into(), vec![], [401, 200, 200, 200]),
-        ("GET", "/reports/fleet?<at>", "/reports/fleet".into(), vec![], [401, 200, 200, 200]),
+        (
+            "GET",
+            "/reports/fleet?<at>&<page>",
+            "/reports/fleet".into(),
+            vec![],
+            [401, 200, 200, 200],
+        ),
         (
             "GET",
             "/reports/fleet.csv?<at>",
@@ -118,7 +124,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         ),
         (
             "GET",
-            "/reports/availability?<sort>&<period..>",
+            "/reports/availability?<sort>&<page>&<period..>",
             "/reports/availability".into(),
             vec![],
             [401, 200, 200, 200],
