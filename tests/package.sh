@@ -24,13 +24,21 @@ fail() {
   exit 1
 }
 step() { echo "package.sh: $*"; }
+# (Pipes into `grep -q` are avoided here: grep stops reading at the first match, and under
+# pipefail the writer's broken pipe would fail the check.)
+package_present() {
+  local status
+  status="$(dpkg-query -W -f='${Status}' vmdeck 2>/dev/null || true)"
+  # Anything but unknown or purged ("... not-installed") is on the machine, if only its files.
+  [ -n "$status" ] && [[ "$status" != *" not-installed" ]]
+}
 
 [ "$(id -u)" -eq 0 ] || fail "run as root: it installs and purges the package"
 for tool in cargo curl adduser systemd-analyze setpriv dpkg-deb; do
   command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup.sh --test installs what is needed)"
 done
 cargo deb --version >/dev/null 2>&1 || fail "cargo-deb is missing: scripts/setup.sh --test installs it"
-if dpkg-query -W -f='${Status}' vmdeck 2>/dev/null | grep -q 'installed\|config-files'; then
+if package_present; then
   fail "a vmdeck package is installed here; this test installs and purges its own: dpkg --purge vmdeck first"
 fi
 
@@ -48,7 +56,7 @@ cleanup() {
     echo "package.sh: the server's log:" >&2
     tail -n 40 "$work/server.log" >&2
   fi
-  if dpkg-query -W -f='${Status}' vmdeck 2>/dev/null | grep -q 'installed\|config-files'; then
+  if package_present; then
     dpkg --purge vmdeck >/dev/null 2>&1 || echo "package.sh: could not purge vmdeck" >&2
   fi
   # Leave the machine as it was: the account the package keeps on purge goes if this run made it.
@@ -100,7 +108,7 @@ expect_perms "$STATE" "vmdeck:vmdeck 700"
 grep -q '^/etc/vmdeck/vmdeck.toml$' /var/lib/dpkg/info/vmdeck.conffiles || fail "vmdeck.toml is not a conffile"
 grep -Eq '^ROCKET_SECRET_KEY=[A-Za-z0-9+/]{43}=$' "$SECRET" || fail "$SECRET holds no 32-byte base64 key"
 [ "$(getent passwd vmdeck | cut -d: -f6)" = "$STATE" ] || fail "vmdeck's home is not $STATE"
-id -nG vmdeck | tr ' ' '\n' | grep -qx libvirt || fail "vmdeck is not in the libvirt group"
+[[ " $(id -nG vmdeck) " == *" libvirt "* ]] || fail "vmdeck is not in the libvirt group"
 [ -L /etc/systemd/system/multi-user.target.wants/vmdeck.service ] || fail "the unit was not enabled"
 for key in "ExecStart=/usr/bin/vmdeck serve" "User=vmdeck" "Environment=ROCKET_CONFIG=$CONFIG" \
   "EnvironmentFile=$SECRET" "StateDirectory=vmdeck" "WorkingDirectory=$STATE"; do
@@ -112,7 +120,7 @@ systemd-analyze security --offline=true "$UNIT" >"$work/security.txt" 2>&1 || tr
 score_line="$(grep 'Overall exposure level' "$work/security.txt" || true)"
 [ -n "$score_line" ] || { cat "$work/security.txt" >&2; fail "systemd-analyze printed no score"; }
 echo "  $score_line"
-echo "$score_line" | grep -Eq ': [0-9.]+ (OK|SAFE|PERFECT)' || fail "exposure worse than OK: $score_line"
+[[ "$score_line" =~ :\ [0-9.]+\ (OK|SAFE|PERFECT) ]] || fail "exposure worse than OK: $score_line"
 
 step "checking the packaged configuration (vmdeck check-config)"
 # The CLI must find the installed file with no environment set.
@@ -123,7 +131,7 @@ grep -qx 'demo = false' "$work/check.out" || fail "the packaged configuration ru
 # The key is not in the configuration: check-config checks the one the unit gives the service.
 grep -qx "secret_key = (in $SECRET, hidden)" "$work/check.out" || fail "check-config did not find the key in $SECRET"
 # The default host (the local libvirt) may or may not answer here; anything else is an error.
-if grep -v '^vmdeck: hosts\[local\]: cannot take an inventory' "$work/check.err" | grep -q .; then
+if grep -qv '^vmdeck: hosts\[local\]: cannot take an inventory' "$work/check.err"; then
   cat "$work/check.err" >&2
   fail "check-config found problems in the packaged configuration"
 fi
@@ -199,12 +207,13 @@ wait_for() {
     sleep 0.2
   done
 }
-healthz_ok() { curl -fsS "$base/healthz" 2>/dev/null | grep -q '^{"status":"ok"'; }
+healthz_ok() { curl -fsS -o "$work/healthz.json" "$base/healthz" 2>/dev/null && grep -q '^{"status":"ok"' "$work/healthz.json"; }
 wait_for "healthy /healthz" 60 healthz_ok
 
 step "using the CLI as root while the server runs"
 echo "$password-2" | env -u ROCKET_CONFIG "$BIN" user add viewer1 --role viewer >/dev/null
-env -u ROCKET_CONFIG "$BIN" user list | grep -q '^ops' || fail "user list does not show ops"
+env -u ROCKET_CONFIG "$BIN" user list >"$work/users.txt"
+grep -q '^ops ' "$work/users.txt" || fail "user list does not show ops"
 left="$(find "$STATE" ! -user vmdeck)"
 [ -z "$left" ] || fail "files under $STATE not owned by vmdeck after the CLI ran as root: $left"
 
@@ -217,7 +226,8 @@ vms_list_test_vm() {
   curl -fsS -b "$jar" "$base/vms" >"$work/vms.html" 2>/dev/null && grep -q "$TEST_VM_UUID" "$work/vms.html"
 }
 wait_for "test VM on /vms" 60 vms_list_test_vm
-curl -fsS -b "$jar" "$base/healthz" | grep -q '"local"' || fail "/healthz does not name the local host to a logged-in user"
+curl -fsS -b "$jar" -o "$work/healthz.json" "$base/healthz"
+grep -q '"local"' "$work/healthz.json" || fail "/healthz does not name the local host to a logged-in user"
 
 step "stopping the server"
 kill "$server_pid"
