@@ -2,7 +2,8 @@
 # Installs what vmdeck needs on a Debian 12 / Ubuntu machine.
 #   scripts/setup.sh          build + run dependencies (libvirt headers, pkg-config)
 #   scripts/setup.sh --test   also what the test suite and benchmark use: a libvirt daemon,
-#                             QEMU, headless Chromium + ChromeDriver, prometheus-libvirt-exporter.
+#                             QEMU, headless Chromium + ChromeDriver, prometheus-libvirt-exporter,
+#                             and cargo-deb with adduser for the package test (tests/package.sh).
 # Idempotent: packages already present are not reinstalled. Runs apt through sudo when not root.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 pkgs=(pkg-config libvirt-dev gcc libc6-dev)
 if [ "$want_test" = 1 ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-         chromium chromium-driver prometheus-libvirt-exporter curl procps)
+         chromium chromium-driver prometheus-libvirt-exporter curl procps adduser)
 fi
 
 missing=()
@@ -44,5 +45,15 @@ if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   echo "setup: installing the Rust toolchain with rustup (into ~/.cargo)"
   command -v curl >/dev/null 2>&1 || { $SUDO apt-get update -qq; $SUDO apt-get install -y -qq curl ca-certificates; }
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile default
+fi
+# cargo-deb builds the Debian package (README "Install on a server"); pinned, like Cargo.lock.
+CARGO_DEB_VERSION=3.8.0
+if [ "$want_test" = 1 ]; then
+  # shellcheck disable=SC1091
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+  if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+    echo "setup: installing cargo-deb $CARGO_DEB_VERSION (cargo install)"
+    cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+  fi
 fi
 echo "setup: ok"

@@ -187,11 +187,17 @@ pub async fn check_config(figment: &rocket::figment::Figment) -> (String, Vec<St
     );
     let mut problems = Vec::new();
     // The key is checked on its own, then left out of the way of everything else.
+    let mut key_shown = None;
     if let Err(e) = crate::config::Settings::from_figment(figment) {
-        if e.key == "secret_key" {
-            problems.push(e.to_string());
-        } else {
+        if e.key != "secret_key" {
             return (out, vec![e.to_string()]);
+        }
+        match service_key_file(figment) {
+            Some((shown, problem)) => {
+                key_shown = Some(shown);
+                problems.extend(problem);
+            }
+            None => problems.push(e.to_string()),
         }
     }
     let key_set = figment.find_value("secret_key").is_ok();
@@ -208,7 +214,11 @@ pub async fn check_config(figment: &rocket::figment::Figment) -> (String, Vec<St
             s.public_url.as_ref().map_or("(not set: plain HTTP)".into(), |u| u.to_string()),
         ),
         ("database_url", s.database_url.clone()),
-        ("secret_key", if key_set { "(set, hidden)".into() } else { "(not set)".into() }),
+        (
+            "secret_key",
+            key_shown
+                .unwrap_or_else(|| if key_set { "(set, hidden)" } else { "(not set)" }.to_string()),
+        ),
         ("demo", s.demo.to_string()),
         ("poll_interval_secs", s.poll_interval.as_secs().to_string()),
         ("call_timeout_secs", s.call_timeout.as_secs().to_string()),
@@ -246,6 +256,32 @@ pub async fn check_config(figment: &rocket::figment::Figment) -> (String, Vec<St
         out.push_str(&format!("  {}  {}  {}\n", h.name, h.uri().redacted(), status));
     }
     (out.trim_end().to_string(), problems)
+}
+
+/// On a server installed from the Debian package, the key the service gets is not in its
+/// configuration but in [`SYSTEM_SECRET_ENV`](crate::config::SYSTEM_SECRET_ENV), which the
+/// unit reads: check-config checks that one, as the service will get it. Returns what to show
+/// for the key and the problem with it, if any; None when no such file is in play.
+fn service_key_file(figment: &rocket::figment::Figment) -> Option<(String, Option<String>)> {
+    use crate::config::{config_file, SYSTEM_CONFIG, SYSTEM_SECRET_ENV};
+    if config_file() != SYSTEM_CONFIG || !std::path::Path::new(SYSTEM_SECRET_ENV).exists() {
+        return None;
+    }
+    let Ok(text) = std::fs::read_to_string(SYSTEM_SECRET_ENV) else {
+        // Root only: another user cannot check it (systemd reads it for the service).
+        return Some((format!("(in {SYSTEM_SECRET_ENV}, not readable by this user)"), None));
+    };
+    let key = text.lines().find_map(|l| l.trim().strip_prefix("ROCKET_SECRET_KEY="));
+    let problem = match key.map(|k| k.trim().trim_matches('"')) {
+        None => Some(format!("secret_key: {SYSTEM_SECRET_ENV} has no ROCKET_SECRET_KEY= line")),
+        Some(key) => {
+            crate::config::Settings::from_figment(&figment.clone().merge(("secret_key", key)))
+                .err()
+                .filter(|e| e.key == "secret_key")
+                .map(|e| format!("{SYSTEM_SECRET_ENV}: {e}"))
+        }
+    };
+    Some((format!("(in {SYSTEM_SECRET_ENV}, hidden)"), problem))
 }
 
 /// `vmdeck backup FILE`: a consistent copy of the database while the server runs (SQLite's

@@ -86,7 +86,8 @@ pub async fn connect_limited(url: &str, limit: Option<DatabaseSize>) -> anyhow::
 
 /// Creates the database file and its missing directories readable by their owner only (0600,
 /// 0700): the file holds password hashes and the audit log. SQLite gives its `-wal` and `-shm`
-/// files the database file's mode. An existing file or directory is left as it is.
+/// files the database file's mode (and, run as root, its owner). An existing file or directory
+/// is left as it is.
 fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -98,10 +99,26 @@ fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
     }
     // An empty file is a new SQLite database; creating it here sets its mode.
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(_) => Ok(()),
+        Ok(file) => give_to_directory_owner(&file, path),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
     }
+}
+
+/// A database file that root just created (an admin's `vmdeck user add` on a server, before
+/// the service ever ran) in a directory that belongs to another user (the service's
+/// `/var/lib/vmdeck`) is given to that user, as SQLite does for its `-wal` and `-shm` files:
+/// left to root, it would lock the service out of its own database.
+fn give_to_directory_owner(file: &std::fs::File, path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(".".as_ref());
+    let (created, dir) = (file.metadata()?, std::fs::metadata(dir)?);
+    if created.uid() == 0 && dir.uid() != 0 {
+        std::os::unix::fs::fchown(file, Some(dir.uid()), Some(dir.gid())).map_err(|e| {
+            anyhow::anyhow!("cannot give {} to its directory's owner: {e}", path.display())
+        })?;
+    }
+    Ok(())
 }
 
 /// Connects at ignite; a database that cannot be opened stops startup with one message.

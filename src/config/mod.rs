@@ -434,6 +434,11 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
 /// The configuration file of an installed vmdeck (the package's service reads it too).
 pub const SYSTEM_CONFIG: &str = "/etc/vmdeck/vmdeck.toml";
 
+/// Where the Debian package keeps an installed server's session key, as a root-only
+/// `ROCKET_SECRET_KEY=...` line that the service's unit reads (`EnvironmentFile=`), so that the
+/// key is never in [`SYSTEM_CONFIG`], which the service's group can read.
+pub const SYSTEM_SECRET_ENV: &str = "/etc/vmdeck/secret.env";
+
 /// The configuration file the server and the CLI read: the one `ROCKET_CONFIG` names when it
 /// is set; else [`SYSTEM_CONFIG`] when it exists; else `Rocket.toml`, looked up from the
 /// working directory upwards (Rocket's own default). So an admin's `vmdeck user add` on a
