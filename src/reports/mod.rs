@@ -25,7 +25,7 @@ use crate::web::pager::Pager;
 use crate::web::{App, Chrome, Notices};
 
 /// Rows per page of a per-VM report (its CSV has every row).
-const PAGE_ROWS: usize = 500;
+const PAGE_ROWS: usize = 200;
 
 /// The page `requested` of a report's rows, and its pager; `href` links a page.
 fn page_of<T>(
