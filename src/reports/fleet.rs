@@ -10,7 +10,6 @@ use super::{at_param, input_time, opt, page_of, store};
 use crate::auth::Viewer;
 use crate::domain::PowerState;
 use crate::history::rollup::RESOLUTIONS;
-use crate::hosts::Hosts;
 use crate::web::csv::Csv;
 use crate::web::format as view;
 use crate::web::pager::Pager;
@@ -28,14 +27,12 @@ struct FleetRow {
     ips: String,
 }
 
-async fn fleet_rows(pool: &SqlitePool, hosts: &Hosts, at: i64) -> sqlx::Result<Vec<FleetRow>> {
+async fn fleet_rows(pool: &SqlitePool, at: i64) -> sqlx::Result<Vec<FleetRow>> {
     let mut rows = store::vms_at(pool, at).await?;
     rows.sort_by(|a, b| (&a.1, &a.2).cmp(&(&b.1, &b.2)));
     // The state each VM was seen in by its host's last successful poll at or before `at`.
-    let mut states: BTreeMap<i64, PowerState> = BTreeMap::new();
-    for h in &hosts.0 {
-        states.extend(store::states_at(pool, h.id, at).await?);
-    }
+    let mut states: BTreeMap<i64, PowerState> =
+        store::states_at(pool, at).await?.into_iter().collect();
     // Raw samples of that moment may have been pruned: the rollup bucket holding it then says
     // which state the VM spent most of that bucket in.
     if rows.iter().any(|r| !states.contains_key(&r.0)) {
@@ -90,7 +87,7 @@ pub async fn fleet(
 ) -> Result<Template, AppError> {
     let mut notices = Notices::new();
     let t = at_param(at, &mut notices);
-    let rows = fleet_rows(app.pool, app.hosts, t).await?;
+    let rows = fleet_rows(app.pool, t).await?;
     let href = |p| format!("/reports/fleet?at={}&page={p}", input_time(t));
     let (rows, pager) = page_of(rows, page, href, &mut notices);
     Ok(Template::render(
@@ -111,7 +108,7 @@ pub async fn fleet(
 #[rocket::get("/reports/fleet.csv?<at>")]
 pub async fn fleet_csv(_user: Viewer<'_>, at: Option<&str>, app: App<'_>) -> Result<Csv, AppError> {
     let t = at_param(at, &mut Notices::new());
-    let rows = fleet_rows(app.pool, app.hosts, t).await?;
+    let rows = fleet_rows(app.pool, t).await?;
     Csv::build(
         "vmdeck-fleet.csv",
         &[

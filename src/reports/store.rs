@@ -39,17 +39,19 @@ pub async fn vms_at(pool: &SqlitePool, at: i64) -> sqlx::Result<Vec<VmAt>> {
     rows(&json)
 }
 
-/// The state each VM was seen in by a host's last successful poll at or before `at`.
-pub async fn states_at(
-    pool: &SqlitePool,
-    host_id: i64,
-    at: i64,
-) -> sqlx::Result<Vec<(i64, PowerState)>> {
+/// The state each VM was seen in by its host's last successful poll at or before `at`, every
+/// host at once. (Hosts polled at the same moment share a timestamp, so the samples must be
+/// reached through each host's VMs, not by timestamp alone.)
+pub async fn states_at(pool: &SqlitePool, at: i64) -> sqlx::Result<Vec<(i64, PowerState)>> {
     let json: String = sqlx::query_scalar(
-        "SELECT COALESCE(json_group_array(json_array(s.vm_id, s.state)), '[]') FROM samples s
-         WHERE s.ts = (SELECT max(p.started_at) FROM polls p WHERE p.host_id = ? AND p.ok = 1 AND p.started_at <= ?)",
+        "WITH t(host_id, ts) AS MATERIALIZED (
+             SELECT h.id, (SELECT max(p.started_at) FROM polls p
+                           WHERE p.host_id = h.id AND p.ok = 1 AND p.started_at <= ?1)
+             FROM hosts h)
+         SELECT COALESCE(json_group_array(json_array(s.vm_id, s.state)), '[]')
+         FROM t CROSS JOIN vms v ON v.host_id = t.host_id
+         CROSS JOIN samples s ON s.ts = t.ts AND s.vm_id = v.id",
     )
-    .bind(host_id)
     .bind(at)
     .fetch_one(pool)
     .await?;
