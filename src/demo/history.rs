@@ -10,10 +10,11 @@
 //! ones the lab's backend reports at that moment, and each ends the month in the state,
 //! configuration and addresses it has now: the first real poll continues the same history.
 //!
-//! Speed: the month is written at one poll per 5 minutes ([`SPARSE_STEP`], one sample per
-//! 5-minute bucket), each sample then weighted in the rollups as the polls it stands for
-//! (`rollup::weigh`), and only the last hour at the real poll interval.
-//! [`plan`] says which; a `demo_history` row marks the database as seeded (migrations/0005).
+//! Speed: a month of polls every 10 s would be 260,000 transactions. The month is written one
+//! poll an hour, the last day or two one per 5 minutes, the last hour at the poll interval
+//! ([`plan`]): about 1,500 polls. Each stretch is rolled up on its own and its samples weighted
+//! as the polls they stand for (`rollup::weigh`), so reports see the time they cover. A
+//! `demo_history` row marks the database as seeded (migrations/0005).
 
 use std::f64::consts::PI;
 
@@ -34,7 +35,7 @@ const DAY: i64 = 24 * HOUR;
 
 /// How much history the demo starts with.
 pub const DAYS: i64 = 30;
-/// Spacing of the generated polls, except the last hour (the 5-minute rollup bucket).
+/// Spacing of the generated polls over the last day or two (the 5-minute rollup bucket).
 pub const SPARSE_STEP: i64 = 5 * MINUTE;
 /// The generated power actions' user: not an account, a name in the audit log.
 pub const DEMO_USER: &str = "alice (demo)";
