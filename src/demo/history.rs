@@ -267,8 +267,9 @@ fn story(name: &str, plan: &Plan) -> Story {
         "web-02" => s.ip_change = Some(at(12, 6, 40)),
         "db-primary" => s.disk_growth = vec![at(19, 9, 30), at(6, 10, 0)],
         "monitoring" => {
-            // Crashed one night; started again by the demo user in the morning.
-            let (crash, restart) = (at(9, 3, 12), at(9, 5, 47));
+            // Crashed last night; started again by the demo user in the morning. (Last night:
+            // the 5-minute stretch, so the outage is traced to the minute, not the hour.)
+            let (crash, restart) = (at(1, 3, 12), at(1, 5, 47));
             s.changes = vec![(crash, PowerState::Crashed), (restart, PowerState::Running)];
             s.reboots.push(restart);
             s.actions.push((restart, PowerAction::Start));
@@ -276,13 +277,14 @@ fn story(name: &str, plan: &Plan) -> Story {
         }
         "ci-runner-1" => {
             // Shut down by the demo user five days ago, off since.
-            let off = at(5, 10, 30);
+            // On the hour: the hourly stretch sees the change when it happens.
+            let off = at(5, 11, 0);
             s.changes = vec![(off, PowerState::ShutOff)];
             s.actions.push((off, PowerAction::Shutdown));
             s.settled_from = off;
         }
         "build-cache" => {
-            let paused = at(2, 16, 5);
+            let paused = at(2, 16, 0);
             s.changes = vec![(paused, PowerState::Paused)];
             s.actions.push((paused, PowerAction::Pause));
             s.settled_from = paused;

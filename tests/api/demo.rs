@@ -35,15 +35,20 @@ async fn count(pool: &SqlitePool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-/// The availability report's CSV over the last 29 days: (VM name, uptime %, observed hours).
-async fn availability(app: &TestApp) -> Vec<(String, f64, f64)> {
+/// The availability report's CSV over the last 29 days: (VM name, uptime %, observed hours,
+/// longest outage in seconds).
+async fn availability(app: &TestApp) -> Vec<(String, f64, f64, i64)> {
     let from = vmdeck::web::format::absolute(vmdeck::db::now_ms() - 29 * DAY);
     let rows = app.viewer.csv(&format!("/reports/availability.csv?from={}", &from[..10])).await;
     let col = |name: &str| rows[0].iter().position(|h| h == name).expect(name);
     let (vm, up, hours) = (col("vm_name"), col("uptime_pct"), col("observed_hours"));
+    let outage = col("longest_outage_s");
     rows[1..]
         .iter()
-        .map(|r| (r[vm].to_string(), r[up].parse().unwrap(), r[hours].parse().unwrap()))
+        .map(|r| {
+            let number = |i: usize| r[i].parse::<f64>().unwrap();
+            (r[vm].to_string(), number(up), number(hours), number(outage) as i64)
+        })
         .collect()
 }
 
@@ -96,11 +101,12 @@ async fn the_demo_starts_with_a_month_of_history_on_its_vm_pages_reports_and_aud
             .cloned()
             .unwrap_or_else(|| panic!("{name} in {report:?}"))
     };
-    let (_, monitoring, observed) = of("monitoring");
+    let (_, monitoring, observed, outage) = of("monitoring");
     assert!(monitoring < 100.0 && monitoring > 99.0, "monitoring crashed for hours: {monitoring}");
+    assert!((2 * 3600..3 * 3600).contains(&outage), "down from 03:12 to 05:47: {outage} s");
     assert!(observed > 29.0 * 24.0, "the whole period observed: {observed} h");
     assert_eq!(of("web-01").1, 100.0, "web-01 ran all month");
-    let (_, ci, _) = of("ci-runner-1");
+    let (_, ci, _, _) = of("ci-runner-1");
     assert!(ci > 50.0 && ci < 95.0, "ci-runner-1 was shut off for days: {ci}");
 
     // Capacity: db-primary's disk grew.
