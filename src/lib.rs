@@ -81,6 +81,15 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         None => rocket::custom(figment).mount("/", rocket::routes![web::assets::asset]),
     };
 
+    // The end of the demo's generated history, known at ignite, shown by every page.
+    let generated = demo::GeneratedUntil::default();
+    let templates = {
+        let generated = generated.clone();
+        Template::custom(move |engines| {
+            demo::register_template_functions(&mut engines.tera, generated.clone())
+        })
+    };
+
     Ok(rocket
         .manage(settings)
         .manage(auth::state())
@@ -91,12 +100,13 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .attach(timing::ServerTiming)
         .attach(db::stage())
         .attach(hosts::stage())
+        .attach(demo::stage(generated))
         .attach(control::stage())
         .attach(poller::stage())
         .attach(audit::retention_stage())
         .attach(history::rollup::stage())
         .attach(first_run_stage())
-        .attach(Template::fairing())
+        .attach(templates)
         .mount("/", inventory::routes())
         .mount("/", auth::routes())
         .mount("/", auth::admin::routes())

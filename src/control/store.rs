@@ -36,11 +36,21 @@ const PENDING_REFUSAL: &str = "another power action is still pending for this VM
 /// [`RequestError::Pending`] when the VM already has one in flight (a trigger backed by a
 /// unique index).
 pub async fn requested(pool: &SqlitePool, r: &PowerRequest<'_>) -> Result<i64, RequestError> {
+    requested_at(pool, r, now_ms()).await
+}
+
+/// [`requested`] at a given time (ms). The lifecycle's `_at` functions let the demo record its
+/// generated past through the same statements (src/demo/history.rs); everything else uses now.
+pub async fn requested_at(
+    pool: &SqlitePool,
+    r: &PowerRequest<'_>,
+    at: i64,
+) -> Result<i64, RequestError> {
     let res = sqlx::query_scalar(
         "INSERT INTO audit_log (ts, kind, user_name, client_addr, host_name, vm_uuid, vm_name, action, status)
          VALUES (?, 'power', ?, ?, ?, ?, ?, ?, 'requested') RETURNING id",
     )
-    .bind(now_ms())
+    .bind(at)
     .bind(&r.actor.user)
     .bind(&r.actor.addr)
     .bind(r.host)
@@ -75,10 +85,15 @@ pub async fn refused(pool: &SqlitePool, r: &PowerRequest<'_>, reason: &str) -> s
 }
 
 pub async fn sent(pool: &SqlitePool, id: i64) -> sqlx::Result<()> {
+    sent_at(pool, id, now_ms()).await
+}
+
+/// [`sent`] at a given time (ms).
+pub async fn sent_at(pool: &SqlitePool, id: i64, at: i64) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE audit_log SET status = 'sent', sent_at = ? WHERE id = ? AND status = 'requested'",
     )
-    .bind(now_ms())
+    .bind(at)
     .bind(id)
     .execute(pool)
     .await?;
@@ -86,8 +101,13 @@ pub async fn sent(pool: &SqlitePool, id: i64) -> sqlx::Result<()> {
 }
 
 pub async fn accepted(pool: &SqlitePool, id: i64) -> sqlx::Result<()> {
+    accepted_at(pool, id, now_ms()).await
+}
+
+/// [`accepted`] at a given time (ms).
+pub async fn accepted_at(pool: &SqlitePool, id: i64, at: i64) -> sqlx::Result<()> {
     sqlx::query("UPDATE audit_log SET status = 'accepted', accepted_at = ? WHERE id = ? AND status IN ('requested', 'sent')")
-        .bind(now_ms())
+        .bind(at)
         .bind(id)
         .execute(pool)
         .await?;
@@ -104,6 +124,19 @@ pub async fn settled(
     error: Option<&str>,
     detail: Option<&str>,
 ) -> sqlx::Result<()> {
+    settled_at(pool, id, outcome, error, detail, now_ms()).await
+}
+
+/// [`settled`] at a given time (ms). The entry still joins the chain at its head: the chain
+/// runs in the order entries are written, whatever times they carry.
+pub async fn settled_at(
+    pool: &SqlitePool,
+    id: i64,
+    outcome: AuditOutcome,
+    error: Option<&str>,
+    detail: Option<&str>,
+    at: i64,
+) -> sqlx::Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let Some(mut entry) = chain::content(&mut tx, id).await? else { return Ok(()) };
     if !AuditOutcome::parse(&entry.status).is_some_and(AuditOutcome::is_pending) {
@@ -112,7 +145,7 @@ pub async fn settled(
     entry.status = outcome.as_str().into();
     entry.error = error.map(Into::into).or(entry.error);
     entry.detail = detail.map(Into::into).or(entry.detail);
-    entry.settled_at = Some(now_ms());
+    entry.settled_at = Some(at);
     let seal = chain::head(&mut tx).await?.seal(&entry);
     settle(&mut tx, &entry, &seal).await?;
     tx.commit().await

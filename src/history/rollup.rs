@@ -17,7 +17,7 @@ const BATCH_BUCKETS: i64 = 12;
 /// Raw samples may be stored up to this long after their poll started: a poll can take up to
 /// `call_timeout_secs` (600 s at most) before it is written. A bucket is rolled up only once
 /// this much time has passed since it closed; charts read raw samples for that tail.
-const SLACK_SECS: i64 = 660;
+pub const SLACK_SECS: i64 = 660;
 
 /// What one maintenance run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +141,39 @@ pub async fn maintain(pool: &SqlitePool, now_ms: i64) -> sqlx::Result<Maintained
         source_done = at;
     }
     Ok(done)
+}
+
+/// Counts every sample rolled up in whole buckets of `[after_s, until_s)` (seconds), at every
+/// resolution, as `weight` samples: what the rollups would hold had each sample been taken
+/// `weight` times.
+///
+/// For history generated more sparsely than the poller polls (the demo's month, one sample an
+/// hour or per 5 minutes, src/demo/history.rs): reports count each sample as one poll interval
+/// (`reports::availability`), so unweighted sparse samples would stand for a fraction of the
+/// time they cover. Minima and maxima stay; counts and sums scale, so averages are unchanged
+/// and coarser buckets remain the sums of finer ones. Call it only when the stretch holds such
+/// history alone, and before buckets straddling its end are rolled up.
+pub async fn weigh(
+    pool: &SqlitePool,
+    after_s: i64,
+    until_s: i64,
+    weight: i64,
+) -> sqlx::Result<u64> {
+    let mut set = String::from("n = n * ?1, up = up * ?1, paused = paused * ?1, off = off * ?1");
+    for (m, _) in METRICS {
+        set.push_str(&format!(", {m}_n = {m}_n * ?1, {m}_sum = {m}_sum * ?1"));
+    }
+    let sql = format!("UPDATE rollups SET {set} WHERE bucket >= ?2 AND bucket + res <= ?3");
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let rows = sqlx::query(&sql)
+        .bind(weight)
+        .bind(after_s)
+        .bind(until_s)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// What one pruning run removed.

@@ -168,8 +168,10 @@ fn the_demo_shows_a_one_time_admin_password_on_the_terminal_and_keeps_its_own_da
             }
         }
     });
+    // The password is printed at liftoff, after the demo has generated its month of history
+    // (a few seconds in release, longer in a debug build on a busy machine).
     let password =
-        rx.recv_timeout(Duration::from_secs(30)).expect("the demo prints the admin password");
+        rx.recv_timeout(Duration::from_secs(120)).expect("the demo prints the admin password");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let page = rt.block_on(async {
         let base = format!("http://127.0.0.1:{port}");

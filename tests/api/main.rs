@@ -19,6 +19,7 @@ mod browser_list;
 mod cli;
 mod config;
 mod control;
+mod demo;
 mod faults;
 mod flood;
 mod fuzz;

@@ -334,6 +334,15 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Stops the server and gives its directory back, to start another on the same database.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.clone().notify();
+        self.pool.close().await;
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.clone().notify();

@@ -1,0 +1,98 @@
+//! The built-in demo: its host (libvirt's test driver loaded with the lab shipped in
+//! `demo/lab.xml`), and the month of history its database starts with (`history`), written at
+//! ignite, before the poller's first poll, and marked as demo data on every page.
+//!
+//! Nothing imports this module but `lib.rs`; it writes through `hosts::store`,
+//! `history::rollup` and `control::store`, as the poller and the power forms do.
+
+pub mod history;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use rocket::fairing::AdHoc;
+use rocket_dyn_templates::tera::{self, Tera};
+
+use crate::backend::{libvirt::LibvirtSettings, DriverConfig};
+use crate::config::{ConfigError, HostConfig, HostName, HostUri, DEMO_HOST};
+
+/// The demo lab's node definition, embedded so the binary runs from anywhere.
+pub const LAB_XML: &str = include_str!("../../demo/lab.xml");
+
+/// Writes the lab definition into `data_dir` (libvirt's test driver reads a file by absolute
+/// path) and returns the demo host.
+pub fn host(data_dir: &Path) -> Result<HostConfig, ConfigError> {
+    let err = |message: String| ConfigError { key: "database_url".into(), message };
+    // Owner-only, like the database that will live beside it (see `db`).
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(data_dir)
+        .map_err(|e| err(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+    let path = data_dir.join("demo-lab.xml");
+    std::fs::write(&path, LAB_XML)
+        .map_err(|e| err(format!("cannot write {}: {e}", path.display())))?;
+    let abs = std::fs::canonicalize(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let uri = HostUri::parse(&format!("test://{}", abs.display()))
+        .map_err(|m| err(format!("demo lab path {}: {m}", abs.display())))?;
+    Ok(HostConfig::new(
+        HostName::parse(DEMO_HOST).expect("the demo host name is valid"),
+        DriverConfig::Libvirt(LibvirtSettings { uri }),
+    ))
+}
+
+/// Where the demo's generated history ends (ms), once the seeding stage knows: pages say that
+/// what came before is demo data. Shared by the stage and the templates of one application.
+#[derive(Clone, Default)]
+pub struct GeneratedUntil(Arc<OnceLock<i64>>);
+
+/// Seeds the demo database with its month of history (see [`history::seed`]) when vmdeck
+/// runs its demo; nothing otherwise. At ignite, after the hosts are registered and before the
+/// poller's first poll at liftoff; a failure is logged and the demo starts without history.
+pub fn stage(generated: GeneratedUntil) -> AdHoc {
+    AdHoc::on_ignite("Demo history", move |rocket| async move {
+        let (Some(settings), Some(db), Some(hosts)) = (
+            rocket.state::<crate::config::Settings>(),
+            rocket.state::<crate::db::Db>(),
+            rocket.state::<Arc<crate::hosts::Hosts>>(),
+        ) else {
+            return rocket;
+        };
+        let Some(host) = hosts.get(DEMO_HOST).filter(|_| settings.demo) else { return rocket };
+        let clock = Instant::now();
+        let interval = settings.poll_interval.as_millis() as i64;
+        match history::seed(&db.0, host, interval, crate::db::now_ms()).await {
+            Ok(history::Seeded::Now(g, polls)) => {
+                tracing::info!(
+                    polls,
+                    ms = clock.elapsed().as_millis() as u64,
+                    "demo: generated {} days of history",
+                    history::DAYS
+                );
+                let _ = generated.0.set(g.until);
+            }
+            Ok(history::Seeded::Before(g)) => {
+                let _ = generated.0.set(g.until);
+            }
+            Ok(history::Seeded::Skipped) => {
+                tracing::info!("demo: the database has history already; none generated")
+            }
+            Err(e) => tracing::error!("demo: generating history failed: {e}"),
+        }
+        rocket
+    })
+}
+
+/// Gives templates `demo_history_until()`: when the demo's generated history ends, as the
+/// pages show times, or nothing outside the demo and before it is known.
+pub fn register_template_functions(tera: &mut Tera, generated: GeneratedUntil) {
+    tera.register_function(
+        "demo_history_until",
+        move |_: &HashMap<String, tera::Value>| -> tera::Result<tera::Value> {
+            Ok(match generated.0.get() {
+                Some(until) => tera::Value::String(crate::web::format::absolute(*until)),
+                None => tera::Value::Null,
+            })
+        },
+    );
+}
