@@ -14,7 +14,7 @@
 //! poll an hour, the last day or two one per 5 minutes, the last hour at the poll interval
 //! ([`plan`]): about 1,500 polls. Each stretch is rolled up on its own and its samples weighted
 //! as the polls they stand for (`rollup::weigh`), so reports see the time they cover. A
-//! `demo_history` row marks the database as seeded (migrations/0005).
+//! `demo_history` row marks the database as seeded (migrations/0006).
 
 use std::f64::consts::PI;
 
