@@ -3,7 +3,8 @@
 #   scripts/setup.sh          build + run dependencies (libvirt headers, pkg-config)
 #   scripts/setup.sh --test   also what the test suite and benchmark use: a libvirt daemon,
 #                             QEMU, headless Chromium + ChromeDriver, prometheus-libvirt-exporter,
-#                             and cargo-deb with adduser for the package test (tests/package.sh).
+#                             and cargo-deb with adduser and systemd-analyze (package systemd)
+#                             for the package test (tests/package.sh).
 # Idempotent: packages already present are not reinstalled. Runs apt through sudo when not root.
 set -euo pipefail
 
@@ -16,7 +17,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 pkgs=(pkg-config libvirt-dev gcc libc6-dev)
 if [ "$want_test" = 1 ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-         chromium chromium-driver prometheus-libvirt-exporter curl procps adduser)
+         chromium chromium-driver prometheus-libvirt-exporter curl procps adduser
+         systemd)
 fi
 
 missing=()
