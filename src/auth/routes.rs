@@ -35,6 +35,8 @@ const MAX_SHOWN_NAME: usize = 64;
 struct LoginPage {
     title: &'static str,
     error: Option<String>,
+    /// What just happened, e.g. "You are logged out." after logging out.
+    notice: Option<String>,
     username: String,
     next: String,
     no_users: bool,
@@ -46,6 +48,7 @@ impl LoginPage {
         LoginPage {
             title: "Log in",
             error: None,
+            notice: None,
             username: String::new(),
             next: safe_next(next),
             no_users: false,
@@ -91,11 +94,14 @@ async fn login_page(
     db: &State<Db>,
     settings: &State<Settings>,
     user: Option<&CurrentUser>,
+    flash: Option<rocket::request::FlashMessage<'_>>,
 ) -> Result<Template, Redirect> {
     if user.is_some() {
         return Err(Redirect::to(safe_next(next)));
     }
     let mut page = LoginPage::new(next, settings.demo);
+    // Shown here, where it happened (left unread, it greeted the next login instead).
+    page.notice = flash.map(|f| f.message().to_string());
     page.no_users = users::count(&db.0).await.map(|n| n == 0).unwrap_or(false);
     Ok(page.render())
 }

@@ -278,8 +278,11 @@ async fn power_bulk(
     }
     Ok(Ok(if problems.is_empty() {
         Flash::success(Redirect::to(back), message)
-    } else {
+    } else if accepted.is_empty() {
         Flash::error(Redirect::to(back), message)
+    } else {
+        // Partly done: neither a success nor a failure.
+        Flash::new(Redirect::to(back), "warning", message)
     }))
 }
 
@@ -298,7 +301,13 @@ fn bulk_message(action: PowerAction, accepted: &[String], problems: &[String]) -
         message.push_str(&format!(
             "; {} not done: {}",
             problems.len(),
-            problems.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
+            // Each problem's own closing full stop is dropped: the sentence ends once, below.
+            problems
+                .iter()
+                .take(10)
+                .map(|p| p.trim_end_matches('.'))
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
     message.push('.');

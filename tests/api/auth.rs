@@ -272,6 +272,12 @@ async fn sessions_end_at_once_on_logout_idle_timeout_role_change_and_removal() {
 
     let s = app.session("operator").await;
     assert_eq!(s.post("/logout", &[]).await.status().as_u16(), 303);
+    let (_, page) = s.get("/login").await;
+    assert!(page.contains("You are logged out."), "said on the login page, where it happened");
+    assert!(
+        !s.get("/login").await.1.contains("logged out"),
+        "and said once, not at the next login"
+    );
     assert_eq!(s.get("/vms").await.0, 401, "logged out");
 
     let s = app.session("viewer").await;

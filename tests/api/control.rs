@@ -2,7 +2,7 @@
 //! effect at once): single and bulk, confirmation of forced actions, bad input, and requests a
 //! crash left pending. Real-VM power tests are in real_vm.rs; who may act is in auth.rs.
 
-use crate::support::app::{breadth_app, uuid_of, vm_names};
+use crate::support::app::{breadth_app, unescape, uuid_of, vm_names};
 use crate::support::audit::{power_entries, settled_power};
 
 fn location(res: &reqwest::Response) -> String {
@@ -93,10 +93,21 @@ async fn bulk_actions_write_one_audit_entry_per_vm() {
         form.push(("vm", k.as_str()));
     }
     form.push(("vm", "lab/00000000-0000-0000-0000-000000000000"));
+    // Already paused: refused in words that end their own sentence.
+    let already_paused = format!("lab/{}", uuid_of(&app, "br-paused").await);
+    form.push(("vm", already_paused.as_str()));
     let res = op.post("/vms/power", &form).await;
     assert_eq!(res.status().as_u16(), 303);
-    let flash = op.flash_at("/vms").await;
+    let (_, page) = op.get("/vms").await;
+    assert!(
+        page.contains("class=\"flash flash-warning\""),
+        "partly done is a warning, not an error"
+    );
+    let flash =
+        unescape(page.split("id=\"flash\">").nth(1).and_then(|s| s.split("</p>").next()).unwrap());
     assert!(flash.contains("4 accepted") && flash.contains("no such VM"), "flash: {flash}");
+    assert!(flash.contains("br-paused: Pause is not possible"), "flash: {flash}");
+    assert!(!flash.contains("..") && !flash.contains(".;"), "one full stop: {flash}");
     for k in &keys {
         let uuid = k.trim_start_matches("lab/");
         assert_eq!(settled_power(&app, uuid).await.0, "confirmed", "{k}");
