@@ -9,7 +9,7 @@ use rocket_dyn_templates::Template;
 use serde::Serialize;
 use sqlx::SqlitePool;
 
-use super::{input_time, page_of, store, PeriodQuery};
+use super::{input_time, page_of, period_file_name, store, PeriodQuery};
 use crate::auth::Viewer;
 use crate::config::Settings;
 use crate::db::now_ms;
@@ -346,7 +346,7 @@ pub async fn availability_csv(
     let mut rows = availability_rows(app.pool, app.settings, a, b).await?.rows;
     sort_availability(&mut rows, None, &mut Notices::new());
     Csv::build(
-        "vmdeck-availability.csv",
+        &period_file_name("availability", (a, b)),
         &[
             "from_utc",
             "to_utc",

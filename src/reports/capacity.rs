@@ -7,7 +7,7 @@ use rocket_dyn_templates::Template;
 use serde::Serialize;
 use sqlx::SqlitePool;
 
-use super::{input_time, store, PeriodQuery};
+use super::{input_time, period_file_name, store, PeriodQuery};
 use crate::auth::Viewer;
 use crate::domain::time::parse_time;
 use crate::web::chart::{self, Point, Unit};
@@ -198,7 +198,7 @@ pub async fn capacity_csv(
     let (a, b) = period.read(&mut Notices::new());
     let rows = capacity_rows(app.pool, a, b).await?;
     Csv::build(
-        "vmdeck-capacity.csv",
+        &period_file_name("capacity", (a, b)),
         &["day_utc", "host", "vms", "vcpus", "memory_gib", "disk_gib"],
         rows.into_iter().map(|r| {
             vec![

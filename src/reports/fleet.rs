@@ -6,7 +6,7 @@ use rocket_dyn_templates::Template;
 use serde::Serialize;
 use sqlx::SqlitePool;
 
-use super::{at_param, input_time, opt, page_of, store};
+use super::{at_param, input_time, moment_file_name, opt, page_of, store};
 use crate::auth::Viewer;
 use crate::domain::PowerState;
 use crate::history::rollup::RESOLUTIONS;
@@ -110,7 +110,7 @@ pub async fn fleet_csv(_user: Viewer<'_>, at: Option<&str>, app: App<'_>) -> Res
     let t = at_param(at, &mut Notices::new());
     let rows = fleet_rows(app.pool, t).await?;
     Csv::build(
-        "vmdeck-fleet.csv",
+        &moment_file_name("fleet", t),
         &[
             "as_of_utc",
             "host",

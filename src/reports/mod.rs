@@ -122,6 +122,18 @@ impl PeriodQuery<'_> {
     }
 }
 
+/// A CSV download's file name: the report and its period, `vmdeck-availability-2026-11-01_2026-11-30.csv`.
+fn period_file_name(report: &str, (a, b): (i64, i64)) -> String {
+    let day = |ms: i64| view::absolute(ms).get(0..10).unwrap_or("").to_string();
+    format!("vmdeck-{report}-{}_{}.csv", day(a), day(b))
+}
+
+/// A CSV download's file name: the report and its moment, `vmdeck-fleet-2026-11-30T1200Z.csv`.
+fn moment_file_name(report: &str, at: i64) -> String {
+    let t = input_time(at).replace(':', "");
+    format!("vmdeck-{report}-{t}Z.csv")
+}
+
 /// The moment of a report "as of": now by default, never in the future.
 fn at_param(at: Option<&str>, notices: &mut Notices) -> i64 {
     let now = now_ms();

@@ -231,3 +231,24 @@ async fn reports_of_a_large_fleet_are_paged_and_their_csv_has_every_row() {
         assert_eq!(csv.len(), 1_101, "{report}: the CSV has every VM and a header");
     }
 }
+
+#[tokio::test]
+async fn csv_file_names_carry_the_report_and_its_period() {
+    let app = breadth_app().await;
+    for (path, name) in [
+        (
+            "/reports/availability.csv?from=2026-11-01T00:00&to=2026-11-30T00:00",
+            "vmdeck-availability-2026-11-01_2026-11-30.csv",
+        ),
+        (
+            "/reports/capacity.csv?from=2026-10-01T00:00&to=2026-10-31T00:00",
+            "vmdeck-capacity-2026-10-01_2026-10-31.csv",
+        ),
+        ("/reports/fleet.csv?at=2026-11-30T12:00", "vmdeck-fleet-2026-11-30T1200Z.csv"),
+    ] {
+        let res = app.viewer.client.get(format!("{}{path}", app.base)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let disposition = res.headers()["content-disposition"].to_str().unwrap().to_string();
+        assert_eq!(disposition, format!("attachment; filename=\"{name}\""), "{path}");
+    }
+}
