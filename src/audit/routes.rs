@@ -237,7 +237,7 @@ async fn audit_page(
 async fn audit_csv(_me: Viewer<'_>, query: AuditQuery<'_>, app: App<'_>) -> Result<Csv, AppError> {
     let q = query.read(&mut Notices::new());
     let rows = store::entries(app.pool, &q.filter, CSV_LIMIT, 0).await?;
-    Csv::build(
+    Ok(Csv::build(
         "vmdeck-audit.csv",
         &[
             "id",
@@ -273,5 +273,5 @@ async fn audit_csv(_me: Viewer<'_>, query: AuditQuery<'_>, app: App<'_>) -> Resu
                 r.detail.clone().unwrap_or_default(),
             ]
         }),
-    )
+    ))
 }

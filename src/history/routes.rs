@@ -388,5 +388,5 @@ async fn vm_csv(
         Some(row)
     });
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    Csv::build(&format!("vmdeck-{}-history.csv", file_safe(&vm.name)), &header, rows)
+    Ok(Csv::build(&format!("vmdeck-{}-history.csv", file_safe(&vm.name)), &header, rows))
 }

@@ -345,7 +345,7 @@ pub async fn availability_csv(
     let (a, b) = period.read(&mut Notices::new());
     let mut rows = availability_rows(app.pool, app.settings, a, b).await?.rows;
     sort_availability(&mut rows, None, &mut Notices::new());
-    Csv::build(
+    Ok(Csv::build(
         &period_file_name("availability", (a, b)),
         &[
             "from_utc",
@@ -371,7 +371,7 @@ pub async fn availability_csv(
                 r.outage_start,
             ]
         }),
-    )
+    ))
 }
 
 #[cfg(test)]

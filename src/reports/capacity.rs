@@ -197,7 +197,7 @@ pub async fn capacity_csv(
 ) -> Result<Csv, AppError> {
     let (a, b) = period.read(&mut Notices::new());
     let rows = capacity_rows(app.pool, a, b).await?;
-    Csv::build(
+    Ok(Csv::build(
         &period_file_name("capacity", (a, b)),
         &["day_utc", "host", "vms", "vcpus", "memory_gib", "disk_gib"],
         rows.into_iter().map(|r| {
@@ -210,5 +210,5 @@ pub async fn capacity_csv(
                 format!("{:.1}", r.disk_gib),
             ]
         }),
-    )
+    ))
 }

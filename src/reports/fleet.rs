@@ -109,7 +109,7 @@ pub async fn fleet(
 pub async fn fleet_csv(_user: Viewer<'_>, at: Option<&str>, app: App<'_>) -> Result<Csv, AppError> {
     let t = at_param(at, &mut Notices::new());
     let rows = fleet_rows(app.pool, t).await?;
-    Csv::build(
+    Ok(Csv::build(
         &moment_file_name("fleet", t),
         &[
             "as_of_utc",
@@ -135,5 +135,5 @@ pub async fn fleet_csv(_user: Viewer<'_>, at: Option<&str>, app: App<'_>) -> Res
                 r.ips,
             ]
         }),
-    )
+    ))
 }

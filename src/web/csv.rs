@@ -8,8 +8,6 @@
 
 use rocket::http::{ContentType, Header};
 
-use super::AppError;
-
 /// Rows written per chunk of the response.
 const CHUNK_ROWS: usize = 256;
 
@@ -22,7 +20,7 @@ pub struct Csv {
 
 impl Csv {
     /// A header row and data rows, each cell through [`neutralize`].
-    pub fn build<R, C>(filename: &str, header: &[&str], rows: R) -> Result<Csv, AppError>
+    pub fn build<R, C>(filename: &str, header: &[&str], rows: R) -> Csv
     where
         R: IntoIterator<Item = Vec<C>>,
         R::IntoIter: Send + 'static,
@@ -37,14 +35,15 @@ impl Csv {
             }
             (!chunk.is_empty()).then_some(chunk)
         });
-        Ok(Csv {
+        Csv {
             filename: filename.to_string(),
             chunks: Box::new(std::iter::once(header).chain(body)),
-        })
+        }
     }
 
     /// The whole file (tests).
-    pub fn into_bytes(self) -> Vec<u8> {
+    #[cfg(test)]
+    fn into_bytes(self) -> Vec<u8> {
         self.chunks.flatten().collect()
     }
 }
@@ -130,7 +129,7 @@ mod tests {
         for plain in ["web-01", "-12.5", "+3", "", "a=b", "2026-11-30 12:00:00 UTC"] {
             assert_eq!(neutralize(plain), plain, "{plain:?}");
         }
-        let csv = Csv::build("x.csv", &["name", "n"], [vec!["=cmd|' /C calc'!A0", "-1"]]).unwrap();
+        let csv = Csv::build("x.csv", &["name", "n"], [vec!["=cmd|' /C calc'!A0", "-1"]]);
         assert_eq!(
             String::from_utf8(csv.into_bytes()).unwrap(),
             "name,n\n'=cmd|' /C calc'!A0,-1\n"

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use rocket::figment::Figment;
+use vmdeck::auth::Role;
 use vmdeck::backend::libvirt::LibvirtSettings;
 use vmdeck::backend::DriverConfig;
 use vmdeck::config::HostUri;
@@ -159,7 +160,16 @@ async fn main() {
     }
 
     // Pages, while the polls go on.
-    let cookies = common::viewer_cookies(&pool, port, "bench").await;
+    let viewer = common::viewer_cookies(&pool, port, "bench").await;
+    // Operators' rows carry power buttons: the list is measured for both roles.
+    vmdeck::auth::users::add(&pool, "bench-op", Role::Operator, common::PASSWORD.into(), false)
+        .await
+        .expect("operator");
+    let operator =
+        tokio::task::spawn_blocking(move || common::login(port, "bench-op", common::PASSWORD).0)
+            .await
+            .expect("login thread")
+            .cookies;
     let vm = "00000000-0000-4000-8000-000000000007";
     let pages = [
         ("/vms (default page: 100 rows by name)", "/vms".to_string()),
@@ -168,6 +178,7 @@ async fn main() {
         ("/vms one host, running only", "/vms?host=h03&state=running".into()),
         ("/vms 1,000 rows a page", "/vms?per_page=1000".into()),
         ("/vms?per_page=all", "/vms?per_page=all".into()),
+        ("/vms?per_page=all as an operator (power buttons)", "/vms?per_page=all".into()),
         ("VM page (24 h)", format!("/vms/h00/{vm}")),
         ("/audit", "/audit".into()),
         ("/reports/fleet", "/reports/fleet".into()),
@@ -178,6 +189,7 @@ async fn main() {
     ];
     println!("\n## Pages with {total} VMs while all hosts poll: server-side time (Server-Timing), {} requests each", args.requests);
     for (what, path) in pages {
+        let cookies = if what.contains("operator") { &operator } else { &viewer };
         let (mut ms, mut size) = (Vec::new(), 0);
         for _ in 0..args.requests {
             let (jar, p) = (cookies.clone(), path.clone());
