@@ -1,5 +1,6 @@
-//! Allocated capacity over time: vCPUs, memory and disk per host at the end of each day, the
-//! fleet totals as charts, and the VMs whose allocation grew most.
+//! Allocated capacity over time: vCPUs, memory and disk per host at the end of each day (each
+//! week, month or year over long periods), the fleet totals as charts, and the VMs whose
+//! allocation grew most.
 
 use std::collections::BTreeMap;
 
@@ -25,24 +26,108 @@ struct CapacityRow {
     disk_gib: f64,
 }
 
-/// Allocated vCPUs, memory and disk per host at the end of each day of the period (at most
-/// 400 days), from configuration versions and VM lifetimes.
-async fn capacity_rows(pool: &SqlitePool, from: i64, to: i64) -> sqlx::Result<Vec<CapacityRow>> {
+/// How finely the capacity report steps through its period: one row per host at the end of
+/// each day, or of each week (Monday to Sunday, UTC), month or year once the period has more
+/// than [`MAX_STEPS`] days (weeks, months).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Grain {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+/// At most this many steps per report: the table is not paged, and each step costs a pass
+/// over every VM. (Before grains, the report stopped after 400 days, silently.)
+const MAX_STEPS: i64 = 400;
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Grain {
+    /// The finest grain giving at most [`MAX_STEPS`] steps over `[from, to)`.
+    pub(super) fn for_period(from: i64, to: i64) -> Grain {
+        [Grain::Day, Grain::Week, Grain::Month]
+            .into_iter()
+            .find(|g| g.steps(from, to) <= MAX_STEPS)
+            .unwrap_or(Grain::Year)
+    }
+
+    /// How many steps of this grain `[from, to)` touches.
+    fn steps(self, from: i64, to: i64) -> i64 {
+        let mut n = 0;
+        let mut t = from;
+        while t < to && n <= MAX_STEPS {
+            t = self.next(t);
+            n += 1;
+        }
+        n
+    }
+
+    /// The start of the step after the one holding `t` (UTC; weeks start on Mondays).
+    pub(super) fn next(self, t: i64) -> i64 {
+        match self {
+            Grain::Day => t - t.rem_euclid(DAY_MS) + DAY_MS,
+            // 1970-01-05 was a Monday.
+            Grain::Week => t - (t - 4 * DAY_MS).rem_euclid(7 * DAY_MS) + 7 * DAY_MS,
+            Grain::Month | Grain::Year => {
+                let Ok(at) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
+                else {
+                    return t + DAY_MS; // out of range: never for times vmdeck accepts
+                };
+                let (mut y, mut m) = (at.year(), at.month());
+                if self == Grain::Year || m == time::Month::December {
+                    y += 1;
+                }
+                m = if self == Grain::Year { time::Month::January } else { m.next() };
+                time::Date::from_calendar_date(y, m, 1)
+                    .map(|d| d.midnight().assume_utc().unix_timestamp() * 1000)
+                    .unwrap_or(t + DAY_MS)
+            }
+        }
+    }
+
+    /// The page's words for it: "figures by week".
+    pub(super) fn noun(self) -> &'static str {
+        match self {
+            Grain::Day => "day",
+            Grain::Week => "week",
+            Grain::Month => "month",
+            Grain::Year => "year",
+        }
+    }
+}
+
+/// Allocated vCPUs, memory and disk per host at the end of each step of the period (a day,
+/// or a week, month or year for long periods: [`Grain`]), from configuration versions and VM
+/// lifetimes. Each row is labelled with the last day of its step and holds the allocation at
+/// that day's end (or the period's, for the last). The period starts no earlier than the day
+/// the first VM was seen: before that there is nothing to show, and a period starting years
+/// back would otherwise spend its steps on empty time.
+async fn capacity_rows(
+    pool: &SqlitePool,
+    from: i64,
+    to: i64,
+) -> sqlx::Result<(Vec<CapacityRow>, Grain)> {
     let vms = store::lifetimes(pool).await?;
     let rows = store::allocations(pool).await?;
-    // Each VM's versions in time order, for a binary search per day.
+    // Each VM's versions in time order, for a binary search per step.
     let mut configs: std::collections::HashMap<i64, Vec<(i64, i64, i64, i64)>> =
         std::collections::HashMap::new();
     for (vm, from, vcpus, mem, disk) in rows {
         configs.entry(vm).or_default().push((from, vcpus, mem, disk));
     }
+    let first_seen = vms.iter().map(|v| v.2).min();
+    let from = match first_seen {
+        Some(f) if f > from => f - f.rem_euclid(DAY_MS),
+        _ => from,
+    };
+    let grain = Grain::for_period(from, to);
     let mut out = Vec::new();
-    let day = 86_400_000;
-    let first_day = from - from.rem_euclid(day);
-    let mut t = first_day;
-    let mut days = 0;
-    while t < to && days < 400 {
-        let at = (t + day - 1).min(to);
+    let mut t = from;
+    while t < to {
+        let next = grain.next(t);
+        let at = (next - 1).min(to);
         let mut per_host: BTreeMap<String, CapacityRow> = BTreeMap::new();
         for (id, host, first, gone) in &vms {
             if *first > at || gone.is_some_and(|g| g <= at) {
@@ -53,7 +138,7 @@ async fn capacity_rows(pool: &SqlitePool, from: i64, to: i64) -> sqlx::Result<Ve
                 n.checked_sub(1).map(|i| v[i])
             });
             let row = per_host.entry(host.clone()).or_insert_with(|| CapacityRow {
-                day: view::absolute(t).get(0..10).unwrap_or("").to_string(),
+                day: view::absolute(at).get(0..10).unwrap_or("").to_string(),
                 host: host.clone(),
                 ..CapacityRow::default()
             });
@@ -65,10 +150,9 @@ async fn capacity_rows(pool: &SqlitePool, from: i64, to: i64) -> sqlx::Result<Ve
             }
         }
         out.extend(per_host.into_values());
-        t += day;
-        days += 1;
+        t = next;
     }
-    Ok(out)
+    Ok((out, grain))
 }
 
 #[derive(Serialize)]
@@ -124,6 +208,8 @@ struct CapacityPage {
     from: String,
     to: String,
     rows: Vec<CapacityRow>,
+    /// The step of the rows: "day", or "week", "month", "year" for long periods.
+    grain: &'static str,
     charts: Vec<(String, String)>,
     notices: Notices,
     csv_href: String,
@@ -137,7 +223,7 @@ pub async fn capacity(
 ) -> Result<Template, AppError> {
     let mut notices = Notices::new();
     let (a, b) = period.read(&mut notices);
-    let rows = capacity_rows(app.pool, a, b).await?;
+    let (rows, grain) = capacity_rows(app.pool, a, b).await?;
     Ok(Template::render(
         "reports/capacity",
         CapacityPage {
@@ -147,6 +233,7 @@ pub async fn capacity(
             from: input_time(a),
             to: input_time(b),
             charts: charts(&rows, a, b),
+            grain: grain.noun(),
             rows,
             notices,
             grew: grew_most(app.pool, a, b).await?,
@@ -154,7 +241,7 @@ pub async fn capacity(
     ))
 }
 
-/// One chart per measure: the fleet total per day.
+/// One chart per measure: the fleet total per step (day, week…).
 fn charts(rows: &[CapacityRow], a: i64, b: i64) -> Vec<(String, String)> {
     let mut totals: BTreeMap<&str, (u64, f64, f64)> = BTreeMap::new();
     for r in rows {
@@ -196,7 +283,7 @@ pub async fn capacity_csv(
     app: App<'_>,
 ) -> Result<Csv, AppError> {
     let (a, b) = period.read(&mut Notices::new());
-    let rows = capacity_rows(app.pool, a, b).await?;
+    let (rows, _) = capacity_rows(app.pool, a, b).await?;
     Ok(Csv::build(
         &period_file_name("capacity", (a, b)),
         &["day_utc", "host", "vms", "vcpus", "memory_gib", "disk_gib"],

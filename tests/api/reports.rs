@@ -252,3 +252,131 @@ async fn csv_file_names_carry_the_report_and_its_period() {
         assert_eq!(disposition, format!("attachment; filename=\"{name}\""), "{path}");
     }
 }
+
+/// One generated poll of the "long" host: (started at, per VM: uuid, vcpus, memory KiB, disk
+/// bytes).
+type LongPoll = (i64, Vec<(String, u32, u64, u64)>);
+
+/// 520 days of daily polls of a host "long", through the poller's storage path: VMs that
+/// appear, vanish and change their allocation. Returns what each poll reported.
+async fn long_history(pool: &sqlx::SqlitePool, now: i64) -> Vec<LongPoll> {
+    use vmdeck::backend::{libvirt::LibvirtSettings, Disk, DriverConfig, VmConfig, VmReport};
+    use vmdeck::config::{HostConfig, HostName, HostUri};
+    use vmdeck::domain::PowerState;
+    let host = HostConfig::new(
+        HostName::parse("long").unwrap(),
+        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse("test:///default").unwrap() }),
+    );
+    let host_id = vmdeck::hosts::store::upsert_hosts(pool, &[host], false).await.unwrap()[0];
+    let mut cache = vmdeck::hosts::store::HostCache::default();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut polls = Vec::new();
+    for day in 0..520i64 {
+        let ts = now - (520 - day) * 86_400_000 + rand(80_000_000) as i64;
+        let mut vms = Vec::new();
+        for (vm, alive) in [(0, 0..520), (1, 37..451), (2, 200..260), (3, 480..520)] {
+            if !alive.contains(&day) {
+                continue;
+            }
+            // The allocation changes every so often (by day, so repeated polls agree).
+            let phase = (day / (40 + vm as i64 * 17)) as u32;
+            let vcpus = 1 + (phase * 7 + vm) % 8;
+            let memory = (1u64 << 20) * u64::from(1 + (phase + vm) % 5);
+            let disk = (10u64 << 30) * u64::from(1 + (phase * 3 + vm) % 4);
+            vms.push((format!("30000000-0000-4000-8000-{vm:012}"), vcpus, memory, disk));
+        }
+        let reports: Vec<VmReport> = vms
+            .iter()
+            .map(|(uuid, vcpus, memory, disk)| VmReport {
+                uuid: uuid.clone(),
+                name: format!("long-{}", &uuid[uuid.len() - 1..]),
+                state: PowerState::Running,
+                raw_state: "running".into(),
+                state_reason: "booted".into(),
+                config: VmConfig {
+                    vcpus: *vcpus,
+                    memory_max_kib: *memory,
+                    memory_current_kib: *memory,
+                    disks: vec![Disk {
+                        target: "vda".into(),
+                        device: "disk".into(),
+                        source: None,
+                        bus: None,
+                        capacity_bytes: Some(*disk),
+                    }],
+                    ..VmConfig::default()
+                },
+                memory_used_kib: None,
+                counters: Default::default(),
+                disk_usage: vec![],
+                addresses: vec![],
+            })
+            .collect();
+        vmdeck::hosts::store::record_success(pool, &mut cache, host_id, ts, ts + 5, &reports)
+            .await
+            .unwrap();
+        polls.push((ts, vms));
+    }
+    polls
+}
+
+#[tokio::test]
+async fn capacity_covers_a_period_starting_years_back_week_by_week() {
+    use time::{OffsetDateTime, Weekday};
+    let app = breadth_app().await;
+    let now = vmdeck::db::now_ms();
+    let polls = long_history(&app.pool, now).await;
+    let from = vmdeck::web::format::absolute(now - 900 * 86_400_000)[..10].to_string();
+
+    let (status, html) = app.get(&format!("/reports/capacity?from={from}")).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("No VM known to vmdeck in this period"), "the VMs are shown");
+    assert!(html.contains("Figures by week for this period"), "the page says how it steps");
+    let csv = app.viewer.csv(&format!("/reports/capacity.csv?from={from}")).await;
+    let got: Vec<Vec<String>> = csv
+        .iter()
+        .skip(1)
+        .filter(|r| &r[1] == "long")
+        .map(|r| r.iter().map(str::to_string).collect())
+        .collect();
+
+    // Brute force from what the polls reported: on every Sunday (the last day of a UTC week)
+    // and on the period's last day, the VMs of the host's last poll by the end of that day.
+    let day_of = |ms: i64| vmdeck::web::format::absolute(ms)[..10].to_string();
+    let first_day = polls[0].0 - polls[0].0.rem_euclid(86_400_000);
+    let mut want = Vec::new();
+    let mut day = first_day;
+    while day < now {
+        let weekday =
+            OffsetDateTime::from_unix_timestamp(day / 1000).unwrap().weekday() == Weekday::Sunday;
+        let at = (day + 86_400_000 - 1).min(now);
+        if weekday || day + 86_400_000 > now {
+            let last = polls.iter().rev().find(|p| p.0 <= at);
+            if let Some((_, vms)) = last.filter(|p| !p.1.is_empty()) {
+                let vcpus: u64 = vms.iter().map(|v| u64::from(v.1)).sum();
+                let memory: f64 = vms.iter().map(|v| v.2 as f64 / 1_048_576.0).sum();
+                let disk: f64 = vms.iter().map(|v| v.3 as f64 / 1_073_741_824.0).sum();
+                want.push(vec![
+                    day_of(day),
+                    "long".to_string(),
+                    vms.len().to_string(),
+                    vcpus.to_string(),
+                    format!("{memory:.2}"),
+                    format!("{disk:.1}"),
+                ]);
+            }
+        }
+        day += 86_400_000;
+    }
+    assert!(want.len() > 70, "more than 400 days of weeks: {}", want.len());
+    assert_eq!(got.len(), want.len(), "one row per week the host had VMs");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "capacity at the end of {}", w[0]);
+    }
+}
