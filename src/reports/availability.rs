@@ -31,21 +31,27 @@ struct AvailabilityRow {
     longest_outage: String,
     longest_outage_s: i64,
     outage_start: String,
+    /// Outages in the period (runs of down observations between running ones).
+    outages: u32,
 }
 
-/// A stretch of time a VM was down: from its first down observation to the end of its last,
-/// gaps without observations included (vmdeck not running is no evidence the VM was up).
+/// An outage: down observations with no running one between them, from the start of its
+/// first to the end of its last. Its length is the time observed down (`down`, ms), like
+/// uptime only observed time: a gap without observations (vmdeck not running, the VM not yet
+/// known) is counted neither as up nor as down, so an outage never begins before the VM was
+/// first seen nor grows across a gap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Run {
     start: i64,
     end: i64,
+    down: i64,
 }
 
 impl Run {
     /// Two runs with no running observation between them are one.
     fn join(a: Option<Run>, b: Option<Run>) -> Option<Run> {
         match (a, b) {
-            (Some(a), Some(b)) => Some(Run { start: a.start, end: b.end }),
+            (Some(a), Some(b)) => Some(Run { start: a.start, end: b.end, down: a.down + b.down }),
             (a, None) => a,
             (None, b) => b,
         }
@@ -54,7 +60,7 @@ impl Run {
     /// The longer of two runs, the earlier one on a tie.
     fn longer(a: Option<Run>, b: Option<Run>) -> Option<Run> {
         match (a, b) {
-            (Some(x), Some(y)) if y.end - y.start > x.end - x.start => b,
+            (Some(x), Some(y)) if y.down > x.down => b,
             (None, b) => b,
             (a, _) => a,
         }
@@ -77,6 +83,8 @@ struct Availability {
     inner: Option<Run>,
     /// The down run after the last running observation.
     trail: Option<Run>,
+    /// How many down runs lie wholly between two running observations.
+    inner_count: u32,
 }
 
 impl Availability {
@@ -88,7 +96,7 @@ impl Availability {
         } else if up > 0 {
             Self { up, known, seen_up: true, ..Self::default() }
         } else {
-            Self { known, lead: Some(Run { start, end }), ..Self::default() }
+            Self { known, lead: Some(Run { start, end, down: known }), ..Self::default() }
         }
     }
 
@@ -97,19 +105,25 @@ impl Availability {
         let (up, known) = (self.up + next.up, self.known + next.known);
         if !self.seen_up {
             let lead = Run::join(self.lead, next.lead);
-            Self { up, known, seen_up: next.seen_up, lead, inner: next.inner, trail: next.trail }
+            Self { up, known, lead, ..next }
         } else if !next.seen_up {
             let trail = Run::join(self.trail, next.lead);
             Self { up, known, trail, ..self }
         } else {
             let middle = Run::join(self.trail, next.lead);
             let inner = Run::longer(Run::longer(self.inner, middle), next.inner);
-            Self { up, known, seen_up: true, lead: self.lead, inner, trail: next.trail }
+            let inner_count = self.inner_count + u32::from(middle.is_some()) + next.inner_count;
+            Self { up, known, seen_up: true, lead: self.lead, inner, trail: next.trail, inner_count }
         }
     }
 
     fn longest(&self) -> Option<Run> {
         Run::longer(Run::longer(self.lead, self.inner), self.trail)
+    }
+
+    /// How many outages: the runs between running observations and those at either end.
+    fn count(&self) -> u32 {
+        self.inner_count + u32::from(self.lead.is_some()) + u32::from(self.trail.is_some())
     }
 }
 
@@ -234,16 +248,19 @@ async fn availability_rows(
     }
 
     let mut out = Vec::with_capacity(totals.len());
-    for (id, host, name, uuid) in store::all_vms(pool).await? {
+    for (id, host, name, uuid, first_seen) in store::all_vms(pool).await? {
         let Some(t) = totals.get(&id) else { continue };
-        let longest = match runs.get(&id) {
-            Some(a) => a.longest(),
+        let (longest, outages) = match runs.get(&id) {
+            Some(a) => (a.longest(), a.count()),
+            // Never running: one outage, as long as the VM was observed.
             None if t.known > 0 && t.up == 0 => {
-                t.first.zip(t.last).map(|(start, end)| Run { start, end })
+                (t.first.zip(t.last).map(|(start, end)| Run { start, end, down: t.known }), 1)
             }
-            None => None,
+            None => (None, 0),
         };
-        let length = longest.map_or(0, |r| r.end - r.start);
+        // A bucket starts on the clock, maybe before the VM was first seen in it.
+        let longest = longest.map(|r| Run { start: r.start.max(first_seen), ..r });
+        let length = longest.map_or(0, |r| r.down);
         out.push(AvailabilityRow {
             host,
             name,
@@ -257,6 +274,7 @@ async fn availability_rows(
                 Some(r) if length > 0 => view::absolute(r.start),
                 _ => String::new(),
             },
+            outages,
         });
     }
     Ok(Found { rows: out, coarse_outages })
@@ -357,6 +375,7 @@ pub async fn availability_csv(
             "observed_hours",
             "longest_outage_s",
             "longest_outage_start_utc",
+            "outages",
         ],
         rows.into_iter().map(move |r| {
             vec![
@@ -369,6 +388,7 @@ pub async fn availability_csv(
                 format!("{:.2}", r.observed_hours),
                 r.longest_outage_s.to_string(),
                 r.outage_start,
+                r.outages.to_string(),
             ]
         }),
     ))
@@ -378,9 +398,11 @@ pub async fn availability_csv(
 mod tests {
     use super::*;
 
-    /// The longest down run the straightforward way: walk the observations in order.
-    fn brute_force(units: &[(i64, i64, i64, i64)]) -> Option<Run> {
-        let (mut best, mut current): (Option<Run>, Option<i64>) = (None, None);
+    /// The longest down run and the number of runs the straightforward way: walk the
+    /// observations in order, adding up the time observed down.
+    fn brute_force(units: &[(i64, i64, i64, i64)]) -> (Option<Run>, u32) {
+        let (mut best, mut current, mut count): (Option<Run>, Option<(i64, i64)>, u32) =
+            (None, None, 0);
         for &(start, end, up, known) in units {
             if known <= 0 {
                 continue;
@@ -389,12 +411,16 @@ mod tests {
                 current = None;
                 continue;
             }
-            let begun = *current.get_or_insert(start);
-            if best.is_none_or(|b| end - begun > b.end - b.start) {
-                best = Some(Run { start: begun, end });
+            if current.is_none() {
+                count += 1;
+            }
+            let (begun, down) = current.get_or_insert((start, 0));
+            *down += known;
+            if best.is_none_or(|b| *down > b.down) {
+                best = Some(Run { start: *begun, end, down: *down });
             }
         }
-        best
+        (best, count)
     }
 
     #[test]
@@ -458,8 +484,11 @@ mod tests {
             };
             let whole = fold(&units);
             let split = fold(&units[..cut]).then(fold(&units[cut..]));
-            assert_eq!(whole.longest(), brute_force(&units), "{units:?}");
+            let (longest, count) = brute_force(&units);
+            assert_eq!(whole.longest(), longest, "{units:?}");
+            assert_eq!(whole.count(), count, "{units:?}");
             assert_eq!(split.longest(), whole.longest(), "cut at {cut}: {units:?}");
+            assert_eq!(split.count(), whole.count(), "cut at {cut}: {units:?}");
             assert_eq!((split.up, split.known), (whole.up, whole.known));
             let up: i64 = units.iter().map(|u| u.2).sum();
             assert_eq!(whole.up, up);

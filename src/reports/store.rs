@@ -87,10 +87,10 @@ pub async fn addresses_at(pool: &SqlitePool, at: i64) -> sqlx::Result<Vec<(i64, 
     rows(&json)
 }
 
-/// Every VM: (id, host name, name, uuid).
-pub async fn all_vms(pool: &SqlitePool) -> sqlx::Result<Vec<(i64, String, String, String)>> {
+/// Every VM: (id, host name, name, uuid, first seen).
+pub async fn all_vms(pool: &SqlitePool) -> sqlx::Result<Vec<(i64, String, String, String, i64)>> {
     let json: String = sqlx::query_scalar(
-        "SELECT COALESCE(json_group_array(json_array(v.id, h.name, v.name, v.uuid)), '[]')
+        "SELECT COALESCE(json_group_array(json_array(v.id, h.name, v.name, v.uuid, v.first_seen)), '[]')
          FROM vms v JOIN hosts h ON h.id = v.host_id",
     )
     .fetch_one(pool)

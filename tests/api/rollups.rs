@@ -376,3 +376,212 @@ async fn reports_read_rollups_once_raw_samples_are_pruned() {
     let row = html.split(">old-vm<").nth(1).expect("old-vm existed then");
     assert!(row.split("</tr>").next().unwrap().contains("<td>running</td>"), "{row}");
 }
+
+/// The brute-force availability of one VM over `[from, to)` from its raw samples, each
+/// standing for one poll interval (cut at `to`): (ms running, ms known, longest outage ms,
+/// its first sample, number of outages). An outage is the time observed down between two
+/// running samples; samples in no known state neither break nor extend one.
+fn brute_availability(samples: &[(i64, String)], from: i64, to: i64, interval: i64) -> BruteAvail {
+    let mut b = BruteAvail::default();
+    let mut current: Option<(i64, i64)> = None;
+    for (ts, state) in samples.iter().filter(|s| s.0 >= from && s.0 < to) {
+        let span = interval.min(to - ts);
+        let known = ["running", "paused", "suspended", "in_transition", "shut_off", "crashed"]
+            .contains(&state.as_str());
+        if !known {
+            continue;
+        }
+        b.known += span;
+        if state == "running" {
+            b.up += span;
+            current = None;
+            continue;
+        }
+        if current.is_none() {
+            b.outages += 1;
+        }
+        let (start, down) = current.get_or_insert((*ts, 0));
+        *down += span;
+        if *down > b.longest {
+            b.longest = *down;
+            b.longest_start = Some(*start);
+        }
+    }
+    b
+}
+
+#[derive(Debug, Default)]
+struct BruteAvail {
+    up: i64,
+    known: i64,
+    longest: i64,
+    longest_start: Option<i64>,
+    outages: u32,
+}
+
+#[tokio::test]
+async fn availability_equals_brute_force_on_generated_histories() {
+    use crate::support::app::{spawn_app, unescape, AppOptions};
+    use vmdeck::web::format::absolute;
+    let app = spawn_app(AppOptions { poll_interval_secs: 60, ..AppOptions::breadth() }).await;
+    let pool = &app.pool;
+    let host = HostConfig::new(
+        HostName::parse("gen").unwrap(),
+        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse("test:///default").unwrap() }),
+    );
+    let host_id = store::upsert_hosts(pool, &[host], false).await.unwrap()[0];
+    let mut cache = HostCache::default();
+    let now = vmdeck::db::now_ms();
+    // Polls on the minute for a day and a half, ending an hour ago.
+    let end = now - 3_600_000 - now.rem_euclid(300_000);
+    let start = end - 36 * 3_600_000;
+    let mut seed = 0x1234_5678_9abc_def1_u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    const VMS: usize = 12;
+    // Each VM's life (first and last minute it is reported, unaligned to buckets) and its
+    // state per 5-minute block (constant within a block, as a bucket sees it whole).
+    let minutes = 36 * 60;
+    let lives: Vec<(i64, i64)> = (0..VMS)
+        .map(|vm| {
+            let first = if vm < 3 { 0 } else { rand(minutes as u64 / 2) as i64 };
+            let last = if vm % 4 == 1 { first + 3 + rand(minutes as u64) as i64 } else { minutes };
+            // The issue's case: a VM first seen two minutes into a 5-minute block, observed
+            // down for three minutes, then gone.
+            if vm == VMS - 1 {
+                return (5 * 37 + 2, 5 * 37 + 4);
+            }
+            (first, last.min(minutes))
+        })
+        .collect();
+    let states = [
+        PowerState::Running,
+        PowerState::Running,
+        PowerState::ShutOff,
+        PowerState::Paused,
+        PowerState::Crashed,
+        PowerState::Unknown,
+    ];
+    let blocks: Vec<Vec<PowerState>> = (0..VMS)
+        .map(|vm| {
+            // VM 3 is never running; the others switch every few blocks.
+            let mut s = states[rand(6) as usize];
+            (0..minutes / 5 + 1)
+                .map(|_| {
+                    if rand(4) == 0 {
+                        s = states[rand(6) as usize];
+                    }
+                    if vm == VMS - 1 || (vm == 3 && s == PowerState::Running) {
+                        PowerState::ShutOff
+                    } else {
+                        s
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let (mut gap_left, mut cpu) = (0, 0u64);
+    for i in 0..minutes {
+        // Gaps without any poll (vmdeck down), of a few minutes to an hour.
+        if gap_left > 0 {
+            gap_left -= 1;
+            continue;
+        }
+        if rand(300) == 0 {
+            gap_left = 2 + rand(60) as i64;
+        }
+        let ts = start + i * 60_000;
+        let mut reports = Vec::new();
+        for vm in 0..VMS {
+            let (first, last) = lives[vm];
+            // Now and then a VM is missing from a poll (gone, then back).
+            if i < first || i > last || (rand(97) == 0 && vm != VMS - 1) {
+                continue;
+            }
+            cpu += 1_000_000_000;
+            reports.push(report(&format!("avail-{vm:02}"), blocks[vm][i as usize / 5], cpu, cpu));
+        }
+        store::record_success(pool, &mut cache, host_id, ts, ts + 5, &reports).await.unwrap();
+    }
+    rollup::maintain(pool, now).await.unwrap();
+
+    let samples: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT v.uuid, s.ts, s.state FROM samples s JOIN vms v ON v.id = s.vm_id
+         WHERE v.host_id = ? ORDER BY v.uuid, s.ts",
+    )
+    .bind(host_id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let first_seen: BTreeMap<String, i64> =
+        sqlx::query_as("SELECT uuid, first_seen FROM vms WHERE host_id = ?")
+            .bind(host_id)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let minute = |ms: i64| unescape(&absolute(ms)[..16].replace(' ', "T"));
+    // Periods: the whole history, one starting and ending off the buckets' edges, a short one.
+    let periods = [
+        (start - 3_600_000, end + 600_000),
+        (start + 7 * 3_600_000 + 13 * 60_000, end - 5 * 3_600_000 - 7 * 60_000),
+        (start + 20 * 3_600_000 + 3 * 60_000, start + 21 * 3_600_000 + 10 * 60_000),
+    ];
+    let mut outages_seen = 0;
+    for (from, to) in periods {
+        let path = format!("/reports/availability.csv?from={}&to={}", minute(from), minute(to));
+        let csv = app.viewer.csv(&path).await;
+        let header: Vec<&str> = csv[0].iter().collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        for vm in 0..VMS {
+            let uuid = format!("avail-{vm:02}");
+            let mine: Vec<(i64, String)> =
+                samples.iter().filter(|s| s.0 == uuid).map(|s| (s.1, s.2.clone())).collect();
+            let want = brute_availability(&mine, from, to, 60_000);
+            let row = csv.iter().find(|r| r.iter().any(|c| c == uuid));
+            let Some(row) = row else {
+                assert_eq!(want.known + want.up, 0, "{uuid} in {path}: observed, so listed");
+                continue;
+            };
+            let what = format!("{uuid} in {path}: want {want:?}, got {row:?}");
+            let pct = (want.known > 0)
+                .then(|| format!("{:.3}", want.up as f64 / want.known as f64 * 100.0))
+                .unwrap_or_default();
+            assert_eq!(&row[col("uptime_pct")], pct, "uptime: {what}");
+            assert_eq!(
+                &row[col("observed_hours")],
+                format!("{:.2}", want.known as f64 / 3_600_000.0),
+                "observed: {what}"
+            );
+            assert_eq!(&row[col("longest_outage_s")], (want.longest / 1000).to_string(), "{what}");
+            assert_eq!(&row[col("outages")], want.outages.to_string(), "outage count: {what}");
+            let known = mine.iter().filter(|s| s.0 >= from && s.0 < to && s.1 != "unknown");
+            assert!(want.longest <= known.count() as i64 * 60_000, "brute force itself: {what}");
+            if let Some(began) = want.longest_start {
+                // A bucket's outage starts at the bucket's start: no earlier than the VM was
+                // first seen nor than five minutes before its first down sample.
+                let shown = &row[col("longest_outage_start_utc")];
+                let earliest = absolute((began - 300_000).max(first_seen[&uuid]).max(from));
+                assert!(
+                    shown >= earliest.as_str() && shown <= absolute(began).as_str(),
+                    "outage start {shown} not in [{earliest}, {}]: {what}",
+                    absolute(began)
+                );
+                outages_seen += 1;
+            }
+        }
+    }
+    // The issue's VM, observed for three minutes, down (unless a gap hid it): its outage is
+    // no longer than that.
+    let csv = app.viewer.csv(&format!("/reports/availability.csv?from={}", minute(start))).await;
+    let short = csv.iter().find(|r| r.iter().any(|c| c == "avail-11")).expect("avail-11 listed");
+    let observed: f64 = short[6].parse().unwrap();
+    let outage: f64 = short[7].parse().unwrap();
+    assert!(observed > 0.0 && outage <= observed * 3600.0, "{short:?}");
+    assert!(outages_seen > 10, "the histories have outages to check ({outages_seen})");
+}
