@@ -86,7 +86,8 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
     let templates = {
         let generated = generated.clone();
         Template::custom(move |engines| {
-            demo::register_template_functions(&mut engines.tera, generated.clone())
+            demo::register_template_functions(&mut engines.tera, generated.clone());
+            engines.tera.register_filter("utc_time", web::format::utc_time_filter);
         })
     };
 

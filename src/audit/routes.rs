@@ -1,4 +1,5 @@
-//! `GET /audit` (filtered, paginated) and `GET /audit.csv` (the same view as a download).
+//! `GET /audit` (filtered, paginated), `GET /audit.csv` (the same view as a download) and
+//! `GET /audit/<id>` (one entry, every field in full: the list cuts long values short).
 
 use rocket::form::FromForm;
 use rocket::request::FlashMessage;
@@ -16,7 +17,7 @@ use crate::web::pager::Pager;
 use crate::web::{bounded_text, with_query, App, AppError, Chrome, Notices};
 
 pub fn routes() -> Vec<Route> {
-    rocket::routes![audit_page, audit_csv]
+    rocket::routes![audit_page, audit_csv, audit_entry]
 }
 
 const PAGE_SIZE: usize = 50;
@@ -24,6 +25,10 @@ const PAGE_SIZE: usize = 50;
 const CSV_LIMIT: i64 = 100_000;
 /// Longest accepted text filter.
 const MAX_FILTER_LEN: usize = 200;
+/// Most action values one filter takes (there are fewer actions and kinds than this).
+const MAX_ACTIONS: usize = 32;
+/// Longest value a list cell shows; longer ones end in "…" and link to the entry's page.
+const CELL_CHARS: usize = 64;
 
 /// The query string as given; every field is optional and checked in [`AuditQuery::read`].
 #[derive(Debug, Default, FromForm)]
@@ -31,7 +36,8 @@ struct AuditQuery<'r> {
     user: Option<&'r str>,
     vm: Option<&'r str>,
     host: Option<&'r str>,
-    action: Option<&'r str>,
+    /// Repeatable: `action=shutdown&action=power_off` is either; `power` every power action.
+    action: Vec<&'r str>,
     outcome: Option<&'r str>,
     from: Option<&'r str>,
     to: Option<&'r str>,
@@ -44,7 +50,7 @@ struct Query {
     user: String,
     vm: String,
     host: String,
-    action: String,
+    actions: Vec<String>,
     outcome: String,
     period: Period,
 }
@@ -58,12 +64,23 @@ impl AuditQuery<'_> {
         let user = text(self.user, "user filter", notices);
         let vm = text(self.vm, "VM filter", notices);
         let host = text(self.host, "host filter", notices);
-        let mut action = text(self.action, "action filter", notices);
         let mut outcome = text(self.outcome, "outcome filter", notices);
-        let action_filter = ActionFilter::parse(&action);
-        if action_filter.is_none() && !action.is_empty() {
-            notices.push(format!("Unknown action {action:?}: showing every action."));
-            action.clear();
+        if self.action.len() > MAX_ACTIONS {
+            notices.push(format!("Only the first {MAX_ACTIONS} actions are used."));
+        }
+        let (mut actions, mut action_filters) = (Vec::new(), Vec::new());
+        for a in self.action.iter().take(MAX_ACTIONS) {
+            let a = text(Some(a), "action filter", notices);
+            if a.is_empty() || actions.contains(&a) {
+                continue;
+            }
+            match ActionFilter::parse(&a) {
+                Some(f) => {
+                    action_filters.push(f);
+                    actions.push(a);
+                }
+                None => notices.push(format!("Unknown action {a:?}: left out of the filter.")),
+            }
         }
         let outcome_filter = match outcome.as_str() {
             "pending" => Some(OutcomeFilter::Pending),
@@ -84,7 +101,7 @@ impl AuditQuery<'_> {
                 user: user.clone(),
                 vm: vm.clone(),
                 host: host.clone(),
-                action: action_filter,
+                actions: action_filters,
                 outcome: outcome_filter,
                 from: period.from,
                 to: period.to,
@@ -92,7 +109,7 @@ impl AuditQuery<'_> {
             user,
             vm,
             host,
-            action,
+            actions,
             outcome,
             period,
         }
@@ -103,12 +120,17 @@ impl Query {
     /// The query string of this view, on `page` (None: no page).
     fn query_string(&self, page: Option<usize>) -> String {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
+        let actions = self.actions.iter().map(|a| ("action", a));
+        for (k, v) in [("user", &self.user), ("vm", &self.vm), ("host", &self.host)]
+            .into_iter()
+            .chain(actions)
+            .chain([("outcome", &self.outcome)])
+        {
+            if !v.is_empty() {
+                s.append_pair(k, v);
+            }
+        }
         for (k, v) in [
-            ("user", &self.user),
-            ("vm", &self.vm),
-            ("host", &self.host),
-            ("action", &self.action),
-            ("outcome", &self.outcome),
             ("from", &self.period.from_text),
             ("to", &self.period.to_text),
         ] {
@@ -123,10 +145,24 @@ impl Query {
     }
 }
 
+/// `text` cut to [`CELL_CHARS`] characters and "…", and whether it was cut.
+fn clip(text: String, cut: &mut bool) -> String {
+    match text.char_indices().nth(CELL_CHARS) {
+        Some((at, _)) => {
+            *cut = true;
+            format!("{}…", &text[..at])
+        }
+        None => text,
+    }
+}
+
+/// One entry as the list shows it: long values cut short ([`clip`]), `cut` saying whether
+/// any was, so the row links to the entry's own page.
 #[derive(Serialize)]
 struct EntryView {
     id: i64,
     time: String,
+    cut: bool,
     kind: &'static str,
     user: String,
     addr: String,
@@ -141,8 +177,9 @@ struct EntryView {
     detail: String,
 }
 
-impl From<Entry> for EntryView {
-    fn from(r: Entry) -> Self {
+impl EntryView {
+    /// The entry in full (its own page).
+    fn full(r: Entry) -> Self {
         EntryView {
             confirm_time: r
                 .confirm_ms()
@@ -161,7 +198,29 @@ impl From<Entry> for EntryView {
             outcome: r.status.as_str(),
             error: r.error.unwrap_or_default(),
             detail: r.detail.unwrap_or_default(),
+            cut: false,
         }
+    }
+
+    /// The entry as a list row: long values cut short.
+    fn clipped(r: Entry) -> Self {
+        let mut e = Self::full(r);
+        let mut cut = false;
+        for v in [&mut e.user, &mut e.addr, &mut e.host, &mut e.vm_name, &mut e.action] {
+            *v = clip(std::mem::take(v), &mut cut);
+        }
+        for v in [&mut e.error, &mut e.detail] {
+            // Errors and details are sentences: four cells' worth, then cut.
+            *v = match v.char_indices().nth(4 * CELL_CHARS) {
+                Some((at, _)) => {
+                    cut = true;
+                    format!("{}…", &v[..at])
+                }
+                None => std::mem::take(v),
+            };
+        }
+        e.cut = cut;
+        e
     }
 }
 
@@ -175,7 +234,8 @@ struct AuditPage {
     user: String,
     vm: String,
     host: String,
-    action: String,
+    /// The actions filtered on (several at once).
+    action: Vec<String>,
     outcome: String,
     from: String,
     to: String,
@@ -214,14 +274,14 @@ async fn audit_page(
         AuditPage {
             title: "Audit log",
             chrome: Chrome::new(me.0, flash, app.settings),
-            entries: rows.into_iter().map(EntryView::from).collect(),
+            entries: rows.into_iter().map(EntryView::clipped).collect(),
             pager,
             csv_href: with_query("/audit.csv", &plain_query),
             filtered: !plain_query.is_empty(),
             user: q.user,
             vm: q.vm,
             host: q.host,
-            action: q.action,
+            action: q.actions,
             outcome: q.outcome,
             from: q.period.from_text,
             to: q.period.to_text,
@@ -229,6 +289,35 @@ async fn audit_page(
             outcomes,
             hosts: app.hosts.names().iter().map(|h| h.to_string()).collect(),
             notices,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct EntryPage {
+    title: String,
+    chrome: Chrome,
+    entry: EntryView,
+    /// Whether the VM's host is configured (then its page exists).
+    vm_page: bool,
+}
+
+/// One entry, every field in full.
+#[rocket::get("/audit/<id>")]
+async fn audit_entry(me: Viewer<'_>, id: i64, app: App<'_>) -> Result<Template, AppError> {
+    let entry = store::entry(app.pool, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("There is no audit entry {id}.")))?;
+    let entry = EntryView::full(entry);
+    let vm_page = !entry.vm_uuid.is_empty()
+        && app.hosts.names().contains(&entry.host.as_str());
+    Ok(Template::render(
+        "audit/entry",
+        EntryPage {
+            title: format!("Audit entry {id}"),
+            chrome: Chrome::new(me.0, None, app.settings),
+            entry,
+            vm_page,
         },
     ))
 }

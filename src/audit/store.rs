@@ -16,7 +16,8 @@ pub struct Filter {
     /// A VM's uuid, or part of its name.
     pub vm: String,
     pub host: String,
-    pub action: Option<ActionFilter>,
+    /// Any of these actions or kinds (none: every one).
+    pub actions: Vec<ActionFilter>,
     pub outcome: Option<OutcomeFilter>,
     pub from: Option<i64>,
     pub to: Option<i64>,
@@ -56,14 +57,15 @@ fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &Filter) {
     if !f.host.is_empty() {
         qb.push(" AND host_name = ").push_bind(f.host.clone());
     }
-    match f.action {
-        Some(ActionFilter::Power(a)) => {
-            qb.push(" AND action = ").push_bind(a);
+    if !f.actions.is_empty() {
+        qb.push(" AND (0");
+        for a in &f.actions {
+            match *a {
+                ActionFilter::Power(a) => qb.push(" OR action = ").push_bind(a),
+                ActionFilter::Kind(k) => qb.push(" OR kind = ").push_bind(k),
+            };
         }
-        Some(ActionFilter::Kind(k)) => {
-            qb.push(" AND kind = ").push_bind(k);
-        }
-        None => {}
+        qb.push(")");
     }
     match f.outcome {
         Some(OutcomeFilter::Pending) => {
@@ -127,6 +129,17 @@ pub async fn entries(
         .push(" OFFSET ")
         .push_bind(offset);
     qb.build_query_as().fetch_all(pool).await
+}
+
+/// One entry by its id.
+pub async fn entry(pool: &SqlitePool, id: i64) -> sqlx::Result<Option<Entry>> {
+    sqlx::query_as(
+        "SELECT id, ts, kind, user_name, client_addr, host_name, vm_uuid, vm_name, action, status, error, detail,
+                accepted_at, settled_at FROM audit_log WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// How many entries match `f`.

@@ -1,5 +1,7 @@
 //! Times as people type them into vmdeck's forms and query strings (UTC, `YYYY-MM-DD` or
-//! `YYYY-MM-DDTHH:MM[:SS]`), and periods made of two of them. One parser and one set of bounds
+//! `YYYY-MM-DDTHH:MM[:SS[.fff]]`, with or without a trailing `Z` or ` UTC`: what a
+//! `datetime-local` input sends, what JavaScript's `toISOString` writes and what the pages
+//! show), and periods made of two of them. One parser and one set of bounds
 //! for every page: the audit log, the VM page and the reports.
 
 use time::format_description::FormatItem;
@@ -10,7 +12,7 @@ use time::{PrimitiveDateTime, Time};
 pub const LATEST_MS: i64 = 253_402_300_799_000;
 
 /// The formats accepted, in words, for messages.
-pub const FORMATS: &str = "YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC";
+pub const FORMATS: &str = "YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC, optionally with a trailing Z";
 
 const DATE_TIME: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]");
@@ -18,10 +20,29 @@ const DATE_TIME_SECS: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 const DATE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
-/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` (or with a space) as UTC milliseconds. A bare
-/// date means its start, or with `end_of_day` its last millisecond.
+/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]]` (or with a space), with or without a
+/// trailing `Z` or ` UTC` (the times are UTC either way), as UTC milliseconds. A bare date
+/// means its start, or with `end_of_day` its last millisecond. Fractions of a second are
+/// dropped.
 pub fn parse_time(s: &str, end_of_day: bool) -> Option<i64> {
-    let s = s.trim().replace(' ', "T");
+    let s = s.trim();
+    let s = s.strip_suffix(" UTC").or_else(|| s.strip_suffix(['Z', 'z'])).unwrap_or(s);
+    // `HH:MM:SS.fff`: the fraction goes (only after a time, never in a date).
+    let s = match s.rsplit_once('.') {
+        Some((head, frac))
+            if head.len() == 19
+                && !frac.is_empty()
+                && frac.len() <= 9
+                && frac.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            head
+        }
+        _ => s,
+    };
+    if s.ends_with(['Z', 'z']) || s.ends_with(' ') {
+        return None; // a doubled suffix
+    }
+    let s = s.replace(' ', "T");
     let dt = PrimitiveDateTime::parse(&s, DATE_TIME_SECS)
         .or_else(|_| PrimitiveDateTime::parse(&s, DATE_TIME))
         .or_else(|_| {
@@ -92,8 +113,21 @@ impl Resolution {
     }
 }
 
-/// One time parameter: None when empty. One that cannot be read is reported in `notices`,
-/// saying what is shown `instead`, and read as None.
+/// One time field of a form: None when empty, else its time, or an error naming the field
+/// (`label`) and saying what it accepts.
+pub fn read_field(label: &str, text: &str, end_of_day: bool) -> Result<Option<i64>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match parse_bounded(text, end_of_day) {
+        Some(t) => Ok(Some(t)),
+        None => Err(format!("Cannot read the {label} time {text:?} (use {FORMATS})")),
+    }
+}
+
+/// One time parameter: None when empty. One that cannot be read is reported in `notices`
+/// ([`read_field`]'s message), saying what is shown `instead`, and read as None.
 pub fn time_param(
     label: &str,
     text: &str,
@@ -101,15 +135,10 @@ pub fn time_param(
     instead: &str,
     notices: &mut Vec<String>,
 ) -> Option<i64> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    let t = parse_bounded(text, end_of_day);
-    if t.is_none() {
-        notices.push(format!("Cannot read the {label} time {text:?} (use {FORMATS}): {instead}."));
-    }
-    t
+    read_field(label, text, end_of_day).unwrap_or_else(|e| {
+        notices.push(format!("{e}: {instead}."));
+        None
+    })
 }
 
 /// A period from two optional times: `from` (a date means its start) and `to` (a date means
@@ -162,6 +191,40 @@ mod tests {
         assert_eq!(parse_bounded("1969-12-31", false), None);
         assert_eq!(parse_bounded("9999-12-31T23:59:59", false), Some(LATEST_MS));
         assert_eq!(parse_bounded("9999-12-31", true), None, "past the last second");
+    }
+
+    #[test]
+    fn a_trailing_z_and_what_datetime_local_inputs_send_are_read_as_utc() {
+        let t = parse_time("2026-11-30T10:00", false).unwrap();
+        assert_eq!(t % 60_000, 0);
+        for same in [
+            "2026-11-30T10:00Z",
+            "2026-11-30T10:00z",
+            "2026-11-30T10:00:00Z",
+            "2026-11-30T10:00:00.000Z", // JavaScript's toISOString
+            "2026-11-30 10:00:00 UTC",  // as the pages show times
+            " 2026-11-30T10:00 ",
+        ] {
+            assert_eq!(parse_time(same, false), Some(t), "{same:?}");
+        }
+        assert_eq!(parse_time("2026-11-30Z", true), parse_time("2026-11-30", true));
+        assert_eq!(parse_time("2026-11-30T10:00:00.5Z", false), Some(t), "fraction dropped");
+        for bad in ["2026-11-30T10:00ZZ", "Z", "2026-11-30T10:00+01:00", "2026-11-30.5", "10:00Z"] {
+            assert_eq!(parse_time(bad, false), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_time_that_cannot_be_read_is_an_error_naming_its_field() {
+        assert_eq!(read_field("from", "", false), Ok(None));
+        assert_eq!(read_field("from", "1970-01-01T00:01Z", false), Ok(Some(60_000)));
+        let e = read_field("to", "next tuesday", true).unwrap_err();
+        assert!(e.starts_with("Cannot read the to time \"next tuesday\""), "{e}");
+        assert!(e.contains("YYYY-MM-DDTHH:MM") && e.contains('Z'), "says what it accepts: {e}");
+        let mut notices = Vec::new();
+        assert_eq!(time_param("from", "2026-02-30", false, "using now", &mut notices), None);
+        assert_eq!(notices.len(), 1);
+        assert!(notices[0].starts_with("Cannot read the from time") && notices[0].ends_with("using now."));
     }
 
     #[test]

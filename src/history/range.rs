@@ -50,7 +50,6 @@ impl RangeQuery<'_> {
 /// notice and the last 24 hours.
 fn parse_range(range: Option<&str>, from: Option<&str>, to: Option<&str>, now: i64) -> RangeChoice {
     let mut notices = Vec::new();
-    let parse = |s: &str| time::parse_time(s, false);
     let (mut start, mut end, mut label) = (now - 86_400_000, now, "24 hours".to_string());
     let chosen = range.unwrap_or("24h");
     match RANGES.iter().find(|(k, ..)| *k == chosen) {
@@ -64,7 +63,28 @@ fn parse_range(range: Option<&str>, from: Option<&str>, to: Option<&str>, now: i
     let (from_text, to_text) =
         (from.unwrap_or("").trim().to_string(), to.unwrap_or("").trim().to_string());
     if chosen == "custom" || !from_text.is_empty() || !to_text.is_empty() {
-        match (parse(&from_text), parse(&to_text).or(Some(now))) {
+        // Each field read on its own, so a message can name the one that is wrong.
+        let mut read = |label: &str, text: &str| match time::parse_time(text, false) {
+            _ if text.is_empty() => Some(None),
+            Some(t) => Some(Some(t)),
+            None => {
+                notices.push(format!(
+                    "Cannot read the custom range's {label} time {text:?} (use {}): showing 24 hours.",
+                    time::FORMATS
+                ));
+                None
+            }
+        };
+        let (from, to) = (read("from", &from_text), read("to", &to_text));
+        let parsed = match (from, to) {
+            (Some(Some(a)), Some(b)) => (Some(a), Some(b.unwrap_or(now))),
+            (Some(None), Some(_)) => {
+                notices.push("The custom range needs a from time: showing 24 hours.".into());
+                (None, None)
+            }
+            _ => (None, None),
+        };
+        match parsed {
             (Some(a), Some(b))
                 if a < b && b - a <= MAX_SPAN_MS && a >= 0 && b <= time::LATEST_MS =>
             {
@@ -81,10 +101,7 @@ fn parse_range(range: Option<&str>, from: Option<&str>, to: Option<&str>, now: i
             (Some(_), Some(_)) => {
                 notices.push("The custom range is longer than ten years: showing 24 hours.".into())
             }
-            _ => notices.push(format!(
-                "Cannot read the custom range (use {}): showing 24 hours.",
-                time::FORMATS
-            )),
+            _ => {} // already said why
         }
     }
 

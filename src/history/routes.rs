@@ -138,6 +138,11 @@ struct VmPage {
     range_label: String,
     from_text: String,
     to_text: String,
+    /// The custom range's ends as a `datetime-local` input holds them (empty if unreadable).
+    from_input: String,
+    to_input: String,
+    /// Preset custom ranges (today, last month…) as links: (label, href).
+    presets: Vec<(&'static str, String)>,
     csv_href: String,
     notices: Notices,
     charts: Vec<ChartView>,
@@ -220,6 +225,15 @@ impl VmPage {
             csv_href: format!("{back}.csv?{csv_query}"),
             range_key: range.chosen,
             range_label: range.label,
+            from_input: input_value(&range.from_text),
+            to_input: input_value(&range.to_text),
+            presets: view::presets(crate::db::now_ms())
+                .into_iter()
+                .map(|p| {
+                    let to = if p.to.is_empty() { String::new() } else { format!("&to={}", p.to) };
+                    (p.label, format!("{back}?range=custom&from={}{to}", p.from))
+                })
+                .collect(),
             from_text: range.from_text,
             to_text: range.to_text,
             notices: range.notices,
@@ -389,4 +403,10 @@ async fn vm_csv(
     });
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     Ok(Csv::build(&format!("vmdeck-{}-history.csv", file_safe(&vm.name)), &header, rows))
+}
+
+/// A typed time as a `datetime-local` input holds it (`YYYY-MM-DDTHH:MM`, UTC): the input
+/// drops any other text, so an unreadable one shows empty (the notice quotes it).
+fn input_value(text: &str) -> String {
+    crate::domain::time::parse_time(text, false).map(view::input_time).unwrap_or_default()
 }

@@ -290,6 +290,8 @@ struct AvailabilityPage {
     rows: Vec<AvailabilityRow>,
     pager: Pager,
     notices: Notices,
+    /// Preset periods as links: (label, href).
+    presets: Vec<(&'static str, String)>,
     csv_href: String,
     sort: String,
 }
@@ -344,6 +346,7 @@ pub async fn availability(
             title: "Availability",
             chrome: Chrome::new(user.0, None, app.settings),
             csv_href: PeriodQuery::href("/reports/availability.csv", (a, b)),
+            presets: super::preset_links("/reports/availability"),
             from: input_time(a),
             to: input_time(b),
             rows,

@@ -212,6 +212,8 @@ struct CapacityPage {
     grain: &'static str,
     charts: Vec<(String, String)>,
     notices: Notices,
+    /// Preset periods as links: (label, href).
+    presets: Vec<(&'static str, String)>,
     csv_href: String,
 }
 
@@ -230,6 +232,7 @@ pub async fn capacity(
             title: "Capacity over time",
             chrome: Chrome::new(user.0, None, app.settings),
             csv_href: PeriodQuery::href("/reports/capacity.csv", (a, b)),
+            presets: super::preset_links("/reports/capacity"),
             from: input_time(a),
             to: input_time(b),
             charts: charts(&rows, a, b),

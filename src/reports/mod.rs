@@ -76,8 +76,18 @@ async fn index(user: Viewer<'_>, app: App<'_>, flash: Option<FlashMessage<'_>>) 
 
 /// `YYYY-MM-DDTHH:MM` (UTC), the form the report inputs take.
 fn input_time(ms: i64) -> String {
-    let a = view::absolute(ms);
-    format!("{}T{}", a.get(0..10).unwrap_or(""), a.get(11..16).unwrap_or(""))
+    view::input_time(ms)
+}
+
+/// The preset periods of a report as links: `path?from=…&to=…`, with their labels.
+fn preset_links(path: &str) -> Vec<(&'static str, String)> {
+    view::presets(now_ms())
+        .into_iter()
+        .map(|p| {
+            let to = if p.to.is_empty() { String::new() } else { format!("&to={}", p.to) };
+            (p.label, format!("{path}?from={}{to}", p.from))
+        })
+        .collect()
 }
 
 /// `?from=…&to=…` of a report over a period.

@@ -3,6 +3,7 @@
 
 use time::format_description::FormatItem;
 use time::macros::format_description;
+use rocket_dyn_templates::tera;
 use time::OffsetDateTime;
 
 const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -86,5 +87,93 @@ mod tests {
         assert_eq!(ago(0, 7_200_000), "2 h ago");
         assert_eq!(absolute(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(duration_words(90_061_000), "1 d 1 h");
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM` (UTC): what a `datetime-local` input holds and the forms send.
+pub fn input_time(ms: i64) -> String {
+    let a = absolute(ms);
+    format!("{}T{}", a.get(0..10).unwrap_or(""), a.get(11..16).unwrap_or(""))
+}
+
+/// A period offered as a link beside a custom-range form: its label and its `from` and `to`
+/// (`input_time`s; an empty `to` means now).
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Preset {
+    pub label: &'static str,
+    pub from: String,
+    pub to: String,
+}
+
+/// The presets seen at `now`: today (since 00:00 UTC), the last 7 days, and last month (the
+/// calendar month before this one, UTC).
+pub fn presets(now: i64) -> Vec<Preset> {
+    const DAY: i64 = 86_400_000;
+    let today = now - now.rem_euclid(DAY);
+    let month_start = |ms: i64| {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .and_then(|t| t.replace_day(1).ok())
+            .map(|t| t.date().midnight().assume_utc().unix_timestamp() * 1000)
+            .unwrap_or(ms)
+    };
+    let this_month = month_start(now);
+    let last_month = month_start(this_month - 1);
+    vec![
+        Preset { label: "Today", from: input_time(today), to: String::new() },
+        Preset { label: "Last 7 days", from: input_time(now - 7 * DAY), to: String::new() },
+        Preset { label: "Last month", from: input_time(last_month), to: input_time(this_month) },
+    ]
+}
+
+/// The Tera filter `utc_time`: a time as [`absolute`] writes it (`2026-11-25 21:40:05 UTC`)
+/// inside `<time datetime="2026-11-25T21:40:05Z">`, for `static/time.js` to show in the
+/// browser's zone (the UTC text stays without JavaScript). Anything else comes out as escaped
+/// text. Use it as `{{ t | utc_time | safe }}`.
+pub fn utc_time_filter(
+    value: &tera::Value,
+    _: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    let text = value.as_str().unwrap_or_default();
+    let escaped = tera::escape_html(text);
+    let iso = text
+        .strip_suffix(" UTC")
+        .filter(|t| t.len() == 19 && crate::domain::time::parse_time(t, false).is_some())
+        .map(|t| format!("{}T{}Z", &t[..10], &t[11..]));
+    Ok(tera::Value::String(match iso {
+        Some(iso) => format!("<time datetime=\"{iso}\">{escaped}</time>"),
+        None => escaped,
+    }))
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_today_the_last_week_and_the_calendar_month_before_this_one() {
+        // 2026-03-10 15:30 UTC.
+        let now = 1_773_156_600_000;
+        assert_eq!(input_time(now), "2026-03-10T15:30");
+        let p = presets(now);
+        assert_eq!(p[0], Preset { label: "Today", from: "2026-03-10T00:00".into(), to: "".into() });
+        assert_eq!(p[1].from, "2026-03-03T15:30");
+        assert_eq!((p[2].from.as_str(), p[2].to.as_str()), ("2026-02-01T00:00", "2026-03-01T00:00"));
+        // In January, last month is last year's December.
+        let p = presets(1_767_830_400_000); // 2026-01-08
+        assert_eq!((p[2].from.as_str(), p[2].to.as_str()), ("2025-12-01T00:00", "2026-01-01T00:00"));
+    }
+
+    #[test]
+    fn utc_times_become_time_elements_and_anything_else_stays_escaped_text() {
+        let f = |s: &str| {
+            utc_time_filter(&tera::Value::from(s), &Default::default()).unwrap().as_str().unwrap().to_string()
+        };
+        assert_eq!(
+            f("2026-11-25 21:40:05 UTC"),
+            "<time datetime=\"2026-11-25T21:40:05Z\">2026-11-25 21:40:05 UTC</time>"
+        );
+        assert_eq!(f(""), "");
+        assert_eq!(f("<b>2026</b> UTC"), "&lt;b&gt;2026&lt;&#x2F;b&gt; UTC");
     }
 }

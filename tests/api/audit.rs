@@ -675,3 +675,93 @@ async fn a_second_power_request_for_a_vm_in_flight_is_refused_as_pending() {
     let second = store::requested(&app.pool, &request).await;
     assert!(matches!(second, Err(RequestError::Pending)), "{second:?}");
 }
+
+/// Records a refused login by `user` straight through the audit log's write path.
+async fn refused_login_by(app: &TestApp, user: &str) -> i64 {
+    let actor = Actor { user: Some(user.to_string()), addr: Some("192.0.2.7".into()) };
+    vmdeck::events::record(
+        &app.pool,
+        AuditKind::LoginFailed,
+        &actor,
+        AuditOutcome::Refused,
+        None,
+        Some("a test"),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_long_value_is_cut_short_in_the_list_and_whole_on_the_entrys_own_page() {
+    let app = breadth_app().await;
+    let long: String = (0..30_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let id = refused_login_by(&app, &long).await;
+
+    let (status, html) = app.get("/audit").await;
+    assert_eq!(status, 200);
+    let row = html
+        .split(&format!("<tr data-id=\"{id}\""))
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("the entry's row");
+    assert!(!row.contains(&long[..65]), "the list shows at most 64 characters of it");
+    assert!(row.contains(&format!("{}…", &long[..64])), "cut with an ellipsis: {}", &row[..300]);
+    assert!(row.contains(&format!("href=\"/audit/{id}\"")), "a link to the entry in full");
+
+    let (status, page) = app.get(&format!("/audit/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&long), "the entry's page shows the whole value");
+    assert!(page.contains("192.0.2.7") && page.contains("login_failed"), "every field");
+    let (status, _) = app.get("/audit/999999999").await;
+    assert_eq!(status, 404, "an entry that does not exist");
+    let (status, _) = app.get("/audit/x").await;
+    assert!(status >= 400 && status < 500, "not an id: {status}");
+    // The CSV keeps the value whole.
+    let csv = app.viewer.csv("/audit.csv?action=login_failed").await;
+    assert!(csv.iter().any(|r| &r[3] == long.as_str()), "the CSV has the whole value");
+}
+
+#[tokio::test]
+async fn the_action_filter_takes_several_actions_and_all_power_actions_and_the_csv_follows() {
+    let app = breadth_app().await;
+    let op = app.session("operator").await;
+    let running = uuid_of(&app, "br-running").await;
+    op.post(&format!("/vms/lab/{running}/power"), &[("action", "pause")]).await;
+    settled_power(&app, &running).await;
+    op.post(&format!("/vms/lab/{running}/power"), &[("action", "resume")]).await;
+    settled_power(&app, &running).await;
+    refused_login_by(&app, "someone").await;
+    let count = |sql: &'static str| {
+        let pool = app.pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() as usize }
+    };
+    let power = count("SELECT COUNT(*) FROM audit_log WHERE kind = 'power'").await;
+    let pauses = count("SELECT COUNT(*) FROM audit_log WHERE action = 'pause'").await;
+    let failed = count("SELECT COUNT(*) FROM audit_log WHERE kind = 'login_failed'").await;
+    assert!(power >= 2 && pauses >= 1 && failed >= 1);
+
+    for (query, want) in [
+        ("action=pause", pauses),
+        ("action=pause&action=login_failed", pauses + failed),
+        ("action=power", power),
+        ("action=power&action=login_failed", power + failed),
+        ("action=power&action=pause", power),
+    ] {
+        let (status, html) = op.get(&format!("/audit?{query}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(html.matches("<tr data-id").count(), want, "{query}: the union");
+        for a in query.split('&').map(|kv| &kv[7..]) {
+            assert!(html.contains(&format!("value=\"{a}\" selected")), "{query}: {a} stays chosen");
+        }
+        let csv = op.csv(&format!("/audit.csv?{query}")).await;
+        assert_eq!(csv.len() - 1, want, "{query}: the CSV follows the same filter");
+        // The pages' links keep every action chosen.
+        let csv_href = html.split("id=\"csv-link\"").next().unwrap().rsplit("href=\"").next().unwrap();
+        assert_eq!(csv_href.matches("action=").count(), query.matches("action=").count());
+    }
+
+    // A VM's name links to its page, and separately to its entries.
+    let (_, html) = op.get("/audit?action=pause").await;
+    assert!(html.contains(&format!("href=\"/vms/lab/{running}\"")), "the VM's page");
+    assert!(html.contains(&format!("href=\"/audit?vm={running}\"")), "the VM's entries");
+}

@@ -11,6 +11,10 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     let power = format!("/vms/lab/{running}/power");
     let confirm = format!("/vms/lab/{running}/power/confirm?action=power_off");
     add_user(&app.pool, "target", "viewer").await;
+    let entry: i64 = sqlx::query_scalar("SELECT max(id) FROM audit_log")
+        .fetch_one(&app.pool)
+        .await
+        .expect("logging in the test accounts wrote audit entries");
 
     // (method, route as Rocket lists it, concrete path, form, [anonymous, viewer, operator, admin])
     type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, [u16; 4]);
@@ -43,6 +47,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         ),
         ("GET", "/audit?<query..>", "/audit".into(), vec![], [401, 200, 200, 200]),
         ("GET", "/audit.csv?<query..>", "/audit.csv".into(), vec![], [401, 200, 200, 200]),
+        ("GET", "/audit/<id>", format!("/audit/{entry}"), vec![], [401, 200, 200, 200]),
         ("GET", "/users", "/users".into(), vec![], [401, 403, 403, 200]),
         ("GET", "/account", "/account".into(), vec![], [401, 200, 200, 200]),
         (

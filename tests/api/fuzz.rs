@@ -69,6 +69,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("POST /vms/power", &["csrf_token", "action", "vm", "confirm", "back"]),
     ("GET /audit?<query..>", &AUDIT_QUERY),
     ("GET /audit.csv?<query..>", &AUDIT_QUERY),
+    ("GET /audit/<id>", &[]),
     ("GET /vms/<host>/<uuid>?<range..>", &["range", "from", "to"]),
     ("GET /vms/<host>/<file>?<range..>", &["range", "from", "to"]),
     ("GET /reports", &[]),
@@ -478,7 +479,9 @@ impl<'a> Fuzzer<'a> {
             "host" => strs(&["lab", "all"]),
             "uuid" => self.uuids.clone(),
             "file" => self.uuids.iter().map(|u| format!("{u}.csv")).collect(),
-            "path" => strs(&["vmdeck.css", "vmdeck.js"]),
+            "path" => strs(&["vmdeck.css", "vmdeck.js", "time.js"]),
+            // An audit entry's id.
+            "id" => strs(&["1", "2", "3", "0", "-1"]),
             "name" | "user" => {
                 let mut v = strs(&TARGETS);
                 v.push(format!("fuzz-new-{}", self.rng.gen_range(0..1000)));
@@ -516,7 +519,12 @@ impl<'a> Fuzzer<'a> {
                 v.push("pending".into());
                 v
             }
-            "from" | "to" | "at" => dates,
+            "from" | "to" | "at" => {
+                let mut v = dates;
+                // As a datetime-local input sends them, and with a trailing Z.
+                v.extend(strs(&["2026-11-30T10:00", "2026-11-30T10:00:00.000Z"]));
+                v
+            }
             "range" => strs(&["1h", "24h", "7d", "30d", "1y", "custom"]),
             "next" => strs(&["/vms", "/audit?user=x", "/reports/fleet"]),
             "back" => strs(&["/vms", "/vms?state=running&page=2", "/audit"]),

@@ -380,3 +380,71 @@ async fn capacity_covers_a_period_starting_years_back_week_by_week() {
         assert_eq!(g, w, "capacity at the end of {}", w[0]);
     }
 }
+
+/// The preset links of a page: (label, href unescaped).
+fn presets(html: &str) -> Vec<(String, String)> {
+    let Some(p) = html.split("id=\"presets\"").nth(1) else { return Vec::new() };
+    let p = p.split("</p>").next().unwrap_or("");
+    p.split("<a href=\"")
+        .skip(1)
+        .filter_map(|a| {
+            let (href, rest) = a.split_once("\">")?;
+            let label = rest.split("</a>").next()?;
+            Some((label.to_string(), unescape(href)))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reports_and_the_vm_page_offer_today_the_last_7_days_and_last_month_as_links() {
+    use time::OffsetDateTime;
+    let app = app().await;
+    let now = OffsetDateTime::now_utc();
+    let today = format!("{}T00:00", now.date());
+    let this_month = now.date().replace_day(1).unwrap();
+    let last_month = this_month.previous_day().unwrap().replace_day(1).unwrap();
+    let uuid = crate::support::app::uuid_of(&app, "br-running").await;
+    for page in ["/reports/availability", "/reports/capacity", &format!("/vms/lab/{uuid}")] {
+        let (status, html) = app.get(page).await;
+        assert_eq!(status, 200);
+        let links = presets(&html);
+        let labels: Vec<&str> = links.iter().map(|l| l.0.as_str()).collect();
+        assert_eq!(labels, ["Today", "Last 7 days", "Last month"], "{page}");
+        for (label, href) in &links {
+            let (status, html) = app.get(href).await;
+            assert_eq!(status, 200, "{page}: {label} ({href})");
+            assert!(!html.contains("Cannot read"), "{page}: {label} is read: {href}");
+            let (from, to) = match label.as_str() {
+                "Today" => (today.clone(), None),
+                "Last month" => {
+                    (format!("{last_month}T00:00"), Some(format!("{this_month}T00:00")))
+                }
+                _ => continue,
+            };
+            // The form shows the period the link asked for, in its date-time inputs.
+            let input = |name: &str| {
+                html.split(&format!("type=\"datetime-local\" name=\"{name}\" value=\""))
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .unwrap_or_else(|| panic!("{page}: a {name} input after {label}"))
+                    .to_string()
+            };
+            assert_eq!(input("from"), from, "{page}: {label}");
+            if let Some(to) = to {
+                assert_eq!(input("to"), to, "{page}: {label}");
+            }
+        }
+    }
+    // The last month's availability CSV is named after that month.
+    let (_, html) = app.get("/reports/availability").await;
+    let href = &presets(&html)[2].1;
+    let res = app
+        .viewer
+        .client
+        .get(format!("{}{}", app.base, href.replace("/reports/availability", "/reports/availability.csv")))
+        .send()
+        .await
+        .unwrap();
+    let disposition = res.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(disposition.contains(&format!("vmdeck-availability-{last_month}_{this_month}")), "{disposition}");
+}
