@@ -16,6 +16,7 @@ mod audit;
 mod auth;
 mod backend_contract;
 mod browser_list;
+mod browser_times;
 mod cli;
 mod config;
 mod control;

@@ -64,6 +64,12 @@ impl Browser {
     ///
     /// Errors (never panics) with a message saying how to install what is missing.
     pub async fn start() -> Result<Browser, String> {
+        Self::start_in_zone(None).await
+    }
+
+    /// [`Browser::start`], with the browser in the time zone `tz` (an IANA name such as
+    /// `Asia/Kathmandu`, set as `TZ` for chromedriver and the browser it launches).
+    pub async fn start_in_zone(tz: Option<&str>) -> Result<Browser, String> {
         let chromedriver =
             find_chromedriver().ok_or_else(|| format!("chromedriver not found: {INSTALL_HINT}"))?;
         let chromium =
@@ -87,7 +93,11 @@ impl Browser {
         for d in [&scratch, &config] {
             std::fs::create_dir(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
-        let env = [("TMPDIR", &scratch), ("XDG_CONFIG_HOME", &config)];
+        let zone = tz.map(PathBuf::from);
+        let mut env = vec![("TMPDIR", &scratch), ("XDG_CONFIG_HOME", &config)];
+        if let Some(zone) = &zone {
+            env.push(("TZ", zone));
+        }
         let mut driver = None;
         for attempt in 0..3 {
             let log = dir.path().join(format!("chromedriver-{attempt}.log"));
