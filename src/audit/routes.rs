@@ -130,10 +130,7 @@ impl Query {
                 s.append_pair(k, v);
             }
         }
-        for (k, v) in [
-            ("from", &self.period.from_text),
-            ("to", &self.period.to_text),
-        ] {
+        for (k, v) in [("from", &self.period.from_text), ("to", &self.period.to_text)] {
             if !v.is_empty() {
                 s.append_pair(k, v);
             }
@@ -309,8 +306,7 @@ async fn audit_entry(me: Viewer<'_>, id: i64, app: App<'_>) -> Result<Template, 
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no audit entry {id}.")))?;
     let entry = EntryView::full(entry);
-    let vm_page = !entry.vm_uuid.is_empty()
-        && app.hosts.names().contains(&entry.host.as_str());
+    let vm_page = !entry.vm_uuid.is_empty() && app.hosts.names().contains(&entry.host.as_str());
     Ok(Template::render(
         "audit/entry",
         EntryPage {

@@ -224,7 +224,10 @@ mod tests {
         let mut notices = Vec::new();
         assert_eq!(time_param("from", "2026-02-30", false, "using now", &mut notices), None);
         assert_eq!(notices.len(), 1);
-        assert!(notices[0].starts_with("Cannot read the from time") && notices[0].ends_with("using now."));
+        assert!(
+            notices[0].starts_with("Cannot read the from time")
+                && notices[0].ends_with("using now.")
+        );
     }
 
     #[test]

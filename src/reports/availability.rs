@@ -113,7 +113,15 @@ impl Availability {
             let middle = Run::join(self.trail, next.lead);
             let inner = Run::longer(Run::longer(self.inner, middle), next.inner);
             let inner_count = self.inner_count + u32::from(middle.is_some()) + next.inner_count;
-            Self { up, known, seen_up: true, lead: self.lead, inner, trail: next.trail, inner_count }
+            Self {
+                up,
+                known,
+                seen_up: true,
+                lead: self.lead,
+                inner,
+                trail: next.trail,
+                inner_count,
+            }
         }
     }
 

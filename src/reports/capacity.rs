@@ -71,7 +71,8 @@ impl Grain {
             // 1970-01-05 was a Monday.
             Grain::Week => t - (t - 4 * DAY_MS).rem_euclid(7 * DAY_MS) + 7 * DAY_MS,
             Grain::Month | Grain::Year => {
-                let Ok(at) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
+                let Ok(at) =
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
                 else {
                     return t + DAY_MS; // out of range: never for times vmdeck accepts
                 };

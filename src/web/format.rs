@@ -1,9 +1,9 @@
 //! Formatting shared by pages: sizes, rates, times. Values are formatted in Rust (not in Tera)
 //! so the templates stay simple and the list page stays fast.
 
+use rocket_dyn_templates::tera;
 use time::format_description::FormatItem;
 use time::macros::format_description;
-use rocket_dyn_templates::tera;
 use time::OffsetDateTime;
 
 const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -67,29 +67,6 @@ pub fn duration_words(ms: i64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(512 * 1024 * 1024), "512 MiB");
-        assert_eq!(bytes(1536 * 1024 * 1024), "1.5 GiB");
-        assert_eq!(bytes(40 << 30), "40 GiB");
-        assert_eq!(bytes_per_sec(2048.0), "2 KiB/s");
-    }
-
-    #[test]
-    fn times_are_relative_and_absolute() {
-        assert_eq!(ago(0, 500), "just now");
-        assert_eq!(ago(0, 42_000), "42 s ago");
-        assert_eq!(ago(0, 7_200_000), "2 h ago");
-        assert_eq!(absolute(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(duration_words(90_061_000), "1 d 1 h");
-    }
-}
-
 /// `YYYY-MM-DDTHH:MM` (UTC): what a `datetime-local` input holds and the forms send.
 pub fn input_time(ms: i64) -> String {
     let a = absolute(ms);
@@ -147,8 +124,26 @@ pub fn utc_time_filter(
 }
 
 #[cfg(test)]
-mod time_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(512 * 1024 * 1024), "512 MiB");
+        assert_eq!(bytes(1536 * 1024 * 1024), "1.5 GiB");
+        assert_eq!(bytes(40 << 30), "40 GiB");
+        assert_eq!(bytes_per_sec(2048.0), "2 KiB/s");
+    }
+
+    #[test]
+    fn times_are_relative_and_absolute() {
+        assert_eq!(ago(0, 500), "just now");
+        assert_eq!(ago(0, 42_000), "42 s ago");
+        assert_eq!(ago(0, 7_200_000), "2 h ago");
+        assert_eq!(absolute(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(duration_words(90_061_000), "1 d 1 h");
+    }
 
     #[test]
     fn presets_are_today_the_last_week_and_the_calendar_month_before_this_one() {
@@ -158,16 +153,26 @@ mod time_tests {
         let p = presets(now);
         assert_eq!(p[0], Preset { label: "Today", from: "2026-03-10T00:00".into(), to: "".into() });
         assert_eq!(p[1].from, "2026-03-03T15:30");
-        assert_eq!((p[2].from.as_str(), p[2].to.as_str()), ("2026-02-01T00:00", "2026-03-01T00:00"));
+        assert_eq!(
+            (p[2].from.as_str(), p[2].to.as_str()),
+            ("2026-02-01T00:00", "2026-03-01T00:00")
+        );
         // In January, last month is last year's December.
         let p = presets(1_767_830_400_000); // 2026-01-08
-        assert_eq!((p[2].from.as_str(), p[2].to.as_str()), ("2025-12-01T00:00", "2026-01-01T00:00"));
+        assert_eq!(
+            (p[2].from.as_str(), p[2].to.as_str()),
+            ("2025-12-01T00:00", "2026-01-01T00:00")
+        );
     }
 
     #[test]
     fn utc_times_become_time_elements_and_anything_else_stays_escaped_text() {
         let f = |s: &str| {
-            utc_time_filter(&tera::Value::from(s), &Default::default()).unwrap().as_str().unwrap().to_string()
+            utc_time_filter(&tera::Value::from(s), &Default::default())
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
         };
         assert_eq!(
             f("2026-11-25 21:40:05 UTC"),

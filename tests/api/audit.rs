@@ -715,7 +715,7 @@ async fn a_long_value_is_cut_short_in_the_list_and_whole_on_the_entrys_own_page(
     let (status, _) = app.get("/audit/999999999").await;
     assert_eq!(status, 404, "an entry that does not exist");
     let (status, _) = app.get("/audit/x").await;
-    assert!(status >= 400 && status < 500, "not an id: {status}");
+    assert!((400..500).contains(&status), "not an id: {status}");
     // The CSV keeps the value whole.
     let csv = app.viewer.csv("/audit.csv?action=login_failed").await;
     assert!(csv.iter().any(|r| &r[3] == long.as_str()), "the CSV has the whole value");
@@ -756,7 +756,8 @@ async fn the_action_filter_takes_several_actions_and_all_power_actions_and_the_c
         let csv = op.csv(&format!("/audit.csv?{query}")).await;
         assert_eq!(csv.len() - 1, want, "{query}: the CSV follows the same filter");
         // The pages' links keep every action chosen.
-        let csv_href = html.split("id=\"csv-link\"").next().unwrap().rsplit("href=\"").next().unwrap();
+        let csv_href =
+            html.split("id=\"csv-link\"").next().unwrap().rsplit("href=\"").next().unwrap();
         assert_eq!(csv_href.matches("action=").count(), query.matches("action=").count());
     }
 

@@ -66,13 +66,7 @@ async fn times_show_in_the_browsers_zone_with_utc_on_hover() {
     .unwrap()
     .assume_utc()
         + time::Duration::minutes(5 * 60 + 45);
-    let local = format!(
-        "{} {:02}:{:02}:{:02}",
-        t.date(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let local = format!("{} {:02}:{:02}:{:02}", t.date(), t.hour(), t.minute(), t.second());
     assert!(shown.starts_with(&local), "shown {shown:?}, expected Kathmandu time {local}");
     assert_ne!(shown, utc_text);
     b.close().await;
@@ -101,10 +95,7 @@ async fn the_audit_log_with_a_30000_character_user_name_is_no_wider_than_the_win
         .await;
         let widths = b
             .client
-            .execute(
-                "return [document.documentElement.scrollWidth, window.innerWidth]",
-                vec![],
-            )
+            .execute("return [document.documentElement.scrollWidth, window.innerWidth]", vec![])
             .await
             .unwrap();
         let (scroll, window) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());

@@ -441,10 +441,17 @@ async fn reports_and_the_vm_page_offer_today_the_last_7_days_and_last_month_as_l
     let res = app
         .viewer
         .client
-        .get(format!("{}{}", app.base, href.replace("/reports/availability", "/reports/availability.csv")))
+        .get(format!(
+            "{}{}",
+            app.base,
+            href.replace("/reports/availability", "/reports/availability.csv")
+        ))
         .send()
         .await
         .unwrap();
     let disposition = res.headers()["content-disposition"].to_str().unwrap().to_string();
-    assert!(disposition.contains(&format!("vmdeck-availability-{last_month}_{this_month}")), "{disposition}");
+    assert!(
+        disposition.contains(&format!("vmdeck-availability-{last_month}_{this_month}")),
+        "{disposition}"
+    );
 }

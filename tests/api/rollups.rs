@@ -549,9 +549,11 @@ async fn availability_equals_brute_force_on_generated_histories() {
                 continue;
             };
             let what = format!("{uuid} in {path}: want {want:?}, got {row:?}");
-            let pct = (want.known > 0)
-                .then(|| format!("{:.3}", want.up as f64 / want.known as f64 * 100.0))
-                .unwrap_or_default();
+            let pct = if want.known > 0 {
+                format!("{:.3}", want.up as f64 / want.known as f64 * 100.0)
+            } else {
+                String::new()
+            };
             assert_eq!(&row[col("uptime_pct")], pct, "uptime: {what}");
             assert_eq!(
                 &row[col("observed_hours")],
