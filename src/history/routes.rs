@@ -58,6 +58,8 @@ async fn vm_page(
     let versions = store::config_versions(pool, vm.id).await?;
     let addresses = store::address_history(pool, vm.id).await?;
     let pending = control::pending_for(pool, &key).await?;
+    let since = now_ms() - control::RECENT_FAILURE_MS;
+    let power_failure = control::recent_failure_for(pool, &key, since).await?;
     let can_act = user.0.can(Role::Operator)
         && app.hosts.get(key.host.as_str()).is_some()
         && pending.is_none();
@@ -69,6 +71,7 @@ async fn vm_page(
         versions,
         addresses,
         pending: pending.map(|p| p.describe()),
+        power_failure: power_failure.map(|f| f.describe()),
         can_act,
     };
     Ok(Template::render("history/vm", VmPage::build(Chrome::new(user.0, flash, settings), loaded)))
@@ -121,7 +124,7 @@ struct VmPage {
     name: String,
     gone: Option<String>,
     state: &'static str,
-    state_label: &'static str,
+    state_label: String,
     since: String,
     raw_state: String,
     reason: String,
@@ -133,6 +136,8 @@ struct VmPage {
     ips: Vec<IpAddressView>,
     actions: Vec<ActionButton>,
     pending: Option<String>,
+    /// The VM's latest power request if it failed lately, in words.
+    power_failure: Option<String>,
     ranges: Vec<RangeOption>,
     range_key: String,
     range_label: String,
@@ -164,13 +169,25 @@ struct Loaded {
     addresses: Vec<store::AddressRow>,
     /// The power request in flight, in words.
     pending: Option<String>,
+    /// The latest power request, if it failed lately, in words.
+    power_failure: Option<String>,
     /// Whether the user may act and the VM's host is still configured (and nothing is pending).
     can_act: bool,
 }
 
 impl VmPage {
     fn build(chrome: Chrome, l: Loaded) -> VmPage {
-        let Loaded { key, vm, range, history, versions, addresses, pending, can_act } = l;
+        let Loaded {
+            key,
+            vm,
+            range,
+            history,
+            versions,
+            addresses,
+            pending,
+            power_failure,
+            can_act,
+        } = l;
         let config: Option<VmConfig> =
             vm.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
         let gone = vm.gone_at.is_some();
@@ -193,7 +210,11 @@ impl VmPage {
             uuid: key.uuid.to_string(),
             gone: vm.gone_at.map(view::absolute),
             state: if gone { "gone" } else { vm.state.as_str() },
-            state_label: if gone { "gone" } else { vm.state.label() },
+            state_label: if gone {
+                "gone".into()
+            } else {
+                view::state_words(vm.state, &vm.raw_state, &vm.state_reason)
+            },
             since: view::absolute(vm.state_since),
             raw_state: vm.raw_state,
             reason: vm.state_reason,
@@ -207,6 +228,7 @@ impl VmPage {
             config,
             ips: ips.iter().map(IpAddressView::from).collect(),
             actions,
+            power_failure: if pending.is_some() { None } else { power_failure },
             pending,
             ranges: RANGES
                 .iter()

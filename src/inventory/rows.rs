@@ -20,6 +20,9 @@ pub struct RowContext<'a> {
     pub now: i64,
     /// The pending power action of a VM, in words.
     pub pending: &'a dyn Fn(&Entry) -> Option<String>,
+    /// The VM's latest power request if it failed lately, in words (the form answered before
+    /// the host did, so this is where the host's refusal shows).
+    pub failed: &'a dyn Fn(&Entry) -> Option<String>,
 }
 
 /// The `<tr>` of each entry, in order.
@@ -36,6 +39,7 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
     let gone = r.gone_at.is_some();
     let key = format!("{}/{}", r.host, r.uuid);
     let pending = (ctx.pending)(e);
+    let failed = if pending.is_none() { (ctx.failed)(e) } else { None };
     let (since, since_title) = match r.gone_at {
         Some(g) => {
             (format!("gone {}", view::ago(g, ctx.now)), format!("Last seen {}", view::absolute(g)))
@@ -51,8 +55,11 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
             ),
         ),
     };
-    let (state, state_label) =
-        if gone { ("gone", "gone") } else { (r.state.as_str(), r.state.label()) };
+    let (state, state_label) = if gone {
+        ("gone", "gone".to_string())
+    } else {
+        (r.state.as_str(), view::state_words(r.state, &r.raw_state, &r.state_reason))
+    };
     let actions: Vec<PowerAction> = match VmKey::parse(&key) {
         Ok(_) if ctx.operator && !gone && pending.is_none() => {
             PowerAction::ALL.iter().copied().filter(|a| a.applies_to(r.state)).collect()
@@ -77,6 +84,7 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
                 " "
                 span.since title=(since_title) { (since) }
                 @if let Some(p) = &pending { span.pending { "⏳ " (p) } }
+                @if let Some(f) = &failed { span.power-failed { "⚠ " (f) } }
             }
             td.col-ip {
                 @for ip in e.ips.iter().map(IpAddressView::from) {

@@ -5,6 +5,8 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
+use crate::domain::PowerState;
+
 const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 
 /// Bytes in binary units: `512 MiB`, `1.5 GiB`.
@@ -66,6 +68,23 @@ pub fn duration_words(ms: i64) -> String {
     }
 }
 
+/// A VM's state in words, with what the normalized state hides that matters for the next
+/// action: a saved VM (VirtualBox's `saved`, libvirt's managed save: shut off, reason `saved`)
+/// restores its memory when started, so it reads `shut off (saved)` rather than `shut off`
+/// with `saved` only in a tooltip.
+pub fn state_words(state: PowerState, raw_state: &str, reason: &str) -> String {
+    let saved = match state {
+        PowerState::ShutOff => raw_state == "saved" || reason == "saved",
+        PowerState::Crashed => raw_state == "aborted-saved",
+        _ => false,
+    };
+    if saved {
+        format!("{} (saved)", state.label())
+    } else {
+        state.label().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +105,14 @@ mod tests {
         assert_eq!(ago(0, 7_200_000), "2 h ago");
         assert_eq!(absolute(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(duration_words(90_061_000), "1 d 1 h");
+    }
+
+    #[test]
+    fn a_saved_vm_says_so_beside_its_state() {
+        assert_eq!(state_words(PowerState::ShutOff, "saved", "saved"), "shut off (saved)");
+        assert_eq!(state_words(PowerState::ShutOff, "shutoff", "saved"), "shut off (saved)");
+        assert_eq!(state_words(PowerState::Crashed, "aborted-saved", ""), "crashed (saved)");
+        assert_eq!(state_words(PowerState::ShutOff, "poweroff", "powered off"), "shut off");
+        assert_eq!(state_words(PowerState::Running, "running", "saved"), "running");
     }
 }
