@@ -170,14 +170,13 @@ fn still_pending(vm: &str, action: PowerAction, pending: Option<&PendingPower>) 
         return format!("Another power action is still pending for {vm}; wait for it to settle.");
     };
     let by = p.user_name.as_deref().map(|u| format!(" by {u}")).unwrap_or_default();
-    let what = if p.action == action { "is already pending" } else { "is still pending" };
     let overrule = if p.action.is_forced() || action.is_forced() {
         ""
     } else {
         ", or overrule it with Power off or Reset"
     };
     format!(
-        "{} (requested{by}, {}) {what} for {vm}; wait for it to settle{overrule}.",
+        "{} (requested{by}, {}) is still pending for {vm}; wait for it to settle{overrule}.",
         p.action.label(),
         p.status.as_str()
     )
@@ -258,7 +257,7 @@ fn describe(e: &BackendError) -> String {
         BackendError::NoSuchVm => "The VM no longer exists on its host.".into(),
         BackendError::InvalidState(m) => format!("The hypervisor refused: the VM is not in a state that allows it ({m})."),
         BackendError::Timeout(d) => format!(
-            "The host did not answer within {} s; the action may still happen, vmdeck keeps watching the VM's state.",
+            "The host did not answer within {} s; the action may still happen, and the next poll shows the VM's state.",
             d.as_secs()
         ),
         other => other.to_string(),

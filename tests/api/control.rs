@@ -24,7 +24,8 @@ async fn an_operator_stops_a_vm_and_the_audit_entry_walks_the_lifecycle_to_confi
     assert_eq!(res.status().as_u16(), 303);
     assert_eq!(location(&res), "/vms?state=running", "back to the page the user came from");
     let flash = op.flash_at("/vms?state=running").await;
-    assert!(flash.contains("accepted"), "flash: {flash}");
+    assert!(flash.starts_with("Shut down requested for br-running;"), "flash: {flash}");
+    assert!(!flash.contains(".."), "one full stop: {flash}");
 
     assert_eq!(settled_power(&app, &uuid).await.0, "confirmed");
     let (_, error, sent, accepted, done) = power_entries(&app, &uuid).await.pop().unwrap();
@@ -105,7 +106,7 @@ async fn bulk_actions_write_one_audit_entry_per_vm() {
     );
     let flash =
         unescape(page.split("id=\"flash\">").nth(1).and_then(|s| s.split("</p>").next()).unwrap());
-    assert!(flash.contains("4 accepted") && flash.contains("no such VM"), "flash: {flash}");
+    assert!(flash.contains("4 requested") && flash.contains("no such VM"), "flash: {flash}");
     assert!(flash.contains("br-paused: Pause is not possible"), "flash: {flash}");
     assert!(!flash.contains("..") && !flash.contains(".;"), "one full stop: {flash}");
     for k in &keys {
