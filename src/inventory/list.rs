@@ -68,8 +68,7 @@ pub async fn vm_list(
         query.page.unwrap_or(""),
         statuses,
         &snapshot,
-        pending,
-        failures,
+        PowerNotes { pending, failures },
         notices,
     );
     Ok(Template::render("inventory/list", page))
@@ -298,6 +297,12 @@ struct Column {
     sorted: Option<&'static str>,
 }
 
+/// What the rows say about power requests: those in flight, and those that failed lately.
+struct PowerNotes {
+    pending: Vec<PendingPower>,
+    failures: Vec<RecentFailure>,
+}
+
 #[derive(Serialize)]
 struct ListPage {
     title: &'static str,
@@ -334,10 +339,10 @@ impl ListPage {
         requested_page: &str,
         statuses: Vec<HostStatus>,
         snapshot: &Snapshot,
-        pending: Vec<PendingPower>,
-        failures: Vec<RecentFailure>,
+        power: PowerNotes,
         mut notices: Notices,
     ) -> ListPage {
+        let PowerNotes { pending, failures } = power;
         let pending: HashMap<(String, String), String> = pending
             .into_iter()
             .map(|p| ((p.host_name.clone(), p.vm_uuid.clone()), p.describe()))

@@ -219,3 +219,42 @@ async fn a_page_to_come_back_to_that_is_not_a_uri_as_given_comes_back_to_the_vm_
         assert_eq!((res.status().as_u16(), location(&res)), (303, "/vms".into()), "one, {back:?}");
     }
 }
+
+#[tokio::test]
+async fn only_a_forced_action_overrules_a_pending_graceful_one() {
+    use vmdeck::control::store::{self, PowerRequest, RequestError};
+    use vmdeck::domain::{Actor, PowerAction, VmUuid};
+    use PowerAction::*;
+
+    let app = breadth_app().await;
+    let uuid = VmUuid::parse(&uuid_of(&app, "br-running").await).unwrap();
+    let actor = Actor { user: Some("op".into()), addr: None };
+    let ask = |action| PowerRequest {
+        actor: &actor,
+        host: "lab",
+        vm_uuid: &uuid,
+        vm_name: "br-running",
+        action,
+    };
+    let pending_id = async |action| match store::requested(&app.pool, &ask(action)).await {
+        Err(RequestError::Pending(Some(p))) => p.id,
+        other => panic!("{action:?} while another is pending: {other:?}"),
+    };
+
+    let reboot = store::requested(&app.pool, &ask(Reboot)).await.unwrap();
+    assert!(reboot.superseded.is_none());
+    for graceful in [Reboot, Shutdown, Pause] {
+        assert_eq!(pending_id(graceful).await, reboot.id, "{graceful:?} waits for the reboot");
+    }
+    let reset = store::requested(&app.pool, &ask(Reset)).await.expect("reset overrules reboot");
+    assert_eq!(reset.superseded.map(|p| (p.id, p.action)), Some((reboot.id, Reboot)));
+    for any in [PowerOff, Reset, Shutdown] {
+        assert_eq!(pending_id(any).await, reset.id, "{any:?} waits for the pending reset");
+    }
+
+    let statuses: Vec<String> =
+        power_entries(&app, uuid.as_str()).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(statuses, ["superseded", "requested"]);
+    let summary = vmdeck::audit::chain::verify(&app.pool, None).await;
+    assert!(summary.is_ok(), "the superseded entry is sealed into the chain: {summary:?}");
+}

@@ -137,9 +137,10 @@ async fn a_power_call_to_a_hanging_host_fails_within_the_time_limit() {
         .expect("the power request to the hanging host hung for 5 s despite its 1 s limit");
     assert_eq!(res.status().as_u16(), 303);
     // Sent in the background, and failed there within the limit.
-    let (status, error, _) = tokio::time::timeout(Duration::from_secs(5), settled_power(&app, uuid))
-        .await
-        .expect("the power request to the hanging host did not settle within 5 s despite its 1 s limit");
+    let (status, error, _) =
+        tokio::time::timeout(Duration::from_secs(5), settled_power(&app, uuid)).await.expect(
+            "the power request to the hanging host did not settle within 5 s despite its 1 s limit",
+        );
     assert_eq!(status, "failed");
     let error = error.unwrap_or_default();
     assert!(error.contains("did not answer") || error.contains("hanging"), "{error}");

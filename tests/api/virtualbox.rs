@@ -541,8 +541,8 @@ async fn flash_on(session: &crate::support::app::Session, path: &str) -> String 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shutdown_sent_to_a_hanging_host_is_answered_at_once_and_its_failure_shows_beside_the_vm(
-) {
+async fn a_shutdown_sent_to_a_hanging_host_is_answered_at_once_and_its_failure_shows_beside_the_vm()
+{
     let fake = FakeVbox::lab();
     let mut host = fake.host("vbox");
     // The host hangs this long before vmdeck gives up on the command and kills it.
