@@ -43,15 +43,9 @@ pub struct Recorded {
     pub superseded: Option<PendingPower>,
 }
 
-/// Whether `new` may overrule the pending request `old`: a forced action (power off, reset)
-/// overrules a graceful one (shut down, reboot...) whose guest may never act on it, as
-/// Proxmox's Stop overrules a running shutdown. Anything else waits for `old` to settle.
-pub fn supersedes(new: PowerAction, old: PowerAction) -> bool {
-    new.is_forced() && !old.is_forced()
-}
-
 /// Persists a power request (status `requested`) before anything is sent. When the VM already
-/// has one in flight, a forced action settles a pending graceful one as `superseded` (sealed
+/// has one in flight, an action that overrules it ([`PowerAction::overrules`]: a forced one
+/// over a graceful one) settles it as `superseded` (sealed
 /// into the chain) and is recorded in the same write transaction; otherwise it fails with
 /// [`RequestError::Pending`] (a trigger backed by a unique index keeps this true whoever
 /// writes).
@@ -69,7 +63,7 @@ pub async fn requested_at(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let pending = pending_in(&mut tx, r.host, r.vm_uuid.as_str()).await?;
     let superseded = match pending {
-        Some(p) if supersedes(r.action, p.action) => {
+        Some(p) if r.action.overrules(p.action) => {
             let detail = format!(
                 "superseded by {}, requested by {}",
                 r.action.label(),

@@ -12,7 +12,7 @@ use crate::auth::Viewer;
 use crate::backend::{IpAddress, VmConfig};
 use crate::control::store as control;
 use crate::db::now_ms;
-use crate::domain::{HostName, Role, VmKey, VmUuid};
+use crate::domain::{HostName, PowerAction, Role, VmKey, VmUuid};
 use crate::web::chart::{self, Point, Series, Unit};
 use crate::web::csv::{file_safe, Csv};
 use crate::web::format as view;
@@ -60,9 +60,8 @@ async fn vm_page(
     let pending = control::pending_for(pool, &key).await?;
     let since = now_ms() - control::RECENT_FAILURE_MS;
     let power_failure = control::recent_failure_for(pool, &key, since).await?;
-    let can_act = user.0.can(Role::Operator)
-        && app.hosts.get(key.host.as_str()).is_some()
-        && pending.is_none();
+    let can_act = user.0.can(Role::Operator) && app.hosts.get(key.host.as_str()).is_some();
+    let pending_action = pending.as_ref().map(|p| p.action);
     let loaded = Loaded {
         key,
         vm,
@@ -71,6 +70,7 @@ async fn vm_page(
         versions,
         addresses,
         pending: pending.map(|p| p.describe()),
+        pending_action,
         power_failure: power_failure.map(|f| f.describe()),
         can_act,
     };
@@ -169,9 +169,11 @@ struct Loaded {
     addresses: Vec<store::AddressRow>,
     /// The power request in flight, in words.
     pending: Option<String>,
+    /// Its action: while it is pending, only actions that overrule it are offered.
+    pending_action: Option<PowerAction>,
     /// The latest power request, if it failed lately, in words.
     power_failure: Option<String>,
-    /// Whether the user may act and the VM's host is still configured (and nothing is pending).
+    /// Whether the user may act and the VM's host is still configured.
     can_act: bool,
 }
 
@@ -185,6 +187,7 @@ impl VmPage {
             versions,
             addresses,
             pending,
+            pending_action,
             power_failure,
             can_act,
         } = l;
@@ -192,8 +195,13 @@ impl VmPage {
             vm.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
         let gone = vm.gone_at.is_some();
         let back = key.href();
-        let actions =
+        let mut actions =
             if can_act && !gone { power::buttons(&key, vm.state, &back) } else { Vec::new() };
+        // While a request is pending, only what may overrule it (power off over a stuck
+        // shutdown).
+        if let Some(p) = pending_action {
+            actions.retain(|b| PowerAction::parse(b.value).is_some_and(|a| a.overrules(p)));
+        }
         let ips: Vec<IpAddress> = serde_json::from_str(&vm.addresses).unwrap_or_default();
         let csv_query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("range", &range.chosen)

@@ -20,7 +20,7 @@ use super::snapshot::{Entry, Snapshot, Snapshots};
 use crate::auth::Viewer;
 use crate::control::store::{self as control, PendingPower, RecentFailure};
 use crate::db::now_ms;
-use crate::domain::{PowerState, Role};
+use crate::domain::{PowerAction, PowerState, Role};
 use crate::web::format as view;
 use crate::web::pager::Pager;
 use crate::web::power::{self, ActionButton};
@@ -343,9 +343,9 @@ impl ListPage {
         mut notices: Notices,
     ) -> ListPage {
         let PowerNotes { pending, failures } = power;
-        let pending: HashMap<(String, String), String> = pending
+        let pending: HashMap<(String, String), (String, PowerAction)> = pending
             .into_iter()
-            .map(|p| ((p.host_name.clone(), p.vm_uuid.clone()), p.describe()))
+            .map(|p| ((p.host_name.clone(), p.vm_uuid.clone()), (p.describe(), p.action)))
             .collect();
         let failures: HashMap<(String, String), String> = failures
             .into_iter()
