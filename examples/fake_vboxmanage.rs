@@ -2,8 +2,8 @@
 //!
 //! It prints the formats real VBoxManage prints (see `tests/fixtures/virtualbox/`) for a small
 //! set of VMs kept in a state file, changes their state on `startvm` and `controlvm`, and can be
-//! told to misbehave: hang, exit 1 after printing success, or fail with "already locked by a
-//! session". It is not VirtualBox: it knows only the commands vmdeck runs.
+//! told to misbehave: hang, exit 1 after printing success, fail with "already locked by a
+//! session", or succeed without effect (a guest that ignores the ACPI button). It is not VirtualBox: it knows only the commands vmdeck runs.
 //!
 //! Its files live in one directory: `$FAKE_VBOX_DIR` if set, else the directory of the path it
 //! was started as. Tests symlink it into a temporary directory of their own as `VBoxManage`, so
@@ -134,6 +134,9 @@ enum Behaviour {
     SuccessThenExit1,
     /// Fail with VBOX_E_INVALID_OBJECT_STATE, "already locked by a session".
     Locked,
+    /// Succeed and change nothing, as `controlvm acpipowerbutton` does when the guest ignores
+    /// the button (no ACPI support, or a dialog waiting for someone to confirm).
+    Ignored,
 }
 
 /// A finished invocation.
@@ -233,6 +236,8 @@ fn main() -> ExitCode {
             .map_or("unknown", |i| state.vms[i].name.as_str())
             .to_string();
         Reply::locked(&name)
+    } else if fault == Some(Behaviour::Ignored) {
+        Reply::ok("")
     } else {
         let mut reply = run(&mut state, &words);
         dirty |=

@@ -1,8 +1,10 @@
 //! Power control: the forms that start and stop VMs, one at a time or in bulk, and the lifecycle
-//! of each request. A request is persisted (`requested`) before anything is sent, then marked
-//! `sent`, `accepted` or `failed`, and finally `confirmed` once vmdeck observes the expected
-//! state (or `unconfirmed` after a deadline). Requests left pending by a crash are settled at
-//! the next start against the VM's actual state.
+//! of each request. A request is persisted (`requested`) while the form is answered, then sent
+//! in the background (a hanging host never holds a browser): marked `sent`, `accepted` or
+//! `failed`, and finally `confirmed` once vmdeck observes the expected state (or `unconfirmed`
+//! after a deadline). A forced action asked for while a graceful one is pending settles that
+//! one as `superseded`. Requests left pending by a crash are settled at the next start against
+//! the VM's actual state.
 
 mod routes;
 pub mod store;
@@ -14,13 +16,14 @@ use std::time::{Duration, Instant};
 use rocket::fairing::AdHoc;
 use sqlx::SqlitePool;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::backend::BackendError;
 use crate::config::Settings;
 use crate::db::{Db, Storage, StorageFault};
 use crate::domain::{Actor, AuditOutcome, PowerAction, PowerState, VmKey, VmUuid};
 use crate::hosts::{HostEntry, Hosts};
-use store::{PowerRequest, RequestError};
+use store::{PendingPower, PowerRequest, Recorded, RequestError};
 
 pub use routes::routes;
 
@@ -51,14 +54,16 @@ impl Target {
     }
 }
 
-/// What happened to one request, for the flash message.
+/// What happened to one request by the time the form is answered, for the flash message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The hypervisor accepted it; confirmation follows in the background.
-    Accepted,
+    /// Recorded, and being sent in the background: the list, the VM page and the audit log
+    /// show it move through its states. `superseded`: the graceful action it overruled.
+    Requested { superseded: Option<PowerAction> },
     /// Refused before anything was sent (already pending, not applicable...).
     Refused(String),
-    /// The hypervisor refused it or could not be reached.
+    /// It could not be recorded (a database error other than refusing writes), so it was not
+    /// sent. (What the hypervisor answers is in the audit log, not here.)
     Failed(String),
     /// Not sent because the database refuses writes (full, read-only...): it could not be
     /// recorded, so it was not sent, and no entry says it was asked for.
@@ -94,8 +99,9 @@ impl Control {
         }))
     }
 
-    /// Runs one power request through its lifecycle up to accepted/failed and starts the
-    /// confirmation watch. Never panics; every outcome is in the audit log.
+    /// Records one power request and sends it in the background: the answer never waits for
+    /// the host. Refusals decided before sending (not applicable, already pending, database
+    /// refusing writes) are answered here. Never panics; every outcome is in the audit log.
     pub async fn execute(&self, target: &Target, action: PowerAction, actor: &Actor) -> Outcome {
         let request = PowerRequest {
             actor,
@@ -119,13 +125,10 @@ impl Control {
             );
             return self.refuse(&request, why).await;
         }
-        let id = match store::requested(&self.pool, &request).await {
-            Ok(id) => id,
-            Err(RequestError::Pending) => {
-                let why = format!(
-                    "Another power action is still pending for {}; wait for it to settle.",
-                    target.name
-                );
+        let Recorded { id, superseded } = match store::requested(&self.pool, &request).await {
+            Ok(recorded) => recorded,
+            Err(RequestError::Pending(pending)) => {
+                let why = still_pending(&target.name, action, pending.as_ref());
                 return self.refuse(&request, why).await;
             }
             Err(RequestError::Db(e)) => {
@@ -138,39 +141,102 @@ impl Control {
                 );
             }
         };
-        let slot = self.slots.get(target.host.config.name.as_str()).cloned();
-        let _permit = match &slot {
+        if let Some(old) = &superseded {
+            tracing::info!(vm = %target.name, "{} superseded by {}", old.action.label(), action.label());
+        }
+        let dispatch = Dispatch {
+            pool: self.pool.clone(),
+            target: target.clone(),
+            action,
+            id,
+            slot: self.slots.get(target.host.config.name.as_str()).cloned(),
+            confirm_timeout: self.confirm_timeout,
+        };
+        let span = tracing::info_span!(
+            "power",
+            host = %target.host.config.name,
+            vm = %target.name,
+            action = action.as_str(),
+            id
+        );
+        tokio::spawn(dispatch.run().instrument(span));
+        Outcome::Requested { superseded: superseded.map(|p| p.action) }
+    }
+}
+
+/// Why a request is refused while another is in flight, and what the operator can do.
+fn still_pending(vm: &str, action: PowerAction, pending: Option<&PendingPower>) -> String {
+    let Some(p) = pending else {
+        return format!("Another power action is still pending for {vm}; wait for it to settle.");
+    };
+    let by = p.user_name.as_deref().map(|u| format!(" by {u}")).unwrap_or_default();
+    let overrule = if p.action.is_forced() || action.is_forced() {
+        ""
+    } else {
+        ", or overrule it with Power off or Reset"
+    };
+    format!(
+        "{} (requested{by}, {}) is still pending for {vm}; wait for it to settle{overrule}.",
+        p.action.label(),
+        p.status.as_str()
+    )
+}
+
+/// One recorded request on its way to the host, run as a task of its own: waits for a slot
+/// on its host, marks the request sent, calls the hypervisor, records its answer and watches
+/// for the expected state. Each step's failure goes to the audit entry or the log; the task
+/// ends once the call's timeout and the watch's deadline have passed, whatever the host does.
+struct Dispatch {
+    pool: SqlitePool,
+    target: Target,
+    action: PowerAction,
+    id: i64,
+    /// The host's cap on actions sent at the same time.
+    slot: Option<Arc<Semaphore>>,
+    confirm_timeout: Duration,
+}
+
+impl Dispatch {
+    async fn run(self) {
+        let permit = match &self.slot {
             Some(s) => s.clone().acquire_owned().await.ok(),
             None => None,
         };
-        if let Err(e) = store::sent(&self.pool, id).await {
-            tracing::error!("audit update failed: {e}");
+        match store::sent(&self.pool, self.id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Superseded (or settled by a restart's sweep) while it waited for its slot.
+                tracing::info!("no longer requested when its turn came: not sent");
+                return;
+            }
+            Err(e) => tracing::error!("audit update failed: {e}"),
         }
-        let result = target.host.backend.power(target.uuid.as_str(), action).await;
+        let result = self.target.host.backend.power(self.target.uuid.as_str(), self.action).await;
+        drop(permit);
         match result {
             Ok(()) => {
-                if let Err(e) = store::accepted(&self.pool, id).await {
+                if let Err(e) = store::accepted(&self.pool, self.id).await {
                     tracing::error!("audit update failed: {e}");
                 }
                 let watch = Watch {
-                    pool: self.pool.clone(),
-                    host: target.host.clone(),
-                    uuid: target.uuid.clone(),
-                    action,
-                    id,
+                    pool: self.pool,
+                    host: self.target.host,
+                    uuid: self.target.uuid,
+                    action: self.action,
+                    id: self.id,
                     deadline: self.confirm_timeout,
                 };
-                tokio::spawn(watch.run());
-                Outcome::Accepted
+                watch.run().await;
             }
             Err(e) => {
                 let message = describe(&e);
+                tracing::warn!("the host refused or did not answer: {message}");
                 if let Err(db) =
-                    store::settled(&self.pool, id, AuditOutcome::Failed, Some(&message), None).await
+                    store::settled(&self.pool, self.id, AuditOutcome::Failed, Some(&message), None)
+                        .await
                 {
                     tracing::error!("audit update failed: {db}");
                 }
-                Outcome::Failed(message)
             }
         }
     }
@@ -191,7 +257,7 @@ fn describe(e: &BackendError) -> String {
         BackendError::NoSuchVm => "The VM no longer exists on its host.".into(),
         BackendError::InvalidState(m) => format!("The hypervisor refused: the VM is not in a state that allows it ({m})."),
         BackendError::Timeout(d) => format!(
-            "The host did not answer within {} s; the action may still happen, vmdeck keeps watching the VM's state.",
+            "The host did not answer within {} s; the action may still happen, and the next poll shows the VM's state.",
             d.as_secs()
         ),
         other => other.to_string(),
@@ -222,6 +288,11 @@ impl Watch {
         let mut delays = [100u64, 200, 300, 500, 500, 1000, 1000, 2000].into_iter();
         let mut last_seen: Option<PowerState> = None;
         loop {
+            // Settled otherwise (superseded by a forced action): nothing left to watch, and
+            // settling it again would be a no-op anyway (`store::settled`).
+            if let Ok(false) = store::is_pending(&self.pool, self.id).await {
+                return;
+            }
             // The new state is stored before the entry settles, so the list never shows the
             // action settled beside the old state. Only this VM's row is written: re-polling a
             // 1,000-VM host for every action would be wasteful.

@@ -188,19 +188,27 @@ async fn power_one(
         )));
     }
     let message = match &outcome {
-        Outcome::Accepted => format!(
-            "{} {}: accepted by the host; the list shows it as pending until the VM gets there.",
-            action.label(),
-            target.name
-        ),
+        Outcome::Requested { superseded } => requested_message(action, &target.name, *superseded),
         Outcome::Refused(why) => why.clone(),
         Outcome::Failed(why) => format!("{} {} failed: {why}", action.label(), target.name),
         Outcome::Unrecorded(_) => unreachable!("answered above"),
     };
     Ok(Ok(match outcome {
-        Outcome::Accepted => Flash::success(Redirect::to(back), message),
+        Outcome::Requested { .. } => Flash::success(Redirect::to(back), message),
         _ => Flash::error(Redirect::to(back), message),
     }))
+}
+
+/// The flash of a request recorded and being sent: what the answer knows, and where to look
+/// for the rest (the host answers after the page does).
+fn requested_message(action: PowerAction, vm: &str, superseded: Option<PowerAction>) -> String {
+    let overruled = superseded
+        .map(|old| format!(" (the pending {} is superseded)", old.label()))
+        .unwrap_or_default();
+    format!(
+        "{} requested for {vm}{overruled}; the list and its page show its progress.",
+        action.label()
+    )
 }
 
 #[rocket::post("/vms/power", data = "<form>")]
@@ -252,16 +260,15 @@ async fn power_bulk(
         return Ok(Err(Template::render("control/confirm", page)));
     }
 
-    // All at once; each host's semaphore caps how many reach one hypervisor together.
+    // Each VM's request is recorded in turn (one write transaction each) and sent in the
+    // background, where each host's semaphore caps how many reach one hypervisor together.
     let actor = user.0.actor();
-    let outcomes =
-        futures::future::join_all(targets.iter().map(|t| control.execute(t, action, &actor))).await;
-    let mut accepted = Vec::new();
+    let mut requested = Vec::new();
     let mut problems = Vec::new();
     let mut fault = None;
-    for (t, o) in targets.iter().zip(outcomes) {
-        match o {
-            Outcome::Accepted => accepted.push(t.name.clone()),
+    for t in &targets {
+        match control.execute(t, action, &actor).await {
+            Outcome::Requested { .. } => requested.push(t.name.clone()),
             Outcome::Refused(why) | Outcome::Failed(why) => {
                 problems.push(format!("{}: {why}", t.name))
             }
@@ -272,13 +279,13 @@ async fn power_bulk(
         }
     }
     problems.extend(not_found.iter().map(|k| format!("{k}: no such VM")));
-    let message = bulk_message(action, &accepted, &problems);
+    let message = bulk_message(action, &requested, &problems);
     if let Some(fault) = fault {
         return Err(AppError::Unavailable(format!("{message} {}", unavailable(fault))));
     }
     Ok(Ok(if problems.is_empty() {
         Flash::success(Redirect::to(back), message)
-    } else if accepted.is_empty() {
+    } else if requested.is_empty() {
         Flash::error(Redirect::to(back), message)
     } else {
         // Partly done: neither a success nor a failure.
@@ -286,15 +293,16 @@ async fn power_bulk(
     }))
 }
 
-/// The flash message of a bulk action: what was accepted and what was not, ten of each at most.
-fn bulk_message(action: PowerAction, accepted: &[String], problems: &[String]) -> String {
-    let mut message = format!("{}: {} accepted", action.label(), accepted.len());
-    if !accepted.is_empty() {
-        let shown: Vec<_> = accepted.iter().take(10).cloned().collect();
+/// The flash message of a bulk action: what was requested (and is being sent) and what was
+/// refused, ten of each at most.
+fn bulk_message(action: PowerAction, requested: &[String], problems: &[String]) -> String {
+    let mut message = format!("{}: {} requested", action.label(), requested.len());
+    if !requested.is_empty() {
+        let shown: Vec<_> = requested.iter().take(10).cloned().collect();
         message.push_str(&format!(
             " ({}{})",
             shown.join(", "),
-            if accepted.len() > 10 { ", …" } else { "" }
+            if requested.len() > 10 { ", …" } else { "" }
         ));
     }
     if !problems.is_empty() {
@@ -311,5 +319,8 @@ fn bulk_message(action: PowerAction, accepted: &[String], problems: &[String]) -
         ));
     }
     message.push('.');
+    if !requested.is_empty() {
+        message.push_str(" The list shows their progress.");
+    }
     message
 }

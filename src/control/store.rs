@@ -1,6 +1,7 @@
 //! Power requests in the audit log: each request is an `audit_log` row of kind `power` that
-//! moves along its lifecycle (requested, sent, accepted, then failed, confirmed or
-//! unconfirmed); the database's triggers refuse any other change (migrations/0002, 0004). A
+//! moves along its lifecycle (requested, sent, accepted, then failed, confirmed, unconfirmed,
+//! or superseded by a forced action); the database's triggers refuse any other change
+//! (migrations/0002, 0004, 0007). A
 //! request is sealed into the log's hash chain when it settles (`events::chain`). Also the
 //! lookup of a VM that can be acted on. One function per statement.
 
@@ -22,8 +23,11 @@ pub struct PowerRequest<'a> {
 /// Why a power request could not be recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// The VM has a request in flight that this one may not overrule (the same action, a
+    /// graceful one, or a forced one while another forced one is pending): double-click
+    /// protection. Carries the pending request when it could be read.
     #[error("another power action is still pending for this VM")]
-    Pending,
+    Pending(Option<PendingPower>),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -32,10 +36,20 @@ pub enum RequestError {
 /// before the unique index can (migrations/0004 says why).
 const PENDING_REFUSAL: &str = "another power action is still pending for this VM";
 
-/// Persists a power request (status `requested`) before anything is sent. Fails with
-/// [`RequestError::Pending`] when the VM already has one in flight (a trigger backed by a
-/// unique index).
-pub async fn requested(pool: &SqlitePool, r: &PowerRequest<'_>) -> Result<i64, RequestError> {
+/// A request recorded: its id, and the graceful request it superseded, if any.
+#[derive(Debug)]
+pub struct Recorded {
+    pub id: i64,
+    pub superseded: Option<PendingPower>,
+}
+
+/// Persists a power request (status `requested`) before anything is sent. When the VM already
+/// has one in flight, an action that overrules it ([`PowerAction::overrules`]: a forced one
+/// over a graceful one) settles it as `superseded` (sealed
+/// into the chain) and is recorded in the same write transaction; otherwise it fails with
+/// [`RequestError::Pending`] (a trigger backed by a unique index keeps this true whoever
+/// writes).
+pub async fn requested(pool: &SqlitePool, r: &PowerRequest<'_>) -> Result<Recorded, RequestError> {
     requested_at(pool, r, now_ms()).await
 }
 
@@ -45,7 +59,22 @@ pub async fn requested_at(
     pool: &SqlitePool,
     r: &PowerRequest<'_>,
     at: i64,
-) -> Result<i64, RequestError> {
+) -> Result<Recorded, RequestError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let pending = pending_in(&mut tx, r.host, r.vm_uuid.as_str()).await?;
+    let superseded = match pending {
+        Some(p) if r.action.overrules(p.action) => {
+            let detail = format!(
+                "superseded by {}, requested by {}",
+                r.action.label(),
+                r.actor.user.as_deref().unwrap_or("someone")
+            );
+            settle_in(&mut tx, p.id, AuditOutcome::Superseded, None, Some(&detail), at).await?;
+            Some(p)
+        }
+        Some(p) => return Err(RequestError::Pending(Some(p))),
+        None => None,
+    };
     let res = sqlx::query_scalar(
         "INSERT INTO audit_log (ts, kind, user_name, client_addr, host_name, vm_uuid, vm_name, action, status)
          VALUES (?, 'power', ?, ?, ?, ?, ?, ?, 'requested') RETURNING id",
@@ -57,17 +86,36 @@ pub async fn requested_at(
     .bind(r.vm_uuid.as_str())
     .bind(r.vm_name)
     .bind(r.action)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await;
-    match res {
-        Ok(id) => Ok(id),
+    let id = match res {
+        Ok(id) => id,
         Err(sqlx::Error::Database(e))
             if e.is_unique_violation() || e.message().contains(PENDING_REFUSAL) =>
         {
-            Err(RequestError::Pending)
+            return Err(RequestError::Pending(None));
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    tx.commit().await?;
+    Ok(Recorded { id, superseded })
+}
+
+/// The request in flight for a VM, read inside a write transaction.
+async fn pending_in(
+    conn: &mut SqliteConnection,
+    host: &str,
+    uuid: &str,
+) -> sqlx::Result<Option<PendingPower>> {
+    sqlx::query_as(
+        "SELECT id, ts, user_name, host_name, vm_uuid, vm_name, action, status FROM audit_log
+         WHERE kind = 'power' AND status IN ('requested', 'sent', 'accepted')
+           AND host_name = ? AND vm_uuid = ?",
+    )
+    .bind(host)
+    .bind(uuid)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Records a power request refused before anything was sent (not applicable, already pending),
@@ -84,20 +132,33 @@ pub async fn refused(pool: &SqlitePool, r: &PowerRequest<'_>, reason: &str) -> s
     chain::append(pool, content).await
 }
 
-pub async fn sent(pool: &SqlitePool, id: i64) -> sqlx::Result<()> {
+/// Marks a request `sent`, just before it goes to the host. False when it is no longer
+/// `requested` (superseded while it waited for its host's slot): then it must not be sent.
+pub async fn sent(pool: &SqlitePool, id: i64) -> sqlx::Result<bool> {
     sent_at(pool, id, now_ms()).await
 }
 
 /// [`sent`] at a given time (ms).
-pub async fn sent_at(pool: &SqlitePool, id: i64, at: i64) -> sqlx::Result<()> {
-    sqlx::query(
+pub async fn sent_at(pool: &SqlitePool, id: i64, at: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(
         "UPDATE audit_log SET status = 'sent', sent_at = ? WHERE id = ? AND status = 'requested'",
     )
     .bind(at)
     .bind(id)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether a request is still in flight (a watch stops once it was settled otherwise:
+/// superseded, or by the restart's sweep).
+pub async fn is_pending(pool: &SqlitePool, id: i64) -> sqlx::Result<bool> {
+    let status: Option<AuditOutcome> =
+        sqlx::query_scalar("SELECT status FROM audit_log WHERE id = ?")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(status.is_some_and(AuditOutcome::is_pending))
 }
 
 pub async fn accepted(pool: &SqlitePool, id: i64) -> sqlx::Result<()> {
@@ -114,7 +175,7 @@ pub async fn accepted_at(pool: &SqlitePool, id: i64, at: i64) -> sqlx::Result<()
     Ok(())
 }
 
-/// Settles a pending power entry (`failed`, `confirmed` or `unconfirmed`) and seals it at the
+/// Settles a pending power entry (`failed`, `confirmed`, `unconfirmed`) and seals it at the
 /// end of the chain, in one write transaction. An entry already settled (by the watch and the
 /// restart's sweep both, say) is left as it is.
 pub async fn settled(
@@ -138,7 +199,21 @@ pub async fn settled_at(
     at: i64,
 ) -> sqlx::Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let Some(mut entry) = chain::content(&mut tx, id).await? else { return Ok(()) };
+    settle_in(&mut tx, id, outcome, error, detail, at).await?;
+    tx.commit().await
+}
+
+/// Settles and seals a pending entry inside the caller's write transaction; an entry already
+/// settled is left as it is.
+async fn settle_in(
+    conn: &mut SqliteConnection,
+    id: i64,
+    outcome: AuditOutcome,
+    error: Option<&str>,
+    detail: Option<&str>,
+    at: i64,
+) -> sqlx::Result<()> {
+    let Some(mut entry) = chain::content(conn, id).await? else { return Ok(()) };
     if !AuditOutcome::parse(&entry.status).is_some_and(AuditOutcome::is_pending) {
         return Ok(());
     }
@@ -146,9 +221,8 @@ pub async fn settled_at(
     entry.error = error.map(Into::into).or(entry.error);
     entry.detail = detail.map(Into::into).or(entry.detail);
     entry.settled_at = Some(at);
-    let seal = chain::head(&mut tx).await?.seal(&entry);
-    settle(&mut tx, &entry, &seal).await?;
-    tx.commit().await
+    let seal = chain::head(conn).await?.seal(&entry);
+    settle(conn, &entry, &seal).await
 }
 
 async fn settle(conn: &mut SqliteConnection, entry: &Content, seal: &Seal) -> sqlx::Result<()> {
@@ -207,11 +281,63 @@ pub async fn pending(pool: &SqlitePool) -> sqlx::Result<Vec<PendingPower>> {
 
 /// The power request in flight for one VM, if any.
 pub async fn pending_for(pool: &SqlitePool, vm: &VmKey) -> sqlx::Result<Option<PendingPower>> {
-    sqlx::query_as(
-        "SELECT id, ts, user_name, host_name, vm_uuid, vm_name, action, status FROM audit_log
-         WHERE kind = 'power' AND status IN ('requested', 'sent', 'accepted')
-           AND host_name = ? AND vm_uuid = ?",
-    )
+    let mut conn = pool.acquire().await?;
+    pending_in(&mut conn, vm.host.as_str(), vm.uuid.as_str()).await
+}
+
+/// How long a failed (or unconfirmed) request stays shown beside its VM in the list and on its
+/// page, counted from when it was asked for: since requests are sent after the answer, this
+/// is where an operator sees a hypervisor's refusal. The audit log keeps it for good.
+pub const RECENT_FAILURE_MS: i64 = 15 * 60 * 1000;
+
+/// A power request that failed or went unconfirmed lately and is still its VM's newest one
+/// (refusals aside: they never reached the host).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecentFailure {
+    pub host_name: String,
+    pub vm_uuid: String,
+    pub action: PowerAction,
+    pub status: AuditOutcome,
+    pub error: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl RecentFailure {
+    /// In words: `Shut down failed: The host did not answer…`.
+    pub fn describe(&self) -> String {
+        let (what, why) = match self.status {
+            AuditOutcome::Unconfirmed => ("not confirmed", self.detail.as_deref()),
+            _ => ("failed", self.error.as_deref().or(self.detail.as_deref())),
+        };
+        match why {
+            Some(why) => format!("{} {what}: {why}", self.action.label()),
+            None => format!("{} {what}.", self.action.label()),
+        }
+    }
+}
+
+const RECENT_FAILURES: &str = "SELECT a.host_name, a.vm_uuid, a.action, a.status, a.error, a.detail
+     FROM audit_log a
+     WHERE a.kind = 'power' AND a.status IN ('failed', 'unconfirmed') AND a.ts >= ?
+       AND NOT EXISTS (SELECT 1 FROM audit_log b
+                       WHERE b.vm_uuid = a.vm_uuid AND b.host_name = a.host_name
+                         AND b.kind = 'power' AND b.id > a.id AND b.status <> 'refused')";
+
+/// Every VM's recent failure (requests asked for since `since`, ms).
+pub async fn recent_failures(pool: &SqlitePool, since: i64) -> sqlx::Result<Vec<RecentFailure>> {
+    sqlx::query_as(RECENT_FAILURES).bind(since).fetch_all(pool).await
+}
+
+/// One VM's recent failure, if any (asked for since `since`, ms).
+pub async fn recent_failure_for(
+    pool: &SqlitePool,
+    vm: &VmKey,
+    since: i64,
+) -> sqlx::Result<Option<RecentFailure>> {
+    sqlx::query_as(&format!(
+        "{RECENT_FAILURES} AND a.host_name = ? AND a.vm_uuid = ? ORDER BY a.id DESC LIMIT 1"
+    ))
+    .bind(since)
     .bind(vm.host.as_str())
     .bind(vm.uuid.as_str())
     .fetch_optional(pool)

@@ -530,10 +530,13 @@ async fn record_actions(
             vm_name: &sim.now.name,
             action,
         };
-        let id = control::requested_at(pool, &request, t - 2_400).await.map_err(|e| match e {
-            control::RequestError::Db(e) => e,
-            pending => sqlx::Error::Protocol(pending.to_string()),
-        })?;
+        let id = control::requested_at(pool, &request, t - 2_400)
+            .await
+            .map_err(|e| match e {
+                control::RequestError::Db(e) => e,
+                pending => sqlx::Error::Protocol(pending.to_string()),
+            })?
+            .id;
         control::sent_at(pool, id, t - 2_350).await?;
         control::accepted_at(pool, id, t - 1_900).await?;
         control::settled_at(pool, id, AuditOutcome::Confirmed, None, Some(DEMO_DETAIL), t + 6_000)

@@ -61,7 +61,8 @@ impl AuditKind {
 }
 
 /// An audit entry's outcome (`status` column). Power requests move from requested through
-/// sent and accepted to failed, confirmed or unconfirmed; other events are settled at once.
+/// sent and accepted to failed, confirmed or unconfirmed, or are superseded by a forced action
+/// (power off, reset) asked for while they were pending; other events are settled at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(rename_all = "snake_case")]
@@ -74,10 +75,12 @@ pub enum AuditOutcome {
     Unconfirmed,
     Ok,
     Refused,
+    /// A graceful power request overruled, while pending, by a forced one (migrations/0007).
+    Superseded,
 }
 
 impl AuditOutcome {
-    pub const ALL: [AuditOutcome; 8] = [
+    pub const ALL: [AuditOutcome; 9] = [
         AuditOutcome::Requested,
         AuditOutcome::Sent,
         AuditOutcome::Accepted,
@@ -86,6 +89,7 @@ impl AuditOutcome {
         AuditOutcome::Unconfirmed,
         AuditOutcome::Ok,
         AuditOutcome::Refused,
+        AuditOutcome::Superseded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +102,7 @@ impl AuditOutcome {
             AuditOutcome::Unconfirmed => "unconfirmed",
             AuditOutcome::Ok => "ok",
             AuditOutcome::Refused => "refused",
+            AuditOutcome::Superseded => "superseded",
         }
     }
 

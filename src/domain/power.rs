@@ -188,6 +188,14 @@ impl PowerAction {
         matches!(self, PowerAction::PowerOff | PowerAction::Reset)
     }
 
+    /// Whether this action may overrule `pending`, a request still in flight for the same VM: a
+    /// forced action overrules a graceful one (shut down, reboot...) the guest may never act
+    /// on, as Proxmox's Stop overrules a running shutdown; anything else waits for `pending`
+    /// to settle (double-click protection). The overruled request settles as superseded.
+    pub fn overrules(self, pending: PowerAction) -> bool {
+        self.is_forced() && !pending.is_forced()
+    }
+
     /// What a forced action does to the guest, for its confirmation page.
     pub fn warning(self) -> &'static str {
         match self {
@@ -242,6 +250,18 @@ mod tests {
         for a in PowerAction::ALL {
             assert_eq!(PowerAction::parse(a.as_str()), Some(a));
             assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+    }
+
+    #[test]
+    fn only_a_forced_action_overrules_a_graceful_one() {
+        use PowerAction::*;
+        for pending in PowerAction::ALL {
+            for new in PowerAction::ALL {
+                let expected =
+                    matches!(new, PowerOff | Reset) && !matches!(pending, PowerOff | Reset);
+                assert_eq!(new.overrules(pending), expected, "{new:?} over {pending:?}");
+            }
         }
     }
 

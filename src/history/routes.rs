@@ -12,7 +12,7 @@ use crate::auth::Viewer;
 use crate::backend::{IpAddress, VmConfig};
 use crate::control::store as control;
 use crate::db::now_ms;
-use crate::domain::{HostName, Role, VmKey, VmUuid};
+use crate::domain::{HostName, PowerAction, Role, VmKey, VmUuid};
 use crate::web::chart::{self, Point, Series, Unit};
 use crate::web::csv::{file_safe, Csv};
 use crate::web::format as view;
@@ -58,9 +58,10 @@ async fn vm_page(
     let versions = store::config_versions(pool, vm.id).await?;
     let addresses = store::address_history(pool, vm.id).await?;
     let pending = control::pending_for(pool, &key).await?;
-    let can_act = user.0.can(Role::Operator)
-        && app.hosts.get(key.host.as_str()).is_some()
-        && pending.is_none();
+    let since = now_ms() - control::RECENT_FAILURE_MS;
+    let power_failure = control::recent_failure_for(pool, &key, since).await?;
+    let can_act = user.0.can(Role::Operator) && app.hosts.get(key.host.as_str()).is_some();
+    let pending_action = pending.as_ref().map(|p| p.action);
     let loaded = Loaded {
         key,
         vm,
@@ -69,6 +70,8 @@ async fn vm_page(
         versions,
         addresses,
         pending: pending.map(|p| p.describe()),
+        pending_action,
+        power_failure: power_failure.map(|f| f.describe()),
         can_act,
     };
     Ok(Template::render("history/vm", VmPage::build(Chrome::new(user.0, flash, settings), loaded)))
@@ -121,7 +124,7 @@ struct VmPage {
     name: String,
     gone: Option<String>,
     state: &'static str,
-    state_label: &'static str,
+    state_label: String,
     since: String,
     raw_state: String,
     reason: String,
@@ -133,6 +136,8 @@ struct VmPage {
     ips: Vec<IpAddressView>,
     actions: Vec<ActionButton>,
     pending: Option<String>,
+    /// The VM's latest power request if it failed lately, in words.
+    power_failure: Option<String>,
     ranges: Vec<RangeOption>,
     range_key: String,
     range_label: String,
@@ -169,19 +174,39 @@ struct Loaded {
     addresses: Vec<store::AddressRow>,
     /// The power request in flight, in words.
     pending: Option<String>,
-    /// Whether the user may act and the VM's host is still configured (and nothing is pending).
+    /// Its action: while it is pending, only actions that overrule it are offered.
+    pending_action: Option<PowerAction>,
+    /// The latest power request, if it failed lately, in words.
+    power_failure: Option<String>,
+    /// Whether the user may act and the VM's host is still configured.
     can_act: bool,
 }
 
 impl VmPage {
     fn build(chrome: Chrome, l: Loaded) -> VmPage {
-        let Loaded { key, vm, range, history, versions, addresses, pending, can_act } = l;
+        let Loaded {
+            key,
+            vm,
+            range,
+            history,
+            versions,
+            addresses,
+            pending,
+            pending_action,
+            power_failure,
+            can_act,
+        } = l;
         let config: Option<VmConfig> =
             vm.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
         let gone = vm.gone_at.is_some();
         let back = key.href();
-        let actions =
+        let mut actions =
             if can_act && !gone { power::buttons(&key, vm.state, &back) } else { Vec::new() };
+        // While a request is pending, only what may overrule it (power off over a stuck
+        // shutdown).
+        if let Some(p) = pending_action {
+            actions.retain(|b| PowerAction::parse(b.value).is_some_and(|a| a.overrules(p)));
+        }
         let ips: Vec<IpAddress> = serde_json::from_str(&vm.addresses).unwrap_or_default();
         let csv_query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("range", &range.chosen)
@@ -198,7 +223,11 @@ impl VmPage {
             uuid: key.uuid.to_string(),
             gone: vm.gone_at.map(view::absolute),
             state: if gone { "gone" } else { vm.state.as_str() },
-            state_label: if gone { "gone" } else { vm.state.label() },
+            state_label: if gone {
+                "gone".into()
+            } else {
+                view::state_words(vm.state, &vm.raw_state, &vm.state_reason)
+            },
             since: view::absolute(vm.state_since),
             raw_state: vm.raw_state,
             reason: vm.state_reason,
@@ -212,6 +241,7 @@ impl VmPage {
             config,
             ips: ips.iter().map(IpAddressView::from).collect(),
             actions,
+            power_failure: if pending.is_some() { None } else { power_failure },
             pending,
             ranges: RANGES
                 .iter()

@@ -18,9 +18,9 @@ use super::health::{host_statuses, HostStatus};
 use super::rows::{self, RowContext};
 use super::snapshot::{Entry, Snapshot, Snapshots};
 use crate::auth::Viewer;
-use crate::control::store::{self as control, PendingPower};
+use crate::control::store::{self as control, PendingPower, RecentFailure};
 use crate::db::now_ms;
-use crate::domain::{PowerState, Role};
+use crate::domain::{PowerAction, PowerState, Role};
 use crate::web::format as view;
 use crate::web::pager::Pager;
 use crate::web::power::{self, ActionButton};
@@ -51,12 +51,14 @@ pub async fn vm_list(
     snapshots: &rocket::State<Snapshots>,
     query: ListQuery<'_>,
 ) -> Result<Template, AppError> {
-    let (statuses, snapshot, pending) = tokio::try_join!(
+    let since = now_ms() - control::RECENT_FAILURE_MS;
+    let (statuses, snapshot, pending, failures) = tokio::try_join!(
         async {
             host_statuses(app.pool, app.hosts, app.settings).await.map_err(anyhow::Error::from)
         },
         snapshots.current(app.pool),
-        async { control::pending(app.pool).await.map_err(anyhow::Error::from) }
+        async { control::pending(app.pool).await.map_err(anyhow::Error::from) },
+        async { control::recent_failures(app.pool, since).await.map_err(anyhow::Error::from) }
     )?;
     let mut notices = Notices::new();
     let filters = Filters::read(&query, &app.hosts.names(), &mut notices);
@@ -66,7 +68,7 @@ pub async fn vm_list(
         query.page.unwrap_or(""),
         statuses,
         &snapshot,
-        pending,
+        PowerNotes { pending, failures },
         notices,
     );
     Ok(Template::render("inventory/list", page))
@@ -295,6 +297,12 @@ struct Column {
     sorted: Option<&'static str>,
 }
 
+/// What the rows say about power requests: those in flight, and those that failed lately.
+struct PowerNotes {
+    pending: Vec<PendingPower>,
+    failures: Vec<RecentFailure>,
+}
+
 #[derive(Serialize)]
 struct ListPage {
     title: &'static str,
@@ -331,12 +339,17 @@ impl ListPage {
         requested_page: &str,
         statuses: Vec<HostStatus>,
         snapshot: &Snapshot,
-        pending: Vec<PendingPower>,
+        power: PowerNotes,
         mut notices: Notices,
     ) -> ListPage {
-        let pending: HashMap<(String, String), String> = pending
+        let PowerNotes { pending, failures } = power;
+        let pending: HashMap<(String, String), (String, PowerAction)> = pending
             .into_iter()
-            .map(|p| ((p.host_name.clone(), p.vm_uuid.clone()), p.describe()))
+            .map(|p| ((p.host_name.clone(), p.vm_uuid.clone()), (p.describe(), p.action)))
+            .collect();
+        let failures: HashMap<(String, String), String> = failures
+            .into_iter()
+            .map(|f| ((f.host_name.clone(), f.vm_uuid.clone()), f.describe()))
             .collect();
         let operator = chrome.user.can(Role::Operator);
         let host_names: Vec<String> = statuses.iter().map(|h| h.name.clone()).collect();
@@ -362,9 +375,11 @@ impl ListPage {
         let shown = &entries[start..(start + size).min(matched)];
         let pending_of =
             |e: &Entry| pending.get(&(e.row.host.clone(), e.row.uuid.clone())).cloned();
+        let failed_of =
+            |e: &Entry| failures.get(&(e.row.host.clone(), e.row.uuid.clone())).cloned();
         let rows = rows::render(
             shown.iter().copied(),
-            &RowContext { operator, now, pending: &pending_of },
+            &RowContext { operator, now, pending: &pending_of, failed: &failed_of },
         );
         let empty = empty_state(shown.is_empty(), &filters, &statuses);
         ListPage {

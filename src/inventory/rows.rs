@@ -18,8 +18,11 @@ pub struct RowContext<'a> {
     /// Operators and admins get a selection box and power buttons.
     pub operator: bool,
     pub now: i64,
-    /// The pending power action of a VM, in words.
-    pub pending: &'a dyn Fn(&Entry) -> Option<String>,
+    /// The pending power request of a VM: in words, and its action.
+    pub pending: &'a dyn Fn(&Entry) -> Option<(String, PowerAction)>,
+    /// The VM's latest power request if it failed lately, in words (the form answered before
+    /// the host did, so this is where the host's refusal shows).
+    pub failed: &'a dyn Fn(&Entry) -> Option<String>,
 }
 
 /// The `<tr>` of each entry, in order.
@@ -35,7 +38,8 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
     let r = &e.row;
     let gone = r.gone_at.is_some();
     let key = format!("{}/{}", r.host, r.uuid);
-    let pending = (ctx.pending)(e);
+    let (pending, pending_action) = (ctx.pending)(e).unzip();
+    let failed = if pending.is_none() { (ctx.failed)(e) } else { None };
     let (since, since_title) = match r.gone_at {
         Some(g) => {
             (format!("gone {}", view::ago(g, ctx.now)), format!("Last seen {}", view::absolute(g)))
@@ -51,12 +55,20 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
             ),
         ),
     };
-    let (state, state_label) =
-        if gone { ("gone", "gone") } else { (r.state.as_str(), r.state.label()) };
+    let (state, state_label) = if gone {
+        ("gone", "gone".to_string())
+    } else {
+        (r.state.as_str(), view::state_words(r.state, &r.raw_state, &r.state_reason))
+    };
     let actions: Vec<PowerAction> = match VmKey::parse(&key) {
-        Ok(_) if ctx.operator && !gone && pending.is_none() => {
-            PowerAction::ALL.iter().copied().filter(|a| a.applies_to(r.state)).collect()
-        }
+        Ok(_) if ctx.operator && !gone => PowerAction::ALL
+            .iter()
+            .copied()
+            .filter(|a| a.applies_to(r.state))
+            // While a request is pending, only what may overrule it (power off over a stuck
+            // shutdown).
+            .filter(|a| pending_action.is_none_or(|p| a.overrules(p)))
+            .collect(),
         _ => Vec::new(),
     };
     let power_href = format!("/vms/{key}/power");
@@ -77,6 +89,7 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
                 " "
                 span.since title=(since_title) { (since) }
                 @if let Some(p) = &pending { span.pending { "⏳ " (p) } }
+                @if let Some(f) = &failed { span.power-failed { "⚠ " (f) } }
             }
             td.col-ip {
                 @for ip in e.ips.iter().map(IpAddressView::from) {

@@ -6,6 +6,8 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
+use crate::domain::PowerState;
+
 const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 
 /// Bytes in binary units: `512 MiB`, `1.5 GiB`.
@@ -123,6 +125,23 @@ pub fn utc_time_filter(
     }))
 }
 
+/// A VM's state in words, with what the normalized state hides that matters for the next
+/// action: a saved VM (VirtualBox's `saved`, libvirt's managed save: shut off, reason `saved`)
+/// restores its memory when started, so it reads `shut off (saved)` rather than `shut off`
+/// with `saved` only in a tooltip.
+pub fn state_words(state: PowerState, raw_state: &str, reason: &str) -> String {
+    let saved = match state {
+        PowerState::ShutOff => raw_state == "saved" || reason == "saved",
+        PowerState::Crashed => raw_state == "aborted-saved",
+        _ => false,
+    };
+    if saved {
+        format!("{} (saved)", state.label())
+    } else {
+        state.label().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +165,7 @@ mod tests {
     }
 
     #[test]
+<<<<<<< HEAD
     fn presets_are_today_the_last_week_and_the_calendar_month_before_this_one() {
         // 2026-03-10 15:30 UTC.
         let now = 1_773_156_600_000;
@@ -180,5 +200,13 @@ mod tests {
         );
         assert_eq!(f(""), "");
         assert_eq!(f("<b>2026</b> UTC"), "&lt;b&gt;2026&lt;&#x2F;b&gt; UTC");
+=======
+    fn a_saved_vm_says_so_beside_its_state() {
+        assert_eq!(state_words(PowerState::ShutOff, "saved", "saved"), "shut off (saved)");
+        assert_eq!(state_words(PowerState::ShutOff, "shutoff", "saved"), "shut off (saved)");
+        assert_eq!(state_words(PowerState::Crashed, "aborted-saved", ""), "crashed (saved)");
+        assert_eq!(state_words(PowerState::ShutOff, "poweroff", "powered off"), "shut off");
+        assert_eq!(state_words(PowerState::Running, "running", "saved"), "running");
+>>>>>>> power
     }
 }

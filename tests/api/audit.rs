@@ -671,9 +671,8 @@ async fn a_second_power_request_for_a_vm_in_flight_is_refused_as_pending() {
         action: PowerAction::Start,
     };
     store::requested(&app.pool, &request).await.expect("the first is recorded");
-    // The trigger that stops INSERT OR REPLACE answers before the unique index does.
     let second = store::requested(&app.pool, &request).await;
-    assert!(matches!(second, Err(RequestError::Pending)), "{second:?}");
+    assert!(matches!(second, Err(RequestError::Pending(Some(_)))), "{second:?}");
 }
 
 /// Records a refused login by `user` straight through the audit log's write path.

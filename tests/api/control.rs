@@ -24,7 +24,8 @@ async fn an_operator_stops_a_vm_and_the_audit_entry_walks_the_lifecycle_to_confi
     assert_eq!(res.status().as_u16(), 303);
     assert_eq!(location(&res), "/vms?state=running", "back to the page the user came from");
     let flash = op.flash_at("/vms?state=running").await;
-    assert!(flash.contains("accepted"), "flash: {flash}");
+    assert!(flash.starts_with("Shut down requested for br-running;"), "flash: {flash}");
+    assert!(!flash.contains(".."), "one full stop: {flash}");
 
     assert_eq!(settled_power(&app, &uuid).await.0, "confirmed");
     let (_, error, sent, accepted, done) = power_entries(&app, &uuid).await.pop().unwrap();
@@ -105,7 +106,7 @@ async fn bulk_actions_write_one_audit_entry_per_vm() {
     );
     let flash =
         unescape(page.split("id=\"flash\">").nth(1).and_then(|s| s.split("</p>").next()).unwrap());
-    assert!(flash.contains("4 accepted") && flash.contains("no such VM"), "flash: {flash}");
+    assert!(flash.contains("4 requested") && flash.contains("no such VM"), "flash: {flash}");
     assert!(flash.contains("br-paused: Pause is not possible"), "flash: {flash}");
     assert!(!flash.contains("..") && !flash.contains(".;"), "one full stop: {flash}");
     for k in &keys {
@@ -217,4 +218,43 @@ async fn a_page_to_come_back_to_that_is_not_a_uri_as_given_comes_back_to_the_vm_
         let res = op.post(&one, &[("action", "pause"), ("back", back)]).await;
         assert_eq!((res.status().as_u16(), location(&res)), (303, "/vms".into()), "one, {back:?}");
     }
+}
+
+#[tokio::test]
+async fn only_a_forced_action_overrules_a_pending_graceful_one() {
+    use vmdeck::control::store::{self, PowerRequest, RequestError};
+    use vmdeck::domain::{Actor, PowerAction, VmUuid};
+    use PowerAction::*;
+
+    let app = breadth_app().await;
+    let uuid = VmUuid::parse(&uuid_of(&app, "br-running").await).unwrap();
+    let actor = Actor { user: Some("op".into()), addr: None };
+    let ask = |action| PowerRequest {
+        actor: &actor,
+        host: "lab",
+        vm_uuid: &uuid,
+        vm_name: "br-running",
+        action,
+    };
+    let pending_id = async |action| match store::requested(&app.pool, &ask(action)).await {
+        Err(RequestError::Pending(Some(p))) => p.id,
+        other => panic!("{action:?} while another is pending: {other:?}"),
+    };
+
+    let reboot = store::requested(&app.pool, &ask(Reboot)).await.unwrap();
+    assert!(reboot.superseded.is_none());
+    for graceful in [Reboot, Shutdown, Pause] {
+        assert_eq!(pending_id(graceful).await, reboot.id, "{graceful:?} waits for the reboot");
+    }
+    let reset = store::requested(&app.pool, &ask(Reset)).await.expect("reset overrules reboot");
+    assert_eq!(reset.superseded.map(|p| (p.id, p.action)), Some((reboot.id, Reboot)));
+    for any in [PowerOff, Reset, Shutdown] {
+        assert_eq!(pending_id(any).await, reset.id, "{any:?} waits for the pending reset");
+    }
+
+    let statuses: Vec<String> =
+        power_entries(&app, uuid.as_str()).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(statuses, ["superseded", "requested"]);
+    let summary = vmdeck::audit::chain::verify(&app.pool, None).await;
+    assert!(summary.is_ok(), "the superseded entry is sealed into the chain: {summary:?}");
 }

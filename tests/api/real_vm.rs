@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use vmdeck::hosts::PollOutcome;
 
-use crate::support::app::{app_with, libvirt_host, vm_names, TestApp};
+use crate::support::app::{app_with, libvirt_host, unescape, vm_names, TestApp};
 use crate::support::audit::settled_power;
 use crate::support::binary::vmdeck_user;
 use crate::support::libvirtd::{real_vm_tests_enabled, LibvirtDaemon};
@@ -246,7 +246,9 @@ async fn hypervisor_refusals_are_recorded_in_words_an_operator_can_act_on() {
     let (status, error, _) = settled_power(&app, &a).await;
     assert_eq!(status, "failed");
     assert!(error.as_deref().unwrap_or("").contains("not running"), "{error:?}");
-    assert!(op.flash_at("/vms").await.contains("failed"));
+    // The form was answered before libvirt refused: the list says so beside the VM.
+    let (_, list) = op.get("/vms").await;
+    assert!(unescape(&list).contains("Pause failed: "), "the row shows the failure");
 
     // Deleted behind vmdeck's back.
     daemon.virsh(&["undefine", "vmdeck-gone"]).unwrap();
@@ -316,6 +318,12 @@ async fn a_request_pending_when_the_server_is_killed_is_settled_after_restart() 
     // accepted-but-unconfirmed, exactly the state a crash would leave behind.
     let res = op.post(&format!("/vms/lab/{uuid}/power"), &[("action", "shutdown")]).await;
     assert_eq!(res.status().as_u16(), 303);
+    // Sent in the background: wait until libvirt accepted it.
+    let audit = format!("/audit?vm={uuid}");
+    eventually("the shutdown accepted", Duration::from_secs(30), async || {
+        op.get(&audit).await.1.contains("outcome-accepted")
+    })
+    .await;
     let again = op.post(&format!("/vms/lab/{uuid}/power"), &[("action", "shutdown")]).await;
     assert_eq!(again.status().as_u16(), 303);
     assert!(op.flash_at("/vms").await.contains("still pending"), "a second click is refused");

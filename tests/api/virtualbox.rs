@@ -18,7 +18,8 @@ use crate::support::app::{
     app_with, breadth_uri, libvirt_host, unescape, uuid_of, virtualbox_host, vm_names, HostSpec,
     TestApp,
 };
-use crate::support::audit::settled_power;
+use crate::support::audit::{is_settled, power_entries, settled_power};
+use crate::support::binary::{config_for_app_database, vmdeck};
 use crate::support::fakes::fake_vboxmanage;
 use crate::support::wait::eventually;
 
@@ -29,6 +30,7 @@ fn lab_uuid(n: u32) -> String {
 const WEB: u32 = 1; // running, Guest Additions, three NICs, two disks
 const DB: u32 = 2; // powered off, name with quotes and braces
 const CAFE: u32 = 3; // running, unicode name, no Guest Additions
+const BUILD: u32 = 4; // saved
 const PAUSED: u32 = 5;
 
 /// One stand-in installation: its own directory, state and logs.
@@ -526,4 +528,162 @@ async fn an_operator_stops_and_starts_a_virtualbox_vm_from_the_web_and_the_audit
     let (_, html) = op.get("/audit?outcome=confirmed").await;
     assert!(html.contains(">vbox<") && html.contains(">lab<"), "one log for both hosts");
     assert_eq!(html.matches("<tr data-id").count(), 3);
+}
+
+/// The flash message shown on the next page of `session`, as text.
+async fn flash_on(session: &crate::support::app::Session, path: &str) -> String {
+    let (_, page) = session.get(path).await;
+    page.split("id=\"flash\">")
+        .nth(1)
+        .and_then(|s| s.split("</p>").next())
+        .map(unescape)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_sent_to_a_hanging_host_is_answered_at_once_and_its_failure_shows_beside_the_vm()
+{
+    let fake = FakeVbox::lab();
+    let mut host = fake.host("vbox");
+    // The host hangs this long before vmdeck gives up on the command and kills it.
+    let hang = 8;
+    host.set("command_timeout_secs", hang);
+    let app = app_with(vec![host]).await;
+    fake.fault(serde_json::json!({"command": "controlvm acpipowerbutton", "behaviour": "hang"}));
+    let op = app.session("operator").await;
+    let web = lab_uuid(WEB);
+
+    let res = op.post(&format!("/vms/vbox/{web}/power"), &[("action", "shutdown")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    // Ordering, not a stopwatch: the answer came while the request was still on its way to the
+    // hanging host (a form that waited for the host would find it failed by now).
+    let entries = power_entries(&app, &web).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(
+        !is_settled(&entries[0].0),
+        "the form was answered only once the request was {:?}: it waited for the host",
+        entries[0].0
+    );
+
+    // The answer says what it knows, and the list shows the request pending.
+    let (_, page) = op.get("/vms").await;
+    let flash = unescape(page.split("id=\"flash\">").nth(1).unwrap().split("</p>").next().unwrap());
+    assert!(
+        flash.starts_with("Shut down requested for web-01;") && !flash.contains(".."),
+        "{flash}"
+    );
+    assert!(unescape(row(&page, &web)).contains("⏳ Shut down requested by"), "pending marker");
+
+    // The host's failure arrives later, in the audit log, the list and the VM's page.
+    let (status, error, _) = settled_power(&app, &web).await;
+    assert_eq!(status, "failed");
+    let error = error.unwrap_or_default();
+    assert!(error.contains(&format!("did not answer within {hang} s")), "{error}");
+    let (_, list) = op.get("/vms").await;
+    let web_row = unescape(row(&list, &web));
+    assert!(web_row.contains("⚠ Shut down failed: The host did not answer"), "{web_row}");
+    assert!(!web_row.contains("⏳"), "no longer pending: {web_row}");
+    let (_, vm_page) = op.get(&format!("/vms/vbox/{web}")).await;
+    assert!(
+        unescape(&vm_page).contains("⚠ Shut down failed: The host did not answer"),
+        "the VM page shows it too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_off_supersedes_a_shutdown_the_guest_ignores_and_the_chain_still_verifies() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    // The guest ignores the ACPI button: VirtualBox says yes, nothing happens.
+    fake.fault(serde_json::json!({"command": "controlvm acpipowerbutton", "behaviour": "ignored"}));
+    let op = app.session("operator").await;
+    let web = lab_uuid(WEB);
+    let path = format!("/vms/vbox/{web}/power");
+    let status_of_first = async || power_entries(&app, &web).await[0].0.clone();
+
+    op.post(&path, &[("action", "shutdown")]).await;
+    eventually("the shutdown accepted", Duration::from_secs(10), async || {
+        status_of_first().await == "accepted"
+    })
+    .await;
+
+    // While it is pending, the list and the VM page offer only what overrules it.
+    let (_, list) = op.get("/vms").await;
+    let offered = |html: &str| -> Vec<String> {
+        html.split("data-action=\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(offered(row(&list, &web)), ["power_off", "reset"], "the row's buttons");
+    let (_, page) = op.get(&format!("/vms/vbox/{web}")).await;
+    let head = page.split("id=\"vm-audit-link\"").next().unwrap();
+    assert_eq!(offered(head), ["power_off", "reset"], "the VM page's buttons");
+    assert!(!head.contains("value=\"shutdown\""), "no graceful action offered");
+
+    // Double-click protection stays: the same action again is refused, and says how to overrule.
+    op.post(&path, &[("action", "shutdown")]).await;
+    let refused = flash_on(&op, "/vms").await;
+    assert!(
+        refused.contains("Shut down (requested by operator-")
+            && refused.contains("still pending for web-01")
+            && refused.contains("overrule it with Power off or Reset."),
+        "{refused}"
+    );
+    assert_eq!(status_of_first().await, "accepted", "the refusal left the pending one alone");
+
+    // Power off overrules it.
+    let res = op.post(&path, &[("action", "power_off"), ("confirm", "yes")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    let flash = flash_on(&op, "/vms").await;
+    assert_eq!(
+        flash,
+        "Power off requested for web-01 (the pending Shut down is superseded); the list and its page show its progress."
+    );
+    let (status, error, _) = settled_power(&app, &web).await;
+    assert_eq!((status.as_str(), error), ("confirmed", None), "the power off");
+    assert!(fake.calls().contains(&format!("controlvm {web} poweroff")));
+
+    // The shutdown reads superseded, by what, and its watch (which now sees the VM shut off,
+    // the state it waited for) did not turn it into `confirmed`.
+    let (first, detail): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, detail FROM audit_log WHERE kind = 'power' AND vm_uuid = ? AND action = 'shutdown' ORDER BY id LIMIT 1",
+    )
+    .bind(&web)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(first, "superseded");
+    let detail = detail.unwrap_or_default();
+    assert!(detail.starts_with("superseded by Power off, requested by operator-"), "{detail}");
+    let statuses: Vec<String> = power_entries(&app, &web).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(statuses, ["superseded", "refused", "confirmed"]);
+
+    // Shown on the audit page and in its CSV.
+    let (_, audit) = op.get(&format!("/audit?vm={web}")).await;
+    assert!(audit.contains("outcome-superseded") && audit.contains("superseded by Power off"));
+    let rows = op.csv(&format!("/audit.csv?vm={web}&outcome=superseded")).await;
+    assert_eq!(rows.len(), 2, "the header and the shutdown: {rows:?}");
+    assert!(rows[1].iter().any(|f| f.starts_with("superseded by Power off")), "{:?}", rows[1]);
+
+    // The settlement is sealed into the chain like any other.
+    let config = config_for_app_database(app.dir.path());
+    let (ok, out) = vmdeck(&config, &["audit", "verify"], "");
+    assert!(ok.success(), "{out}");
+    assert!(out.contains("audit log intact"), "{out}");
+}
+
+#[tokio::test]
+async fn a_saved_vm_reads_saved_in_the_list_and_on_its_page() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let build = lab_uuid(BUILD);
+    let (_, list) = app.get("/vms").await;
+    let cell = row(&list, &build);
+    assert!(cell.contains("state-shut_off\">shut off (saved)</span>"), "{cell}");
+    let (_, page) = app.get(&format!("/vms/vbox/{build}")).await;
+    assert!(page.contains("state-shut_off\">shut off (saved)</span>"), "the VM page's badge");
+    // A VM powered off is plain shut off.
+    assert!(row(&list, &lab_uuid(DB)).contains("state-shut_off\">shut off</span>"));
 }
