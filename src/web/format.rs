@@ -165,7 +165,6 @@ mod tests {
     }
 
     #[test]
-<<<<<<< HEAD
     fn presets_are_today_the_last_week_and_the_calendar_month_before_this_one() {
         // 2026-03-10 15:30 UTC.
         let now = 1_773_156_600_000;
@@ -200,13 +199,14 @@ mod tests {
         );
         assert_eq!(f(""), "");
         assert_eq!(f("<b>2026</b> UTC"), "&lt;b&gt;2026&lt;&#x2F;b&gt; UTC");
-=======
+    }
+
+    #[test]
     fn a_saved_vm_says_so_beside_its_state() {
         assert_eq!(state_words(PowerState::ShutOff, "saved", "saved"), "shut off (saved)");
         assert_eq!(state_words(PowerState::ShutOff, "shutoff", "saved"), "shut off (saved)");
         assert_eq!(state_words(PowerState::Crashed, "aborted-saved", ""), "crashed (saved)");
         assert_eq!(state_words(PowerState::ShutOff, "poweroff", "powered off"), "shut off");
         assert_eq!(state_words(PowerState::Running, "running", "saved"), "running");
->>>>>>> power
     }
 }
