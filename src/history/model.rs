@@ -219,11 +219,30 @@ fn timeline(rows: &[(i64, PowerState, i64)], from: i64, to: i64) -> (Vec<Span>, 
     (spans, uptime)
 }
 
-/// The timeline as an SVG strip: one rectangle per span with its tooltip. (SVG attributes,
-/// not inline styles: the Content-Security-Policy allows no inline style.)
+/// The timeline as an SVG strip: one rectangle per span with its tooltip (SVG attributes,
+/// not inline styles: the Content-Security-Policy allows no inline style). Colour is not the
+/// only carrier: a legend names each state shown with its share of the range, and the spans
+/// are listed as text in a `<details>` (tooltips need a mouse).
 pub fn timeline_svg(spans: &[Span]) -> String {
-    let mut svg = String::from(
-        r#"<svg class="timeline-svg" viewBox="0 0 1000 24" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg"><rect class="nodata" x="0" y="0" width="1000" height="24"/>"#,
+    let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;");
+    // Each state shown, in order of first appearance, with its share of the range.
+    let mut shares: Vec<(&str, &str, f64)> = Vec::new();
+    for s in spans {
+        match shares.iter_mut().find(|(state, _, _)| *state == s.state) {
+            Some(share) => share.2 += s.width,
+            None => shares.push((s.state, &s.label, s.width)),
+        }
+    }
+    let known: f64 = shares.iter().map(|s| s.2).sum();
+    let words: Vec<String> =
+        shares.iter().map(|(_, label, pct)| format!("{label} {pct:.0} %")).collect();
+    let mut label = format!("Power state over the range: {}", words.join(", "));
+    if known < 99.5 {
+        label.push_str(&format!(", no data {:.0} %", 100.0 - known));
+    }
+    let mut svg = format!(
+        r#"<svg class="timeline-svg" viewBox="0 0 1000 24" preserveAspectRatio="none" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg"><rect class="nodata" x="0" y="0" width="1000" height="24"/>"#,
+        esc(&label)
     );
     for s in spans {
         svg.push_str(&format!(
@@ -231,10 +250,32 @@ pub fn timeline_svg(spans: &[Span]) -> String {
             s.state,
             s.left * 10.0,
             (s.width * 10.0).max(0.5),
-            s.title.replace('&', "&amp;").replace('<', "&lt;")
+            esc(&s.title)
         ));
     }
     svg.push_str("</svg>");
+    if spans.is_empty() {
+        return svg;
+    }
+    svg.push_str(r#"<ul class="timeline-legend">"#);
+    for (state, label, pct) in &shares {
+        svg.push_str(&format!(
+            r#"<li><span class="swatch state-{state}" aria-hidden="true"></span>{} ({pct:.0} %)</li>"#,
+            esc(label)
+        ));
+    }
+    if known < 99.5 {
+        svg.push_str(&format!(
+            r#"<li><span class="swatch nodata" aria-hidden="true"></span>no data ({:.0} %)</li>"#,
+            100.0 - known
+        ));
+    }
+    svg.push_str("</ul>");
+    svg.push_str(r#"<details class="chart-data"><summary>Power states as a list</summary><ol>"#);
+    for s in spans {
+        svg.push_str(&format!("<li>{}</li>", esc(&s.title)));
+    }
+    svg.push_str("</ol></details>");
     svg
 }
 
