@@ -155,6 +155,10 @@ async fn check_page(app: &TestApp, b: &Browser, axe: &str, p: &Page) -> Vec<Stri
         }
     }
     b.screenshot(&output_dir(), &format!("{}-desktop", p.name)).await.unwrap();
+    let extra: Value = b.client.execute(EXTRA_CHECKS, vec![]).await.unwrap();
+    for v in extra.as_array().unwrap() {
+        problems.push(format!("{}: {}", p.name, v.as_str().unwrap_or_default()));
+    }
     problems.extend(axe_violations(b, axe).await.into_iter().map(|v| format!("{}: {v}", p.name)));
 
     b.client.set_window_size(PHONE.0, PHONE.1).await.unwrap();
@@ -182,6 +186,10 @@ async fn check_page(app: &TestApp, b: &Browser, axe: &str, p: &Page) -> Vec<Stri
             p.name, PHONE.0
         ));
     }
+    let small: Value = b.client.execute(CHART_LABELS, vec![]).await.unwrap();
+    for v in small.as_array().unwrap() {
+        problems.push(format!("{}: at {} px wide {}", p.name, PHONE.0, v.as_str().unwrap_or("")));
+    }
     if let Some(r) = fit["logout"].as_array() {
         let r: Vec<f64> = r.iter().filter_map(Value::as_f64).collect();
         let height = fit["innerHeight"].as_f64().unwrap();
@@ -194,6 +202,45 @@ async fn check_page(app: &TestApp, b: &Browser, axe: &str, p: &Page) -> Vec<Stri
     }
     problems
 }
+
+/// What axe does not check, as a list of problems in words: the skip link is the first tab
+/// stop and leads to the content; form fields' outlines have at least 3:1 contrast against what
+/// is around them (WCAG 1.4.11).
+const EXTRA_CHECKS: &str = r#"
+  const problems = [];
+  const first = document.querySelector('a[href], button, input:not([type=hidden]), select, textarea');
+  if (!first || first.getAttribute('href') !== '#content' || !document.getElementById('content'))
+    problems.push('the first tab stop is not a skip link to #content');
+  const rgb = c => (c.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = el => { for (let e = el.parentElement; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor); if (c.length < 4 || c[3] > 0) return c; }
+    return [255, 255, 255]; };
+  for (const f of document.querySelectorAll('input:not([type=hidden]):not([type=checkbox]), select, textarea')) {
+    if (!f.offsetParent) continue;
+    const s = getComputedStyle(f);
+    if (parseFloat(s.borderTopWidth) === 0) continue;
+    const [a, b] = [lum(rgb(s.borderTopColor)), lum(background(f))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 3) problems.push(`the outline of field ${f.name || f.id} has contrast ${ratio.toFixed(2)}:1 (WCAG asks 3:1)`);
+  }
+  return problems;
+"#;
+
+/// Chart labels smaller than 9 CSS px as drawn (an SVG's text scales with its drawing).
+const CHART_LABELS: &str = r#"
+  const problems = [];
+  for (const svg of document.querySelectorAll('svg.chart')) {
+    if (!svg.getClientRects().length) continue;
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    for (const t of svg.querySelectorAll('text')) {
+      const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+      if (px < 9) { problems.push(`the chart label "${t.textContent}" is drawn ${px.toFixed(1)} px high`); break; }
+    }
+  }
+  return problems;
+"#;
 
 /// Injects axe-core into the current page and runs it; each serious or critical violation as
 /// a readable paragraph.
