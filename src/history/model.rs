@@ -375,6 +375,26 @@ mod tests {
         assert_eq!(uptime.map(|u| u.round()), Some(75.0));
     }
 
+    /// Colour alone does not tell the states apart: a legend names them with their shares, the
+    /// drawing's accessible name says the same, and the spans are listed as text.
+    #[test]
+    fn the_timeline_has_a_legend_and_its_spans_as_text() {
+        use PowerState::{Running, ShutOff};
+        let rows = [(0, Running, 10), (10, Running, 10), (20, ShutOff, 10), (100, Running, 10)];
+        let (spans, _) = timeline(&rows, 0, 110);
+        let html = timeline_svg(&spans);
+        assert!(
+            html.contains("aria-label=\"Power state over the range: running 27 %, shut off 9 %, no data 64 %\""),
+            "{html}"
+        );
+        assert!(html.contains("<span class=\"swatch state-running\" aria-hidden=\"true\"></span>running (27 %)</li>"), "{html}");
+        assert!(html
+            .contains("<span class=\"swatch nodata\" aria-hidden=\"true\"></span>no data (64 %)"));
+        let list = &html[html.find("<ol>").unwrap()..];
+        assert_eq!(list.matches("<li>").count(), 3, "one line per span: {list}");
+        assert!(list.contains("shut off from"), "{list}");
+    }
+
     #[test]
     fn configuration_changes_are_described() {
         let old = VmConfig { vcpus: 2, memory_max_kib: 1 << 20, ..VmConfig::default() };
