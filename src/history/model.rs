@@ -257,7 +257,7 @@ pub fn timeline_svg(spans: &[Span]) -> String {
     if spans.is_empty() {
         return svg;
     }
-    svg.push_str(r#"<ul class="timeline-legend">"#);
+    svg.push_str(r#"<ul class="timeline-legend"><li class="muted">Share of this range:</li>"#);
     for (state, label, pct) in &shares {
         svg.push_str(&format!(
             r#"<li><span class="swatch state-{state}" aria-hidden="true"></span>{} ({pct:.0} %)</li>"#,

@@ -155,6 +155,7 @@ async fn check_page(app: &TestApp, b: &Browser, axe: &str, p: &Page) -> Vec<Stri
         }
     }
     b.screenshot(&output_dir(), &format!("{}-desktop", p.name)).await.unwrap();
+    history_screenshot(b, &format!("{}-history-desktop", p.name)).await;
     let extra: Value = b.client.execute(EXTRA_CHECKS, vec![]).await.unwrap();
     for v in extra.as_array().unwrap() {
         problems.push(format!("{}: {}", p.name, v.as_str().unwrap_or_default()));
@@ -178,6 +179,7 @@ async fn check_page(app: &TestApp, b: &Browser, axe: &str, p: &Page) -> Vec<Stri
     })
     .await;
     b.screenshot(&output_dir(), &format!("{}-phone", p.name)).await.unwrap();
+    history_screenshot(b, &format!("{}-history-phone", p.name)).await;
     let inner = fit["inner"].as_f64().unwrap();
     let scroll = fit["scroll"].as_f64().unwrap();
     if scroll > inner {
@@ -201,6 +203,24 @@ async fn check_page(app: &TestApp, b: &Browser, axe: &str, p: &Page) -> Vec<Stri
         }
     }
     problems
+}
+
+/// On a page with a history (the VM page), a second screenshot scrolled to its charts; then
+/// back to the top.
+async fn history_screenshot(b: &Browser, name: &str) {
+    let scrolled = b
+        .client
+        .execute(
+            "const t = document.getElementById('timeline');\
+             if (t) t.closest('section').scrollIntoView(); return !!t",
+            vec![],
+        )
+        .await
+        .unwrap();
+    if scrolled == Value::Bool(true) {
+        b.screenshot(&output_dir(), name).await.unwrap();
+        b.client.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+    }
 }
 
 /// What axe does not check, as a list of problems in words: the skip link is the first tab
