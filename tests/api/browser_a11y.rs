@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use fantoccini::key::Key;
 use fantoccini::Locator;
 use serde_json::Value;
 
@@ -65,6 +66,8 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
         page("user-remove", "/users/viewer/remove", Who::Admin),
         page("account", "/account", Who::Admin),
         page("error-404", "/no-such-page", Who::Admin),
+        // A 404 from a route (AppError) rather than from the catcher.
+        page("error-404-vm", "/vms/lab/00000000-0000-4000-8000-000000000000", Who::Admin),
         page("error-403", "/users", Who::Viewer),
     ];
     // Each report linked from the index (the HTML pages, not their CSV downloads).
@@ -202,6 +205,9 @@ async fn check_page(app: &TestApp, b: &Browser, axe: &str, p: &Page) -> Vec<Stri
             ));
         }
     }
+    // Last: following the skip link scrolls the page.
+    b.client.refresh().await.unwrap();
+    problems.extend(keyboard_start(b).await.map(|e| format!("{}: {e}", p.name)));
     problems
 }
 
@@ -221,6 +227,50 @@ async fn history_screenshot(b: &Browser, name: &str) {
         b.screenshot(&output_dir(), name).await.unwrap();
         b.client.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
     }
+}
+
+/// The first Tab from a freshly loaded page lands on the skip link, which then shows, with a
+/// visible focus outline; Enter on it moves to the content. None when all is well.
+async fn keyboard_start(b: &Browser) -> Option<String> {
+    // A page that starts on its main field (the login form) is meant to; Tab then leaves it.
+    let autofocus = b.client.execute("return !!document.querySelector('[autofocus]')", vec![]);
+    if autofocus.await.unwrap() == Value::Bool(true) {
+        return None;
+    }
+    let body = b.client.find(Locator::Css("body")).await.unwrap();
+    body.send_keys(&Key::Tab.to_string()).await.unwrap();
+    let focus: Value = b
+        .client
+        .execute(
+            "const e = document.activeElement, s = getComputedStyle(e), r = e.getBoundingClientRect();\
+             return { href: e.getAttribute('href'), outline: s.outlineStyle,\
+                      width: parseFloat(s.outlineWidth), top: r.top, h: r.height }",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let ok = focus["href"] == "#content"
+        && focus["outline"] != "none"
+        && focus["width"].as_f64().unwrap_or(0.0) >= 2.0
+        && focus["top"].as_f64().unwrap_or(-1.0) >= 0.0
+        && focus["h"].as_f64().unwrap_or(0.0) > 0.0;
+    if !ok {
+        return Some(format!(
+            "the first Tab does not show a focused skip link to #content: {focus}"
+        ));
+    }
+    let link = b.client.active_element().await.unwrap();
+    link.send_keys(&Key::Enter.to_string()).await.unwrap();
+    let on_content = b
+        .client
+        .execute(
+            "return location.hash === '#content' && document.activeElement.id === 'content'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (on_content != Value::Bool(true))
+        .then(|| "Enter on the skip link does not move to the content".into())
 }
 
 /// What axe does not check, as a list of problems in words: the skip link is the first tab
