@@ -128,6 +128,7 @@ async fn every_page_passes_axe_and_fits_a_phone_screen() {
             }
             logged_in_as = p.who;
         }
+        eprintln!("{} ({}, as {:?})", p.name, p.path, p.who);
         failures.extend(check_page(&app, &b, &axe, p).await);
     }
     b.close().await;
@@ -339,6 +340,12 @@ async fn axe_violations(b: &Browser, axe: &str) -> Vec<String> {
     for v in result["ok"].as_array().unwrap() {
         let impact = v["impact"].as_str().unwrap_or("");
         if impact != "serious" && impact != "critical" {
+            // Not a failure, but worth knowing when reading the test's output.
+            eprintln!(
+                "  (axe, {impact}: {} on {} element(s))",
+                v["id"],
+                v["nodes"].as_array().map_or(0, Vec::len)
+            );
             continue;
         }
         let mut text = format!(
