@@ -235,10 +235,10 @@ pub fn timeline_svg(spans: &[Span]) -> String {
     }
     let known: f64 = shares.iter().map(|s| s.2).sum();
     let words: Vec<String> =
-        shares.iter().map(|(_, label, pct)| format!("{label} {pct:.0} %")).collect();
+        shares.iter().map(|(_, label, pct)| format!("{label} {}", share(*pct))).collect();
     let mut label = format!("Power state over the range: {}", words.join(", "));
     if known < 99.5 {
-        label.push_str(&format!(", no data {:.0} %", 100.0 - known));
+        label.push_str(&format!(", no data {}", share(100.0 - known)));
     }
     let mut svg = format!(
         r#"<svg class="timeline-svg" viewBox="0 0 1000 24" preserveAspectRatio="none" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg"><rect class="nodata" x="0" y="0" width="1000" height="24"/>"#,
@@ -260,14 +260,15 @@ pub fn timeline_svg(spans: &[Span]) -> String {
     svg.push_str(r#"<ul class="timeline-legend"><li class="muted">Share of this range:</li>"#);
     for (state, label, pct) in &shares {
         svg.push_str(&format!(
-            r#"<li><span class="swatch state-{state}" aria-hidden="true"></span>{} ({pct:.0} %)</li>"#,
-            esc(label)
+            r#"<li><span class="swatch state-{state}" aria-hidden="true"></span>{} ({})</li>"#,
+            esc(label),
+            share(*pct)
         ));
     }
     if known < 99.5 {
         svg.push_str(&format!(
-            r#"<li><span class="swatch nodata" aria-hidden="true"></span>no data ({:.0} %)</li>"#,
-            100.0 - known
+            r#"<li><span class="swatch nodata" aria-hidden="true"></span>no data ({})</li>"#,
+            share(100.0 - known)
         ));
     }
     svg.push_str("</ul>");
@@ -277,6 +278,15 @@ pub fn timeline_svg(spans: &[Span]) -> String {
     }
     svg.push_str("</ol></details>");
     svg
+}
+
+/// A share of the range in words: a sliver is "<1 %", not "0 %" (nor "100 %" for all but one).
+fn share(pct: f64) -> String {
+    match pct {
+        p if p > 0.0 && p < 0.5 => "<1 %".to_string(),
+        p if p > 99.5 && p < 100.0 => ">99 %".to_string(),
+        p => format!("{p:.0} %"),
+    }
 }
 
 /// What changed between two configuration versions, in words.
@@ -393,6 +403,10 @@ mod tests {
         let list = &html[html.find("<ol>").unwrap()..];
         assert_eq!(list.matches("<li>").count(), 3, "one line per span: {list}");
         assert!(list.contains("shut off from"), "{list}");
+        assert_eq!(
+            (share(0.2), share(99.8), share(50.0)),
+            ("<1 %".into(), ">99 %".into(), "50 %".into())
+        );
     }
 
     #[test]
