@@ -219,11 +219,30 @@ fn timeline(rows: &[(i64, PowerState, i64)], from: i64, to: i64) -> (Vec<Span>, 
     (spans, uptime)
 }
 
-/// The timeline as an SVG strip: one rectangle per span with its tooltip. (SVG attributes,
-/// not inline styles: the Content-Security-Policy allows no inline style.)
+/// The timeline as an SVG strip: one rectangle per span with its tooltip (SVG attributes,
+/// not inline styles: the Content-Security-Policy allows no inline style). Colour is not the
+/// only carrier: a legend names each state shown with its share of the range, and the spans
+/// are listed as text in a `<details>` (tooltips need a mouse).
 pub fn timeline_svg(spans: &[Span]) -> String {
-    let mut svg = String::from(
-        r#"<svg class="timeline-svg" viewBox="0 0 1000 24" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg"><rect class="nodata" x="0" y="0" width="1000" height="24"/>"#,
+    let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;");
+    // Each state shown, in order of first appearance, with its share of the range.
+    let mut shares: Vec<(&str, &str, f64)> = Vec::new();
+    for s in spans {
+        match shares.iter_mut().find(|(state, _, _)| *state == s.state) {
+            Some(share) => share.2 += s.width,
+            None => shares.push((s.state, &s.label, s.width)),
+        }
+    }
+    let known: f64 = shares.iter().map(|s| s.2).sum();
+    let words: Vec<String> =
+        shares.iter().map(|(_, label, pct)| format!("{label} {}", share(*pct))).collect();
+    let mut label = format!("Power state over the range: {}", words.join(", "));
+    if known < 99.5 {
+        label.push_str(&format!(", no data {}", share(100.0 - known)));
+    }
+    let mut svg = format!(
+        r#"<svg class="timeline-svg" viewBox="0 0 1000 24" preserveAspectRatio="none" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg"><rect class="nodata" x="0" y="0" width="1000" height="24"/>"#,
+        esc(&label)
     );
     for s in spans {
         svg.push_str(&format!(
@@ -231,11 +250,43 @@ pub fn timeline_svg(spans: &[Span]) -> String {
             s.state,
             s.left * 10.0,
             (s.width * 10.0).max(0.5),
-            s.title.replace('&', "&amp;").replace('<', "&lt;")
+            esc(&s.title)
         ));
     }
     svg.push_str("</svg>");
+    if spans.is_empty() {
+        return svg;
+    }
+    svg.push_str(r#"<ul class="timeline-legend"><li class="muted">Share of this range:</li>"#);
+    for (state, label, pct) in &shares {
+        svg.push_str(&format!(
+            r#"<li><span class="swatch state-{state}" aria-hidden="true"></span>{} ({})</li>"#,
+            esc(label),
+            share(*pct)
+        ));
+    }
+    if known < 99.5 {
+        svg.push_str(&format!(
+            r#"<li><span class="swatch nodata" aria-hidden="true"></span>no data ({})</li>"#,
+            share(100.0 - known)
+        ));
+    }
+    svg.push_str("</ul>");
+    svg.push_str(r#"<details class="chart-data"><summary>Power states as a list</summary><ol>"#);
+    for s in spans {
+        svg.push_str(&format!("<li>{}</li>", esc(&s.title)));
+    }
+    svg.push_str("</ol></details>");
     svg
+}
+
+/// A share of the range in words: a sliver is "<1 %", not "0 %" (nor "100 %" for all but one).
+fn share(pct: f64) -> String {
+    match pct {
+        p if p > 0.0 && p < 0.5 => "<1 %".to_string(),
+        p if p > 99.5 && p < 100.0 => ">99 %".to_string(),
+        p => format!("{p:.0} %"),
+    }
 }
 
 /// What changed between two configuration versions, in words.
@@ -332,6 +383,30 @@ mod tests {
         assert_eq!(states, vec!["running", "shut_off", "running"]);
         // Known time: 0-20 running, 20-30 off, 100-110 running -> 30 of 40 ms.
         assert_eq!(uptime.map(|u| u.round()), Some(75.0));
+    }
+
+    /// Colour alone does not tell the states apart: a legend names them with their shares, the
+    /// drawing's accessible name says the same, and the spans are listed as text.
+    #[test]
+    fn the_timeline_has_a_legend_and_its_spans_as_text() {
+        use PowerState::{Running, ShutOff};
+        let rows = [(0, Running, 10), (10, Running, 10), (20, ShutOff, 10), (100, Running, 10)];
+        let (spans, _) = timeline(&rows, 0, 110);
+        let html = timeline_svg(&spans);
+        assert!(
+            html.contains("aria-label=\"Power state over the range: running 27 %, shut off 9 %, no data 64 %\""),
+            "{html}"
+        );
+        assert!(html.contains("<span class=\"swatch state-running\" aria-hidden=\"true\"></span>running (27 %)</li>"), "{html}");
+        assert!(html
+            .contains("<span class=\"swatch nodata\" aria-hidden=\"true\"></span>no data (64 %)"));
+        let list = &html[html.find("<ol>").unwrap()..];
+        assert_eq!(list.matches("<li>").count(), 3, "one line per span: {list}");
+        assert!(list.contains("shut off from"), "{list}");
+        assert_eq!(
+            (share(0.2), share(99.8), share(50.0)),
+            ("<1 %".into(), ">99 %".into(), "50 %".into())
+        );
     }
 
     #[test]

@@ -6,7 +6,10 @@ use rocket::response::{self, Responder};
 use rocket::{Catcher, Request};
 use rocket_dyn_templates::{context, Template};
 
+use crate::config::Settings;
 use crate::db::StorageFault;
+use crate::domain::CurrentUser;
+use crate::web::Chrome;
 
 /// An error a route returns.
 #[derive(Debug, thiserror::Error)]
@@ -63,34 +66,57 @@ impl<'r> Responder<'r, 'static> for AppError {
                 )
             }
         };
-        error_page(status, &message).respond_to(req).map(|mut r| {
+        // A route's error comes after its guards: the user, if any, is already in the cache.
+        let user = req.local_cache(|| None::<CurrentUser>).as_ref();
+        error_page(status, &message, user, req).respond_to(req).map(|mut r| {
             r.set_status(status);
             r
         })
     }
 }
 
-/// The error page, with the status in its title.
-pub fn error_page(status: Status, message: &str) -> Template {
+/// The error page, with the status in its title; with the navigation and Log out of the base
+/// layout when the request is `user`'s.
+pub fn error_page(
+    status: Status,
+    message: &str,
+    user: Option<&CurrentUser>,
+    req: &Request<'_>,
+) -> Template {
+    let chrome = match (user, req.rocket().state::<Settings>()) {
+        (Some(user), Some(settings)) => Some(Chrome::new(user, None, settings)),
+        _ => None,
+    };
     Template::render(
         "error/error",
-        context! { title: format!("{} {}", status.code, status.reason_lossy()), code: status.code, message },
+        context! {
+            title: format!("{} {}", status.code, status.reason_lossy()),
+            code: status.code,
+            message,
+            chrome,
+        },
     )
 }
 
+/// The logged-in user of a request that reached a catcher, if any. A catcher runs also where
+/// no route (and so no guard) ran, e.g. for a 404: the session is then looked up here.
+async fn user_of<'r>(req: &'r Request<'_>) -> Option<&'r CurrentUser> {
+    req.guard::<&CurrentUser>().await.succeeded()
+}
+
 #[rocket::catch(default)]
-fn default_catcher(status: Status, req: &Request<'_>) -> (Status, Template) {
+async fn default_catcher(status: Status, req: &Request<'_>) -> (Status, Template) {
     let message = match status.code {
         404 => format!("There is no page at {}.", req.uri().path()),
         422 | 400 => "The request could not be understood.".to_string(),
         500 => "Something went wrong on the server. The details are in its log.".to_string(),
         _ => status.reason_lossy().to_string(),
     };
-    (status, error_page(status, &message))
+    (status, error_page(status, &message, user_of(req).await, req))
 }
 
 #[rocket::catch(403)]
-fn forbidden(req: &Request<'_>) -> Template {
+async fn forbidden(req: &Request<'_>) -> Template {
     let message = match req.uri().path().as_str() {
         p if p.starts_with("/users") => "Only admins can manage users. The attempt was recorded in the audit log.",
         p if p.ends_with("/power") || p.contains("/power/") => {
@@ -98,12 +124,13 @@ fn forbidden(req: &Request<'_>) -> Template {
         }
         _ => "This request was refused: your role does not allow it, or the form was stale (reload the page and try again).",
     };
-    error_page(Status::Forbidden, message)
+    error_page(Status::Forbidden, message, user_of(req).await, req)
 }
 
 #[rocket::catch(413)]
-fn too_large() -> Template {
-    error_page(Status::PayloadTooLarge, "The form was too large; nothing was done.")
+async fn too_large(req: &Request<'_>) -> Template {
+    let message = "The form was too large; nothing was done.";
+    error_page(Status::PayloadTooLarge, message, user_of(req).await, req)
 }
 
 /// The error pages every route shares (the login form for 401 is auth's own catcher).

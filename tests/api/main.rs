@@ -15,6 +15,7 @@ mod support {
 mod audit;
 mod auth;
 mod backend_contract;
+mod browser_a11y;
 mod browser_list;
 mod browser_times;
 mod cli;
