@@ -16,7 +16,7 @@ use crate::domain::{HostName, Role, VmKey, VmUuid};
 use crate::web::chart::{self, Point, Series, Unit};
 use crate::web::csv::{file_safe, Csv};
 use crate::web::format as view;
-use crate::web::power::{self, ActionButton};
+use crate::web::power::{self, PowerMenu};
 use crate::web::{App, AppError, Chrome, IpAddressView, Notices};
 
 pub fn routes() -> Vec<Route> {
@@ -58,9 +58,11 @@ async fn vm_page(
     let versions = store::config_versions(pool, vm.id).await?;
     let addresses = store::address_history(pool, vm.id).await?;
     let pending = control::pending_for(pool, &key).await?;
-    let can_act = user.0.can(Role::Operator)
-        && app.hosts.get(key.host.as_str()).is_some()
-        && pending.is_none();
+    let acts_through = app
+        .hosts
+        .get(key.host.as_str())
+        .filter(|_| user.0.can(Role::Operator) && pending.is_none())
+        .map(|h| h.backend.clone());
     let loaded = Loaded {
         key,
         vm,
@@ -69,7 +71,7 @@ async fn vm_page(
         versions,
         addresses,
         pending: pending.map(|p| p.describe()),
-        can_act,
+        acts_through,
     };
     Ok(Template::render("history/vm", VmPage::build(Chrome::new(user.0, flash, settings), loaded)))
 }
@@ -131,7 +133,7 @@ struct VmPage {
     memory_current: String,
     disks: Vec<DiskView>,
     ips: Vec<IpAddressView>,
-    actions: Vec<ActionButton>,
+    actions: PowerMenu,
     pending: Option<String>,
     ranges: Vec<RangeOption>,
     range_key: String,
@@ -164,19 +166,22 @@ struct Loaded {
     addresses: Vec<store::AddressRow>,
     /// The power request in flight, in words.
     pending: Option<String>,
-    /// Whether the user may act and the VM's host is still configured (and nothing is pending).
-    can_act: bool,
+    /// The backend of the VM's host, when the user may act, the host is still configured and
+    /// nothing is pending.
+    acts_through: Option<std::sync::Arc<dyn crate::backend::Backend>>,
 }
 
 impl VmPage {
     fn build(chrome: Chrome, l: Loaded) -> VmPage {
-        let Loaded { key, vm, range, history, versions, addresses, pending, can_act } = l;
+        let Loaded { key, vm, range, history, versions, addresses, pending, acts_through } = l;
         let config: Option<VmConfig> =
             vm.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
         let gone = vm.gone_at.is_some();
         let back = key.href();
-        let actions =
-            if can_act && !gone { power::buttons(&key, vm.state, &back) } else { Vec::new() };
+        let actions = match acts_through {
+            Some(backend) if !gone => power::menu(&key, &*backend, vm.state, &vm.raw_state, &back),
+            _ => PowerMenu::default(),
+        };
         let ips: Vec<IpAddress> = serde_json::from_str(&vm.addresses).unwrap_or_default();
         let csv_query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("range", &range.chosen)
