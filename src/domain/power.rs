@@ -309,7 +309,9 @@ impl Why {
     /// The reason a request for `action` on the VM `vm` was refused, in one sentence or two.
     pub fn refusal(self, action: PowerAction, vm: &str) -> String {
         match self {
-            Why::State(s) => format!("{} is not possible while {vm} is {}.", action.label(), s.label()),
+            Why::State(s) => {
+                format!("{} is not possible while {vm} is {}.", action.label(), s.label())
+            }
             Why::Hypervisor(words) => {
                 format!("{} is not possible for {vm} in its current state. {words}", action.label())
             }

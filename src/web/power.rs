@@ -145,10 +145,7 @@ mod tests {
         let offered: Vec<_> =
             m.more.iter().filter(|b| b.unavailable.is_none()).map(|b| b.value).collect();
         assert_eq!(offered, ["reset", "power_off"]);
-        assert_eq!(
-            m.more[0].unavailable.as_deref(),
-            Some("Not possible while the VM is paused.")
-        );
+        assert_eq!(m.more[0].unavailable.as_deref(), Some("Not possible while the VM is paused."));
         assert_eq!(
             m.more[6].confirm_href.as_deref(),
             Some("/vms/lab/6695eb01-f6a4-8304-79aa-97f2502e193f/power/confirm?action=power_off&back=%2Fvms%3Fq%3Da+b")

@@ -199,7 +199,9 @@ async fn a_guest_that_suspended_itself_offers_wake_up_and_power_off_only() {
     let error = error.unwrap_or_default();
     assert_eq!(status, "failed");
     assert!(
-        error.starts_with("Not possible on this host: this host's libvirt driver cannot wake up a VM"),
+        error.starts_with(
+            "Not possible on this host: this host's libvirt driver cannot wake up a VM"
+        ),
         "error: {error}"
     );
 }
@@ -241,7 +243,8 @@ async fn the_vm_page_shows_the_same_primary_action_and_menu() {
         assert_fixed_order(&shown, name);
         if name == "br-crashed" {
             assert!(
-                unescape(form).contains(&format!("href=\"/vms/lab/{uuid}/power/confirm?action=power_off")),
+                unescape(form)
+                    .contains(&format!("href=\"/vms/lab/{uuid}/power/confirm?action=power_off")),
                 "a forced primary action links to its confirmation page"
             );
             let start = shown.iter().find(|s| s.action == "start").unwrap();

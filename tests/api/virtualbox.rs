@@ -14,12 +14,12 @@ use std::time::Duration;
 use vmdeck::backend::{Backend, BackendError, PowerAction, PowerState};
 use vmdeck::hosts::PollOutcome;
 
+use crate::power_offers::{actions_in, offered};
 use crate::support::app::{
     app_with, breadth_uri, libvirt_host, unescape, uuid_of, virtualbox_host, vm_names, HostSpec,
     TestApp,
 };
 use crate::support::audit::settled_power;
-use crate::power_offers::{actions_in, offered};
 use crate::support::fakes::fake_vboxmanage;
 use crate::support::wait::eventually;
 

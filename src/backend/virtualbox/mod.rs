@@ -33,8 +33,8 @@ use super::{
     Offer, PowerAction, PowerState, VmConfig, VmReport, VmState,
 };
 use command::{Output, RunError, Runner};
-use parse::{DeviceKind, ListedVm, MediumSizes, VmInfo};
 pub use offers::offers;
+use parse::{DeviceKind, ListedVm, MediumSizes, VmInfo};
 pub use settings::VirtualBoxSettings;
 
 /// How often VirtualBox samples the metrics vmdeck reads: the CPU figure is the average over
