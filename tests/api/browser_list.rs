@@ -122,7 +122,7 @@ async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
     // Power off br-running: the row's button leads to a confirmation page, a plain form.
     let uuid = uuid_of(&app, "br-running").await;
     open_menu(&b, &uuid).await;
-    let link = format!("tr[data-uuid='{uuid}'] .menu button[data-action=power_off]");
+    let link = format!("tr[data-uuid='{uuid}'] .menu button[value=power_off]");
     b.client.find(Locator::Css(&link)).await.unwrap().click().await.unwrap();
     let button = find_shown(&b, "#confirm-button").await;
     assert!(b.client.source().await.unwrap().contains("cuts the power"));
@@ -193,7 +193,7 @@ async fn flash_with(b: &Browser, needle: &str) -> String {
 /// The row's primary action, once the list shows it (re-loading the list until then: the
 /// action settles in the background).
 async fn primary_when(b: &Browser, app: &TestApp, uuid: &str, action: &str) {
-    let css = format!("tr[data-uuid='{uuid}'] button.primary[data-action={action}]");
+    let css = format!("tr[data-uuid='{uuid}'] button.primary[value={action}]");
     eventually_every(&format!("{action} as the primary action"), SHOWN_WITHIN, EVERY, async || {
         if b.client.find(Locator::Css(&css)).await.is_ok() {
             return Some(());
@@ -215,7 +215,7 @@ async fn an_operator_pauses_a_vm_from_its_menu_and_resumes_it_with_the_primary_b
     open_menu(&b, &uuid).await;
     let start = b
         .client
-        .find(Locator::Css(&format!("tr[data-uuid='{uuid}'] .menu button[data-action=start]")))
+        .find(Locator::Css(&format!("tr[data-uuid='{uuid}'] .menu button[value=start]")))
         .await
         .unwrap();
     assert_eq!(start.attr("disabled").await.unwrap().as_deref(), Some("true"));
@@ -248,14 +248,14 @@ async fn an_operator_pauses_a_vm_from_its_menu_and_resumes_it_with_the_primary_b
         .unwrap();
     b.screenshot(&output_dir(), "vms-row-menu-open").await.unwrap();
 
-    let pause = format!("tr[data-uuid='{uuid}'] .menu button[data-action=pause]");
+    let pause = format!("tr[data-uuid='{uuid}'] .menu button[value=pause]");
     b.client.find(Locator::Css(&pause)).await.unwrap().click().await.unwrap();
     let flash = flash_with(&b, "Pause br-running").await;
     assert!(flash.contains("accepted"), "{flash}");
 
     // Paused: Resume is now the row's first button.
     primary_when(&b, &app, &uuid, "resume").await;
-    let resume = format!("tr[data-uuid='{uuid}'] button.primary[data-action=resume]");
+    let resume = format!("tr[data-uuid='{uuid}'] button.primary[value=resume]");
     b.client.find(Locator::Css(&resume)).await.unwrap().click().await.unwrap();
     flash_with(&b, "Resume br-running").await;
     primary_when(&b, &app, &uuid, "shutdown").await;

@@ -39,7 +39,11 @@ pub fn actions_in(html: &str) -> Vec<Shown> {
         let end = html[start..].find('>').map_or(html.len(), |e| start + e);
         let tag = &html[start..end];
         at = end;
-        let Some(action) = attr(tag, "data-action") else { continue };
+        // The list's buttons name their action in `value`; the VM page's links in
+        // `data-action`.
+        let Some(action) = attr(tag, "data-action").or_else(|| attr(tag, "value")) else {
+            continue;
+        };
         let class = attr(tag, "class").unwrap_or_default();
         out.push(Shown {
             action,
