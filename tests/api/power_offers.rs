@@ -170,6 +170,19 @@ async fn a_crashed_vm_is_powered_off_then_started_and_a_forced_start_is_refused_
     let entries = power_entries(&app, &uuid).await;
     assert_eq!((entries.len(), entries[0].0.as_str(), entries[0].2), (1, "refused", None));
 
+    // In bulk, the same decision per VM: the crashed one refused in words, the other started.
+    let shutoff = uuid_of(&app, "br-shutoff").await;
+    let (a, b) = (format!("lab/{uuid}"), format!("lab/{shutoff}"));
+    op.post("/vms/power", &[("action", "start"), ("vm", &a), ("vm", &b)]).await;
+    let flash = op.flash_at("/vms").await;
+    assert!(
+        flash.contains("1 accepted (br-shutoff)")
+            && flash.contains("br-crashed: Start is not possible for br-crashed")
+            && flash.contains("power it off first"),
+        "flash: {flash}"
+    );
+    assert_eq!(power_entries(&app, &uuid).await.len(), 2, "the bulk refusal is audited too");
+
     // Power off, then start: what the refusal said to do works.
     op.post(&format!("/vms/lab/{uuid}/power"), &[("action", "power_off"), ("confirm", "yes")])
         .await;
