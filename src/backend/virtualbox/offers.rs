@@ -19,8 +19,12 @@ pub fn offers(action: PowerAction, state: PowerState, raw_state: &str) -> Offer 
         ("gurumeditation", _) => Offer::Unavailable(Why::Hypervisor(
             "VirtualBox stopped it in a guru meditation: power it off first, then start it.",
         )),
-        // Savestate works on a paused VM too (it is how a paused VM is usually saved).
+        // Savestate works on a paused VM too (it is how a paused VM is usually saved); reset
+        // does not (Console::reset takes only a running VM).
         ("paused", PowerAction::Save) => Offer::Allowed,
+        ("paused", PowerAction::Reset) => Offer::Unavailable(Why::Hypervisor(
+            "VirtualBox resets only a running VM: resume it first.",
+        )),
         // VirtualBox has no guest-initiated suspend vmdeck could wake.
         (_, PowerAction::Wake) => Offer::Unavailable(Why::Hypervisor(
             "VirtualBox has no wake-up: only libvirt VMs that suspended themselves are woken up.",
@@ -41,7 +45,7 @@ mod tests {
         use PowerAction::*;
         let table: [(&str, &[PowerAction]); 7] = [
             ("running", &[Shutdown, Reboot, Pause, Save, Reset, PowerOff]),
-            ("paused", &[Resume, Save, Reset, PowerOff]),
+            ("paused", &[Resume, Save, PowerOff]),
             ("poweroff", &[Start]),
             ("saved", &[Start]),
             ("aborted", &[Start]),
