@@ -736,6 +736,12 @@ fn controlvm(state: &mut State, what: &str, action: &str) -> Reply {
     let progress = "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n";
     let running = vm.state == "running";
     let paused = vm.state == "paused";
+    // Stuck (guru meditation): VirtualBox powers it off, and does nothing else with it.
+    if vm.state == "gurumeditation" && action == "poweroff" {
+        vm.state = "poweroff".into();
+        vm.state_change = now_utc(9);
+        return Reply { code: 0, stdout: String::new(), stderr: progress.into() };
+    }
     if !running && !paused {
         if action == "poweroff" {
             return Reply::invalid_state(

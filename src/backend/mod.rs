@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::keys::{ConfigError, HostKeys};
 use crate::config::uri::HostUri;
-pub use crate::domain::{AddrSource, PowerAction, PowerState};
+pub use crate::domain::{AddrSource, Offer, PowerAction, PowerState, Why};
 
 pub mod libvirt;
 pub mod virtualbox;
@@ -33,6 +33,16 @@ pub trait Backend: Send + Sync {
 
     /// The current state of one VM, cheaper than a full inventory: used to confirm power actions.
     async fn vm_state(&self, uuid: &str) -> Result<VmState, BackendError>;
+
+    /// Whether this hypervisor takes `action` for a VM in `state` (`raw_state`: the backend's
+    /// own word, as [`VmReport::raw_state`] stored it). The buttons offer only what this
+    /// allows and power control refuses the rest before sending anything. The default goes by
+    /// the normalised state ([`PowerAction::applies_to`]); a backend narrows it where its
+    /// hypervisor refuses more.
+    fn offers(&self, action: PowerAction, state: PowerState, raw_state: &str) -> Offer {
+        let _ = raw_state;
+        Offer::by_state(action, state)
+    }
 }
 
 /// One VM's state as a backend reports it.
@@ -67,6 +77,9 @@ pub enum BackendError {
     /// The VM is not in a state that allows the action.
     #[error("the VM is not in a state that allows this: {0}")]
     InvalidState(String),
+    /// This host's hypervisor (or its driver) cannot do the action at all.
+    #[error("{0}")]
+    Unsupported(String),
     /// The hypervisor answered something vmdeck could not understand.
     #[error("unexpected answer from the hypervisor: {0}")]
     Malformed(String),

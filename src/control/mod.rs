@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::backend::BackendError;
 use crate::config::Settings;
 use crate::db::{Db, Storage, StorageFault};
-use crate::domain::{Actor, AuditOutcome, PowerAction, PowerState, VmKey, VmUuid};
+use crate::domain::{Actor, AuditOutcome, Offer, PowerAction, PowerState, VmKey, VmUuid};
 use crate::hosts::{HostEntry, Hosts};
 use store::{PendingPower, PowerRequest, Recorded, RequestError};
 
@@ -45,9 +45,16 @@ pub struct Target {
     pub uuid: VmUuid,
     pub name: String,
     pub state: PowerState,
+    /// The backend's own word for the state, as last stored (`crashed`, `gurumeditation`...).
+    pub raw_state: String,
 }
 
 impl Target {
+    /// Whether the VM's hypervisor takes `action` in the VM's stored state.
+    pub fn offers(&self, action: PowerAction) -> Offer {
+        self.host.backend.offers(action, self.state, &self.raw_state)
+    }
+
     /// The VM's key: its host's name and its uuid.
     pub fn key(&self) -> VmKey {
         VmKey::new(self.host.config.name.clone(), self.uuid.clone())
@@ -91,11 +98,12 @@ impl Control {
     pub async fn target(&self, vm: &VmKey) -> Result<Option<Target>, sqlx::Error> {
         let Some(entry) = self.hosts.get(vm.host.as_str()) else { return Ok(None) };
         let found = store::present_vm(&self.pool, entry.id, &vm.uuid).await?;
-        Ok(found.map(|(name, state)| Target {
+        Ok(found.map(|(name, state, raw_state)| Target {
             host: entry.clone(),
             uuid: vm.uuid.clone(),
             name,
             state,
+            raw_state,
         }))
     }
 
@@ -116,14 +124,8 @@ impl Control {
             tracing::warn!(vm = %target.name, "{}: power request not sent", fault.label());
             return Outcome::Unrecorded(fault);
         }
-        if !action.applies_to(target.state) {
-            let why = format!(
-                "{} is not possible while {} is {}.",
-                action.label(),
-                target.name,
-                target.state.label()
-            );
-            return self.refuse(&request, why).await;
+        if let Offer::Unavailable(why) = target.offers(action) {
+            return self.refuse(&request, why.refusal(action, &target.name)).await;
         }
         let Recorded { id, superseded } = match store::requested(&self.pool, &request).await {
             Ok(recorded) => recorded,
@@ -255,7 +257,11 @@ impl Control {
 fn describe(e: &BackendError) -> String {
     match e {
         BackendError::NoSuchVm => "The VM no longer exists on its host.".into(),
-        BackendError::InvalidState(m) => format!("The hypervisor refused: the VM is not in a state that allows it ({m})."),
+        // The page the request came from showed an older state than the VM's.
+        BackendError::InvalidState(m) => {
+            format!("The hypervisor refused: {m}. Refresh the page to see the VM's current state.")
+        }
+        BackendError::Unsupported(m) => format!("Not possible on this host: {m}."),
         BackendError::Timeout(d) => format!(
             "The host did not answer within {} s; the action may still happen, and the next poll shows the VM's state.",
             d.as_secs()

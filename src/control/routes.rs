@@ -175,7 +175,9 @@ async fn power_one(
     let action = action(&form.action)?;
     let target = find(control, host, uuid).await?;
     let back = safe_back(form.back);
-    if action.is_forced() && !confirmed(form.confirm) {
+    // An action the VM's hypervisor would refuse is not confirmed first: `execute` refuses it
+    // at once, in words.
+    if action.is_forced() && !confirmed(form.confirm) && target.offers(action).allowed() {
         return Ok(Err(Redirect::to(confirm_href(&target.key(), action, &back))));
     }
     let outcome = control.execute(&target, action, &user.0.actor()).await;

@@ -349,9 +349,9 @@ pub async fn present_vm(
     pool: &SqlitePool,
     host_id: i64,
     uuid: &VmUuid,
-) -> sqlx::Result<Option<(String, PowerState)>> {
+) -> sqlx::Result<Option<(String, PowerState, String)>> {
     sqlx::query_as(
-        "SELECT v.name, v.state FROM vms v WHERE v.host_id = ? AND v.uuid = ? AND v.gone_at IS NULL",
+        "SELECT v.name, v.state, v.raw_state FROM vms v WHERE v.host_id = ? AND v.uuid = ? AND v.gone_at IS NULL",
     )
     .bind(host_id)
     .bind(uuid.as_str())

@@ -12,7 +12,7 @@ mod user;
 mod vm;
 
 pub use audit::{Actor, AuditKind, AuditOutcome};
-pub use power::{PowerAction, PowerState};
+pub use power::{Offer, PowerAction, PowerState, Why};
 pub use time::Resolution;
 pub use user::{CurrentUser, Role};
 pub use vm::{AddrSource, HostName, VmKey, VmUuid};

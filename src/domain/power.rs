@@ -134,19 +134,45 @@ pub enum PowerAction {
     /// Save the VM's memory to disk and stop it; the next start restores it.
     #[field(value = "save")]
     Save,
+    /// Wake a guest that suspended itself (ACPI S3/S4, libvirt's `pmsuspended`).
+    #[field(value = "wake_up")]
+    #[serde(rename = "wake_up")]
+    #[sqlx(rename = "wake_up")]
+    Wake,
 }
 
 impl PowerAction {
-    pub const ALL: [PowerAction; 8] = [
+    /// Every action, in the one order menus and the bulk form show them: starting ones, then
+    /// graceful stops, then pausing, and the forced ones last, so that an action keeps its
+    /// place whatever the VM's state.
+    pub const ALL: [PowerAction; 9] = [
         PowerAction::Start,
+        PowerAction::Wake,
         PowerAction::Shutdown,
-        PowerAction::PowerOff,
         PowerAction::Reboot,
-        PowerAction::Reset,
         PowerAction::Pause,
         PowerAction::Resume,
         PowerAction::Save,
+        PowerAction::Reset,
+        PowerAction::PowerOff,
     ];
+
+    /// Which offered action a VM's row puts first, by preference: the way back to running
+    /// (resume, wake up, start), else a graceful stop, else power off (a crashed VM).
+    const PRIMARY: [PowerAction; 5] = [
+        PowerAction::Resume,
+        PowerAction::Wake,
+        PowerAction::Start,
+        PowerAction::Shutdown,
+        PowerAction::PowerOff,
+    ];
+
+    /// The primary action among those `offered`: running → Shut down, shut off → Start,
+    /// paused → Resume, pmsuspended → Wake up, crashed → Power off or Start (as the backend
+    /// offers). None when none of them is offered (in transition on some backends, unknown).
+    pub fn primary(offered: impl Fn(PowerAction) -> bool) -> Option<PowerAction> {
+        Self::PRIMARY.into_iter().find(|&a| offered(a))
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -158,6 +184,7 @@ impl PowerAction {
             PowerAction::Pause => "pause",
             PowerAction::Resume => "resume",
             PowerAction::Save => "save",
+            PowerAction::Wake => "wake_up",
         }
     }
 
@@ -171,6 +198,7 @@ impl PowerAction {
             PowerAction::Pause => "Pause",
             PowerAction::Resume => "Resume",
             PowerAction::Save => "Save state",
+            PowerAction::Wake => "Wake up",
         }
     }
 
@@ -205,11 +233,16 @@ impl PowerAction {
         }
     }
 
-    /// Whether the action makes sense for a VM in `state`.
+    /// Whether the action makes sense for a VM in `state`, whatever its backend: the default
+    /// of `Backend::offers`, which a backend narrows where its hypervisor refuses more (a
+    /// crashed libvirt domain cannot be started before it is powered off).
     pub fn applies_to(self, state: PowerState) -> bool {
         use PowerState::*;
         match self {
-            PowerAction::Start => matches!(state, ShutOff | Crashed | Suspended),
+            // A guest suspended to RAM or disk by itself (pmsuspended) is woken up, not
+            // started or resumed: libvirt refuses both.
+            PowerAction::Start => matches!(state, ShutOff | Crashed),
+            PowerAction::Wake => state == Suspended,
             PowerAction::Shutdown
             | PowerAction::Reboot
             | PowerAction::Pause
@@ -218,7 +251,7 @@ impl PowerAction {
                 matches!(state, Running | Paused | Crashed | InTransition | Suspended)
             }
             PowerAction::Reset => matches!(state, Running | Paused),
-            PowerAction::Resume => matches!(state, Paused | Suspended),
+            PowerAction::Resume => state == Paused,
         }
     }
 
@@ -226,13 +259,70 @@ impl PowerAction {
     /// they started (running).
     pub fn expected_state(self) -> PowerState {
         match self {
-            PowerAction::Start | PowerAction::Reboot | PowerAction::Reset | PowerAction::Resume => {
-                PowerState::Running
-            }
+            PowerAction::Start
+            | PowerAction::Reboot
+            | PowerAction::Reset
+            | PowerAction::Resume
+            | PowerAction::Wake => PowerState::Running,
             PowerAction::Shutdown | PowerAction::PowerOff | PowerAction::Save => {
                 PowerState::ShutOff
             }
             PowerAction::Pause => PowerState::Paused,
+        }
+    }
+}
+
+/// Whether a VM's backend takes an action in the VM's current state: what the buttons show and
+/// what power control checks before it records or sends anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Allowed,
+    Unavailable(Why),
+}
+
+/// Why an action is not offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The action makes no sense in this state, on any backend.
+    State(PowerState),
+    /// The VM's hypervisor refuses it in its current state: a sentence saying what to do
+    /// instead ("... power it off first, then start it.").
+    Hypervisor(&'static str),
+}
+
+impl Offer {
+    /// The default decision, from the normalised state alone.
+    pub fn by_state(action: PowerAction, state: PowerState) -> Offer {
+        if action.applies_to(state) {
+            Offer::Allowed
+        } else {
+            Offer::Unavailable(Why::State(state))
+        }
+    }
+
+    pub fn allowed(self) -> bool {
+        self == Offer::Allowed
+    }
+}
+
+impl Why {
+    /// The reason, for a disabled button (its tooltip and its hidden text).
+    pub fn short(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Why::State(s) => format!("Not possible while the VM is {}.", s.label()).into(),
+            Why::Hypervisor(words) => words.into(),
+        }
+    }
+
+    /// The reason a request for `action` on the VM `vm` was refused, in one sentence or two.
+    pub fn refusal(self, action: PowerAction, vm: &str) -> String {
+        match self {
+            Why::State(s) => {
+                format!("{} is not possible while {vm} is {}.", action.label(), s.label())
+            }
+            Why::Hypervisor(words) => {
+                format!("{} is not possible for {vm} in its current state. {words}", action.label())
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::domain::{HostName, PowerAction, Role, VmKey, VmUuid};
 use crate::web::chart::{self, Point, Series, Unit};
 use crate::web::csv::{file_safe, Csv};
 use crate::web::format as view;
-use crate::web::power::{self, ActionButton};
+use crate::web::power::{self, PowerMenu};
 use crate::web::{App, AppError, Chrome, IpAddressView, Notices};
 
 pub fn routes() -> Vec<Route> {
@@ -60,8 +60,12 @@ async fn vm_page(
     let pending = control::pending_for(pool, &key).await?;
     let since = now_ms() - control::RECENT_FAILURE_MS;
     let power_failure = control::recent_failure_for(pool, &key, since).await?;
-    let can_act = user.0.can(Role::Operator) && app.hosts.get(key.host.as_str()).is_some();
     let pending_action = pending.as_ref().map(|p| p.action);
+    let acts_through = app
+        .hosts
+        .get(key.host.as_str())
+        .filter(|_| user.0.can(Role::Operator))
+        .map(|h| h.backend.clone());
     let loaded = Loaded {
         key,
         vm,
@@ -72,7 +76,7 @@ async fn vm_page(
         pending: pending.map(|p| p.describe()),
         pending_action,
         power_failure: power_failure.map(|f| f.describe()),
-        can_act,
+        acts_through,
     };
     Ok(Template::render("history/vm", VmPage::build(Chrome::new(user.0, flash, settings), loaded)))
 }
@@ -134,7 +138,7 @@ struct VmPage {
     memory_current: String,
     disks: Vec<DiskView>,
     ips: Vec<IpAddressView>,
-    actions: Vec<ActionButton>,
+    actions: PowerMenu,
     pending: Option<String>,
     /// The VM's latest power request if it failed lately, in words.
     power_failure: Option<String>,
@@ -178,8 +182,8 @@ struct Loaded {
     pending_action: Option<PowerAction>,
     /// The latest power request, if it failed lately, in words.
     power_failure: Option<String>,
-    /// Whether the user may act and the VM's host is still configured.
-    can_act: bool,
+    /// The backend of the VM's host, when the user may act and the host is still configured.
+    acts_through: Option<std::sync::Arc<dyn crate::backend::Backend>>,
 }
 
 impl VmPage {
@@ -194,19 +198,18 @@ impl VmPage {
             pending,
             pending_action,
             power_failure,
-            can_act,
+            acts_through,
         } = l;
         let config: Option<VmConfig> =
             vm.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
         let gone = vm.gone_at.is_some();
         let back = key.href();
-        let mut actions =
-            if can_act && !gone { power::buttons(&key, vm.state, &back) } else { Vec::new() };
-        // While a request is pending, only what may overrule it (power off over a stuck
-        // shutdown).
-        if let Some(p) = pending_action {
-            actions.retain(|b| PowerAction::parse(b.value).is_some_and(|a| a.overrules(p)));
-        }
+        let actions = match acts_through {
+            Some(backend) if !gone => {
+                power::menu(&key, &*backend, vm.state, &vm.raw_state, pending_action, &back)
+            }
+            _ => PowerMenu::default(),
+        };
         let ips: Vec<IpAddress> = serde_json::from_str(&vm.addresses).unwrap_or_default();
         let csv_query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("range", &range.chosen)

@@ -21,6 +21,7 @@ use crate::auth::Viewer;
 use crate::control::store::{self as control, PendingPower, RecentFailure};
 use crate::db::now_ms;
 use crate::domain::{PowerAction, PowerState, Role};
+use crate::hosts::Hosts;
 use crate::web::format as view;
 use crate::web::pager::Pager;
 use crate::web::power::{self, ActionButton};
@@ -67,7 +68,7 @@ pub async fn vm_list(
         filters,
         query.page.unwrap_or(""),
         statuses,
-        &snapshot,
+        (&snapshot, app.hosts),
         PowerNotes { pending, failures },
         notices,
     );
@@ -332,13 +333,14 @@ struct ListPage {
 }
 
 impl ListPage {
-    /// Filters, sorts and pages the rows; only the rows of the requested page are formatted.
+    /// Filters, sorts and pages the rows; only the rows of the requested page are formatted,
+    /// with the actions the backend of each VM's host (from `hosts`) offers.
     fn build(
         chrome: Chrome,
         filters: Filters,
         requested_page: &str,
         statuses: Vec<HostStatus>,
-        snapshot: &Snapshot,
+        (snapshot, hosts): (&Snapshot, &Hosts),
         power: PowerNotes,
         mut notices: Notices,
     ) -> ListPage {
@@ -379,7 +381,7 @@ impl ListPage {
             |e: &Entry| failures.get(&(e.row.host.clone(), e.row.uuid.clone())).cloned();
         let rows = rows::render(
             shown.iter().copied(),
-            &RowContext { operator, now, pending: &pending_of, failed: &failed_of },
+            &RowContext { operator, hosts, now, pending: &pending_of, failed: &failed_of },
         );
         let empty = empty_state(shown.is_empty(), &filters, &statuses);
         ListPage {

@@ -5,18 +5,28 @@
 //! A row depends only on its VM, the viewer's role and the VM's pending action: its power
 //! buttons submit the page's one `#row-action` form (which carries the CSRF token and the way
 //! back) through `formaction`, so no row repeats the session's token.
+//!
+//! Power actions: one primary button, then a "More" menu (`<details>`, no script) of the
+//! others in [`PowerAction::ALL`]'s fixed order, with the VM's audit link; what the VM's
+//! hypervisor would refuse (`Backend::offers`) is disabled with the reason as a tooltip and as
+//! hidden text. The VM page shows the same in Tera (`power_buttons` in `macros.html.tera`).
+//! A row thus has four tab stops: its box, its name, its primary action and "More".
 
 use maud::{html, Markup};
 
 use super::snapshot::Entry;
-use crate::domain::{PowerAction, VmKey};
+use crate::domain::{Offer, PowerAction, VmKey};
+use crate::hosts::Hosts;
 use crate::web::format as view;
+use crate::web::power::listed;
 use crate::web::IpAddressView;
 
 /// What every row of one response shares.
 pub struct RowContext<'a> {
     /// Operators and admins get a selection box and power buttons.
     pub operator: bool,
+    /// The configured hosts, whose backends decide which actions each VM is offered.
+    pub hosts: &'a Hosts,
     pub now: i64,
     /// The pending power request of a VM: in words, and its action.
     pub pending: &'a dyn Fn(&Entry) -> Option<(String, PowerAction)>,
@@ -60,18 +70,21 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
     } else {
         (r.state.as_str(), view::state_words(r.state, &r.raw_state, &r.state_reason))
     };
-    let actions: Vec<PowerAction> = match VmKey::parse(&key) {
-        Ok(_) if ctx.operator && !gone => PowerAction::ALL
-            .iter()
-            .copied()
-            .filter(|a| a.applies_to(r.state))
-            // While a request is pending, only what may overrule it (power off over a stuck
-            // shutdown).
-            .filter(|a| pending_action.is_none_or(|p| a.overrules(p)))
+    // Each action with the hypervisor's answer, in the menu's order; none for viewers, gone
+    // VMs and VMs of a host no longer configured. While a request is pending, only what may
+    // overrule it (power off over a stuck shutdown).
+    let offers: Vec<(PowerAction, Offer)> = match (VmKey::parse(&key), ctx.hosts.get(&r.host)) {
+        (Ok(_), Some(host)) if ctx.operator && !gone => PowerAction::ALL
+            .into_iter()
+            .map(|a| (a, host.backend.offers(a, r.state, &r.raw_state)))
+            .filter(|(a, offer)| listed(*a, offer))
+            .filter(|(a, offer)| pending_action.is_none_or(|p| offer.allowed() && a.overrules(p)))
             .collect(),
         _ => Vec::new(),
     };
+    let primary = PowerAction::primary(|a| offers.iter().any(|(o, f)| *o == a && f.allowed()));
     let power_href = format!("/vms/{key}/power");
+    let audit_href = format!("/audit?vm={}", r.uuid);
     html! {
         tr.vm.gone[gone] data-uuid=(r.uuid) {
             @if ctx.operator {
@@ -113,17 +126,50 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
                 }
             }
             td.col-actions {
-                @for a in &actions {
-                    // Forced actions come back from the POST as a redirect to their
-                    // confirmation page, so they are buttons like the others.
-                    button type="submit" form="row-action" formaction=(power_href) name="action"
-                        value=(a.as_str()) data-action=(a.as_str())
-                        class=(if a.is_forced() { "btn danger" } else { "btn" }) {
-                        (a.label()) @if a.is_forced() { "…" }
+                @if offers.is_empty() {
+                    a.audit-link href=(audit_href) title="Audit entries of this VM" { "audit" }
+                } @else {
+                    @if let Some(a) = primary { (action_button(a, &power_href, true)) }
+                    details.actions {
+                        summary { "More" span.sr { " actions for " (r.name) } }
+                        div.menu {
+                            @for (a, offer) in &offers {
+                                @match offer {
+                                    _ if Some(*a) == primary => {}
+                                    Offer::Allowed => (action_button(*a, &power_href, false)),
+                                    Offer::Unavailable(why) => {
+                                        @let why = why.short();
+                                        button disabled value=(a.as_str()) title=(why) {
+                                            (a.label()) span.sr { " (unavailable: " (why) ")" }
+                                        }
+                                    }
+                                }
+                            }
+                            a.audit-link href=(audit_href) { "Audit entries" }
+                        }
                     }
                 }
-                a.audit-link href={ "/audit?vm=" (r.uuid) } title="Audit entries of this VM" { "audit" }
             }
+        }
+    }
+}
+
+/// A button that submits the page's `#row-action` form to this VM's power route. Forced
+/// actions come back from the POST as a redirect to their confirmation page, so they are
+/// buttons like the others.
+fn action_button(a: PowerAction, power_href: &str, primary: bool) -> Markup {
+    // Buttons are styled as such without a class, and submit by default: a row carries up to
+    // nine of them, so every attribute counts (the whole list is one page at 1,000 VMs).
+    let class = match (a.is_forced(), primary) {
+        (true, true) => Some("danger primary"),
+        (true, false) => Some("danger"),
+        (false, true) => Some("primary"),
+        (false, false) => None,
+    };
+    html! {
+        button form="row-action" formaction=(power_href) name="action" value=(a.as_str())
+            class=[class] {
+            (a.label()) @if a.is_forced() { "…" }
         }
     }
 }

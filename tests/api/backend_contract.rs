@@ -55,6 +55,9 @@ trait World: Sized {
     fn host(&self) -> HostSpec;
     /// How many VMs the host lists.
     fn vm_count(&self) -> usize;
+    /// Whether the hypervisor takes `action` on `vm` depending on the VM's configuration
+    /// rather than its state, which `Backend::offers` does not see (yet).
+    fn depends_on_configuration(vm: &VmReport, action: PowerAction) -> bool;
     /// VMs the host holds: at least one running, one paused and one shut off.
     fn known(&self) -> Vec<KnownVm>;
     /// Makes a VM disappear from the host as if deleted outside vmdeck; returns its UUID.
@@ -182,6 +185,40 @@ async fn an_action_the_vm_state_does_not_allow_fails_with_invalid_state<W: World
     }
 }
 
+/// What the pages offer works: every action a backend offers (`Backend::offers`) for a VM in
+/// the state it reports is accepted by its hypervisor, each tried on a fresh world, except
+/// where the VM's configuration decides (`World::depends_on_configuration`). The one failure
+/// allowed is `Unsupported`, an action this host's hypervisor cannot do at all (libvirt's
+/// test driver has no `virDomainPMWakeup`; QEMU has), which power control reports in words.
+async fn every_action_a_backend_offers_is_accepted_by_its_hypervisor<W: World>() {
+    let world = W::new();
+    let backend = connect::<W>(world.host(), CALL_LIMIT);
+    let vms = within::<W, _>("inventory()", backend.inventory()).await.unwrap();
+    let mut accepted = 0;
+    for vm in &vms {
+        for action in PowerAction::ALL {
+            if !backend.offers(action, vm.state, &vm.raw_state).allowed()
+                || W::depends_on_configuration(vm, action)
+            {
+                continue;
+            }
+            let fresh_world = W::new();
+            let fresh = connect::<W>(fresh_world.host(), CALL_LIMIT);
+            match within::<W, _>("power()", fresh.power(&vm.uuid, action)).await {
+                Ok(()) => accepted += 1,
+                Err(BackendError::Unsupported(_)) => {}
+                Err(e) => panic!(
+                    "{}: {action:?} is offered for {} ({}) but refused: {e:?}",
+                    W::BACKEND,
+                    vm.name,
+                    vm.raw_state
+                ),
+            }
+        }
+    }
+    assert!(accepted >= vms.len(), "{}: only {accepted} offered actions tried", W::BACKEND);
+}
+
 async fn a_host_that_hangs_makes_inventory_fail_with_a_timeout_within_the_limit<W: World>() {
     let (host, hanging) = W::hanging_host();
     let backend = connect::<W>(host, HANG_LIMIT);
@@ -284,6 +321,11 @@ struct LibvirtTestDriver;
 impl World for LibvirtTestDriver {
     const BACKEND: &'static str = "libvirt (test driver)";
 
+    /// A managed save needs a persistent domain.
+    fn depends_on_configuration(vm: &VmReport, action: PowerAction) -> bool {
+        action == PowerAction::Save && !vm.config.persistent
+    }
+
     fn new() -> Self {
         LibvirtTestDriver
     }
@@ -366,6 +408,11 @@ impl StandInVBoxManage {
 impl World for StandInVBoxManage {
     const BACKEND: &'static str = "VirtualBox (stand-in VBoxManage)";
 
+    /// `controlvm reboot` goes through the guest's Guest Additions.
+    fn depends_on_configuration(_: &VmReport, action: PowerAction) -> bool {
+        action == PowerAction::Reboot
+    }
+
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(fake_vboxmanage(), dir.path().join("VBoxManage")).unwrap();
@@ -445,6 +492,7 @@ macro_rules! contract {
                 power_actions_are_accepted_and_vm_state_then_shows_their_outcome,
                 an_action_on_an_unknown_vm_fails_with_no_such_vm,
                 an_action_the_vm_state_does_not_allow_fails_with_invalid_state,
+                every_action_a_backend_offers_is_accepted_by_its_hypervisor,
                 a_host_that_hangs_makes_inventory_fail_with_a_timeout_within_the_limit,
                 a_vm_removed_from_the_host_is_no_such_vm_and_leaves_the_inventory,
             );

@@ -121,7 +121,8 @@ async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
 
     // Power off br-running: the row's button leads to a confirmation page, a plain form.
     let uuid = uuid_of(&app, "br-running").await;
-    let link = format!("tr[data-uuid='{uuid}'] button[data-action=power_off]");
+    open_menu(&b, &uuid).await;
+    let link = format!("tr[data-uuid='{uuid}'] .menu button[value=power_off]");
     b.client.find(Locator::Css(&link)).await.unwrap().click().await.unwrap();
     let button = find_shown(&b, "#confirm-button").await;
     assert!(b.client.source().await.unwrap().contains("cuts the power"));
@@ -169,6 +170,96 @@ async fn an_operator_stops_a_vm_from_the_list_through_its_confirmation_page() {
     b.client.goto(&format!("{}/reports/capacity", app.base)).await.unwrap();
     find_shown(&b, ".chart").await;
     b.screenshot(&output_dir(), "report-capacity").await.unwrap();
+    b.close().await;
+}
+
+/// Opens the "More" menu of the VM's row (a `<details>`: no script involved).
+async fn open_menu(b: &Browser, uuid: &str) {
+    let summary = format!("tr[data-uuid='{uuid}'] details.actions > summary");
+    b.client.find(Locator::Css(&summary)).await.unwrap().click().await.unwrap();
+    let open = format!("tr[data-uuid='{uuid}'] details.actions[open] .menu");
+    find_shown(b, &open).await;
+}
+
+/// The flash message once it mentions `needle` (the page before a click may still show).
+async fn flash_with(b: &Browser, needle: &str) -> String {
+    eventually(&format!("a message about {needle:?}"), SHOWN_WITHIN, async || {
+        let flash = b.client.find(Locator::Css("#flash")).await.ok()?;
+        flash.text().await.ok().filter(|t| t.contains(needle))
+    })
+    .await
+}
+
+/// The row's primary action, once the list shows it (re-loading the list until then: the
+/// action settles in the background).
+async fn primary_when(b: &Browser, app: &TestApp, uuid: &str, action: &str) {
+    let css = format!("tr[data-uuid='{uuid}'] button.primary[value={action}]");
+    eventually_every(&format!("{action} as the primary action"), SHOWN_WITHIN, EVERY, async || {
+        if b.client.find(Locator::Css(&css)).await.is_ok() {
+            return Some(());
+        }
+        b.client.goto(&format!("{}/vms", app.base)).await.unwrap();
+        None
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pauses_a_vm_from_its_menu_and_resumes_it_with_the_primary_button() {
+    let Some((app, b)) = lab_and_browser().await else { return };
+    log_in_as_new_operator(&app, &b, "pia").await;
+    let uuid = uuid_of(&app, "br-running").await;
+    primary_when(&b, &app, &uuid, "shutdown").await;
+
+    // The menu opens in place; the actions the VM's state rules out are shown disabled.
+    open_menu(&b, &uuid).await;
+    let start = b
+        .client
+        .find(Locator::Css(&format!("tr[data-uuid='{uuid}'] .menu button[value=start]")))
+        .await
+        .unwrap();
+    assert_eq!(start.attr("disabled").await.unwrap().as_deref(), Some("true"));
+    assert_eq!(
+        start.attr("title").await.unwrap().as_deref(),
+        Some("Not possible while the VM is running.")
+    );
+    let size = b
+        .client
+        .execute(
+            "const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];",
+            vec![serde_json::to_value(
+                b.client
+                    .find(Locator::Css(&format!("tr[data-uuid='{uuid}'] button.primary")))
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()],
+        )
+        .await
+        .unwrap();
+    let (w, h) = (size[0].as_f64().unwrap(), size[1].as_f64().unwrap());
+    assert!(w >= 24.0 && h >= 24.0, "the primary button is a 24 px target at least: {w}×{h}");
+    b.client
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView({block: 'center'})",
+            vec![format!("tr[data-uuid='{uuid}']").into()],
+        )
+        .await
+        .unwrap();
+    b.screenshot(&output_dir(), "vms-row-menu-open").await.unwrap();
+
+    let pause = format!("tr[data-uuid='{uuid}'] .menu button[value=pause]");
+    b.client.find(Locator::Css(&pause)).await.unwrap().click().await.unwrap();
+    let flash = flash_with(&b, "Pause br-running").await;
+    assert!(flash.contains("accepted"), "{flash}");
+
+    // Paused: Resume is now the row's first button.
+    primary_when(&b, &app, &uuid, "resume").await;
+    let resume = format!("tr[data-uuid='{uuid}'] button.primary[value=resume]");
+    b.client.find(Locator::Css(&resume)).await.unwrap().click().await.unwrap();
+    flash_with(&b, "Resume br-running").await;
+    primary_when(&b, &app, &uuid, "shutdown").await;
+    b.screenshot(&output_dir(), "vms-after-resume").await.unwrap();
     b.close().await;
 }
 

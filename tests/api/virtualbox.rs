@@ -14,6 +14,7 @@ use std::time::Duration;
 use vmdeck::backend::{Backend, BackendError, PowerAction, PowerState};
 use vmdeck::hosts::PollOutcome;
 
+use crate::power_offers::{actions_in, offered};
 use crate::support::app::{
     app_with, breadth_uri, libvirt_host, unescape, uuid_of, virtualbox_host, vm_names, HostSpec,
     TestApp,
@@ -686,4 +687,53 @@ async fn a_saved_vm_reads_saved_in_the_list_and_on_its_page() {
     assert!(page.contains("state-shut_off\">shut off (saved)</span>"), "the VM page's badge");
     // A VM powered off is plain shut off.
     assert!(row(&list, &lab_uuid(DB)).contains("state-shut_off\">shut off</span>"));
+}
+
+#[tokio::test]
+async fn an_aborted_vm_offers_start_a_stuck_one_power_off_and_a_refused_one_is_said_in_words() {
+    let fake = FakeVbox::lab();
+    let (db, cafe) = (lab_uuid(DB), lab_uuid(CAFE));
+    let mut state = fake.state();
+    for vm in state["vms"].as_array_mut().unwrap() {
+        let uuid = vm["uuid"].as_str().unwrap().to_string();
+        if uuid == db {
+            vm["state"] = "aborted".into();
+        } else if uuid == cafe {
+            vm["state"] = "gurumeditation".into();
+        }
+    }
+    std::fs::write(fake.dir.path().join("state.json"), serde_json::to_string(&state).unwrap())
+        .unwrap();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let op = app.session("operator").await;
+    let (_, html) = op.get("/vms").await;
+    let (primary, menu, _) = offered(&actions_in(row(&html, &db)));
+    assert_eq!((primary.as_deref(), menu.len()), (Some("start"), 0), "aborted: start only");
+    let (primary, menu, _) = offered(&actions_in(row(&html, &cafe)));
+    assert_eq!((primary.as_deref(), menu.len()), (Some("power_off"), 0), "stuck: power off only");
+
+    // A forced power off of the aborted VM (an old page, a hand-made form): VirtualBox would
+    // answer "Invalid machine state"; vmdeck refuses first, in words, and sends nothing.
+    let res = op
+        .post(&format!("/vms/vbox/{db}/power"), &[("action", "power_off"), ("confirm", "yes")])
+        .await;
+    assert_eq!(res.status().as_u16(), 303);
+    let flash = op.flash_at("/vms").await;
+    assert!(
+        flash.contains("Power off is not possible for db")
+            && flash.contains("VirtualBox has already stopped it (aborted): start it."),
+        "flash: {flash}"
+    );
+    assert!(!fake.calls().iter().any(|c| c.contains("poweroff")), "nothing sent");
+    // Unconfirmed, it is not sent to the confirmation page first either.
+    let res = op.post(&format!("/vms/vbox/{db}/power"), &[("action", "power_off")]).await;
+    assert_eq!(res.headers()["location"], "/vms", "no confirmation for a refused action");
+
+    // What the pages offer works.
+    op.post(&format!("/vms/vbox/{db}/power"), &[("action", "start")]).await;
+    assert_eq!(settled_power(&app, &db).await.0, "confirmed");
+    op.post(&format!("/vms/vbox/{cafe}/power"), &[("action", "power_off"), ("confirm", "yes")])
+        .await;
+    assert_eq!(settled_power(&app, &cafe).await.0, "confirmed");
+    assert_eq!(stored_state(&app, &cafe).await.1, "poweroff");
 }

@@ -24,8 +24,8 @@ use virt_sys as sys;
 use super::bulk::{self, Stats};
 use super::xml;
 use crate::backend::{
-    sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, IpAddress, PowerAction,
-    PowerState, VmConfig, VmReport, VmState,
+    sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, IpAddress, Offer,
+    PowerAction, PowerState, VmConfig, VmReport, VmState,
 };
 use crate::config::uri::HostUri;
 
@@ -108,10 +108,20 @@ impl Backend for LibvirtBackend {
                 PowerAction::Pause => dom.suspend(),
                 PowerAction::Resume => dom.resume(),
                 PowerAction::Save => dom.managed_save(0).map(|_| ()),
+                PowerAction::Wake => dom.pm_wakeup(0),
             };
-            result.map(|_| ()).map_err(|e| action_error(action, e))
+            result.map(|_| ()).map_err(|e| {
+                // The state the VM is in now, for the words: the page the request came from
+                // may have shown an older one.
+                let now = dom.info().ok().map(|i| describe_state(i.state.to_raw(), 0).1);
+                action_error(action, e, now)
+            })
         })
         .await
+    }
+
+    fn offers(&self, action: PowerAction, state: PowerState, raw_state: &str) -> Offer {
+        super::offers(action, state, raw_state)
     }
 
     async fn vm_state(&self, uuid: &str) -> Result<VmState, BackendError> {
@@ -138,13 +148,32 @@ fn lookup(conn: &Connect, uuid: &str) -> Result<Domain, BackendError> {
 }
 
 /// libvirt's error for a power action, in words an operator can act on.
-fn action_error(action: PowerAction, e: virt::error::Error) -> BackendError {
+/// A refused action in words: what libvirt said is kept, after what it means. `now` is
+/// libvirt's word for the domain's state read after the failure, when it could be.
+fn action_error(action: PowerAction, e: virt::error::Error, now: Option<&str>) -> BackendError {
+    let said = e.message().trim_end_matches('.').to_string();
+    let state = now.map_or_else(String::new, |w| format!(" (its state is {w})"));
     match e.code() {
         Enum::Known(ErrorNumber::NoDomain) => BackendError::NoSuchVm,
-        Enum::Known(ErrorNumber::OperationInvalid) => {
-            BackendError::InvalidState(e.message().to_string())
+        Enum::Known(ErrorNumber::NoSupport) => BackendError::Unsupported(format!(
+            "this host's libvirt driver cannot {} a VM (libvirt: {said})",
+            action.label().to_lowercase()
+        )),
+        // "Domain is already active" (start, on a running or crashed domain) and the test
+        // driver's "domain '…' not paused" come without a state: say it with one.
+        _ if said.contains("already active") || said.contains("already running") => {
+            BackendError::InvalidState(format!("the VM is already running{state}"))
         }
-        _ => BackendError::Hypervisor(format!("{} failed: {}", action.label(), e.message())),
+        _ if said.contains("not paused") => {
+            BackendError::InvalidState(format!("the VM is not paused{state}"))
+        }
+        _ if said.contains("not running") => {
+            BackendError::InvalidState(format!("the VM is not running{state}"))
+        }
+        Enum::Known(ErrorNumber::OperationInvalid) => {
+            BackendError::InvalidState(format!("{said}{state}"))
+        }
+        _ => BackendError::Hypervisor(format!("{} failed: {said}", action.label())),
     }
 }
 

@@ -3,6 +3,7 @@
 //! feature, its connection ([`connection`]), the bulk stats call ([`bulk`]) and the domain XML
 //! parser ([`xml`]).
 
+mod offers;
 pub mod settings;
 
 #[cfg(feature = "libvirt")]
@@ -14,4 +15,5 @@ pub mod xml;
 
 #[cfg(feature = "libvirt")]
 pub use connection::{describe_state, LibvirtBackend};
+pub use offers::offers;
 pub use settings::LibvirtSettings;

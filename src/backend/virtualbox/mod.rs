@@ -18,6 +18,7 @@
 #[cfg(test)]
 mod capture_tests;
 mod command;
+mod offers;
 pub mod parse;
 pub mod settings;
 
@@ -29,9 +30,10 @@ use tracing::Instrument;
 
 use super::{
     sort_addresses, AddrSource, Backend, BackendError, Counters, Disk, DiskUsage, IpAddress, Nic,
-    PowerAction, PowerState, VmConfig, VmReport, VmState,
+    Offer, PowerAction, PowerState, VmConfig, VmReport, VmState,
 };
 use command::{Output, RunError, Runner};
+pub use offers::offers;
 use parse::{DeviceKind, ListedVm, MediumSizes, VmInfo};
 pub use settings::VirtualBoxSettings;
 
@@ -391,6 +393,11 @@ impl VirtualBoxBackend {
             PowerAction::Pause => vec!["controlvm", uuid, "pause"],
             PowerAction::Resume => vec!["controlvm", uuid, "resume"],
             PowerAction::Save => vec!["controlvm", uuid, "savestate"],
+            PowerAction::Wake => {
+                return Err(BackendError::Unsupported(
+                    "VirtualBox has no wake-up for a suspended guest".into(),
+                ))
+            }
             PowerAction::Reboot => match self.host_version().await {
                 Some((major, minor)) if major < 7 => {
                     return Err(BackendError::Hypervisor(format!(
@@ -429,6 +436,10 @@ impl Backend for VirtualBoxBackend {
     #[tracing::instrument(skip(self), fields(vm = %uuid))]
     async fn power(&self, uuid: &str, action: PowerAction) -> Result<(), BackendError> {
         self.send_power(uuid, action).await
+    }
+
+    fn offers(&self, action: PowerAction, state: PowerState, raw_state: &str) -> Offer {
+        offers(action, state, raw_state)
     }
 
     #[tracing::instrument(skip(self), fields(vm = %uuid))]
