@@ -176,7 +176,7 @@ async fn a_crashed_vm_is_powered_off_then_started_and_a_forced_start_is_refused_
     op.post("/vms/power", &[("action", "start"), ("vm", &a), ("vm", &b)]).await;
     let flash = op.flash_at("/vms").await;
     assert!(
-        flash.contains("1 accepted (br-shutoff)")
+        flash.contains("1 requested (br-shutoff)")
             && flash.contains("br-crashed: Start is not possible for br-crashed")
             && flash.contains("power it off first"),
         "flash: {flash}"

@@ -610,17 +610,11 @@ async fn power_off_supersedes_a_shutdown_the_guest_ignores_and_the_chain_still_v
 
     // While it is pending, the list and the VM page offer only what overrules it.
     let (_, list) = op.get("/vms").await;
-    let offered = |html: &str| -> Vec<String> {
-        html.split("data-action=\"")
-            .skip(1)
-            .filter_map(|s| s.split('"').next())
-            .map(String::from)
-            .collect()
-    };
-    assert_eq!(offered(row(&list, &web)), ["power_off", "reset"], "the row's buttons");
+    let only_overruling = (Some("power_off".to_string()), vec!["reset".to_string()], vec![]);
+    assert_eq!(offered(&actions_in(row(&list, &web))), only_overruling, "the row's buttons");
     let (_, page) = op.get(&format!("/vms/vbox/{web}")).await;
     let head = page.split("id=\"vm-audit-link\"").next().unwrap();
-    assert_eq!(offered(head), ["power_off", "reset"], "the VM page's buttons");
+    assert_eq!(offered(&actions_in(head)), only_overruling, "the VM page's buttons");
     assert!(!head.contains("value=\"shutdown\""), "no graceful action offered");
 
     // Double-click protection stays: the same action again is refused, and says how to overrule.
