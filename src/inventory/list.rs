@@ -8,6 +8,8 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rocket::form::FromForm;
 use rocket::request::FlashMessage;
@@ -22,6 +24,7 @@ use crate::control::store::{self as control, PendingPower};
 use crate::db::now_ms;
 use crate::domain::{PowerState, Role};
 use crate::web::format as view;
+use crate::web::live::{Fragment, IfNoneMatch, LiveHint, LiveTag};
 use crate::web::pager::Pager;
 use crate::web::power::{self, ActionButton};
 use crate::web::{bounded_text, App, AppError, Chrome, Notices, SelectOption};
@@ -51,25 +54,90 @@ pub async fn vm_list(
     snapshots: &rocket::State<Snapshots>,
     query: ListQuery<'_>,
 ) -> Result<Template, AppError> {
-    let (statuses, snapshot, pending) = tokio::try_join!(
-        async {
-            host_statuses(app.pool, app.hosts, app.settings).await.map_err(anyhow::Error::from)
-        },
-        snapshots.current(app.pool),
-        async { control::pending(app.pool).await.map_err(anyhow::Error::from) }
-    )?;
+    let state = Loaded::read(&app, snapshots).await?;
     let mut notices = Notices::new();
     let filters = Filters::read(&query, &app.hosts.names(), &mut notices);
     let page = ListPage::build(
         Chrome::new(user.0, flash, app.settings),
         filters,
         query.page.unwrap_or(""),
-        statuses,
-        &snapshot,
-        pending,
+        state,
         notices,
+        app.settings.poll_interval,
     );
     Ok(Template::render("inventory/list", page))
+}
+
+/// `GET /vms/live?…` (same query as the list): the parts of the list that change, for
+/// `static/live.js` to swap in place: the host banners, the row count, the table body with its
+/// pending markers, and when to ask again. Answers 304 without rendering when nothing it shows
+/// changed since the tag in `If-None-Match` (see `web::live`). Unlike the page, a query it cannot
+/// use is a 400: the script only sends what the page itself built.
+#[rocket::get("/vms/live?<query..>")]
+pub async fn vm_list_live(
+    user: Viewer<'_>,
+    app: App<'_>,
+    snapshots: &rocket::State<Snapshots>,
+    query: ListQuery<'_>,
+    seen: IfNoneMatch,
+) -> Result<Fragment<Template>, AppError> {
+    let mut notices = Notices::new();
+    let filters = Filters::read(&query, &app.hosts.names(), &mut notices);
+    if !notices.is_empty() {
+        return Err(AppError::BadRequest(notices.join(" ")));
+    }
+    let state = Loaded::read(&app, snapshots).await?;
+    let requested_page = query.page.unwrap_or("");
+    let etag = state
+        .tag()
+        .with(user.0.can(Role::Operator))
+        .with(filters.href(filters.sort, filters.desc, 1))
+        .with(requested_page)
+        .etag();
+    if seen.matches(&etag) {
+        return Ok(Fragment::Unchanged(etag));
+    }
+    let page = ListPage::build(
+        // No flash: the fragment must not take the message meant for the next page.
+        Chrome::new(user.0, None, app.settings),
+        filters,
+        requested_page,
+        state,
+        Notices::new(),
+        app.settings.poll_interval,
+    );
+    Ok(Fragment::Fresh(Template::render("inventory/live", page), etag))
+}
+
+/// What the list is built from: each host's health, the rows, the power requests in flight.
+struct Loaded {
+    statuses: Vec<HostStatus>,
+    snapshot: Arc<Snapshot>,
+    pending: Vec<PendingPower>,
+}
+
+impl Loaded {
+    async fn read(app: &App<'_>, snapshots: &Snapshots) -> Result<Loaded, AppError> {
+        let (statuses, snapshot, pending) = tokio::try_join!(
+            async {
+                host_statuses(app.pool, app.hosts, app.settings).await.map_err(anyhow::Error::from)
+            },
+            snapshots.current(app.pool),
+            async { control::pending(app.pool).await.map_err(anyhow::Error::from) }
+        )?;
+        Ok(Loaded { statuses, snapshot, pending })
+    }
+
+    /// Everything the list shows depends on, apart from the clock and the query.
+    fn tag(&self) -> LiveTag {
+        let hosts: Vec<_> = self
+            .statuses
+            .iter()
+            .map(|h| (&h.name, h.status, h.polling, h.last_success_ms, h.last_error.as_deref()))
+            .collect();
+        let pending: Vec<_> = self.pending.iter().map(|p| (p.id, p.status.as_str())).collect();
+        LiveTag::new("list").with(self.snapshot.version()).with(hosts).with(pending)
+    }
 }
 
 /// Sortable columns, by their query-parameter name.
@@ -183,6 +251,11 @@ impl Filters {
 
     /// Builds the `/vms?...` link for these filters with sort and page changed.
     fn href(&self, sort: SortKey, desc: bool, page: usize) -> String {
+        crate::web::with_query("/vms", &self.query(sort, desc, page))
+    }
+
+    /// The query string of [`Filters::href`].
+    fn query(&self, sort: SortKey, desc: bool, page: usize) -> String {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         if !self.q.is_empty() {
             s.append_pair("q", &self.q);
@@ -217,7 +290,7 @@ impl Filters {
         if page > 1 {
             s.append_pair("page", &page.to_string());
         }
-        crate::web::with_query("/vms", &s.finish())
+        s.finish()
     }
 
     fn is_filtered(&self) -> bool {
@@ -303,7 +376,7 @@ struct ListPage {
     back: String,
     bulk_actions: Vec<ActionButton>,
     hosts: Vec<HostStatus>,
-    any_pending: bool,
+    live: LiveHint,
     /// The table rows' HTML (see `rows`); `row_count` of them.
     rows: String,
     row_count: usize,
@@ -329,11 +402,11 @@ impl ListPage {
         chrome: Chrome,
         filters: Filters,
         requested_page: &str,
-        statuses: Vec<HostStatus>,
-        snapshot: &Snapshot,
-        pending: Vec<PendingPower>,
+        state: Loaded,
         mut notices: Notices,
+        poll_interval: Duration,
     ) -> ListPage {
+        let Loaded { statuses, snapshot, pending } = state;
         let pending: HashMap<(String, String), String> = pending
             .into_iter()
             .map(|p| ((p.host_name.clone(), p.vm_uuid.clone()), p.describe()))
@@ -358,6 +431,10 @@ impl ListPage {
             &mut notices,
         );
         let back = filters.href(filters.sort, filters.desc, pager.page);
+        let live_href = crate::web::with_query(
+            "/vms/live",
+            &filters.query(filters.sort, filters.desc, pager.page),
+        );
         let start = pager.offset().min(matched);
         let shown = &entries[start..(start + size).min(matched)];
         let pending_of =
@@ -367,12 +444,15 @@ impl ListPage {
             &RowContext { operator, now, pending: &pending_of },
         );
         let empty = empty_state(shown.is_empty(), &filters, &statuses);
+        // Soon again while a request on this page settles or a host has no data yet; a request
+        // on a VM this page does not show is no reason to hurry.
+        let settling = shown.iter().any(|e| pending_of(e).is_some())
+            || statuses.iter().any(|h| h.status == "pending");
         ListPage {
             title: "Virtual machines",
             bulk_actions: if operator { power::bulk_buttons() } else { Vec::new() },
             back,
-            // Refresh by itself while a host has no data yet or a power action is settling.
-            any_pending: statuses.iter().any(|h| h.status == "pending") || !pending.is_empty(),
+            live: LiveHint::new(live_href, settling, !statuses.is_empty(), poll_interval),
             rows,
             row_count: shown.len(),
             total,

@@ -25,6 +25,7 @@ mod flood;
 mod fuzz;
 mod history;
 mod inventory;
+mod live;
 mod real_vm;
 mod reports;
 mod rollups;
