@@ -93,15 +93,27 @@ function start(live) {
 
 // Replaces each swapped part present in both the page and the fragment, then puts back the
 // state of the form controls inside them (by name and value, or id), open menus and focus.
+// Where both hold the same rows ([data-uuid]) in the same order, only the rows that changed are
+// replaced, so a row the user is working on is left alone unless its VM changed.
 function swap(doc) {
   const x = window.scrollX, y = window.scrollY;
   for (const id of SWAPPED) {
     const mine = document.getElementById(id);
     const theirs = doc.getElementById(id);
     if (!mine || !theirs) continue;
-    const kept = remember(mine);
-    mine.innerHTML = theirs.innerHTML;
-    restore(mine, kept);
+    const rows = (el) => [...el.children].filter((r) => r.dataset && r.dataset.uuid);
+    const old = rows(mine), fresh = rows(theirs);
+    const same = old.length > 0 && old.length === mine.children.length && old.length === fresh.length
+      && fresh.length === theirs.children.length
+      && old.every((r, i) => r.dataset.uuid === fresh[i].dataset.uuid);
+    const parts = same ? old.map((r, i) => [r, fresh[i]]) : [[mine, theirs]];
+    for (const [a, b] of parts) {
+      if (a.innerHTML === b.innerHTML && a.className === b.className) continue;
+      const kept = remember(a);
+      a.innerHTML = b.innerHTML;
+      a.className = b.className;
+      restore(a, kept);
+    }
   }
   window.scrollTo(x, y);
 }
