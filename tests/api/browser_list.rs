@@ -271,6 +271,43 @@ async fn the_list_updates_in_place_and_keeps_ticked_boxes_typed_text_and_the_cho
     b.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vm_page_shows_a_state_change_in_place() {
+    if let Err(why) = browser_tests_enabled() {
+        eprintln!("SKIPPED (explicitly): {why}");
+        return;
+    }
+    let app = spawn_app(AppOptions { poll_interval_secs: 1, ..AppOptions::breadth() }).await;
+    let b = Browser::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
+    log_in_as_new_operator(&app, &b, "vera").await;
+    let uuid = uuid_of(&app, "br-running").await;
+    b.client.goto(&format!("{}/vms/lab/{uuid}?range=1h", app.base)).await.unwrap();
+    let badge = "#vm-live-head h1 .badge";
+    assert_eq!(find_shown(&b, badge).await.text().await.unwrap(), "running");
+    b.client.execute("window.notReloaded = true", vec![]).await.unwrap();
+
+    let other = app.session("operator").await;
+    let res = other.post(&format!("/vms/lab/{uuid}/power"), &[("action", "pause")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    eventually(
+        "the VM page showing paused without a reload",
+        Duration::from_secs(10),
+        async || {
+            let text = b.client.find(Locator::Css(badge)).await.ok()?.text().await.ok()?;
+            (text == "paused").then_some(())
+        },
+    )
+    .await;
+    let kept = b.client.execute("return window.notReloaded === true", vec![]).await.unwrap();
+    assert_eq!(kept, true, "updated in place, not reloaded");
+    // The buttons follow the state: a paused VM offers Resume.
+    find_shown(&b, "#vm-live-head [value=resume]").await;
+    b.screenshot(&output_dir(), "vm-page-live-update").await.unwrap();
+    b.close().await;
+}
+
 /// Fills in and submits the login form shown on the current page.
 async fn log_in(b: &Browser, user: &str) {
     b.client

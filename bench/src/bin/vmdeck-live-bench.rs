@@ -88,8 +88,8 @@ fn clients(args: &Args) {
                 let (mut ms, mut counts, mut tag) = (Vec::new(), [0usize; 3], None::<String>);
                 while Instant::now() < end {
                     let t = Instant::now();
-                    let (status, new_tag) = get(port, &path, &cookie, tag.as_deref())
-                        .unwrap_or((0, String::new()));
+                    let (status, new_tag) =
+                        get(port, &path, &cookie, tag.as_deref()).unwrap_or((0, String::new()));
                     ms.push(t.elapsed().as_secs_f64() * 1000.0);
                     match status {
                         200 => counts[0] += 1,
@@ -166,9 +166,23 @@ async fn main() {
     println!("\nbaseline, no browser (the poller alone): server CPU {base:.1} % of one core");
 
     let runs = [
-        (format!("{} browsers, one request every {} ms each, with ETag", args.browsers, args.every_ms), args.every_ms, "1"),
+        (
+            format!(
+                "{} browsers, one request every {} ms each, with ETag",
+                args.browsers, args.every_ms
+            ),
+            args.every_ms,
+            "1",
+        ),
         (format!("{} browsers back to back, with ETag (mostly 304)", args.browsers), 0, "1"),
-        (format!("{} browsers back to back, without ETag (every answer rendered)", args.browsers), 0, "0"),
+        (
+            format!(
+                "{} browsers back to back, without ETag (every answer rendered)",
+                args.browsers
+            ),
+            0,
+            "0",
+        ),
     ];
     for (what, every, etag) in runs {
         let (cpu0, wall0) = (cpu_secs(), Instant::now());
