@@ -68,7 +68,7 @@ async fn the_list_fragment_follows_a_power_action_and_costs_a_304_while_nothing_
         eventually("the fragment showing br-running paused", Duration::from_secs(5), async || {
             let (status, new_tag, body) = fetch(&app.viewer, path, Some(&tag)).await;
             (status == 200 && row_of(&body, &uuid).contains("badge state-paused"))
-                .then(|| (new_tag, body))
+                .then_some((new_tag, body))
         })
         .await;
     assert_ne!(body.0.as_deref(), Some(tag.as_str()), "a new tag with new content");
