@@ -37,11 +37,22 @@ function start(live) {
     timer = null;
     if (stopped || document.visibilityState === "hidden") return;
     const next = ms ?? (pending ? pendingMs : pollMs);
-    if (next > 0) timer = setTimeout(refresh, next);
+    if (next > 0 || ms === 0) timer = setTimeout(refresh, next);
   };
 
+  let inflight = false;
   async function refresh() {
     timer = null;
+    if (inflight) return;
+    inflight = true;
+    try {
+      await ask();
+    } finally {
+      inflight = false;
+    }
+  }
+
+  async function ask() {
     let res;
     try {
       const headers = etag ? { "If-None-Match": etag } : {};
@@ -83,7 +94,7 @@ function start(live) {
     if (document.visibilityState === "hidden") {
       clearTimeout(timer);
       timer = null;
-    } else if (!stopped && timer === null) {
+    } else if (!stopped && timer === null && !inflight && (pending || pollMs > 0)) {
       schedule(0);
     }
   });
