@@ -52,6 +52,19 @@ pub struct History {
     pub source: String,
 }
 
+impl History {
+    /// No samples: the VM page's live fragment shows only its head.
+    pub fn empty() -> History {
+        History {
+            series: Default::default(),
+            timeline: Vec::new(),
+            uptime: None,
+            samples: 0,
+            source: String::new(),
+        }
+    }
+}
+
 /// Reads a range at the finest resolution that stays within about twice [`MAX_POINTS`] rows:
 /// raw samples for short ranges, else 5-minute, hourly or daily rollups, with raw samples for
 /// the part not rolled up yet (the last minutes).

@@ -1,4 +1,8 @@
-//! `GET /vms/<host>/<uuid>` (the VM page) and `GET /vms/<host>/<uuid>.csv` (its history).
+//! `GET /vms/<host>/<uuid>` (the VM page), `GET /vms/<host>/<uuid>/live` (its head: state,
+//! pending request, buttons and latest figures, for `static/live.js`) and
+//! `GET /vms/<host>/<uuid>.csv` (its history).
+
+use std::time::Duration;
 
 use rocket::request::{FlashMessage, FromParam};
 use rocket::Route;
@@ -12,15 +16,16 @@ use crate::auth::Viewer;
 use crate::backend::{IpAddress, VmConfig};
 use crate::control::store as control;
 use crate::db::now_ms;
-use crate::domain::{HostName, PowerAction, Role, VmKey, VmUuid};
+use crate::domain::{HostName, Role, VmKey, VmUuid};
 use crate::web::chart::{self, Point, Series, Unit};
 use crate::web::csv::{file_safe, Csv};
 use crate::web::format as view;
+use crate::web::live::{Fragment, IfNoneMatch, LiveHint, LiveTag};
 use crate::web::power::{self, PowerMenu};
 use crate::web::{App, AppError, Chrome, IpAddressView, Notices};
 
 pub fn routes() -> Vec<Route> {
-    rocket::routes![vm_page, vm_csv]
+    rocket::routes![vm_page, vm_live, vm_csv]
 }
 
 /// The VM a path names; one vmdeck has never seen (or a malformed path) is a 404.
@@ -57,28 +62,88 @@ async fn vm_page(
         model::load_history(pool, settings, vm.host_id, vm.id, range.start, range.end).await?;
     let versions = store::config_versions(pool, vm.id).await?;
     let addresses = store::address_history(pool, vm.id).await?;
-    let pending = control::pending_for(pool, &key).await?;
-    let since = now_ms() - control::RECENT_FAILURE_MS;
-    let power_failure = control::recent_failure_for(pool, &key, since).await?;
-    let pending_action = pending.as_ref().map(|p| p.action);
-    let acts_through = app
-        .hosts
-        .get(key.host.as_str())
-        .filter(|_| user.0.can(Role::Operator))
-        .map(|h| h.backend.clone());
+    let head = Head::read(&app, &user, key, vm).await?;
+    let loaded = Loaded { range, history, versions, addresses, head };
+    let page = VmPage::build(Chrome::new(user.0, flash, settings), loaded, settings.poll_interval);
+    Ok(Template::render("history/vm", page))
+}
+
+/// The VM page's head (state, pending request, power buttons, latest figures), as
+/// `static/live.js` refreshes it in place: 304 when nothing it shows changed since the tag in
+/// `If-None-Match` (see `web::live`).
+#[rocket::get("/vms/<host>/<uuid>/live")]
+async fn vm_live(
+    user: Viewer<'_>,
+    host: Result<HostName, &str>,
+    uuid: Result<VmUuid, &str>,
+    app: App<'_>,
+    seen: IfNoneMatch,
+) -> Result<Fragment<Template>, AppError> {
+    let (key, vm) = find(app.pool, host, uuid).await?;
+    let head = Head::read(&app, &user, key, vm).await?;
+    let etag = head.tag().etag();
+    if seen.matches(&etag) {
+        return Ok(Fragment::Unchanged(etag));
+    }
+    // The page's model without its history: the fragment shows only the head.
+    let now = now_ms();
     let loaded = Loaded {
-        key,
-        vm,
-        range,
-        history,
-        versions,
-        addresses,
-        pending: pending.map(|p| p.describe()),
-        pending_action,
-        power_failure: power_failure.map(|f| f.describe()),
-        acts_through,
+        range: RangeQuery::default().read(now),
+        history: History::empty(),
+        versions: Vec::new(),
+        addresses: Vec::new(),
+        head,
     };
-    Ok(Template::render("history/vm", VmPage::build(Chrome::new(user.0, flash, settings), loaded)))
+    // No flash: the fragment must not take the message meant for the next page.
+    let page =
+        VmPage::build(Chrome::new(user.0, None, app.settings), loaded, app.settings.poll_interval);
+    Ok(Fragment::Fresh(Template::render("history/vm_live", page), etag))
+}
+
+/// What the head of the VM page shows, read for the page and for its fragment alike.
+struct Head {
+    key: VmKey,
+    vm: VmRow,
+    pending: Option<control::PendingPower>,
+    /// The VM's latest power request, if it failed or went unconfirmed lately.
+    power_failure: Option<control::RecentFailure>,
+    /// The backend of the VM's host, when the user may act and the host is still configured
+    /// (while a request is pending, only what overrules it is offered).
+    acts_through: Option<std::sync::Arc<dyn crate::backend::Backend>>,
+    /// From the host's last successful poll: (time, CPU %, memory used in KiB).
+    figures: Option<(i64, Option<f64>, Option<i64>)>,
+}
+
+impl Head {
+    async fn read(
+        app: &App<'_>,
+        user: &Viewer<'_>,
+        key: VmKey,
+        vm: VmRow,
+    ) -> Result<Head, AppError> {
+        let pending = control::pending_for(app.pool, &key).await?;
+        let since = now_ms() - control::RECENT_FAILURE_MS;
+        let power_failure = control::recent_failure_for(app.pool, &key, since).await?;
+        let figures = store::latest_figures(app.pool, vm.host_id, vm.id).await?;
+        let acts_through = app
+            .hosts
+            .get(key.host.as_str())
+            .filter(|_| user.0.can(Role::Operator))
+            .map(|h| h.backend.clone());
+        Ok(Head { key, vm, pending, power_failure, acts_through, figures })
+    }
+
+    /// Everything the head shows depends on, apart from the clock.
+    fn tag(&self) -> LiveTag {
+        let v = &self.vm;
+        LiveTag::new("vm")
+            .with((&v.name, v.state.as_str(), &v.raw_state, &v.state_reason, v.state_since))
+            .with((v.gone_at, &v.addresses, &v.body))
+            .with(self.pending.as_ref().map(|p| (p.id, p.status.as_str())))
+            .with(self.power_failure.as_ref().map(|f| f.status.as_str()))
+            .with(self.acts_through.is_some())
+            .with(self.figures.map(|(ts, cpu, mem)| (ts, cpu.map(f64::to_bits), mem)))
+    }
 }
 
 #[derive(Serialize)]
@@ -108,6 +173,13 @@ struct RangeOption {
     label: &'static str,
     href: String,
     selected: bool,
+}
+
+#[derive(Serialize)]
+struct Figures {
+    cpu: String,
+    memory_used: String,
+    at: String,
 }
 
 #[derive(Serialize)]
@@ -142,6 +214,10 @@ struct VmPage {
     pending: Option<String>,
     /// The VM's latest power request if it failed lately, in words.
     power_failure: Option<String>,
+    /// The latest figures, from the host's last successful poll.
+    figures: Option<Figures>,
+    live: LiveHint,
+    generated: String,
     ranges: Vec<RangeOption>,
     range_key: String,
     range_label: String,
@@ -170,40 +246,26 @@ struct VmPage {
 
 /// Everything the handler loaded for the page.
 struct Loaded {
-    key: VmKey,
-    vm: VmRow,
     range: RangeChoice,
     history: History,
     versions: Vec<(i64, String)>,
     addresses: Vec<store::AddressRow>,
-    /// The power request in flight, in words.
-    pending: Option<String>,
-    /// Its action: while it is pending, only actions that overrule it are offered.
-    pending_action: Option<PowerAction>,
-    /// The latest power request, if it failed lately, in words.
-    power_failure: Option<String>,
-    /// The backend of the VM's host, when the user may act and the host is still configured.
-    acts_through: Option<std::sync::Arc<dyn crate::backend::Backend>>,
+    head: Head,
 }
 
 impl VmPage {
-    fn build(chrome: Chrome, l: Loaded) -> VmPage {
-        let Loaded {
-            key,
-            vm,
-            range,
-            history,
-            versions,
-            addresses,
-            pending,
-            pending_action,
-            power_failure,
-            acts_through,
-        } = l;
+    fn build(chrome: Chrome, l: Loaded, poll_interval: Duration) -> VmPage {
+        let Loaded { range, history, versions, addresses, head } = l;
+        let Head { key, vm, pending, power_failure, acts_through, figures } = head;
+        let pending_action = pending.as_ref().map(|p| p.action);
+        let pending = pending.map(|p| p.describe());
+        let power_failure = power_failure.map(|f| f.describe());
         let config: Option<VmConfig> =
             vm.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
         let gone = vm.gone_at.is_some();
         let back = key.href();
+        // Nothing to watch on the page of a VM gone from its host, unless a request settles.
+        let live = LiveHint::new(format!("{back}/live"), pending.is_some(), !gone, poll_interval);
         let actions = match acts_through {
             Some(backend) if !gone => {
                 power::menu(&key, &*backend, vm.state, &vm.raw_state, pending_action, &back)
@@ -246,6 +308,14 @@ impl VmPage {
             actions,
             power_failure: if pending.is_some() { None } else { power_failure },
             pending,
+            figures: figures.map(|(ts, cpu, mem)| Figures {
+                cpu: cpu.map_or_else(|| "–".into(), view::percent),
+                memory_used: mem
+                    .map_or_else(|| "–".into(), |m| view::bytes(m.max(0) as u64 * 1024)),
+                at: view::absolute(ts),
+            }),
+            live,
+            generated: view::absolute(now_ms()),
             ranges: RANGES
                 .iter()
                 .map(|(k, l, _)| RangeOption {

@@ -72,6 +72,24 @@ pub async fn vm(pool: &SqlitePool, vm: &VmKey) -> sqlx::Result<Option<VmRow>> {
     .await
 }
 
+/// A VM's figures from its host's last successful poll: (time, CPU %, memory used in KiB).
+pub async fn latest_figures(
+    pool: &SqlitePool,
+    host_id: i64,
+    vm_id: i64,
+) -> sqlx::Result<Option<(i64, Option<f64>, Option<i64>)>> {
+    sqlx::query_as(
+        "SELECT s.ts, s.cpu_pct, s.memory_used_kib
+         FROM hosts h JOIN polls p ON p.id = h.last_ok_poll_id
+         JOIN samples s ON s.vm_id = ? AND s.ts = p.started_at
+         WHERE h.id = ?",
+    )
+    .bind(vm_id)
+    .bind(host_id)
+    .fetch_optional(pool)
+    .await
+}
+
 /// Every configuration version of a VM, oldest first: (valid from, JSON body).
 pub async fn config_versions(pool: &SqlitePool, vm_id: i64) -> sqlx::Result<Vec<(i64, String)>> {
     sqlx::query_as(

@@ -30,11 +30,11 @@ pub struct HostStatus {
     /// `ok`, `failing`, `unstored` (polled, but the database refuses the poll: full,
     /// read-only...), `stale` or `pending` (no poll finished yet).
     pub status: &'static str,
-    polling: bool,
+    pub polling: bool,
     last_poll_started_ms: Option<i64>,
     last_poll_finished_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
-    last_error: Option<String>,
+    pub last_error: Option<String>,
     vm_count: Option<i64>,
     consecutive_failures: u32,
     last_duration_ms: Option<u64>,

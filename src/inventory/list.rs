@@ -8,6 +8,8 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rocket::form::FromForm;
 use rocket::request::FlashMessage;
@@ -23,6 +25,7 @@ use crate::db::now_ms;
 use crate::domain::{PowerAction, PowerState, Role};
 use crate::hosts::Hosts;
 use crate::web::format as view;
+use crate::web::live::{Fragment, IfNoneMatch, LiveHint, LiveTag};
 use crate::web::pager::Pager;
 use crate::web::power::{self, ActionButton};
 use crate::web::{bounded_text, App, AppError, Chrome, Notices, SelectOption};
@@ -52,27 +55,99 @@ pub async fn vm_list(
     snapshots: &rocket::State<Snapshots>,
     query: ListQuery<'_>,
 ) -> Result<Template, AppError> {
-    let since = now_ms() - control::RECENT_FAILURE_MS;
-    let (statuses, snapshot, pending, failures) = tokio::try_join!(
-        async {
-            host_statuses(app.pool, app.hosts, app.settings).await.map_err(anyhow::Error::from)
-        },
-        snapshots.current(app.pool),
-        async { control::pending(app.pool).await.map_err(anyhow::Error::from) },
-        async { control::recent_failures(app.pool, since).await.map_err(anyhow::Error::from) }
-    )?;
+    let state = Loaded::read(&app, snapshots).await?;
     let mut notices = Notices::new();
     let filters = Filters::read(&query, &app.hosts.names(), &mut notices);
     let page = ListPage::build(
         Chrome::new(user.0, flash, app.settings),
         filters,
         query.page.unwrap_or(""),
-        statuses,
-        (&snapshot, app.hosts),
-        PowerNotes { pending, failures },
+        state,
+        app.hosts,
         notices,
+        app.settings.poll_interval,
     );
     Ok(Template::render("inventory/list", page))
+}
+
+/// `GET /vms/live?…` (same query as the list): the parts of the list that change, for
+/// `static/live.js` to swap in place: the host banners, the row count, the table body with its
+/// pending markers, and when to ask again. Answers 304 without rendering when nothing it shows
+/// changed since the tag in `If-None-Match` (see `web::live`). Unlike the page, a query it cannot
+/// use is a 400: the script only sends what the page itself built.
+#[rocket::get("/vms/live?<query..>")]
+pub async fn vm_list_live(
+    user: Viewer<'_>,
+    app: App<'_>,
+    snapshots: &rocket::State<Snapshots>,
+    query: ListQuery<'_>,
+    seen: IfNoneMatch,
+) -> Result<Fragment<Template>, AppError> {
+    let mut notices = Notices::new();
+    let filters = Filters::read(&query, &app.hosts.names(), &mut notices);
+    if !notices.is_empty() {
+        return Err(AppError::BadRequest(notices.join(" ")));
+    }
+    let state = Loaded::read(&app, snapshots).await?;
+    let requested_page = query.page.unwrap_or("");
+    let etag = state
+        .tag()
+        .with(user.0.can(Role::Operator))
+        .with(filters.href(filters.sort, filters.desc, 1))
+        .with(requested_page)
+        .etag();
+    if seen.matches(&etag) {
+        return Ok(Fragment::Unchanged(etag));
+    }
+    let page = ListPage::build(
+        // No flash: the fragment must not take the message meant for the next page.
+        Chrome::new(user.0, None, app.settings),
+        filters,
+        requested_page,
+        state,
+        app.hosts,
+        Notices::new(),
+        app.settings.poll_interval,
+    );
+    Ok(Fragment::Fresh(Template::render("inventory/live", page), etag))
+}
+
+/// What the list is built from: each host's health, the rows, the power requests in flight.
+struct Loaded {
+    statuses: Vec<HostStatus>,
+    snapshot: Arc<Snapshot>,
+    pending: Vec<PendingPower>,
+    /// Requests that failed or went unconfirmed lately, shown beside their VM.
+    failures: Vec<RecentFailure>,
+}
+
+impl Loaded {
+    async fn read(app: &App<'_>, snapshots: &Snapshots) -> Result<Loaded, AppError> {
+        let since = now_ms() - control::RECENT_FAILURE_MS;
+        let (statuses, snapshot, pending, failures) = tokio::try_join!(
+            async {
+                host_statuses(app.pool, app.hosts, app.settings).await.map_err(anyhow::Error::from)
+            },
+            snapshots.current(app.pool),
+            async { control::pending(app.pool).await.map_err(anyhow::Error::from) },
+            async { control::recent_failures(app.pool, since).await.map_err(anyhow::Error::from) }
+        )?;
+        Ok(Loaded { statuses, snapshot, pending, failures })
+    }
+
+    /// Everything the list shows depends on, apart from the clock and the query.
+    fn tag(&self) -> LiveTag {
+        let hosts: Vec<_> = self
+            .statuses
+            .iter()
+            .map(|h| (&h.name, h.status, h.polling, h.last_success_ms, h.last_error.as_deref()))
+            .collect();
+        let pending: Vec<_> = self.pending.iter().map(|p| (p.id, p.status.as_str())).collect();
+        // A failure's note is shown for a while, then drops out of `failures`.
+        let failures: Vec<_> =
+            self.failures.iter().map(|f| (&f.host_name, &f.vm_uuid, f.status.as_str())).collect();
+        LiveTag::new("list").with(self.snapshot.version()).with(hosts).with(pending).with(failures)
+    }
 }
 
 /// Sortable columns, by their query-parameter name.
@@ -186,6 +261,11 @@ impl Filters {
 
     /// Builds the `/vms?...` link for these filters with sort and page changed.
     fn href(&self, sort: SortKey, desc: bool, page: usize) -> String {
+        crate::web::with_query("/vms", &self.query(sort, desc, page))
+    }
+
+    /// The query string of [`Filters::href`].
+    fn query(&self, sort: SortKey, desc: bool, page: usize) -> String {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         if !self.q.is_empty() {
             s.append_pair("q", &self.q);
@@ -220,7 +300,7 @@ impl Filters {
         if page > 1 {
             s.append_pair("page", &page.to_string());
         }
-        crate::web::with_query("/vms", &s.finish())
+        s.finish()
     }
 
     fn is_filtered(&self) -> bool {
@@ -298,12 +378,6 @@ struct Column {
     sorted: Option<&'static str>,
 }
 
-/// What the rows say about power requests: those in flight, and those that failed lately.
-struct PowerNotes {
-    pending: Vec<PendingPower>,
-    failures: Vec<RecentFailure>,
-}
-
 #[derive(Serialize)]
 struct ListPage {
     title: &'static str,
@@ -312,7 +386,7 @@ struct ListPage {
     back: String,
     bulk_actions: Vec<ActionButton>,
     hosts: Vec<HostStatus>,
-    any_pending: bool,
+    live: LiveHint,
     /// The table rows' HTML (see `rows`); `row_count` of them.
     rows: String,
     row_count: usize,
@@ -339,12 +413,12 @@ impl ListPage {
         chrome: Chrome,
         filters: Filters,
         requested_page: &str,
-        statuses: Vec<HostStatus>,
-        (snapshot, hosts): (&Snapshot, &Hosts),
-        power: PowerNotes,
+        state: Loaded,
+        hosts: &Hosts,
         mut notices: Notices,
+        poll_interval: Duration,
     ) -> ListPage {
-        let PowerNotes { pending, failures } = power;
+        let Loaded { statuses, snapshot, pending, failures } = state;
         let pending: HashMap<(String, String), (String, PowerAction)> = pending
             .into_iter()
             .map(|p| ((p.host_name.clone(), p.vm_uuid.clone()), (p.describe(), p.action)))
@@ -373,6 +447,10 @@ impl ListPage {
             &mut notices,
         );
         let back = filters.href(filters.sort, filters.desc, pager.page);
+        let live_href = crate::web::with_query(
+            "/vms/live",
+            &filters.query(filters.sort, filters.desc, pager.page),
+        );
         let start = pager.offset().min(matched);
         let shown = &entries[start..(start + size).min(matched)];
         let pending_of =
@@ -384,12 +462,15 @@ impl ListPage {
             &RowContext { operator, hosts, now, pending: &pending_of, failed: &failed_of },
         );
         let empty = empty_state(shown.is_empty(), &filters, &statuses);
+        // Soon again while a request on this page settles or a host has no data yet; a request
+        // on a VM this page does not show is no reason to hurry.
+        let settling = shown.iter().any(|e| pending_of(e).is_some())
+            || statuses.iter().any(|h| h.status == "pending");
         ListPage {
             title: "Virtual machines",
             bulk_actions: if operator { power::bulk_buttons() } else { Vec::new() },
             back,
-            // Refresh by itself while a host has no data yet or a power action is settling.
-            any_pending: statuses.iter().any(|h| h.status == "pending") || !pending.is_empty(),
+            live: LiveHint::new(live_href, settling, !statuses.is_empty(), poll_interval),
             rows,
             row_count: shown.len(),
             total,

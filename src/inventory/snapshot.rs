@@ -41,6 +41,13 @@ pub struct Snapshot {
     pub entries: Vec<Entry>,
 }
 
+impl Snapshot {
+    /// The inventory version the rows were read at.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+}
+
 /// The latest snapshot, shared by all requests (Rocket-managed state).
 #[derive(Default)]
 pub struct Snapshots {

@@ -8,6 +8,7 @@ pub mod chart;
 pub mod csv;
 pub mod error;
 pub mod format;
+pub mod live;
 pub mod pager;
 pub mod power;
 

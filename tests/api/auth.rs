@@ -21,6 +21,14 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     let cases: Vec<Case> = vec![
         ("GET", "/", "/".into(), vec![], [303, 303, 303, 303]),
         ("GET", "/vms?<query..>", "/vms".into(), vec![], [401, 200, 200, 200]),
+        ("GET", "/vms/live?<query..>", "/vms/live".into(), vec![], [401, 200, 200, 200]),
+        (
+            "GET",
+            "/vms/<host>/<uuid>/live",
+            format!("/vms/lab/{running}/live"),
+            vec![],
+            [401, 200, 200, 200],
+        ),
         ("GET", "/healthz", "/healthz".into(), vec![], [200, 200, 200, 200]),
         ("GET", "/login?<next>", "/login".into(), vec![], [200, 303, 303, 303]),
         (

@@ -61,6 +61,8 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
             Who::Admin,
         ),
         page("audit", "/audit", Who::Admin),
+        // The first entry (the login before these pages) on its own page.
+        page("audit-entry", "/audit/1", Who::Admin),
         page("reports", "/reports", Who::Admin),
         page("users", "/users", Who::Admin),
         page("user-remove", "/users/viewer/remove", Who::Admin),

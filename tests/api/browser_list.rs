@@ -1,5 +1,6 @@
 //! The VM list in a real headless Chromium: sorting by clicking headers, filtering through the
-//! form, and a screenshot for people to look at.
+//! form, refreshing in place (static/live.js) without losing what the user did, and screenshots
+//! for people to look at.
 //!
 //! Needs Debian's chromium and chromium-driver; without them the test fails saying how to install
 //! them. `VMDECK_SKIP_BROWSER=1` is the only way to skip it.
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 
-use crate::support::app::{add_user, breadth_app, uuid_of, TestApp, PASSWORD};
+use crate::support::app::{
+    add_user, breadth_app, spawn_app, uuid_of, AppOptions, TestApp, PASSWORD,
+};
 use crate::support::browser::{browser_tests_enabled, output_dir, Browser};
 use crate::support::wait::{eventually, eventually_every, poll_until, EVERY};
 
@@ -276,6 +279,122 @@ async fn select_all_checks_every_row_for_a_bulk_action() {
         .await
         .unwrap();
     assert_eq!(checked.as_u64(), Some(21), "every row is selected");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_updates_in_place_and_keeps_ticked_boxes_typed_text_and_the_chosen_action() {
+    if let Err(why) = browser_tests_enabled() {
+        eprintln!("SKIPPED (explicitly): {why}");
+        return;
+    }
+    // Polled every second, so the list's script asks every second too.
+    let app = spawn_app(AppOptions { poll_interval_secs: 1, ..AppOptions::breadth() }).await;
+    let b = Browser::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
+    log_in_as_new_operator(&app, &b, "lena").await;
+    assert!(
+        !b.client.source().await.unwrap().contains("http-equiv=\"refresh\""),
+        "no meta refresh: it reloads the page and drops what the user did"
+    );
+    let running = uuid_of(&app, "br-running").await;
+    let blocked = uuid_of(&app, "br-blocked").await;
+    let state_of = format!("tr[data-uuid='{running}'] td.col-state .badge");
+    assert_eq!(find_shown(&b, &state_of).await.text().await.unwrap(), "running");
+
+    // What the user is in the middle of: two ticked rows, a search typed but not submitted, a
+    // chosen bulk action; and a mark that a full reload would wipe.
+    for uuid in [&running, &blocked] {
+        // A row replaced between finding its box and clicking it is clicked again.
+        let box_ = format!("tr[data-uuid='{uuid}'] input[name=vm]");
+        eventually(&format!("{box_} ticked"), SHOWN_WITHIN, async || {
+            let el = b.client.find(Locator::Css(&box_)).await.ok()?;
+            if el.prop("checked").await.ok()?.as_deref() != Some("true") {
+                el.click().await.ok()?;
+            }
+            (el.prop("checked").await.ok()?.as_deref() == Some("true")).then_some(())
+        })
+        .await;
+    }
+    let q = b.client.find(Locator::Css("input[name=q]")).await.unwrap();
+    q.send_keys("br-").await.unwrap();
+    b.client
+        .find(Locator::Css("#bulk-action"))
+        .await
+        .unwrap()
+        .select_by_value("pause")
+        .await
+        .unwrap();
+    b.client.execute("window.notReloaded = true", vec![]).await.unwrap();
+
+    // Behind the page's back, another operator pauses br-running.
+    let other = app.session("operator").await;
+    let res = other.post(&format!("/vms/lab/{running}/power"), &[("action", "pause")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+
+    eventually("br-running shown paused without a reload", Duration::from_secs(10), async || {
+        let text = b.client.find(Locator::Css(&state_of)).await.ok()?.text().await.ok()?;
+        (text == "paused").then_some(())
+    })
+    .await;
+    let kept = b
+        .client
+        .execute(
+            "return [window.notReloaded === true,
+                     [...document.querySelectorAll('input[name=vm]:checked')].map(b => b.value).sort(),
+                     document.querySelector('input[name=q]').value,
+                     document.getElementById('bulk-action').value,
+                     document.getElementById('live-stamp').textContent]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let mut ticked = vec![format!("lab/{running}"), format!("lab/{blocked}")];
+    ticked.sort();
+    assert_eq!(kept[0], true, "the page was not reloaded: {kept}");
+    assert_eq!(kept[1], serde_json::json!(ticked), "both boxes stay ticked: {kept}");
+    assert_eq!(kept[2], "br-", "the typed search stays: {kept}");
+    assert_eq!(kept[3], "pause", "the chosen bulk action stays: {kept}");
+    assert!(kept[4].as_str().unwrap().starts_with("Updated"), "the stamp says when: {kept}");
+    b.screenshot(&output_dir(), "vms-live-update").await.unwrap();
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vm_page_shows_a_state_change_in_place() {
+    if let Err(why) = browser_tests_enabled() {
+        eprintln!("SKIPPED (explicitly): {why}");
+        return;
+    }
+    let app = spawn_app(AppOptions { poll_interval_secs: 1, ..AppOptions::breadth() }).await;
+    let b = Browser::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(set VMDECK_SKIP_BROWSER=1 to skip explicitly)"));
+    log_in_as_new_operator(&app, &b, "vera").await;
+    let uuid = uuid_of(&app, "br-running").await;
+    b.client.goto(&format!("{}/vms/lab/{uuid}?range=1h", app.base)).await.unwrap();
+    let badge = "#vm-live-head h1 .badge";
+    assert_eq!(find_shown(&b, badge).await.text().await.unwrap(), "running");
+    b.client.execute("window.notReloaded = true", vec![]).await.unwrap();
+
+    let other = app.session("operator").await;
+    let res = other.post(&format!("/vms/lab/{uuid}/power"), &[("action", "pause")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    eventually(
+        "the VM page showing paused without a reload",
+        Duration::from_secs(10),
+        async || {
+            let text = b.client.find(Locator::Css(badge)).await.ok()?.text().await.ok()?;
+            (text == "paused").then_some(())
+        },
+    )
+    .await;
+    let kept = b.client.execute("return window.notReloaded === true", vec![]).await.unwrap();
+    assert_eq!(kept, true, "updated in place, not reloaded");
+    // The buttons follow the state: a paused VM offers Resume.
+    find_shown(&b, "#vm-live-head [value=resume]").await;
+    b.screenshot(&output_dir(), "vm-page-live-update").await.unwrap();
     b.close().await;
 }
 

@@ -53,6 +53,8 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("GET /", &[]),
     ("GET /healthz", &[]),
     ("GET /vms?<query..>", &["q", "state", "host", "sort", "dir", "page", "per_page"]),
+    ("GET /vms/live?<query..>", &["q", "state", "host", "sort", "dir", "page", "per_page"]),
+    ("GET /vms/<host>/<uuid>/live", &[]),
     ("GET /login?<next>", &[]),
     ("POST /login", &["username", "password", "next"]),
     ("POST /logout", &["csrf_token"]),

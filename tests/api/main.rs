@@ -27,6 +27,7 @@ mod flood;
 mod fuzz;
 mod history;
 mod inventory;
+mod live;
 mod power_offers;
 mod real_vm;
 mod reports;
