@@ -316,22 +316,24 @@ async fn control_figures(
         http_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(r.expect("power").status, 303);
     }
-    let accepted: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM audit_log WHERE kind = 'power' AND status IN ('accepted', 'confirmed')",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
+    // The form is answered once the request is recorded; the send runs in the background, so
+    // "request to accepted" is read from the audit entries (requested `ts` to `accepted_at`).
+    let to_accepted = settled_spans(pool, "pause", single.len()).await;
+    let accepted = to_accepted.len();
     let (b_med, b_p99, _) = common::stats(bare_ms.clone());
     let (h_med, h_p99, _) = common::stats(http_ms);
+    let (a_med, a_p99, _) = common::stats(to_accepted);
     println!(
         "\n## Power action: request to accepted ({} VMs on the host, 50 pauses each way)",
         domains
     );
     println!("bare libvirt call (virDomainSuspend): median {b_med:.2} ms, p99 {b_p99:.2} ms");
     println!(
-        "vmdeck POST /vms/<host>/<uuid>/power to 303: median {h_med:.2} ms, p99 {h_p99:.2} ms ({accepted} accepted) -> overhead {:.2} ms (goal <= 20 ms)",
-        h_med - b_med
+        "vmdeck POST /vms/<host>/<uuid>/power to 303 (answered once recorded): median {h_med:.2} ms, p99 {h_p99:.2} ms"
+    );
+    println!(
+        "vmdeck request to accepted (audit entry, ms resolution): median {a_med:.2} ms, p99 {a_p99:.2} ms ({accepted} accepted) -> overhead {:.2} ms (goal <= 20 ms)",
+        a_med - b_med
     );
 
     // Bulk power-off of 50 VMs in one request.
@@ -352,6 +354,8 @@ async fn control_figures(
     let _ = h;
     let wall = t.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(r.expect("bulk").status, 303);
+    let to_accepted = settled_spans(pool, "power_off", bulk.len()).await;
+    let last_accepted = to_accepted.iter().copied().fold(0.0, f64::max);
     let spans: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT sent_at, accepted_at FROM audit_log WHERE kind = 'power' AND action = 'power_off' AND accepted_at IS NOT NULL",
     )
@@ -367,7 +371,7 @@ async fn control_figures(
     let busy_ms: i64 = spans.iter().map(|(s, a)| a - s).sum();
     println!("\n## Bulk power off of 50 VMs in one request");
     println!(
-        "POST /vms/power to 303: {wall:.1} ms for {} accepted (goal: well under 1 s); peak concurrency {peak} (cap {} per host); sum of per-VM send-to-accept times {busy_ms} ms",
+        "POST /vms/power to 303: {wall:.1} ms; all {} accepted {last_accepted:.0} ms after their request (goal: well under 1 s); peak concurrency {peak} (cap {} per host); sum of per-VM send-to-accept times {busy_ms} ms",
         spans.len(),
         cap
     );
@@ -432,4 +436,34 @@ fn libvirt_host(name: &str, uri: &str) -> HostConfig {
         HostName::parse(name).expect("valid name"),
         DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse(uri).expect("valid URI") }),
     )
+}
+
+/// Once `count` power requests for `action` have settled past sending (accepted or failed;
+/// they are sent in the background after the form's answer), each accepted one's time from
+/// request to accepted, in ms. Waits at most a minute.
+async fn settled_spans(pool: &sqlx::SqlitePool, action: &str, count: usize) -> Vec<f64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE kind = 'power' AND action = ? \
+             AND (accepted_at IS NOT NULL OR status = 'failed')",
+        )
+        .bind(action)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if done as usize >= count || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let spans: Vec<i64> = sqlx::query_scalar(
+        "SELECT accepted_at - ts FROM audit_log WHERE kind = 'power' AND action = ? \
+         AND accepted_at IS NOT NULL",
+    )
+    .bind(action)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    spans.into_iter().map(|ms| ms as f64).collect()
 }
