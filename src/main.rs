@@ -1,6 +1,7 @@
 //! The `vmdeck` command: installs telemetry, reads the configuration and runs the server, or
 //! manages users and verifies the audit log against the same database.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -93,7 +94,9 @@ async fn audit(command: AuditCommand) -> ExitCode {
 
 async fn check_config() -> ExitCode {
     let (out, problems) = vmdeck::cli::check_config(&vmdeck::config::figment()).await;
-    println!("{out}");
+    if let Err(code) = print_out(&out) {
+        return code;
+    }
     for p in &problems {
         eprintln!("vmdeck: {p}");
     }
@@ -122,11 +125,23 @@ async fn database() -> Result<SqlitePool, ExitCode> {
 /// Prints a command's result: the output on stdout, or the error on stderr with a failure code.
 fn report(result: Result<String, String>) -> ExitCode {
     match result {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
+        Ok(out) => match print_out(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(code) => code,
+        },
         Err(e) => fail(e),
+    }
+}
+
+/// Writes a command's output and a newline to stdout. A reader that stopped reading
+/// (`vmdeck user list | head -1`, `| grep -q admin`) is not an error: the command did its
+/// work, and the shell's pipeline decides. (`println!` would panic there: Rust ignores SIGPIPE,
+/// so the write fails with EPIPE.) Any other write error is reported.
+fn print_out(out: &str) -> Result<(), ExitCode> {
+    match writeln!(std::io::stdout().lock(), "{out}") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(fail(format!("cannot write the output: {e}"))),
     }
 }
 

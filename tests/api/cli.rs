@@ -234,3 +234,30 @@ async fn a_database_from_a_newer_vmdeck_is_refused_with_a_clear_message() {
         "a downgrade says so: {out}"
     );
 }
+
+/// `vmdeck user list | grep -q admin` and `| head -1`: the reader stops reading and goes away.
+/// The command did its work; it must not crash on the closed pipe (Rust ignores SIGPIPE, so a
+/// plain `println!` panics with "failed printing to stdout: Broken pipe").
+#[test]
+fn output_into_a_pipe_nobody_reads_any_more_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::binary::config_for_app_database(dir.path());
+    // A pipe whose reading end is already closed: every write to it fails with EPIPE.
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    for args in [&["user", "list"][..], &["check-config"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmdeck"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("ROCKET_CONFIG", &config)
+            .env("ROCKET_SECRET_KEY", "x".repeat(64))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(writer.try_clone().unwrap()))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "vmdeck {args:?} crashed: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "vmdeck {args:?}: {stderr}");
+    }
+}
