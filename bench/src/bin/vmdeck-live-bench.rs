@@ -18,8 +18,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rocket::figment::Figment;
-use vmdeck::db::Db;
 
 #[derive(Parser)]
 struct Args {
@@ -132,27 +130,9 @@ async fn main() {
     let node = dir.path().join("node.xml");
     common::write_node(&node, args.vms);
     let hosts = serde_json::json!([{"name": "h00", "driver": "libvirt", "uri": format!("test://{}", node.display())}]);
-    let port = common::free_port();
-    let figment = Figment::from(rocket::Config::release_default())
-        .merge(("port", port))
-        .merge(("log_level", "off"))
-        .merge(("secret_key", common::secret_key()))
-        .merge(("database_url", format!("sqlite://{}/live.db", dir.path().display())))
-        .merge(("poll_interval_secs", args.poll_secs))
-        .merge(("hosts", hosts));
-    let rocket = vmdeck::build(figment).expect("config").ignite().await.expect("ignite");
-    let pool = rocket.state::<Db>().unwrap().0.clone();
-    let shutdown = rocket.shutdown();
-    tokio::spawn(rocket.launch());
-    common::wait_until_serving(port).await;
-    for _ in 0..600 {
-        let known: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM vms").fetch_one(&pool).await.unwrap();
-        if known as usize >= args.vms {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let common::Served { port, pool, shutdown } =
+        common::serve(dir.path(), "live.db", args.poll_secs, hosts).await;
+    common::wait_for_vms(&pool, args.vms).await;
     let cookies = common::viewer_cookies(&pool, port, "bench").await;
     let cookie: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let cookie = cookie.join("; ");

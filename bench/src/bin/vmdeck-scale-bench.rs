@@ -14,12 +14,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rocket::figment::Figment;
 use vmdeck::auth::Role;
 use vmdeck::backend::libvirt::LibvirtSettings;
 use vmdeck::backend::DriverConfig;
 use vmdeck::config::HostUri;
-use vmdeck::db::Db;
 
 #[derive(Parser)]
 struct Args {
@@ -83,19 +81,8 @@ async fn main() {
         hosts.push(serde_json::json!({"name": format!("h{h:02}"), "driver": "libvirt", "uri": format!("test://{}", node.display())}));
         nodes.push(node);
     }
-    let port = common::free_port();
-    let figment = Figment::from(rocket::Config::release_default())
-        .merge(("port", port))
-        .merge(("log_level", "off"))
-        .merge(("secret_key", common::secret_key()))
-        .merge(("database_url", format!("sqlite://{}/scale.db", dir.path().display())))
-        .merge(("poll_interval_secs", args.poll_secs))
-        .merge(("hosts", hosts));
-    let rocket = vmdeck::build(figment).expect("config").ignite().await.expect("ignite");
-    let pool = rocket.state::<Db>().unwrap().0.clone();
-    let shutdown = rocket.shutdown();
-    tokio::spawn(rocket.launch());
-    common::wait_until_serving(port).await;
+    let common::Served { port, pool, shutdown } =
+        common::serve(dir.path(), "scale.db", args.poll_secs, serde_json::Value::from(hosts)).await;
 
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
     let known: i64 = sqlx::query_scalar("SELECT count(*) FROM vms").fetch_one(&pool).await.unwrap();

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rocket::figment::Figment;
-use vmdeck::db::Db;
 
 #[derive(Parser)]
 struct Args {
@@ -48,36 +46,16 @@ async fn main() {
     let dir = common::Scratch::new("vmdeck-soak-bench");
     let node = dir.path().join("soak-node.xml");
     common::write_node(&node, args.domains);
-    let port = common::free_port();
     println!(
         "vmdeck-soak-bench: {} domains polled every 1 s for {} min, {} clients requesting pages ({} ms between requests)",
         args.domains, args.minutes, args.clients, args.pause_ms
     );
     println!("machine: {} cores, {}", common::num_cpus(), common::cpu_model());
-    let figment = Figment::from(rocket::Config::release_default())
-        .merge(("port", port))
-        .merge(("log_level", "off"))
-        .merge(("secret_key", common::secret_key()))
-        .merge(("database_url", format!("sqlite://{}/soak.db", dir.path().display())))
-        .merge(("poll_interval_secs", 1))
-        .merge((
-            "hosts",
-            vec![serde_json::json!({"name": "soak", "driver": "libvirt", "uri": format!("test://{}", node.display())})],
-        ));
-    let rocket = vmdeck::build(figment).expect("config").ignite().await.expect("ignite");
-    let pool = rocket.state::<Db>().unwrap().0.clone();
-    let shutdown = rocket.shutdown();
-    tokio::spawn(rocket.launch());
-    common::wait_until_serving(port).await;
+    let hosts = serde_json::json!([{"name": "soak", "driver": "libvirt", "uri": format!("test://{}", node.display())}]);
+    let common::Served { port, pool, shutdown } =
+        common::serve(dir.path(), "soak.db", 1, hosts).await;
     // The clients start once the first poll is stored (before, the VM pages are 404s).
-    for _ in 0..600 {
-        let seen: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM vms").fetch_one(&pool).await.unwrap_or(0);
-        if seen as usize >= args.domains {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_for_vms(&pool, args.domains).await;
     let cookies = common::viewer_cookies(&pool, port, "soak").await;
 
     let uuid = "00000000-0000-4000-8000-000000000007";

@@ -246,6 +246,47 @@ pub async fn wait_until_serving(port: u16) {
     }
 }
 
+/// The real application, as a server runs it: release profile, logs off, on a free loopback
+/// port, its database `<dir>/<db_file>`, polling `hosts` (a JSON list of `[[hosts]]` tables)
+/// every `poll_secs`. Returns once it answers.
+pub async fn serve(dir: &Path, db_file: &str, poll_secs: u64, hosts: serde_json::Value) -> Served {
+    use rocket::figment::Figment;
+    let port = free_port();
+    let figment = Figment::from(rocket::Config::release_default())
+        .merge(("port", port))
+        .merge(("log_level", "off"))
+        .merge(("secret_key", secret_key()))
+        .merge(("database_url", format!("sqlite://{}/{db_file}", dir.display())))
+        .merge(("poll_interval_secs", poll_secs))
+        .merge(("hosts", hosts));
+    let rocket = vmdeck::build(figment).expect("config").ignite().await.expect("ignite");
+    let pool = rocket.state::<vmdeck::db::Db>().unwrap().0.clone();
+    let shutdown = rocket.shutdown();
+    tokio::spawn(rocket.launch());
+    wait_until_serving(port).await;
+    Served { port, pool, shutdown }
+}
+
+/// A server started by [`serve`].
+pub struct Served {
+    pub port: u16,
+    pub pool: sqlx::SqlitePool,
+    pub shutdown: rocket::Shutdown,
+}
+
+/// Waits until the first polls have stored `n` VMs (at most a minute): before, their pages
+/// are 404s and the list is short.
+pub async fn wait_for_vms(pool: &sqlx::SqlitePool, n: usize) {
+    for _ in 0..600 {
+        let known: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM vms").fetch_one(pool).await.unwrap_or(0);
+        if known as usize >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Creates a viewer `name` and logs in; returns the session's cookies.
 pub async fn viewer_cookies(
     pool: &sqlx::SqlitePool,
