@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::keys::{ConfigError, HostKeys};
 use crate::config::uri::HostUri;
-pub use crate::domain::{AddrSource, Offer, PowerAction, PowerState, Why};
+pub use crate::domain::{AddrSource, AfterRevert, Offer, PowerAction, PowerState, Why};
 
 pub mod libvirt;
 pub mod virtualbox;
@@ -43,6 +43,77 @@ pub trait Backend: Send + Sync {
         let _ = raw_state;
         Offer::by_state(action, state)
     }
+
+    /// Every snapshot of one VM, read from the hypervisor now. A backend whose
+    /// [`Backend::inventory`] already carries them ([`VmReport::snapshots`] is `Some`) still
+    /// answers this, for the confirmation of a snapshot request.
+    async fn snapshots(&self, uuid: &str) -> Result<Vec<SnapshotReport>, BackendError> {
+        let _ = uuid;
+        Err(BackendError::Unsupported("this host's driver has no snapshots".into()))
+    }
+
+    /// Takes, reverts to or deletes a snapshot of one VM. Ok means the hypervisor did it (these
+    /// calls return when the work is done); the request is confirmed once
+    /// [`Backend::snapshots`] shows the result.
+    async fn snapshot(&self, uuid: &str, op: &SnapshotOp) -> Result<(), BackendError> {
+        let _ = (uuid, op);
+        Err(BackendError::Unsupported("this host's driver has no snapshots".into()))
+    }
+
+    /// What the snapshot forms may offer for this backend's VMs.
+    fn snapshot_caps(&self) -> SnapshotCaps {
+        SnapshotCaps::default()
+    }
+}
+
+/// One snapshot of a VM as its hypervisor reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotReport {
+    /// The hypervisor's identifier: libvirt's snapshot name (unique per domain), VirtualBox's
+    /// snapshot UUID.
+    pub id: String,
+    pub name: String,
+    /// Empty when there is none.
+    pub description: String,
+    /// The parent snapshot's [`SnapshotReport::id`]; None for a root.
+    pub parent_id: Option<String>,
+    /// When the hypervisor says it was taken (ms since the epoch); None where it does not say
+    /// (VirtualBox's list): vmdeck then shows when it first saw it.
+    pub created_at_ms: Option<i64>,
+    /// The VM state captured, in the hypervisor's words (libvirt: `running`, `shutoff`,
+    /// `disk-snapshot`…); empty where unknown.
+    pub vm_state: String,
+    /// Whether the VM's memory was captured (reverting resumes the running guest).
+    pub with_memory: bool,
+    /// The snapshot the VM's current state descends from (libvirt's and VirtualBox's
+    /// "current snapshot").
+    pub current: bool,
+}
+
+/// A snapshot request as sent to a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotOp {
+    /// Take a snapshot named `name`; `with_memory` is asked only where
+    /// [`SnapshotCaps::memory_choice`] offers it.
+    Take { name: String, description: String, with_memory: bool },
+    /// Revert to the snapshot whose id is `id`, leaving the VM as `after` says.
+    Revert { id: String, after: AfterRevert },
+    /// Delete the snapshot whose id is `id` (children are kept).
+    Delete { id: String },
+}
+
+/// What a backend's snapshots can do, for the forms: all false means no snapshots at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct SnapshotCaps {
+    /// Snapshots can be listed, taken, reverted to and deleted.
+    pub supported: bool,
+    /// The take form may offer the choice: a running VM's snapshot with or without its memory.
+    pub memory_choice: bool,
+    /// Without that choice: whether a running VM's snapshot includes its memory (the form
+    /// says so).
+    pub running_with_memory: bool,
+    /// A revert can leave the VM running or paused, whatever the snapshot captured.
+    pub revert_choose_state: bool,
 }
 
 /// One VM's state as a backend reports it.
@@ -102,6 +173,10 @@ pub struct VmReport {
     /// Current allocation of each disk, by target (changes while the VM writes).
     pub disk_usage: Vec<DiskUsage>,
     pub addresses: Vec<IpAddress>,
+    /// The VM's snapshots when the inventory reads them at no extra cost (VirtualBox's
+    /// `showvminfo` lists them); None when they were not read in this poll (libvirt: the
+    /// poller asks [`Backend::snapshots`] only when it needs to).
+    pub snapshots: Option<Vec<SnapshotReport>>,
 }
 
 /// The configuration part of a report: stored as a new version only when it changes.

@@ -34,7 +34,7 @@ pub enum RequestError {
 
 /// What the database says when a VM already has a request in flight: its trigger speaks
 /// before the unique index can (migrations/0004 says why).
-const PENDING_REFUSAL: &str = "another power action is still pending for this VM";
+const PENDING_REFUSAL: &str = "another request is still pending for this VM";
 
 /// A request recorded: its id, and the graceful request it superseded, if any.
 #[derive(Debug)]

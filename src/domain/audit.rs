@@ -15,6 +15,8 @@ pub struct Actor {
 #[sqlx(rename_all = "snake_case")]
 pub enum AuditKind {
     Power,
+    /// A snapshot request (take, revert, delete): the same lifecycle as a power request.
+    Snapshot,
     Login,
     LoginFailed,
     Logout,
@@ -27,8 +29,9 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 10] = [
+    pub const ALL: [AuditKind; 11] = [
         AuditKind::Power,
+        AuditKind::Snapshot,
         AuditKind::Login,
         AuditKind::LoginFailed,
         AuditKind::Logout,
@@ -43,6 +46,7 @@ impl AuditKind {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::Power => "power",
+            AuditKind::Snapshot => "snapshot",
             AuditKind::Login => "login",
             AuditKind::LoginFailed => "login_failed",
             AuditKind::Logout => "logout",

@@ -1,5 +1,5 @@
 //! The vocabulary every layer shares: host names, VM identifiers, power states and actions,
-//! where an IP address came from, audit kinds and outcomes, roles, times and periods, and history resolutions.
+//! snapshot actions, where an IP address came from, audit kinds and outcomes, roles, times and periods, and history resolutions.
 //!
 //! Each value crosses the database (`sqlx::Type`), forms and query strings (`FromFormField`,
 //! `FromParam`) and templates (`Serialize`, `label()`) through its type, once: nothing below
@@ -7,12 +7,14 @@
 
 mod audit;
 mod power;
+mod snapshot;
 pub mod time;
 mod user;
 mod vm;
 
 pub use audit::{Actor, AuditKind, AuditOutcome};
 pub use power::{Offer, PowerAction, PowerState, Why};
+pub use snapshot::{AfterRevert, SnapshotAction};
 pub use time::Resolution;
 pub use user::{CurrentUser, Role};
 pub use vm::{AddrSource, HostName, VmKey, VmUuid};

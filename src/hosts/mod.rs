@@ -4,6 +4,7 @@
 //!
 //! `store` holds the SQL that records polls and observed states.
 
+pub mod snapshots;
 pub mod store;
 
 use std::sync::{Arc, Mutex};

@@ -164,7 +164,7 @@ async fn sql_cannot_get_around_the_append_only_audit_log() {
         (
             "INSERT OR REPLACE over the VM's pending request",
             "INSERT OR REPLACE INTO audit_log (ts, kind, host_name, vm_uuid, action, status) VALUES (1, 'power', 'lab', 'vm-a', 'start', 'requested')".into(),
-            "another power action is still pending",
+            "another request is still pending",
         ),
         (
             "a settled entry outside the chain",

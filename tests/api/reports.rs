@@ -139,6 +139,7 @@ fn named_report(uuid: &str, name: &str, i: u64) -> vmdeck::backend::VmReport {
         counters: Counters { cpu_time_ns: Some(i * 1_000_000_000), ..Counters::default() },
         disk_usage: vec![],
         addresses: vec![],
+        snapshots: None,
     }
 }
 
@@ -316,6 +317,7 @@ async fn long_history(pool: &sqlx::SqlitePool, now: i64) -> Vec<LongPoll> {
                 counters: Default::default(),
                 disk_usage: vec![],
                 addresses: vec![],
+                snapshots: None,
             })
             .collect();
         vmdeck::hosts::store::record_success(pool, &mut cache, host_id, ts, ts + 5, &reports)

@@ -33,6 +33,7 @@ fn report(uuid: &str, state: PowerState, cpu_ns: u64, disk: u64) -> VmReport {
         },
         disk_usage: vec![],
         addresses: vec![],
+        snapshots: None,
     }
 }
 

@@ -66,6 +66,7 @@ fn report(uuid: &str, name: &str, cpu_ns: u64) -> VmReport {
         },
         disk_usage: vec![],
         addresses: vec![ip("10.0.0.5")],
+        snapshots: None,
     }
 }
 

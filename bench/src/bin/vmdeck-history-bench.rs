@@ -87,6 +87,7 @@ fn report(i: usize, poll: i64, running: bool) -> VmReport {
         } else {
             vec![]
         },
+        snapshots: None,
     }
 }
 

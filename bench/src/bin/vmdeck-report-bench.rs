@@ -56,6 +56,7 @@ fn report(i: usize) -> VmReport {
         counters: Counters::default(),
         disk_usage: vec![],
         addresses: vec![],
+        snapshots: None,
     }
 }
 

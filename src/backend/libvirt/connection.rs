@@ -25,7 +25,7 @@ use super::bulk::{self, Stats};
 use super::xml;
 use crate::backend::{
     sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, IpAddress, Offer,
-    PowerAction, PowerState, VmConfig, VmReport, VmState,
+    PowerAction, PowerState, SnapshotCaps, SnapshotOp, SnapshotReport, VmConfig, VmReport, VmState,
 };
 use crate::config::uri::HostUri;
 
@@ -135,9 +135,31 @@ impl Backend for LibvirtBackend {
         })
         .await
     }
+
+    async fn snapshots(&self, uuid: &str) -> Result<Vec<SnapshotReport>, BackendError> {
+        let uuid = uuid.to_string();
+        self.with_connection(move |conn| super::snapshots::list_for(conn, &uuid)).await
+    }
+
+    async fn snapshot(&self, uuid: &str, op: &SnapshotOp) -> Result<(), BackendError> {
+        let uuid = uuid.to_string();
+        let op = op.clone();
+        self.with_connection(move |conn| super::snapshots::run(&lookup(conn, &uuid)?, &op)).await
+    }
+
+    fn snapshot_caps(&self) -> SnapshotCaps {
+        // Internal snapshots: a running VM's always includes its memory; a revert may leave the
+        // VM running or paused whatever the snapshot captured.
+        SnapshotCaps {
+            supported: true,
+            memory_choice: false,
+            running_with_memory: true,
+            revert_choose_state: true,
+        }
+    }
 }
 
-fn lookup(conn: &Connect, uuid: &str) -> Result<Domain, BackendError> {
+pub(super) fn lookup(conn: &Connect, uuid: &str) -> Result<Domain, BackendError> {
     conn.lookup_domain_by_uuid_string(uuid).map_err(|e| {
         if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) {
             BackendError::NoSuchVm
@@ -474,6 +496,7 @@ fn domain_report(
         },
         disk_usage,
         addresses,
+        snapshots: None,
     })
 }
 

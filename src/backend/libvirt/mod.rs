@@ -1,7 +1,7 @@
 //! The libvirt backend: its host settings ([`settings`], always built, so that a vmdeck built
 //! without libvirt still names the problem in a host's configuration), and, with the `libvirt`
-//! feature, its connection ([`connection`]), the bulk stats call ([`bulk`]) and the domain XML
-//! parser ([`xml`]).
+//! feature, its connection ([`connection`]), the bulk stats call ([`bulk`]) the domain XML
+//! parser ([`xml`]) and snapshots ([`snapshots`]).
 
 mod offers;
 pub mod settings;
@@ -10,6 +10,8 @@ pub mod settings;
 mod bulk;
 #[cfg(feature = "libvirt")]
 mod connection;
+#[cfg(feature = "libvirt")]
+pub mod snapshots;
 #[cfg(feature = "libvirt")]
 pub mod xml;
 

@@ -535,6 +535,7 @@ fn inaccessible_report(vm: &ListedVm) -> VmReport {
         counters: Counters::default(),
         disk_usage: Vec::new(),
         addresses: Vec::new(),
+        snapshots: None,
     }
 }
 
@@ -608,6 +609,7 @@ fn report(
         },
         disk_usage,
         addresses: if running { addresses } else { Vec::new() },
+        snapshots: None,
     }
 }
 
