@@ -204,7 +204,9 @@ impl Reply {
 
     fn locked_at(name: &str, context: &str) -> Self {
         Reply::com_error(
-            &format!("The machine '{name}' is already locked by a session (or being locked or unlocked)"),
+            &format!(
+                "The machine '{name}' is already locked by a session (or being locked or unlocked)"
+            ),
             "VBOX_E_INVALID_OBJECT_STATE",
             "0x80bb0007",
             "MachineWrap",
@@ -740,7 +742,8 @@ fn snapshot(state: &mut State, what: &str, rest: &[&str]) -> Reply {
                     stderr: progress.into(),
                 };
             }
-            let children = vm.snapshots.iter().filter(|c| c.parent.as_deref() == Some(&snap.uuid)).count();
+            let children =
+                vm.snapshots.iter().filter(|c| c.parent.as_deref() == Some(&snap.uuid)).count();
             let is_current = vm.current_snapshot.as_deref() == Some(snap.uuid.as_str());
             let refusal = if children > 1 {
                 Some(format!("Snapshot '{}' of the machine '{}' cannot be deleted, because it has {children} child snapshots, which is more than the one snapshot allowed for deletion", snap.name, vm.name))

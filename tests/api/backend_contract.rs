@@ -282,9 +282,8 @@ async fn snapshots_are_taken_listed_reverted_and_deleted_as_a_tree<W: World>() {
         assert_eq!(found.len(), 1, "{}: one snapshot named {name:?} in {snaps:?}", W::BACKEND);
         found[0].clone()
     };
-    let run = async |op: SnapshotOp| {
-        within::<W, _>("snapshot()", backend.snapshot(&vm.uuid, &op)).await
-    };
+    let run =
+        async |op: SnapshotOp| within::<W, _>("snapshot()", backend.snapshot(&vm.uuid, &op)).await;
     let current = |snaps: &[SnapshotReport]| -> Vec<String> {
         snaps.iter().filter(|s| s.current).map(|s| s.name.clone()).collect()
     };
@@ -302,14 +301,24 @@ async fn snapshots_are_taken_listed_reverted_and_deleted_as_a_tree<W: World>() {
     let snaps = list().await;
     let first = by_name(&snaps, "first");
     assert_eq!(snaps.len(), 1, "{}: {snaps:?}", W::BACKEND);
-    assert_eq!(first.description, description, "{}: the description, line breaks and quotes kept", W::BACKEND);
+    assert_eq!(
+        first.description,
+        description,
+        "{}: the description, line breaks and quotes kept",
+        W::BACKEND
+    );
     assert_eq!(first.parent_id, None, "{}: the first snapshot is a root", W::BACKEND);
     assert!(first.current, "{}: the new snapshot is current", W::BACKEND);
 
     run(take("second", "")).await.unwrap_or_else(|e| panic!("{}: second take: {e}", W::BACKEND));
     let snaps = list().await;
     let second = by_name(&snaps, "second");
-    assert_eq!(second.parent_id.as_deref(), Some(first.id.as_str()), "{}: child of the current one", W::BACKEND);
+    assert_eq!(
+        second.parent_id.as_deref(),
+        Some(first.id.as_str()),
+        "{}: child of the current one",
+        W::BACKEND
+    );
     assert_eq!(current(&snaps), vec!["second"], "{}: the current mark moved", W::BACKEND);
 
     match run(take("first", "")).await {
@@ -337,11 +346,17 @@ async fn snapshots_are_taken_listed_reverted_and_deleted_as_a_tree<W: World>() {
     let snaps = list().await;
     assert_eq!(snaps.len(), 1, "{}: {snaps:?}", W::BACKEND);
     let kept = by_name(&snaps, "second");
-    assert_eq!((kept.id.as_str(), kept.parent_id.as_deref()), (second.id.as_str(), None), "{}: the child survives, re-parented", W::BACKEND);
+    assert_eq!(
+        (kept.id.as_str(), kept.parent_id.as_deref()),
+        (second.id.as_str(), None),
+        "{}: the child survives, re-parented",
+        W::BACKEND
+    );
     assert!(kept.current, "{}", W::BACKEND);
 
     // Snapshots that do not exist (any more): refused as such, in words.
-    for op in [revert(&first.id), SnapshotOp::Delete { id: first.id.clone() }, revert(UNKNOWN_UUID)] {
+    for op in [revert(&first.id), SnapshotOp::Delete { id: first.id.clone() }, revert(UNKNOWN_UUID)]
+    {
         match run(op.clone()).await {
             Err(BackendError::InvalidState(m)) => assert!(!m.is_empty()),
             other => panic!("{}: {op:?} of a missing snapshot gave {other:?}", W::BACKEND),

@@ -447,7 +447,8 @@ async fn a_raw_disk_refuses_internal_snapshots_in_words() {
     let Some(daemon) = daemon_or_skip() else { return };
     daemon.define_vm("vmdeck-raw", 1, 64, 64).unwrap();
     // The same VM with its disk declared raw: QEMU cannot keep internal snapshots there.
-    let xml = daemon.virsh(&["dumpxml", "vmdeck-raw"]).unwrap().replace("type='qcow2'", "type='raw'");
+    let xml =
+        daemon.virsh(&["dumpxml", "vmdeck-raw"]).unwrap().replace("type='qcow2'", "type='raw'");
     assert!(xml.contains("type='raw'"), "{xml}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("raw.xml");
@@ -457,10 +458,15 @@ async fn a_raw_disk_refuses_internal_snapshots_in_words() {
     let app = app_with(vec![libvirt_host("lab", daemon.uri())]).await;
     let backend = app.hosts.get("lab").expect("configured host").backend.clone();
 
-    let op = SnapshotOp::Take { name: "nope".into(), description: String::new(), with_memory: false };
+    let op =
+        SnapshotOp::Take { name: "nope".into(), description: String::new(), with_memory: false };
     match backend.snapshot(&uuid, &op).await {
         Err(BackendError::Unsupported(m)) => assert!(m.contains("raw image, not qcow2"), "{m}"),
         other => panic!("snapshot of a raw-disk VM: {other:?}"),
     }
-    assert_eq!(virsh_snapshot_names(&daemon, "vmdeck-raw"), Vec::<String>::new(), "nothing half-done");
+    assert_eq!(
+        virsh_snapshot_names(&daemon, "vmdeck-raw"),
+        Vec::<String>::new(),
+        "nothing half-done"
+    );
 }

@@ -777,7 +777,10 @@ async fn a_running_vm_is_snapshotted_live_and_reverted_only_once_powered_off() {
         "refused before anything was sent"
     );
     assert_eq!(vbox.vm_state(&web).await.unwrap().state, PowerState::Running);
-    match vbox.snapshot(&web, &SnapshotOp::Revert { id: before.id.clone(), after: AfterRevert::Running }).await {
+    match vbox
+        .snapshot(&web, &SnapshotOp::Revert { id: before.id.clone(), after: AfterRevert::Running })
+        .await
+    {
         Err(BackendError::Unsupported(m)) => assert!(m.contains("as it was taken"), "{m}"),
         other => panic!("a revert state VirtualBox cannot choose: {other:?}"),
     }
@@ -799,7 +802,8 @@ async fn a_locked_vm_fails_a_snapshot_in_words_and_nothing_is_taken() {
 
     match vbox.snapshot(&db, &take("nightly", "")).await {
         Err(BackendError::Hypervisor(m)) => assert!(
-            m.starts_with("Take snapshot: the VM is locked by another session") && m.contains("try again"),
+            m.starts_with("Take snapshot: the VM is locked by another session")
+                && m.contains("try again"),
             "{m}"
         ),
         other => panic!("expected the locked message, got {other:?}"),
@@ -826,7 +830,11 @@ async fn virtualbox_snapshot_rules_and_raw_names_come_back_in_words() {
     assert_eq!(a.description, "line one\nline \"two\"\nC:\\builds\\");
     let reports = vbox.inventory().await.unwrap();
     let listed = reports.iter().find(|r| r.uuid == db).unwrap().snapshots.clone();
-    assert_eq!(listed, Some(vbox.snapshots(&db).await.unwrap()), "showvminfo carries the same tree");
+    assert_eq!(
+        listed,
+        Some(vbox.snapshots(&db).await.unwrap()),
+        "showvminfo carries the same tree"
+    );
     let web = reports.iter().find(|r| r.uuid == lab_uuid(WEB)).unwrap();
     assert_eq!(web.snapshots, Some(vec![]), "no snapshots, read for free");
 
@@ -834,13 +842,19 @@ async fn virtualbox_snapshot_rules_and_raw_names_come_back_in_words() {
     vbox.snapshot(&db, &take("b", "")).await.unwrap();
     vbox.snapshot(&db, &revert(&a.id)).await.unwrap();
     match vbox.snapshot(&db, &SnapshotOp::Delete { id: a.id.clone() }).await {
-        Err(BackendError::InvalidState(m)) => assert!(m.contains("revert to another snapshot first"), "{m}"),
+        Err(BackendError::InvalidState(m)) => {
+            assert!(m.contains("revert to another snapshot first"), "{m}")
+        }
         other => panic!("delete of the current snapshot with a child: {other:?}"),
     }
     // ...nor one with two children.
     vbox.snapshot(&db, &take("c", "")).await.unwrap();
     let c = snapshot_named(&*vbox, &db, "c").await;
-    assert_eq!(c.parent_id.as_deref(), Some(a.id.as_str()), "a second branch under the reverted one");
+    assert_eq!(
+        c.parent_id.as_deref(),
+        Some(a.id.as_str()),
+        "a second branch under the reverted one"
+    );
     match vbox.snapshot(&db, &SnapshotOp::Delete { id: a.id.clone() }).await {
         Err(BackendError::InvalidState(m)) => assert!(m.contains("at most one child"), "{m}"),
         other => panic!("delete of a snapshot with two children: {other:?}"),
@@ -848,10 +862,13 @@ async fn virtualbox_snapshot_rules_and_raw_names_come_back_in_words() {
     assert_eq!(vbox.snapshots(&db).await.unwrap().len(), 3, "refusals changed nothing");
 
     // Bad input never reaches a command line.
-    for bad in [take("", ""), take("two\nlines", ""), SnapshotOp::Delete { id: "../x; rm -rf /".into() }] {
+    for bad in
+        [take("", ""), take("two\nlines", ""), SnapshotOp::Delete { id: "../x; rm -rf /".into() }]
+    {
         assert!(vbox.snapshot(&db, &bad).await.is_err(), "{bad:?}");
     }
-    let takes = fake.calls().iter().filter(|c| c.starts_with(&format!("snapshot {db} take"))).count();
+    let takes =
+        fake.calls().iter().filter(|c| c.starts_with(&format!("snapshot {db} take"))).count();
     assert_eq!(takes, 3, "only the three good takes were sent");
     assert!(!fake.calls().iter().any(|c| c.contains("rm -rf")));
 }

@@ -116,9 +116,8 @@ fn snap(id: &str, name: &str, parent: Option<&str>, current: bool) -> SnapshotRe
 
 #[test]
 fn real_snapshot_list_gives_the_tree_with_the_current_node_printed_before_its_child() {
-    let tree = snapshots(&capture(
-        "snapshots/snapshot-list-machinereadable-current-before-its-child.txt",
-    ));
+    let tree =
+        snapshots(&capture("snapshots/snapshot-list-machinereadable-current-before-its-child.txt"));
     let root = "86b38fc9-9d68-4e4b-a033-4075002ab570";
     let one = "e383e702-fee3-4e0b-b1e0-f3b869dbcaea";
     assert_eq!(

@@ -483,16 +483,17 @@ fn split_snapshots(out: &str) -> (Vec<SnapshotReport>, Cow<'_, str>) {
                 }
             }
             SnapshotKey::CurrentUuid => current_uuid = Some(value.trim().to_ascii_lowercase()),
-            SnapshotKey::CurrentNode => current_node = value.strip_prefix("SnapshotName").map(str::to_string),
+            SnapshotKey::CurrentNode => {
+                current_node = value.strip_prefix("SnapshotName").map(str::to_string)
+            }
             SnapshotKey::CurrentName => {}
         }
     }
     let uuid_of = |suffix: &str| {
         nodes.iter().find(|(s, _)| s == suffix).map(|(_, n)| n.uuid.clone()).filter(|u| is_uuid(u))
     };
-    let current = current_uuid
-        .filter(|u| is_uuid(u))
-        .or_else(|| current_node.as_deref().and_then(uuid_of));
+    let current =
+        current_uuid.filter(|u| is_uuid(u)).or_else(|| current_node.as_deref().and_then(uuid_of));
     let reports = nodes
         .iter()
         .filter(|(_, n)| is_uuid(&n.uuid))

@@ -45,7 +45,11 @@ impl VirtualBoxBackend {
     }
 
     /// Takes, restores or deletes one snapshot.
-    pub(super) async fn run_snapshot(&self, uuid: &str, op: &SnapshotOp) -> Result<(), BackendError> {
+    pub(super) async fn run_snapshot(
+        &self,
+        uuid: &str,
+        op: &SnapshotOp,
+    ) -> Result<(), BackendError> {
         if !parse::is_uuid(uuid) {
             return Err(BackendError::NoSuchVm);
         }
@@ -101,7 +105,8 @@ impl VirtualBoxBackend {
                         parse::state_words(&state.raw_state)
                     )));
                 }
-                self.snapshot_command("Revert to snapshot", &["snapshot", uuid, "restore", id]).await
+                self.snapshot_command("Revert to snapshot", &["snapshot", uuid, "restore", id])
+                    .await
             }
             SnapshotOp::Delete { id } => {
                 let id = snapshot_id(id)?;
@@ -305,7 +310,10 @@ mod tests {
         assert!(checked_name("   ").is_err());
         assert!(checked_name("two\nlines").is_err());
         assert!(checked_name(&"x".repeat(MAX_NAME_CHARS + 1)).is_err());
-        assert_eq!(checked_name("before \"the\" upgrade ../ ✓").unwrap(), "before \"the\" upgrade ../ ✓");
+        assert_eq!(
+            checked_name("before \"the\" upgrade ../ ✓").unwrap(),
+            "before \"the\" upgrade ../ ✓"
+        );
         assert_eq!(checked_description("a\r\nb\tc").unwrap(), "a\nb\tc");
         assert!(checked_description("nul\0").is_err());
         assert!(snapshot_id("../etc").is_err());
