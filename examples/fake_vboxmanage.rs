@@ -136,8 +136,8 @@ struct Medium {
 /// Misbehaviour for matching invocations.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Fault {
-    /// The verb: `startvm`, `controlvm poweroff`, `showvminfo`, `list vms`, `metrics`...
-    /// (`controlvm` alone matches every controlvm action).
+    /// The verb: `startvm`, `controlvm poweroff`, `snapshot take`, `showvminfo`, `list vms`,
+    /// `metrics`... (`controlvm` or `snapshot` alone matches each of its actions).
     command: String,
     /// Only for this VM (UUID), if set.
     #[serde(default)]
@@ -327,7 +327,8 @@ fn save(file: &mut File, state: &State) {
     file.write_all(text.as_bytes()).expect("write state");
 }
 
-/// The verb of an invocation: `controlvm <vm> poweroff` is `controlvm poweroff`.
+/// The verb of an invocation: `controlvm <vm> poweroff` is `controlvm poweroff`, `snapshot
+/// <vm> take <name>` is `snapshot take`.
 fn verb(words: &[&str]) -> String {
     match words {
         ["controlvm" | "snapshot", _, action, ..] => format!("{} {action}", words[0]),
