@@ -1,9 +1,11 @@
 //! A stand-in for `VBoxManage`, for vmdeck's process-level tests and `vmdeck-vbox-bench`.
 //!
 //! It prints the formats real VBoxManage prints (see `tests/fixtures/virtualbox/`) for a small
-//! set of VMs kept in a state file, changes their state on `startvm` and `controlvm`, and can be
-//! told to misbehave: hang, exit 1 after printing success, fail with "already locked by a
-//! session", or succeed without effect (a guest that ignores the ACPI button). It is not VirtualBox: it knows only the commands vmdeck runs.
+//! set of VMs kept in a state file, changes their state on `startvm` and `controlvm`, keeps
+//! each VM's snapshot tree (`snapshot <vm> list|take|restore|delete`, with VirtualBox's own
+//! refusals), and can be told to misbehave: hang, exit 1 after printing success, fail with
+//! "already locked by a session", or succeed without effect (a guest that ignores the ACPI
+//! button). It is not VirtualBox: it knows only the commands vmdeck runs.
 //!
 //! Its files live in one directory: `$FAKE_VBOX_DIR` if set, else the directory of the path it
 //! was started as. Tests symlink it into a temporary directory of their own as `VBoxManage`, so
@@ -35,6 +37,9 @@ struct State {
     /// VMs whose metrics `metrics setup` enabled while they ran.
     #[serde(default)]
     metrics_set_up: Vec<String>,
+    /// Snapshots taken so far: the next one's UUID.
+    #[serde(default)]
+    snapshots_taken: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +65,24 @@ struct Vm {
     cpu_user_pct: f64,
     ram_used_kb: u64,
     description: Option<String>,
+    /// The snapshot tree, oldest first (children are listed in the order they were taken).
+    #[serde(default)]
+    snapshots: Vec<Snapshot>,
+    /// UUID of the current snapshot: the one the VM's state descends from.
+    #[serde(default)]
+    current_snapshot: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Snapshot {
+    uuid: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    parent: Option<String>,
+    /// The `VMState` a restore leaves: `saved` when the snapshot holds the VM's memory (taken
+    /// while it ran, was paused or saved), else `poweroff`.
+    state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,8 +136,8 @@ struct Medium {
 /// Misbehaviour for matching invocations.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Fault {
-    /// The verb: `startvm`, `controlvm poweroff`, `showvminfo`, `list vms`, `metrics`...
-    /// (`controlvm` alone matches every controlvm action).
+    /// The verb: `startvm`, `controlvm poweroff`, `snapshot take`, `showvminfo`, `list vms`,
+    /// `metrics`... (`controlvm` or `snapshot` alone matches each of its actions).
     command: String,
     /// Only for this VM (UUID), if set.
     #[serde(default)]
@@ -173,12 +196,21 @@ impl Reply {
     }
 
     fn locked(name: &str) -> Self {
+        Reply::locked_at(
+            name,
+            "LaunchVMProcess(a->session, sessionType.raw(), ComSafeArrayAsInParam(aBstrEnv), progress.asOutParam())",
+        )
+    }
+
+    fn locked_at(name: &str, context: &str) -> Self {
         Reply::com_error(
-            &format!("The machine '{name}' is already locked by a session (or being locked or unlocked)"),
+            &format!(
+                "The machine '{name}' is already locked by a session (or being locked or unlocked)"
+            ),
             "VBOX_E_INVALID_OBJECT_STATE",
             "0x80bb0007",
             "MachineWrap",
-            "LaunchVMProcess(a->session, sessionType.raw(), ComSafeArrayAsInParam(aBstrEnv), progress.asOutParam())",
+            context,
         )
     }
 
@@ -235,13 +267,22 @@ fn main() -> ExitCode {
             .and_then(|w| find(&state, w))
             .map_or("unknown", |i| state.vms[i].name.as_str())
             .to_string();
-        Reply::locked(&name)
+        if words.first() == Some(&"snapshot") {
+            // Every snapshot command opens a session on the machine first.
+            Reply::locked_at(&name, "LockMachine(a->session, LockType_Shared)")
+        } else {
+            Reply::locked(&name)
+        }
     } else if fault == Some(Behaviour::Ignored) {
         Reply::ok("")
     } else {
         let mut reply = run(&mut state, &words);
-        dirty |=
-            matches!(words.as_slice(), ["startvm" | "controlvm", ..] | ["metrics", "setup", ..]);
+        dirty |= matches!(
+            words.as_slice(),
+            ["startvm" | "controlvm", ..]
+                | ["metrics", "setup", ..]
+                | ["snapshot", _, "take" | "restore" | "delete", ..]
+        );
         if fault == Some(Behaviour::SuccessThenExit1) && reply.code == 0 {
             reply.code = 1;
         }
@@ -286,10 +327,11 @@ fn save(file: &mut File, state: &State) {
     file.write_all(text.as_bytes()).expect("write state");
 }
 
-/// The verb of an invocation: `controlvm <vm> poweroff` is `controlvm poweroff`.
+/// The verb of an invocation: `controlvm <vm> poweroff` is `controlvm poweroff`, `snapshot
+/// <vm> take <name>` is `snapshot take`.
 fn verb(words: &[&str]) -> String {
     match words {
-        ["controlvm", _, action, ..] => format!("controlvm {action}"),
+        ["controlvm" | "snapshot", _, action, ..] => format!("{} {action}", words[0]),
         [first, second, ..] if matches!(*first, "list" | "metrics" | "guestproperty") => {
             format!("{first} {second}")
         }
@@ -302,7 +344,7 @@ fn verb(words: &[&str]) -> String {
 fn take_fault(state: &mut State, words: &[&str]) -> (Option<Behaviour>, bool) {
     let verb = verb(words);
     let vm = match words {
-        ["controlvm" | "startvm" | "showvminfo", vm, ..] => Some(*vm),
+        ["controlvm" | "startvm" | "showvminfo" | "snapshot", vm, ..] => Some(*vm),
         ["guestproperty", _, vm, ..] => Some(*vm),
         _ => None,
     };
@@ -386,6 +428,7 @@ fn run(state: &mut State, words: &[&str]) -> Reply {
         ["metrics", "query", ..] => Reply::ok(metrics(state)),
         ["startvm", vm, rest @ ..] => startvm(state, vm, rest),
         ["controlvm", vm, action, ..] => controlvm(state, vm, action),
+        ["snapshot", vm, rest @ ..] => snapshot(state, vm, rest),
         _ => Reply::syntax(&format!("Syntax error: unknown command {:?}", words.join(" "))),
     }
 }
@@ -563,6 +606,10 @@ fn showvminfo(state: &State, vm: &Vm) -> String {
     if let Some(d) = &vm.description {
         o.push_str(&mr("description", d));
     }
+    // 7.x prints the snapshot tree before the guest section, older versions at the very end.
+    if major >= 7 {
+        o.push_str(&snapshot_tree(vm));
+    }
     o.push_str("GuestMemoryBalloon=0\n");
     if running {
         o.push_str("GuestOSType=\"Linux26_64\"\n");
@@ -577,7 +624,161 @@ fn showvminfo(state: &State, vm: &Vm) -> String {
             None => o.push_str("GuestAdditionsRunLevel=0\n"),
         }
     }
+    if major < 7 {
+        o.push_str(&snapshot_tree(vm));
+    }
     o
+}
+
+/// The snapshot tree as `showSnapshots` prints it: per node `SnapshotName<p>`,
+/// `SnapshotUUID<p>`, `SnapshotDescription<p>` when not empty, values raw (not escaped), `<p>`
+/// growing by `-<n>` per level, and the `CurrentSnapshot*` lines right after the current node.
+fn snapshot_tree(vm: &Vm) -> String {
+    fn node(vm: &Vm, s: &Snapshot, p: &str, out: &mut String) {
+        out.push_str(&format!("SnapshotName{p}=\"{}\"\n", s.name));
+        out.push_str(&format!("SnapshotUUID{p}=\"{}\"\n", s.uuid));
+        if !s.description.is_empty() {
+            out.push_str(&format!("SnapshotDescription{p}=\"{}\"\n", s.description));
+        }
+        if vm.current_snapshot.as_deref() == Some(s.uuid.as_str()) {
+            out.push_str(&format!("CurrentSnapshotName=\"{}\"\n", s.name));
+            out.push_str(&format!("CurrentSnapshotUUID=\"{}\"\n", s.uuid));
+            out.push_str(&format!("CurrentSnapshotNode=\"SnapshotName{p}\"\n"));
+        }
+        let children = vm.snapshots.iter().filter(|c| c.parent.as_deref() == Some(&s.uuid));
+        for (i, child) in children.enumerate() {
+            node(vm, child, &format!("{p}-{}", i + 1), out);
+        }
+    }
+    let mut out = String::new();
+    if let Some(root) = vm.snapshots.iter().find(|s| s.parent.is_none()) {
+        node(vm, root, "", &mut out);
+    }
+    out
+}
+
+fn snapshot(state: &mut State, what: &str, rest: &[&str]) -> Reply {
+    let Some(i) = find(state, what) else {
+        return Reply::not_found(what);
+    };
+    let progress = "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n";
+    match rest {
+        ["list", "--machinereadable"] => {
+            if state.vms[i].snapshots.is_empty() {
+                // On stdout, with exit status 1 (VBoxManageSnapshot.cpp).
+                return Reply {
+                    code: 1,
+                    stdout: "This machine does not have any snapshots\n".into(),
+                    stderr: String::new(),
+                };
+            }
+            Reply::ok(snapshot_tree(&state.vms[i]))
+        }
+        ["take", name, options @ ..] => {
+            let mut description = String::new();
+            let mut words = options.iter();
+            while let Some(w) = words.next() {
+                match *w {
+                    "--description" => description = words.next().unwrap_or(&"").to_string(),
+                    "--live" | "--pause" => {}
+                    other => return Reply::syntax(&format!("Invalid parameter '{other}'")),
+                }
+            }
+            state.snapshots_taken += 1;
+            let uuid = format!("5a500000-0000-4000-8000-{:012x}", state.snapshots_taken);
+            let vm = &mut state.vms[i];
+            let holds_memory = matches!(vm.state.as_str(), "running" | "paused" | "saved");
+            vm.snapshots.push(Snapshot {
+                uuid: uuid.clone(),
+                name: name.to_string(),
+                description,
+                parent: vm.current_snapshot.clone(),
+                state: if holds_memory { "saved" } else { "poweroff" }.into(),
+            });
+            vm.current_snapshot = Some(uuid.clone());
+            Reply {
+                code: 0,
+                stdout: format!("Snapshot taken. UUID: {uuid}\n"),
+                stderr: progress.into(),
+            }
+        }
+        [verb @ ("restore" | "delete"), which] => {
+            let vm = &mut state.vms[i];
+            let Some(at) = vm
+                .snapshots
+                .iter()
+                .position(|s| s.uuid.eq_ignore_ascii_case(which) || s.name == *which)
+            else {
+                let message = if which.len() == 36 && which.matches('-').count() == 4 {
+                    format!("Could not find a snapshot with UUID {{{which}}}")
+                } else {
+                    format!("Could not find a snapshot named '{which}'")
+                };
+                return Reply::com_error(
+                    &message,
+                    "VBOX_E_OBJECT_NOT_FOUND",
+                    "0x80bb0001",
+                    "SessionMachine",
+                    "FindSnapshot(Bstr(a->argv[2]).raw(), pSnapshot.asOutParam())",
+                );
+            };
+            let snap = vm.snapshots[at].clone();
+            if *verb == "restore" {
+                if matches!(vm.state.as_str(), "running" | "paused") {
+                    let shown = if vm.state == "running" { "Running" } else { "Paused" };
+                    return Reply::com_error(
+                        &format!("Cannot delete the current state of the running machine (machine state: {shown})"),
+                        "VBOX_E_INVALID_VM_STATE",
+                        "0x80bb0002",
+                        "SessionMachine",
+                        "RestoreSnapshot(pSnapshot, pProgress.asOutParam())",
+                    );
+                }
+                vm.current_snapshot = Some(snap.uuid.clone());
+                vm.state = snap.state.clone();
+                vm.state_change = now_utc(9);
+                return Reply {
+                    code: 0,
+                    stdout: format!("Restoring snapshot '{}' ({})\n", snap.name, snap.uuid),
+                    stderr: progress.into(),
+                };
+            }
+            let children =
+                vm.snapshots.iter().filter(|c| c.parent.as_deref() == Some(&snap.uuid)).count();
+            let is_current = vm.current_snapshot.as_deref() == Some(snap.uuid.as_str());
+            let refusal = if children > 1 {
+                Some(format!("Snapshot '{}' of the machine '{}' cannot be deleted, because it has {children} child snapshots, which is more than the one snapshot allowed for deletion", snap.name, vm.name))
+            } else if is_current && children == 1 {
+                Some(format!("Snapshot '{}' of the machine '{}' cannot be deleted, because it is the current snapshot and has one child snapshot", snap.name, vm.name))
+            } else {
+                None
+            };
+            if let Some(message) = refusal {
+                return Reply::com_error(
+                    &message,
+                    "VBOX_E_INVALID_OBJECT_STATE",
+                    "0x80bb0007",
+                    "SessionMachine",
+                    "DeleteSnapshot(bstrSnapGuid.raw(), pProgress.asOutParam())",
+                );
+            }
+            // The child (if any) moves up to the deleted snapshot's parent, as does the
+            // current state when the deleted one was current.
+            for c in vm.snapshots.iter_mut().filter(|c| c.parent.as_deref() == Some(&snap.uuid)) {
+                c.parent = snap.parent.clone();
+            }
+            if is_current {
+                vm.current_snapshot = snap.parent.clone();
+            }
+            vm.snapshots.remove(at);
+            Reply {
+                code: 0,
+                stdout: format!("Deleting snapshot '{}' ({})\n", snap.name, snap.uuid),
+                stderr: progress.into(),
+            }
+        }
+        _ => Reply::syntax(&format!("Invalid snapshot command {:?}", rest.join(" "))),
+    }
 }
 
 fn mediuminfo(state: &State, m: &Medium) -> String {
@@ -818,6 +1019,7 @@ fn fake_init(args: &[String]) -> ExitCode {
         media: Vec::new(),
         faults: Vec::new(),
         metrics_set_up: Vec::new(),
+        snapshots_taken: 0,
     };
     match scenario.as_str() {
         "lab" => lab(&mut state),
@@ -934,6 +1136,8 @@ fn vm(
         cpu_user_pct: 6.25,
         ram_used_kb: memory_mb * 1024 / 2,
         description: None,
+        snapshots: Vec::new(),
+        current_snapshot: None,
     }
 }
 

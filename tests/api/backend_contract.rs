@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rocket::figment::Figment;
-use vmdeck::backend::{Backend, BackendError, PowerAction, PowerState, VmReport, VmState};
+use vmdeck::backend::{
+    AfterRevert, Backend, BackendError, PowerAction, PowerState, SnapshotOp, SnapshotReport,
+    VmReport, VmState,
+};
 use vmdeck::config::{HostConfig, Settings};
 
 use crate::support::app::{breadth_uri, libvirt_host, virtualbox_host, HostSpec};
@@ -257,6 +260,137 @@ async fn a_vm_removed_from_the_host_is_no_such_vm_and_leaves_the_inventory<W: Wo
         W::BACKEND
     );
     assert_eq!(after.len(), before.len() - 1, "{}: only the removed VM left", W::BACKEND);
+}
+
+/// Snapshots as a tree, the same way on every backend: a snapshot is taken as the child of
+/// the current one and becomes current; a revert moves the current mark back; deleting a
+/// snapshot keeps its child, re-parented to the deleted one's parent; a used name is refused in
+/// words. (The second revert, back to the child, is there because VirtualBox does not delete
+/// the current snapshot while it has a child; libvirt does.)
+async fn snapshots_are_taken_listed_reverted_and_deleted_as_a_tree<W: World>() {
+    let world = W::new();
+    let backend = connect::<W>(world.host(), CALL_LIMIT);
+    assert!(backend.snapshot_caps().supported, "{}: snapshots are supported", W::BACKEND);
+    let vm = world.known().into_iter().find(|v| v.state == PowerState::ShutOff).unwrap();
+    let list = async || -> Vec<SnapshotReport> {
+        within::<W, _>("snapshots()", backend.snapshots(&vm.uuid))
+            .await
+            .unwrap_or_else(|e| panic!("{}: snapshots() of {:?} failed: {e}", W::BACKEND, vm.name))
+    };
+    let by_name = |snaps: &[SnapshotReport], name: &str| -> SnapshotReport {
+        let found: Vec<&SnapshotReport> = snaps.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "{}: one snapshot named {name:?} in {snaps:?}", W::BACKEND);
+        found[0].clone()
+    };
+    let run =
+        async |op: SnapshotOp| within::<W, _>("snapshot()", backend.snapshot(&vm.uuid, &op)).await;
+    let current = |snaps: &[SnapshotReport]| -> Vec<String> {
+        snaps.iter().filter(|s| s.current).map(|s| s.name.clone()).collect()
+    };
+    assert_eq!(list().await, vec![], "{}: {:?} has no snapshots at first", W::BACKEND, vm.name);
+
+    let take = |name: &str, description: &str| SnapshotOp::Take {
+        name: name.into(),
+        description: description.into(),
+        with_memory: false,
+    };
+    let description = "before the \"upgrade\"\nsecond line";
+    run(take("first", description))
+        .await
+        .unwrap_or_else(|e| panic!("{}: taking a snapshot failed: {e}", W::BACKEND));
+    let snaps = list().await;
+    let first = by_name(&snaps, "first");
+    assert_eq!(snaps.len(), 1, "{}: {snaps:?}", W::BACKEND);
+    assert_eq!(
+        first.description,
+        description,
+        "{}: the description, line breaks and quotes kept",
+        W::BACKEND
+    );
+    assert_eq!(first.parent_id, None, "{}: the first snapshot is a root", W::BACKEND);
+    assert!(first.current, "{}: the new snapshot is current", W::BACKEND);
+
+    run(take("second", "")).await.unwrap_or_else(|e| panic!("{}: second take: {e}", W::BACKEND));
+    let snaps = list().await;
+    let second = by_name(&snaps, "second");
+    assert_eq!(
+        second.parent_id.as_deref(),
+        Some(first.id.as_str()),
+        "{}: child of the current one",
+        W::BACKEND
+    );
+    assert_eq!(current(&snaps), vec!["second"], "{}: the current mark moved", W::BACKEND);
+
+    match run(take("first", "")).await {
+        Err(e) => assert!(
+            e.to_string().contains("already") && e.to_string().contains("choose another name"),
+            "{}: a used name is refused in words: {e}",
+            W::BACKEND
+        ),
+        Ok(()) => panic!("{}: a second snapshot named \"first\" was taken", W::BACKEND),
+    }
+    assert_eq!(list().await.len(), 2, "{}: the refused take changed nothing", W::BACKEND);
+
+    let revert = |id: &str| SnapshotOp::Revert { id: id.into(), after: AfterRevert::AsTaken };
+    run(revert(&first.id)).await.unwrap_or_else(|e| panic!("{}: revert: {e}", W::BACKEND));
+    let snaps = list().await;
+    assert_eq!(current(&snaps), vec!["first"], "{}: the current mark moved back", W::BACKEND);
+    assert_eq!(snaps.len(), 2, "{}: a revert deletes nothing", W::BACKEND);
+    let state = vm_state::<W>(&*backend, &vm.uuid).await.unwrap();
+    assert_eq!(state.state, PowerState::ShutOff, "{}: as the snapshot was taken", W::BACKEND);
+
+    run(revert(&second.id)).await.unwrap_or_else(|e| panic!("{}: revert: {e}", W::BACKEND));
+    run(SnapshotOp::Delete { id: first.id.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("{}: delete: {e}", W::BACKEND));
+    let snaps = list().await;
+    assert_eq!(snaps.len(), 1, "{}: {snaps:?}", W::BACKEND);
+    let kept = by_name(&snaps, "second");
+    assert_eq!(
+        (kept.id.as_str(), kept.parent_id.as_deref()),
+        (second.id.as_str(), None),
+        "{}: the child survives, re-parented",
+        W::BACKEND
+    );
+    assert!(kept.current, "{}", W::BACKEND);
+
+    // Snapshots that do not exist (any more): refused as such, in words.
+    for op in [revert(&first.id), SnapshotOp::Delete { id: first.id.clone() }, revert(UNKNOWN_UUID)]
+    {
+        match run(op.clone()).await {
+            Err(BackendError::InvalidState(m)) => assert!(!m.is_empty()),
+            other => panic!("{}: {op:?} of a missing snapshot gave {other:?}", W::BACKEND),
+        }
+    }
+    match within::<W, _>("snapshots()", backend.snapshots(UNKNOWN_UUID)).await {
+        Err(BackendError::NoSuchVm) => {}
+        other => panic!("{}: snapshots() of an unknown VM gave {other:?}", W::BACKEND),
+    }
+
+    // A backend whose inventory reads the snapshots for free reports the same set.
+    let reports = within::<W, _>("inventory()", backend.inventory()).await.unwrap();
+    if let Some(listed) = &report_of::<W>(&reports, &vm.uuid).snapshots {
+        assert_eq!(listed, &list().await, "{}: inventory and snapshots() agree", W::BACKEND);
+    }
+}
+
+/// A running VM's snapshot is taken while it keeps running.
+async fn a_running_vm_is_snapshotted_without_being_stopped<W: World>() {
+    let world = W::new();
+    let backend = connect::<W>(world.host(), CALL_LIMIT);
+    let vm = world.known().into_iter().find(|v| v.state == PowerState::Running).unwrap();
+    let op = SnapshotOp::Take {
+        name: "live one".into(),
+        description: String::new(),
+        with_memory: backend.snapshot_caps().running_with_memory,
+    };
+    within::<W, _>("snapshot()", backend.snapshot(&vm.uuid, &op))
+        .await
+        .unwrap_or_else(|e| panic!("{}: snapshot of running {:?}: {e}", W::BACKEND, vm.name));
+    let snaps = within::<W, _>("snapshots()", backend.snapshots(&vm.uuid)).await.unwrap();
+    assert!(snaps.iter().any(|s| s.name == "live one" && s.current), "{}: {snaps:?}", W::BACKEND);
+    let state = vm_state::<W>(&*backend, &vm.uuid).await.unwrap();
+    assert_eq!(state.state, PowerState::Running, "{}: still running", W::BACKEND);
 }
 
 // ---- helpers ----
@@ -495,6 +629,8 @@ macro_rules! contract {
                 every_action_a_backend_offers_is_accepted_by_its_hypervisor,
                 a_host_that_hangs_makes_inventory_fail_with_a_timeout_within_the_limit,
                 a_vm_removed_from_the_host_is_no_such_vm_and_leaves_the_inventory,
+                snapshots_are_taken_listed_reverted_and_deleted_as_a_tree,
+                a_running_vm_is_snapshotted_without_being_stopped,
             );
         }
     )+};

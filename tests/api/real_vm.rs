@@ -361,3 +361,112 @@ async fn a_request_pending_when_the_server_is_killed_is_settled_after_restart() 
     assert_eq!(status, "unconfirmed", "checked against the VM's actual state (still running)");
     assert!(detail.unwrap_or_default().contains("running"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots against real QEMU: internal snapshots in the VM's qcow2 disk
+
+/// `virsh snapshot-list <vm> --name`, one name a line, sorted.
+fn virsh_snapshot_names(daemon: &LibvirtDaemon, vm: &str) -> Vec<String> {
+    let out = daemon.virsh(&["snapshot-list", vm, "--name"]).unwrap();
+    let mut names: Vec<String> =
+        out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_snapshots_of_a_real_qcow2_vm_are_taken_listed_reverted_and_deleted() {
+    use vmdeck::backend::{AfterRevert, BackendError, SnapshotOp};
+    let Some(daemon) = daemon_or_skip() else { return };
+    // define_vm gives a BIOS VM on a qcow2 disk: internal snapshots must work.
+    let uuid = daemon.define_vm("vmdeck-snap", 1, 64, 256).unwrap();
+    let app = app_with(vec![libvirt_host("lab", daemon.uri())]).await;
+    let backend = app.hosts.get("lab").expect("configured host").backend.clone();
+    let take = |name: &str| SnapshotOp::Take {
+        name: name.into(),
+        description: format!("{name} by vmdeck"),
+        with_memory: true,
+    };
+
+    // Shut off: the disks only.
+    backend.snapshot(&uuid, &take("cold")).await.expect("snapshot of a shut-off qcow2 VM");
+    assert_eq!(virsh_snapshot_names(&daemon, "vmdeck-snap"), vec!["cold"]);
+    let snaps = backend.snapshots(&uuid).await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    let cold = snaps[0].clone();
+    assert_eq!((cold.vm_state.as_str(), cold.with_memory, cold.current), ("shutoff", false, true));
+    assert_eq!(cold.description, "cold by vmdeck");
+    assert!(cold.created_at_ms.is_some(), "libvirt says when it was taken");
+
+    // Running: a system checkpoint with the guest's memory.
+    daemon.virsh(&["start", "vmdeck-snap"]).unwrap();
+    backend.snapshot(&uuid, &take("warm")).await.expect("snapshot of a running qcow2 VM");
+    let snaps = backend.snapshots(&uuid).await.unwrap();
+    let warm = snaps.iter().find(|s| s.name == "warm").unwrap().clone();
+    assert_eq!(warm.parent_id.as_deref(), Some("cold"), "{snaps:?}");
+    assert!(warm.with_memory && warm.current, "{warm:?}");
+    assert_eq!(warm.vm_state, "running");
+    let parent = daemon.virsh(&["snapshot-parent", "vmdeck-snap", "warm"]).unwrap();
+    assert_eq!(parent.trim(), "cold", "virsh agrees on the tree");
+    assert_eq!(domstate(&daemon, "vmdeck-snap"), "running", "the VM ran on");
+
+    // A used name: libvirt refuses it, vmdeck says so in words.
+    match backend.snapshot(&uuid, &take("cold")).await {
+        Err(e) => assert!(e.to_string().contains("choose another name"), "{e}"),
+        Ok(()) => panic!("a second snapshot named cold"),
+    }
+
+    // Revert to the disk-only one: the VM is shut off, as it was then.
+    let revert = |id: &str| SnapshotOp::Revert { id: id.into(), after: AfterRevert::AsTaken };
+    backend.snapshot(&uuid, &revert("cold")).await.expect("revert to cold");
+    assert_eq!(domstate(&daemon, "vmdeck-snap"), "shut off");
+    let current = daemon.virsh(&["snapshot-current", "vmdeck-snap", "--name"]).unwrap();
+    assert_eq!(current.trim(), "cold");
+    // Back to the running checkpoint: the guest runs again from its memory.
+    backend.snapshot(&uuid, &revert("warm")).await.expect("revert to warm");
+    assert_eq!(domstate(&daemon, "vmdeck-snap"), "running");
+
+    // Delete the parent: the child stays, now a root.
+    backend.snapshot(&uuid, &SnapshotOp::Delete { id: "cold".into() }).await.expect("delete cold");
+    assert_eq!(virsh_snapshot_names(&daemon, "vmdeck-snap"), vec!["warm"]);
+    let snaps = backend.snapshots(&uuid).await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!((snaps[0].name.as_str(), snaps[0].parent_id.as_deref()), ("warm", None));
+    match backend.snapshot(&uuid, &revert("cold")).await {
+        Err(BackendError::InvalidState(m)) => assert!(m.contains("no longer exists"), "{m}"),
+        other => panic!("revert to a deleted snapshot: {other:?}"),
+    }
+    backend.snapshot(&uuid, &SnapshotOp::Delete { id: "warm".into() }).await.unwrap();
+    assert_eq!(virsh_snapshot_names(&daemon, "vmdeck-snap"), Vec::<String>::new());
+    daemon.virsh(&["destroy", "vmdeck-snap"]).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_disk_refuses_internal_snapshots_in_words() {
+    use vmdeck::backend::{BackendError, SnapshotOp};
+    let Some(daemon) = daemon_or_skip() else { return };
+    daemon.define_vm("vmdeck-raw", 1, 64, 64).unwrap();
+    // The same VM with its disk declared raw: QEMU cannot keep internal snapshots there.
+    let xml =
+        daemon.virsh(&["dumpxml", "vmdeck-raw"]).unwrap().replace("type='qcow2'", "type='raw'");
+    assert!(xml.contains("type='raw'"), "{xml}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("raw.xml");
+    std::fs::write(&file, xml).unwrap();
+    daemon.virsh(&["define", &file.to_string_lossy()]).unwrap();
+    let uuid = daemon.virsh(&["domuuid", "vmdeck-raw"]).unwrap().trim().to_string();
+    let app = app_with(vec![libvirt_host("lab", daemon.uri())]).await;
+    let backend = app.hosts.get("lab").expect("configured host").backend.clone();
+
+    let op =
+        SnapshotOp::Take { name: "nope".into(), description: String::new(), with_memory: false };
+    match backend.snapshot(&uuid, &op).await {
+        Err(BackendError::Unsupported(m)) => assert!(m.contains("raw image, not qcow2"), "{m}"),
+        other => panic!("snapshot of a raw-disk VM: {other:?}"),
+    }
+    assert_eq!(
+        virsh_snapshot_names(&daemon, "vmdeck-raw"),
+        Vec::<String>::new(),
+        "nothing half-done"
+    );
+}

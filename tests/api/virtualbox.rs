@@ -11,7 +11,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmdeck::backend::{Backend, BackendError, PowerAction, PowerState};
+use vmdeck::backend::{
+    AfterRevert, Backend, BackendError, PowerAction, PowerState, SnapshotOp, SnapshotReport,
+};
 use vmdeck::hosts::PollOutcome;
 
 use crate::power_offers::{actions_in, offered};
@@ -730,4 +732,166 @@ async fn an_aborted_vm_offers_start_a_stuck_one_power_off_and_a_refused_one_is_s
         .await;
     assert_eq!(settled_power(&app, &cafe).await.0, "confirmed");
     assert_eq!(stored_state(&app, &cafe).await.1, "poweroff");
+}
+
+// ---- snapshots (the tree itself is in `backend_contract`) ----
+
+fn take(name: &str, description: &str) -> SnapshotOp {
+    SnapshotOp::Take { name: name.into(), description: description.into(), with_memory: true }
+}
+
+fn revert(id: &str) -> SnapshotOp {
+    SnapshotOp::Revert { id: id.into(), after: AfterRevert::AsTaken }
+}
+
+async fn snapshot_named(vbox: &dyn Backend, uuid: &str, name: &str) -> SnapshotReport {
+    let snaps = vbox.snapshots(uuid).await.unwrap();
+    snaps.into_iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no snapshot {name:?}"))
+}
+
+#[tokio::test]
+async fn a_running_vm_is_snapshotted_live_and_reverted_only_once_powered_off() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let vbox = backend(&app, "vbox");
+    let (web, db) = (lab_uuid(WEB), lab_uuid(DB));
+
+    vbox.snapshot(&web, &take("before", "")).await.unwrap();
+    assert!(
+        fake.calls().contains(&format!("snapshot {web} take before --live")),
+        "a running VM is not paused for its snapshot: {:?}",
+        fake.calls()
+    );
+    vbox.snapshot(&db, &take("cold", "")).await.unwrap();
+    assert!(fake.calls().contains(&format!("snapshot {db} take cold")), "no --live when off");
+
+    let before = snapshot_named(&*vbox, &web, "before").await;
+    match vbox.snapshot(&web, &revert(&before.id)).await {
+        Err(BackendError::InvalidState(m)) => {
+            assert!(m.contains("power it off or save its state first"), "{m}")
+        }
+        other => panic!("revert of a running VM: {other:?}"),
+    }
+    assert!(
+        !fake.calls().iter().any(|c| c.contains("restore")),
+        "refused before anything was sent"
+    );
+    assert_eq!(vbox.vm_state(&web).await.unwrap().state, PowerState::Running);
+    match vbox
+        .snapshot(&web, &SnapshotOp::Revert { id: before.id.clone(), after: AfterRevert::Running })
+        .await
+    {
+        Err(BackendError::Unsupported(m)) => assert!(m.contains("as it was taken"), "{m}"),
+        other => panic!("a revert state VirtualBox cannot choose: {other:?}"),
+    }
+
+    vbox.power(&web, PowerAction::PowerOff).await.unwrap();
+    vbox.snapshot(&web, &revert(&before.id)).await.unwrap();
+    assert!(fake.calls().contains(&format!("snapshot {web} restore {}", before.id)));
+    let state = vbox.vm_state(&web).await.unwrap();
+    assert_eq!(state.raw_state, "saved", "the running VM's snapshot held its memory");
+}
+
+#[tokio::test]
+async fn a_locked_vm_fails_a_snapshot_in_words_and_nothing_is_taken() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let vbox = backend(&app, "vbox");
+    let db = lab_uuid(DB);
+    fake.fault(serde_json::json!({"command": "snapshot take", "vm": db, "behaviour": "locked", "times": 1}));
+
+    match vbox.snapshot(&db, &take("nightly", "")).await {
+        Err(BackendError::Hypervisor(m)) => assert!(
+            m.starts_with("Take snapshot: the VM is locked by another session")
+                && m.contains("try again"),
+            "{m}"
+        ),
+        other => panic!("expected the locked message, got {other:?}"),
+    }
+    assert_eq!(vbox.snapshots(&db).await.unwrap(), vec![], "nothing was taken");
+    vbox.snapshot(&db, &take("nightly", "")).await.unwrap();
+    assert_eq!(vbox.snapshots(&db).await.unwrap().len(), 1, "once the lock is gone it works");
+}
+
+#[tokio::test]
+async fn virtualbox_snapshot_rules_and_raw_names_come_back_in_words() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let vbox = backend(&app, "vbox");
+    let db = lab_uuid(DB);
+    let none: Vec<SnapshotReport> = vec![];
+    assert_eq!(vbox.snapshots(&db).await.unwrap(), none, "exit status 1 + 'no snapshots' is empty");
+
+    // A name with quotes and a multi-line description with quotes: printed raw, read back whole.
+    let name = "say \"cheese\" ../ ✓";
+    let description = "line one\nline \"two\"\r\nC:\\builds\\";
+    vbox.snapshot(&db, &take(name, description)).await.unwrap();
+    let a = snapshot_named(&*vbox, &db, name).await;
+    assert_eq!(a.description, "line one\nline \"two\"\nC:\\builds\\");
+    let reports = vbox.inventory().await.unwrap();
+    let listed = reports.iter().find(|r| r.uuid == db).unwrap().snapshots.clone();
+    assert_eq!(
+        listed,
+        Some(vbox.snapshots(&db).await.unwrap()),
+        "showvminfo carries the same tree"
+    );
+    let web = reports.iter().find(|r| r.uuid == lab_uuid(WEB)).unwrap();
+    assert_eq!(web.snapshots, Some(vec![]), "no snapshots, read for free");
+
+    // VirtualBox's delete rules: not the current snapshot while it has a child...
+    vbox.snapshot(&db, &take("b", "")).await.unwrap();
+    vbox.snapshot(&db, &revert(&a.id)).await.unwrap();
+    match vbox.snapshot(&db, &SnapshotOp::Delete { id: a.id.clone() }).await {
+        Err(BackendError::InvalidState(m)) => {
+            assert!(m.contains("revert to another snapshot first"), "{m}")
+        }
+        other => panic!("delete of the current snapshot with a child: {other:?}"),
+    }
+    // ...nor one with two children.
+    vbox.snapshot(&db, &take("c", "")).await.unwrap();
+    let c = snapshot_named(&*vbox, &db, "c").await;
+    assert_eq!(
+        c.parent_id.as_deref(),
+        Some(a.id.as_str()),
+        "a second branch under the reverted one"
+    );
+    match vbox.snapshot(&db, &SnapshotOp::Delete { id: a.id.clone() }).await {
+        Err(BackendError::InvalidState(m)) => assert!(m.contains("at most one child"), "{m}"),
+        other => panic!("delete of a snapshot with two children: {other:?}"),
+    }
+    assert_eq!(vbox.snapshots(&db).await.unwrap().len(), 3, "refusals changed nothing");
+
+    // Bad input never reaches a command line.
+    for bad in
+        [take("", ""), take("two\nlines", ""), SnapshotOp::Delete { id: "../x; rm -rf /".into() }]
+    {
+        assert!(vbox.snapshot(&db, &bad).await.is_err(), "{bad:?}");
+    }
+    let takes =
+        fake.calls().iter().filter(|c| c.starts_with(&format!("snapshot {db} take"))).count();
+    assert_eq!(takes, 3, "only the three good takes were sent");
+    assert!(!fake.calls().iter().any(|c| c.contains("rm -rf")));
+}
+
+#[tokio::test]
+async fn snapshot_names_reach_vboxmanage_whole_through_ssh_whose_remote_shell_resplits_them() {
+    let fake = FakeVbox::lab();
+    // A stand-in `ssh`: like the real one, it joins its arguments after the host into one
+    // command line and has a shell run it.
+    let bin = tempfile::tempdir().unwrap();
+    let ssh = bin.path().join("ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nshift\nexec /bin/sh -c \"$*\"\n").unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut host = fake.host("vbox");
+    host.set("command_prefix", [ssh.display().to_string(), "vbox@desk1".to_string()]);
+    let app = app_with(vec![host]).await;
+    let vbox = backend(&app, "vbox");
+    let db = lab_uuid(DB);
+
+    let canary = bin.path().join("ran");
+    let name = format!("it's \"a\" test; touch {} $(touch {})", canary.display(), canary.display());
+    vbox.snapshot(&db, &take(&name, "two words\nand 'quotes'")).await.unwrap();
+    let snap = snapshot_named(&*vbox, &db, &name).await;
+    assert_eq!(snap.description, "two words\nand 'quotes'");
+    assert!(!canary.exists(), "nothing in a name is run by the remote shell");
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::parse::*;
 use super::{matched_addresses, printed_success, Output};
-use crate::backend::{PowerAction, PowerState};
+use crate::backend::{PowerAction, PowerState, SnapshotReport};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/virtualbox")
@@ -99,6 +99,133 @@ fn real_poweroff_vm_with_snapshot_is_read_through_its_controller_names() {
     );
     assert_eq!(info.guest_additions_run_level, None, "not running");
     assert_eq!(info.skipped_lines, 0);
+}
+
+fn snap(id: &str, name: &str, parent: Option<&str>, current: bool) -> SnapshotReport {
+    SnapshotReport {
+        id: id.into(),
+        name: name.into(),
+        description: String::new(),
+        parent_id: parent.map(str::to_string),
+        created_at_ms: None,
+        vm_state: String::new(),
+        with_memory: false,
+        current,
+    }
+}
+
+#[test]
+fn real_snapshot_list_gives_the_tree_with_the_current_node_printed_before_its_child() {
+    let tree =
+        snapshots(&capture("snapshots/snapshot-list-machinereadable-current-before-its-child.txt"));
+    let root = "86b38fc9-9d68-4e4b-a033-4075002ab570";
+    let one = "e383e702-fee3-4e0b-b1e0-f3b869dbcaea";
+    assert_eq!(
+        tree,
+        vec![
+            snap(root, "ROOT", None, false),
+            snap(one, "Snapshot 1", Some(root), true),
+            snap("8cc12787-99df-466e-8a51-80e373d3447a", "Snapshot 2", Some(one), false),
+            snap("f42533a8-7c14-4855-aa66-7169fe8187fe", "Snapshot 3", Some(root), false),
+        ],
+        "SnapshotName-1-1 is the child of SnapshotName-1 even though the Current* lines sit between them"
+    );
+}
+
+#[test]
+fn real_single_snapshot_list_keeps_a_name_with_at_sign_colons_and_spaces() {
+    let tree = snapshots(&capture(
+        "snapshots/snapshot-list-machinereadable-single-name-with-at-and-date.txt",
+    ));
+    assert_eq!(
+        tree,
+        vec![snap(
+            "947ad21d-2cad-4e64-80cc-2ff819d1be4e",
+            "Snapshot taken by jf@Tzunami 2017-01-07 20:51:48",
+            None,
+            true
+        )]
+    );
+    // The transcript of the same host: take printed the UUID the list shows.
+    let transcript = capture("snapshots/snapshot-take-and-restore.transcript.txt");
+    assert!(transcript.contains(&format!("Snapshot taken. UUID: {}", tree[0].id)));
+}
+
+#[test]
+fn real_no_snapshots_answer_is_an_empty_tree() {
+    let text = capture("snapshots/snapshot-list-none.stdout-exit-1.txt");
+    assert!(text.contains(NO_SNAPSHOTS));
+    assert_eq!(snapshots(&text), vec![]);
+}
+
+#[test]
+fn real_showvminfo_with_a_snapshot_gives_it_and_nothing_else_changes() {
+    let text = capture("showvminfo-machinereadable-ohai-poweroff-with-snapshot.txt");
+    let info = vm_info(&text);
+    assert_eq!(
+        info.snapshots,
+        vec![snap("085cbbec-70cd-4864-9208-5d938dcabb71", "base", None, true)],
+        "indented lines (the capture's heredoc) are read too"
+    );
+    assert_eq!(info.skipped_lines, 0);
+    // VMs without snapshots: an empty tree, and the rest read as before.
+    for name in [
+        "showvminfo-machinereadable-v5.2-saved-go-virtualbox.txt",
+        "showvminfo-machinereadable-v5.x-running-multiline-description.unwrapped.txt",
+        "showvminfo-machinereadable-v7.0-poweroff-encryption-line-quirk.vedv.txt",
+    ] {
+        let info = vm_info(&capture(name));
+        assert_eq!(info.snapshots, vec![], "{name}");
+        assert!(info.name.is_some() && info.vm_state.is_some(), "{name}");
+    }
+}
+
+#[test]
+fn synthetic_raw_snapshot_values_with_quotes_line_breaks_and_a_backslash_are_read_whole() {
+    // Synthetic, built as VBoxManage prints it (values raw, not escaped), inside the `showvminfo`
+    // layout of 7.x: the tree between the settings and the guest section.
+    let text = "name=\"web\"\n\
+        memory=1024\n\
+        SnapshotName=\"say \"hi\"\"\n\
+        SnapshotUUID=\"AAAAAAAA-0000-4000-8000-000000000001\"\n\
+        SnapshotDescription=\"line one\n\
+        line \"two\"\n\
+        SnapshotName-1=not a key inside a description\"\n\
+        SnapshotName-1=\"C:\\builds\\\"\n\
+        SnapshotUUID-1=\"aaaaaaaa-0000-4000-8000-000000000002\"\n\
+        SnapshotDescription-1=\"ends with a line break\n\
+        \"\n\
+        CurrentSnapshotName=\"C:\\builds\\\"\n\
+        CurrentSnapshotUUID=\"aaaaaaaa-0000-4000-8000-000000000002\"\n\
+        CurrentSnapshotNode=\"SnapshotName-1\"\n\
+        SnapshotName-1-1=\"same\"\n\
+        SnapshotUUID-1-1=\"aaaaaaaa-0000-4000-8000-000000000003\"\n\
+        SnapshotName-1-2=\"same\"\n\
+        SnapshotUUID-1-2=\"aaaaaaaa-0000-4000-8000-000000000004\"\n\
+        GuestMemoryBalloon=0\n\
+        GuestAdditionsRunLevel=2\n";
+    let info = vm_info(text);
+    let first = "aaaaaaaa-0000-4000-8000-000000000001";
+    let second = "aaaaaaaa-0000-4000-8000-000000000002";
+    let mut want = vec![
+        snap(first, "say \"hi\"", None, false),
+        snap(second, "C:\\builds\\", Some(first), true),
+        snap("aaaaaaaa-0000-4000-8000-000000000003", "same", Some(second), false),
+        snap("aaaaaaaa-0000-4000-8000-000000000004", "same", Some(second), false),
+    ];
+    want[0].description =
+        "line one\nline \"two\"\nSnapshotName-1=not a key inside a description".into();
+    want[1].description = "ends with a line break\n".into();
+    assert_eq!(info.snapshots, want);
+    assert_eq!(
+        info.guest_additions_run_level,
+        Some(2),
+        "a raw value ending in a backslash does not swallow the lines after it"
+    );
+    assert_eq!(info.memory_mib, Some(1024));
+    assert_eq!(info.skipped_lines, 0, "the snapshot lines are not left to the general reader");
+    // CRLF line ends (Windows hosts) read the same.
+    assert_eq!(vm_info(&text.replace('\n', "\r\n")).snapshots, want);
 }
 
 #[test]
@@ -510,7 +637,7 @@ const ALPHABET: &[char] = &[
 
 fn every_capture() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for sub in ["", "errors", "synthetic"] {
+    for sub in ["", "errors", "snapshots", "synthetic"] {
         for entry in std::fs::read_dir(dir().join(sub)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "txt") {
@@ -527,6 +654,8 @@ fn run_every_parser(text: &str) {
     let vms = list_vms(text);
     let names: Vec<&str> = vms.iter().map(|v| v.name.as_str()).collect();
     let info = vm_info(text);
+    let _ = snapshots(text);
+    let _ = error_messages(text);
     let _ = matched_addresses(&info, text);
     let _ = guest_addresses(&guest_properties(text));
     let _ = medium_sizes(text);

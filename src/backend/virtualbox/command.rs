@@ -1,6 +1,8 @@
 //! Running `VBoxManage`: never through a shell, with `LC_ALL=C`, a time limit per command after
 //! which the child is killed, and at most [`MAX_CONCURRENT_COMMANDS`] commands per host at once.
 
+use std::borrow::Cow;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -53,6 +55,23 @@ impl Runner {
         argv.push(s.vboxmanage.clone());
         argv.extend(args.iter().map(|a| a.to_string()));
         argv
+    }
+
+    /// `text` typed by a person (a snapshot's name or description) as an argument that reaches
+    /// VBoxManage unchanged. Through `ssh`, whose remote shell joins and re-splits the command
+    /// line, it is quoted for a POSIX shell, so spaces stay inside it and `;`, `$(...)` or
+    /// quotes are not run; run directly or through `sudo`, it is passed as it is.
+    pub fn text_arg<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let through_ssh = self
+            .settings
+            .command_prefix
+            .iter()
+            .any(|w| Path::new(w).file_name().is_some_and(|f| f == "ssh"));
+        if through_ssh {
+            Cow::Owned(format!("'{}'", text.replace('\'', "'\\''")))
+        } else {
+            Cow::Borrowed(text)
+        }
     }
 
     /// Runs one command and collects its output. The time limit starts when the command starts,

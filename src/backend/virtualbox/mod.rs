@@ -6,7 +6,8 @@
 //! addresses); `showmediuminfo <uuid>` once per attached disk image (cached by medium UUID);
 //! and, when VMs run, one `metrics query` for all of them (with `metrics setup` when a VM has
 //! started since the last poll, and `list hostinfo` once). After the first poll that is at most
-//! two commands per VM plus two per host.
+//! two commands per VM plus two per host. Each VM's snapshot tree comes with its `showvminfo`;
+//! snapshot requests are in `snapshots.rs`.
 //!
 //! Only UUIDs and fixed words are ever passed as arguments, never VM names: they need no
 //! quoting, so the same argument list works run directly, through `sudo`, or through `ssh`
@@ -21,6 +22,7 @@ mod command;
 mod offers;
 pub mod parse;
 pub mod settings;
+mod snapshots;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,7 +32,8 @@ use tracing::Instrument;
 
 use super::{
     sort_addresses, AddrSource, Backend, BackendError, Counters, Disk, DiskUsage, IpAddress, Nic,
-    Offer, PowerAction, PowerState, VmConfig, VmReport, VmState,
+    Offer, PowerAction, PowerState, SnapshotCaps, SnapshotOp, SnapshotReport, VmConfig, VmReport,
+    VmState,
 };
 use command::{Output, RunError, Runner};
 pub use offers::offers;
@@ -455,6 +458,27 @@ impl Backend for VirtualBoxBackend {
         let (state, raw_state, state_reason) = describe_state(&info);
         Ok(VmState { state, raw_state, state_reason })
     }
+
+    #[tracing::instrument(skip(self), fields(vm = %uuid))]
+    async fn snapshots(&self, uuid: &str) -> Result<Vec<SnapshotReport>, BackendError> {
+        self.list_snapshots(uuid).await
+    }
+
+    #[tracing::instrument(skip(self, op), fields(vm = %uuid))]
+    async fn snapshot(&self, uuid: &str, op: &SnapshotOp) -> Result<(), BackendError> {
+        self.run_snapshot(uuid, op).await
+    }
+
+    fn snapshot_caps(&self) -> SnapshotCaps {
+        // A running VM's snapshot always holds its memory (taken live, so the guest runs on);
+        // a restore leaves the VM as the snapshot captured it (saved or powered off).
+        SnapshotCaps {
+            supported: true,
+            memory_choice: false,
+            running_with_memory: true,
+            revert_choose_state: false,
+        }
+    }
 }
 
 /// Usage figures for one running VM.
@@ -609,7 +633,8 @@ fn report(
         },
         disk_usage,
         addresses: if running { addresses } else { Vec::new() },
-        snapshots: None,
+        // `showvminfo` prints the snapshot tree: read at no extra command.
+        snapshots: Some(info.snapshots.clone()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pure parsers for what `VBoxManage` prints: `list vms`, `showvminfo --machinereadable`,
 //! `showmediuminfo`, `guestproperty enumerate` (the ≤ 6.1 and the 7.0+ layouts), `metrics query`,
-//! `list hostinfo`, `--version`, and the error lines on stderr.
+//! `list hostinfo`, `--version`, the snapshot tree (in `showvminfo` and `snapshot list`), and the
+//! error lines on stderr.
 //!
 //! Every parser takes text and returns what it could read: none fails, none panics (a fuzz test
 //! feeds them mutated captures), and a line it does not understand is skipped, never fatal.
@@ -9,10 +10,11 @@
 //!
 //! Long because it holds one parser per VBoxManage output format, with their unit tests.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::backend::PowerState;
+use crate::backend::{PowerState, SnapshotReport};
 
 /// The name `list vms` and `showvminfo` print for a VM whose settings cannot be read.
 pub const INACCESSIBLE: &str = "<inaccessible>";
@@ -286,6 +288,8 @@ pub struct VmInfo {
     /// Printed only while the VM runs: 0 = no Guest Additions, 1 system, 2 userland, 3 desktop.
     pub guest_additions_run_level: Option<u32>,
     pub guest_additions_version: Option<String>,
+    /// The VM's snapshot tree (empty when it has none), see [`snapshots`].
+    pub snapshots: Vec<SnapshotReport>,
     pub skipped_lines: usize,
 }
 
@@ -297,7 +301,10 @@ impl VmInfo {
 
 /// Parses `showvminfo <vm> --machinereadable` into what vmdeck stores.
 pub fn vm_info(out: &str) -> VmInfo {
-    let mr = machine_readable(out);
+    // The snapshot lines first: their values are printed raw, which the general reader would
+    // misread (a description ending in a backslash would swallow the lines after it).
+    let (snapshots, rest) = split_snapshots(out);
+    let mr = machine_readable(&rest);
     VmInfo {
         name: mr.get("name").map(str::to_string),
         uuid: mr.get("UUID").map(str::to_ascii_lowercase),
@@ -312,8 +319,196 @@ pub fn vm_info(out: &str) -> VmInfo {
         nics: nics(&mr),
         guest_additions_run_level: mr.number("GuestAdditionsRunLevel"),
         guest_additions_version: mr.get("GuestAdditionsVersion").map(str::to_string),
+        snapshots,
         skipped_lines: mr.skipped_lines,
     }
+}
+
+/// The text `snapshot <vm> list` prints (on stdout, with exit status 1) for a VM without
+/// snapshots.
+pub const NO_SNAPSHOTS: &str = "This machine does not have any snapshots";
+
+/// Parses the snapshot tree of `snapshot <vm> list --machinereadable`, or of `showvminfo
+/// --machinereadable`, which prints the same lines. `id` is the snapshot's UUID (lower case);
+/// VirtualBox lists no creation time, captured state or memory, so those stay unknown.
+///
+/// The format (VBoxManageInfo.cpp, `showSnapshots`): per node, in tree order,
+/// `SnapshotName<p>`, `SnapshotUUID<p>` and `SnapshotDescription<p>` (only when not empty),
+/// where `<p>` is empty for the root and grows by `-<n>` per level (`SnapshotName-1-2` is the
+/// second child of the root's first child), so a node's parent is the node whose `<p>` drops the
+/// last `-<n>`. `CurrentSnapshotName`, `CurrentSnapshotUUID` and `CurrentSnapshotNode` follow
+/// the current node itself, before its children. Names and descriptions are printed raw:
+/// quotes inside them are not escaped and a description may span lines; see [`raw_value`].
+pub fn snapshots(out: &str) -> Vec<SnapshotReport> {
+    split_snapshots(out).0
+}
+
+/// Which snapshot key a line starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotKey<'a> {
+    /// `SnapshotName<p>`, `SnapshotUUID<p>`, `SnapshotDescription<p>`: the field and `<p>`.
+    Node(NodeField, &'a str),
+    CurrentUuid,
+    CurrentNode,
+    /// `CurrentSnapshotName`: the current node's name again.
+    CurrentName,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeField {
+    Name,
+    Uuid,
+    Description,
+}
+
+/// The key of a snapshot line (`<key>="…`, leading blanks removed) and the text after `="`.
+fn snapshot_key(line: &str) -> Option<(SnapshotKey<'_>, &str)> {
+    let (key, value) = line.split_once("=\"")?;
+    let fixed = match key {
+        "CurrentSnapshotUUID" => Some(SnapshotKey::CurrentUuid),
+        "CurrentSnapshotNode" => Some(SnapshotKey::CurrentNode),
+        "CurrentSnapshotName" => Some(SnapshotKey::CurrentName),
+        _ => None,
+    };
+    if let Some(k) = fixed {
+        return Some((k, value));
+    }
+    let (field, suffix) = [
+        ("SnapshotName", NodeField::Name),
+        ("SnapshotUUID", NodeField::Uuid),
+        ("SnapshotDescription", NodeField::Description),
+    ]
+    .into_iter()
+    .find_map(|(word, field)| Some((field, key.strip_prefix(word)?)))?;
+    is_tree_suffix(suffix).then_some((SnapshotKey::Node(field, suffix), value))
+}
+
+/// `""`, `-1`, `-1-12`...: the position of a node in the tree.
+fn is_tree_suffix(s: &str) -> bool {
+    s.is_empty()
+        || s.strip_prefix('-').is_some_and(|rest| {
+            rest.split('-').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
+/// The line a raw value may end before: another snapshot line, or the guest section that
+/// follows the tree in `showvminfo` (`GuestMemoryBalloon=`, `GuestAdditionsRunLevel=`...).
+fn follows_a_value(line: &str) -> bool {
+    snapshot_key(line).is_some() || (line.starts_with("Guest") && line.contains('='))
+}
+
+/// A description longer than this many lines is cut there (the rest is read as other lines).
+const MAX_VALUE_LINES: usize = 1000;
+
+/// Reads a raw (unescaped) value whose opening quote ended on a line whose rest is `first`;
+/// `next` are the lines after it. Returns the value and how many of `next` it used.
+///
+/// The closing quote is the last character of a line; since the value may itself hold quotes
+/// and line breaks, it is the first such line followed by the end of the output or by a line
+/// that can follow a value ([`follows_a_value`]). Without one, the first line ending in a quote
+/// ends it; without that, the first line is the whole value.
+fn raw_value(first: &str, next: &[&str]) -> (String, usize) {
+    let clean = |l: &str| l.strip_suffix('\r').unwrap_or(l).to_string();
+    let blank_from = next.iter().rposition(|l| !l.trim().is_empty()).map_or(0, |i| i + 1);
+    let mut fallback = None;
+    for used in 0..=next.len().min(MAX_VALUE_LINES) {
+        let last = if used == 0 { first } else { next[used - 1].trim_end_matches('\r') };
+        if !last.ends_with('"') {
+            continue;
+        }
+        fallback = fallback.or(Some(used));
+        let ends = used >= blank_from
+            || follows_a_value(next[used].trim_start_matches([' ', '\t']).trim_end_matches('\r'));
+        if ends {
+            fallback = Some(used);
+            break;
+        }
+    }
+    let Some(used) = fallback else {
+        return (first.to_string(), 0);
+    };
+    let mut value = first.to_string();
+    for line in &next[..used] {
+        value.push('\n');
+        value.push_str(&clean(line));
+    }
+    value.pop(); // the closing quote
+    (value, used)
+}
+
+/// Separates the snapshot tree from the rest of machine-readable output.
+fn split_snapshots(out: &str) -> (Vec<SnapshotReport>, Cow<'_, str>) {
+    if !out.contains("SnapshotName") {
+        return (Vec::new(), Cow::Borrowed(out));
+    }
+    #[derive(Default)]
+    struct Node {
+        name: String,
+        uuid: String,
+        description: String,
+    }
+    let lines: Vec<&str> = out.split('\n').collect();
+    let mut rest = String::with_capacity(out.len());
+    let mut nodes: Vec<(String, Node)> = Vec::new();
+    let mut current_uuid: Option<String> = None;
+    let mut current_node: Option<String> = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_start_matches([' ', '\t']);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let Some((key, first)) = snapshot_key(line) else {
+            rest.push_str(lines[i]);
+            if i + 1 < lines.len() {
+                rest.push('\n');
+            }
+            i += 1;
+            continue;
+        };
+        let (value, used) = raw_value(first, &lines[i + 1..]);
+        i += 1 + used;
+        match key {
+            SnapshotKey::Node(field, suffix) => {
+                let at = match nodes.iter().position(|(s, _)| s == suffix) {
+                    Some(at) => at,
+                    None => {
+                        nodes.push((suffix.to_string(), Node::default()));
+                        nodes.len() - 1
+                    }
+                };
+                let node = &mut nodes[at].1;
+                match field {
+                    NodeField::Name => node.name = value,
+                    NodeField::Uuid => node.uuid = value.trim().to_ascii_lowercase(),
+                    NodeField::Description => node.description = value,
+                }
+            }
+            SnapshotKey::CurrentUuid => current_uuid = Some(value.trim().to_ascii_lowercase()),
+            SnapshotKey::CurrentNode => {
+                current_node = value.strip_prefix("SnapshotName").map(str::to_string)
+            }
+            SnapshotKey::CurrentName => {}
+        }
+    }
+    let uuid_of = |suffix: &str| {
+        nodes.iter().find(|(s, _)| s == suffix).map(|(_, n)| n.uuid.clone()).filter(|u| is_uuid(u))
+    };
+    let current =
+        current_uuid.filter(|u| is_uuid(u)).or_else(|| current_node.as_deref().and_then(uuid_of));
+    let reports = nodes
+        .iter()
+        .filter(|(_, n)| is_uuid(&n.uuid))
+        .map(|(suffix, n)| SnapshotReport {
+            id: n.uuid.clone(),
+            name: n.name.clone(),
+            description: n.description.clone(),
+            parent_id: suffix.rfind('-').and_then(|cut| uuid_of(&suffix[..cut])),
+            created_at_ms: None,
+            vm_state: String::new(),
+            with_memory: false,
+            current: current.as_deref() == Some(n.uuid.as_str()),
+        })
+        .collect();
+    (reports, Cow::Owned(rest))
 }
 
 /// Storage attachments, found through the `storagecontrollername<N>` keys: the attachment
@@ -827,6 +1022,20 @@ pub fn vbox_error(stderr: &str) -> Option<VboxError> {
         (None, Some(code)) => Some(VboxError { message: code.clone(), code: Some(code) }),
         (None, None) => None,
     }
+}
+
+/// Every error message VBoxManage printed, in order, without the `Details:` and `Context:`
+/// lines: a failed operation prints its own words first ("Failed to take snapshot") and the
+/// cause on the next line.
+pub fn error_messages(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let idx = line.find("error: ")?;
+            line[..idx].contains("VBoxManage").then(|| line[idx + "error: ".len()..].trim())
+        })
+        .filter(|t| !t.is_empty() && !t.starts_with("Details: ") && !t.starts_with("Context: "))
+        .collect()
 }
 
 #[cfg(test)]
