@@ -467,10 +467,8 @@ impl<'a> Fuzzer<'a> {
         let Some(op) = &self.accounts[2] else { return Vec::new() };
         for uuid in &self.uuids {
             for name in ["fuzz-a", "fuzz-b", "fuzz-c"] {
-                let res = op
-                    .session
-                    .post(&format!("/vms/lab/{uuid}/snapshots"), &[("name", name)])
-                    .await;
+                let res =
+                    op.session.post(&format!("/vms/lab/{uuid}/snapshots"), &[("name", name)]).await;
                 assert_eq!(res.status().as_u16(), 303, "the fuzzer's snapshot {name} of {uuid}");
                 let settled = async || {
                     let pending: i64 = sqlx::query_scalar(
@@ -481,9 +479,13 @@ impl<'a> Fuzzer<'a> {
                     .unwrap();
                     (pending == 0).then_some(())
                 };
-                crate::support::wait::poll_until(Duration::from_secs(30), Duration::from_millis(20), settled)
-                    .await
-                    .expect("the fuzzer's snapshots settle");
+                crate::support::wait::poll_until(
+                    Duration::from_secs(30),
+                    Duration::from_millis(20),
+                    settled,
+                )
+                .await
+                .expect("the fuzzer's snapshots settle");
             }
         }
         let rows: Vec<(String, i64)> = sqlx::query_as(
