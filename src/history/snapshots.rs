@@ -97,7 +97,10 @@ fn tree(rows: Vec<SnapshotRow>, base: &str, now: i64) -> Vec<SnapshotNode> {
         children.entry(parent).or_default().push(i);
     }
     for list in children.values_mut() {
-        list.sort_by_key(|&i| (rows[i].created_at.unwrap_or(rows[i].first_seen), rows[i].id));
+        list.sort_by(|&x, &y| {
+            let k = |i: usize| (rows[i].created_at.unwrap_or(rows[i].first_seen), &rows[i].name, rows[i].id);
+            k(x).cmp(&k(y))
+        });
     }
     let mut order: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
     let mut seen = vec![false; rows.len()];
