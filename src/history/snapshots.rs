@@ -98,7 +98,9 @@ fn tree(rows: Vec<SnapshotRow>, base: &str, now: i64) -> Vec<SnapshotNode> {
     }
     for list in children.values_mut() {
         list.sort_by(|&x, &y| {
-            let k = |i: usize| (rows[i].created_at.unwrap_or(rows[i].first_seen), &rows[i].name, rows[i].id);
+            let k = |i: usize| {
+                (rows[i].created_at.unwrap_or(rows[i].first_seen), &rows[i].name, rows[i].id)
+            };
             k(x).cmp(&k(y))
         });
     }

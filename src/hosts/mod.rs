@@ -140,12 +140,8 @@ impl HostEntry {
                 .await;
                 if recorded.is_ok() {
                     let readable = self.backend.snapshot_caps().supported;
-                    snapshots_due = cache.snapshots_due(
-                        &reports,
-                        finished_at,
-                        self.snapshot_policy,
-                        readable,
-                    );
+                    snapshots_due =
+                        cache.snapshots_due(&reports, finished_at, self.snapshot_policy, readable);
                 }
                 recorded.map(PollOutcome::Recorded)
             }

@@ -13,9 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use crate::backend::{
-    Counters, DiskUsage, IpAddress, SnapshotReport, VmConfig, VmReport, VmState,
-};
+use crate::backend::{Counters, DiskUsage, IpAddress, SnapshotReport, VmConfig, VmReport, VmState};
 use crate::config::HostConfig;
 use crate::domain::PowerState;
 

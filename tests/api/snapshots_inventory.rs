@@ -17,11 +17,8 @@ fn lab(app: &TestApp) -> Arc<dyn Backend> {
 
 /// Takes a snapshot of `uuid` directly on the host, as another tool would.
 async fn take(app: &TestApp, uuid: &str, name: &str, description: &str) {
-    let op = SnapshotOp::Take {
-        name: name.into(),
-        description: description.into(),
-        with_memory: false,
-    };
+    let op =
+        SnapshotOp::Take { name: name.into(), description: description.into(), with_memory: false };
     lab(app).snapshot(uuid, &op).await.unwrap_or_else(|e| panic!("taking {name}: {e}"));
 }
 
@@ -221,13 +218,21 @@ async fn the_vm_page_shows_the_tree_and_the_snapshots_that_are_gone() {
     let (status, html) = app.get(&page).await;
     assert_eq!(status, 200);
     let section = html.split("id=\"snapshots\"").nth(1).expect("a Snapshots section");
-    let tree = section.split("id=\"snapshot-tree\"").nth(1).expect("the tree").split("</table>").next().unwrap();
+    let tree = section
+        .split("id=\"snapshot-tree\"")
+        .nth(1)
+        .expect("the tree")
+        .split("</table>")
+        .next()
+        .unwrap();
     let rows: Vec<(String, String)> = tree
         .split("<tr class=\"snapshot ")
         .skip(1)
         .map(|r| {
             let depth = r.split("data-depth=\"").nth(1).unwrap().split('"').next().unwrap();
-            let name = strip_tags(r.split("<td class=\"snap-name\">").nth(1).unwrap().split("</td>").next().unwrap());
+            let name = strip_tags(
+                r.split("<td class=\"snap-name\">").nth(1).unwrap().split("</td>").next().unwrap(),
+            );
             (depth.to_string(), unescape(&name))
         })
         .collect();
@@ -276,7 +281,8 @@ async fn the_vm_page_shows_the_tree_and_the_snapshots_that_are_gone() {
     app.poll("lab").await;
     let (_, html) = app.get(&page).await;
     let section = html.split("id=\"snapshots\"").nth(1).unwrap();
-    let tree = section.split("id=\"snapshot-tree\"").nth(1).unwrap().split("</table>").next().unwrap();
+    let tree =
+        section.split("id=\"snapshot-tree\"").nth(1).unwrap().split("</table>").next().unwrap();
     assert!(!tree.contains("doomed"), "gone from the tree");
     let past = section.split("id=\"past-snapshots\"").nth(1).expect("a past snapshots table");
     let past = unescape(&strip_tags(past));
