@@ -746,6 +746,105 @@ mod tests {
         Counters { cpu_time_ns: Some(cpu), disk_read_bytes: Some(rd), ..Counters::default() }
     }
 
+    fn report(i: usize, snapshots: Option<Vec<SnapshotReport>>) -> VmReport {
+        VmReport {
+            uuid: format!("vm-{i}"),
+            name: format!("vm-{i}"),
+            state: PowerState::Running,
+            raw_state: "running".into(),
+            state_reason: "booted".into(),
+            config: VmConfig::default(),
+            memory_used_kib: None,
+            counters: Counters::default(),
+            disk_usage: Vec::new(),
+            addresses: Vec::new(),
+            snapshots,
+        }
+    }
+
+    fn cached(i: usize, read_at: Option<i64>, read_key: Option<&str>) -> CachedVm {
+        CachedVm {
+            id: i as i64,
+            name: format!("vm-{i}"),
+            state: PowerState::Running,
+            raw_state: "running".into(),
+            state_reason: "booted".into(),
+            gone: false,
+            config: None,
+            config_id: Some(7),
+            addresses: Vec::new(),
+            disk_usage: Vec::new(),
+            last: None,
+            snapshots: SnapshotMark {
+                read_at,
+                read_key: read_key.map(str::to_string),
+                set_hash: None,
+            },
+        }
+    }
+
+    #[test]
+    fn changed_vms_are_all_read_and_never_read_then_stale_ones_within_the_budget() {
+        const NOW: i64 = 10_000_000;
+        let key = "running/running/7";
+        let mut cache = HostCache { loaded: true, vms: HashMap::new() };
+        for i in 0..40 {
+            let vm = match i {
+                0..10 => cached(i, None, None),
+                // Stale: read 1,000 s ago or more, the older the higher the index.
+                10..20 => cached(i, Some(NOW - 1_000_000 - i as i64 * 1000), Some(key)),
+                20..25 => cached(i, Some(NOW - 5_000), Some("paused/paused/7")),
+                _ => cached(i, Some(NOW - 5_000), Some(key)),
+            };
+            cache.vms.insert(format!("vm-{i}"), vm);
+        }
+        let reports: Vec<VmReport> = (0..40).map(|i| report(i, None)).collect();
+        let policy = SnapshotPolicy { interval_ms: 900_000, poll_interval_ms: 10_000 };
+        let due = cache.snapshots_due(&reports, NOW, policy, true);
+        let ids = |r: SnapshotReason| -> Vec<i64> {
+            due.iter().filter(|d| d.reason == r).map(|d| d.vm_id).collect()
+        };
+        assert_eq!(ids(SnapshotReason::Changed), (20..25).collect::<Vec<_>>(), "all changed");
+        assert_eq!(ids(SnapshotReason::Never), (0..10).collect::<Vec<_>>(), "never read next");
+        assert_eq!(ids(SnapshotReason::Stale), vec![19, 18, 17, 16, 15, 14], "oldest first");
+        assert_eq!(due.len(), 5 + MIN_SPREAD_READS, "the budget caps never-read and stale ones");
+        assert!(due.iter().all(|d| d.read_key == key && d.reported.is_none()));
+
+        // Once recorded, a VM is not due again; a backend without snapshots reads nothing.
+        for d in &due {
+            cache.snapshots_recorded(d, NOW);
+        }
+        let again = cache.snapshots_due(&reports, NOW, policy, true);
+        assert_eq!(again.len(), 4, "the four stale ones the budget left: {again:?}");
+        assert!(cache.snapshots_due(&reports, NOW, policy, false).is_empty());
+    }
+
+    #[test]
+    fn a_reported_set_is_recorded_only_when_it_differs_from_the_last_one() {
+        let snap = SnapshotReport {
+            id: "{0000}".into(),
+            name: "before upgrade".into(),
+            description: String::new(),
+            parent_id: None,
+            created_at_ms: None,
+            vm_state: String::new(),
+            with_memory: false,
+            current: true,
+        };
+        let mut cache = HostCache { loaded: true, vms: HashMap::new() };
+        cache.vms.insert("vm-0".into(), cached(0, None, None));
+        let policy = SnapshotPolicy::default();
+        let reports = vec![report(0, Some(vec![snap.clone()]))];
+        let due = cache.snapshots_due(&reports, 1, policy, true);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].reason, SnapshotReason::Reported);
+        cache.snapshots_recorded(&due[0], 1);
+        assert!(cache.snapshots_due(&reports, 2, policy, true).is_empty(), "unchanged: nothing");
+        let renamed = SnapshotReport { name: "renamed".into(), ..snap };
+        let reports = vec![report(0, Some(vec![renamed]))];
+        assert_eq!(cache.snapshots_due(&reports, 3, policy, true).len(), 1, "changed: recorded");
+    }
+
     #[test]
     fn interval_reads_are_spread_over_the_polls_of_one_interval() {
         let p = SnapshotPolicy { interval_ms: 900_000, poll_interval_ms: 10_000 };

@@ -181,6 +181,9 @@ fn snapshots_cell(e: &Entry, now: i64) -> Markup {
     html! {
         td.col-snapshots.num {
             @if r.gone_at.is_some() { "–" }
+            @else if !r.snapshots_read {
+                span title="Not read yet (or this host's driver has no snapshots)" { "–" }
+            }
             @else {
                 (r.snapshot_count)
                 @if let (true, Some(oldest)) = (r.snapshot_count > 0, r.snapshot_oldest) {

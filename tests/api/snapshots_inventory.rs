@@ -113,6 +113,13 @@ async fn the_list_counts_sorts_and_filters_vms_by_their_snapshots() {
     let cell = snapshot_cell(&html, "br-running");
     assert!(cell.starts_with('3') && cell.contains("oldest"), "count and age: {cell:?}");
     assert_eq!(snapshot_cell(&html, "br-paused"), "0");
+    // A VM whose set was never read says so rather than "0".
+    sqlx::query("UPDATE vms SET snapshots_read_at = NULL WHERE name = 'br-crashed'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (_, html) = app.get("/vms").await;
+    assert_eq!(snapshot_cell(&html, "br-crashed"), "–", "not read yet");
 
     // Sorted by it, most first.
     let (_, html) = app.get("/vms?sort=snapshots&dir=desc").await;
