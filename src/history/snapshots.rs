@@ -119,11 +119,7 @@ fn tree(rows: Vec<SnapshotRow>, base: &str, now: i64) -> Vec<SnapshotNode> {
         }
     }
     // A parent cycle (a hypervisor bug) leaves rows unreached: list them as roots.
-    for i in 0..rows.len() {
-        if !seen[i] {
-            order.push((i, 0));
-        }
-    }
+    order.extend(seen.iter().enumerate().filter(|(_, s)| !**s).map(|(i, _)| (i, 0)));
     order
         .into_iter()
         .map(|(i, depth)| {
