@@ -44,7 +44,10 @@ pub async fn record_snapshots(
     read_key: Option<&str>,
     cause: Option<&SnapshotCause>,
 ) -> sqlx::Result<SnapshotChanges> {
-    let mut tx = pool.begin().await?;
+    // IMMEDIATE: the transaction reads, then writes; a deferred one would fail with
+    // SQLITE_BUSY_SNAPSHOT (517) when another writer commits in between (seen at the demo
+    // start), where an immediate one waits for the lock under busy_timeout.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let rows = sqlx::query(
         "SELECT id, snap_id, name, description, parent_snap_id, is_current
            FROM vm_snapshots WHERE vm_id = ? AND gone_at IS NULL",
