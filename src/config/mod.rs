@@ -54,6 +54,9 @@ pub struct Settings {
     pub confirm_timeout: Duration,
     /// Power actions sent to one host at the same time (bulk actions).
     pub power_concurrency: usize,
+    /// A VM's snapshot set is read again after this long even when nothing about the VM
+    /// changed (backends whose inventory does not carry snapshots: libvirt).
+    pub snapshot_interval: Duration,
     /// How long raw samples and each rollup resolution are kept.
     pub retention: Retention,
     /// The address users reach vmdeck at (`public_url`), when configured. With an `https`
@@ -144,6 +147,7 @@ struct RawSettings {
     audit_retention_days: Option<u32>,
     confirm_timeout_secs: Option<u64>,
     power_concurrency_per_host: Option<usize>,
+    snapshot_interval_secs: Option<u64>,
     raw_retention_days: Option<u64>,
     rollup_5m_retention_days: Option<u64>,
     rollup_1h_retention_days: Option<u64>,
@@ -192,6 +196,8 @@ pub const DEMO_DATABASE: &str = "vmdeck-demo.db";
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 10;
 pub const MAX_POLL_INTERVAL_SECS: u64 = 3600;
 pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 20;
+/// How often a VM whose state and configuration did not change has its snapshots read again.
+pub const DEFAULT_SNAPSHOT_INTERVAL_SECS: u64 = 900;
 
 impl Settings {
     /// Extracts and validates vmdeck's keys from the figment.
@@ -269,6 +275,13 @@ impl Settings {
             4,
             1..=64,
             "actions",
+        )?;
+        let snapshot_interval = ranged(
+            "snapshot_interval_secs",
+            raw.snapshot_interval_secs,
+            DEFAULT_SNAPSHOT_INTERVAL_SECS,
+            60..=7 * 86_400,
+            "seconds",
         )?;
         let days =
             |key: &str, v: Option<u64>, default: u64, max: u64| -> Result<Duration, ConfigError> {
@@ -371,6 +384,7 @@ impl Settings {
             audit_retention_days,
             confirm_timeout: Duration::from_secs(confirm),
             power_concurrency,
+            snapshot_interval: Duration::from_secs(snapshot_interval),
             retention,
             public_url,
             healthz_tokens: raw.healthz_tokens,
@@ -546,6 +560,18 @@ mod tests {
         .unwrap();
         assert!(!real.demo);
         assert_eq!(real.database_url, "sqlite:///var/lib/vmdeck/vmdeck.db");
+    }
+
+    #[test]
+    fn the_snapshot_interval_has_a_default_and_a_range() {
+        assert_eq!(settings("").unwrap().snapshot_interval, Duration::from_secs(900));
+        let s = settings("snapshot_interval_secs = 3600").unwrap();
+        assert_eq!(s.snapshot_interval, Duration::from_secs(3600));
+        for bad in ["snapshot_interval_secs = 0", "snapshot_interval_secs = 99999999"] {
+            let e = settings(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(e.key, "snapshot_interval_secs", "{e}");
+            assert!(e.message.contains("60 to 604800 seconds"), "{e}");
+        }
     }
 
     #[test]

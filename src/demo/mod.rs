@@ -2,10 +2,13 @@
 //! `demo/lab.xml`), and the month of history its database starts with (`history`), written at
 //! ignite, before the poller's first poll, and marked as demo data on every page.
 //!
+//! `snapshots` gives a few demo VMs a snapshot tree at every start.
+//!
 //! Nothing imports this module but `lib.rs`; it writes through `hosts::store`,
 //! `history::rollup` and `control::store`, as the poller and the power forms do.
 
 pub mod history;
+pub mod snapshots;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -79,6 +82,7 @@ pub fn stage(generated: GeneratedUntil) -> AdHoc {
             }
             Err(e) => tracing::error!("demo: generating history failed: {e}"),
         }
+        snapshots::seed(&db.0, host, crate::db::now_ms()).await;
         rocket
     })
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::model::{self, History, Span};
 use super::range::{RangeChoice, RangeQuery, RANGES};
+use super::snapshots::SnapshotSection;
 use super::store::{self, VmRow};
 use crate::auth::Viewer;
 use crate::backend::{IpAddress, VmConfig};
@@ -62,8 +63,15 @@ async fn vm_page(
         model::load_history(pool, settings, vm.host_id, vm.id, range.start, range.end).await?;
     let versions = store::config_versions(pool, vm.id).await?;
     let addresses = store::address_history(pool, vm.id).await?;
+    let present = store::snapshots(pool, vm.id).await?;
+    let past = store::past_snapshots(pool, vm.id).await?;
     let head = Head::read(&app, &user, key, vm).await?;
-    let loaded = Loaded { range, history, versions, addresses, head };
+    // Links to the snapshot forms: for operators, on a VM still on a host whose backend has
+    // snapshots.
+    let links = head.vm.gone_at.is_none()
+        && head.acts_through.as_ref().is_some_and(|b| b.snapshot_caps().supported);
+    let snapshots = SnapshotSection::build(&head.key, present, past, links, now_ms());
+    let loaded = Loaded { range, history, versions, addresses, head, snapshots };
     let page = VmPage::build(Chrome::new(user.0, flash, settings), loaded, settings.poll_interval);
     Ok(Template::render("history/vm", page))
 }
@@ -93,6 +101,7 @@ async fn vm_live(
         versions: Vec::new(),
         addresses: Vec::new(),
         head,
+        snapshots: SnapshotSection::default(),
     };
     // No flash: the fragment must not take the message meant for the next page.
     let page =
@@ -242,6 +251,7 @@ struct VmPage {
     audit_href: String,
     power_href: String,
     back: String,
+    snapshots: SnapshotSection,
 }
 
 /// Everything the handler loaded for the page.
@@ -251,11 +261,12 @@ struct Loaded {
     versions: Vec<(i64, String)>,
     addresses: Vec<store::AddressRow>,
     head: Head,
+    snapshots: SnapshotSection,
 }
 
 impl VmPage {
     fn build(chrome: Chrome, l: Loaded, poll_interval: Duration) -> VmPage {
-        let Loaded { range, history, versions, addresses, head } = l;
+        let Loaded { range, history, versions, addresses, head, snapshots } = l;
         let Head { key, vm, pending, power_failure, acts_through, figures } = head;
         let pending_action = pending.as_ref().map(|p| p.action);
         let pending = pending.map(|p| p.describe());
@@ -360,6 +371,7 @@ impl VmPage {
             audit_href: format!("/audit?vm={}", key.uuid),
             power_href: power::power_href(&key),
             back,
+            snapshots,
             name: vm.name,
         }
     }

@@ -120,3 +120,59 @@ pub async fn address_history(pool: &SqlitePool, vm_id: i64) -> sqlx::Result<Vec<
     .fetch_all(pool)
     .await
 }
+
+/// One row of `vm_snapshots` for the VM page, with who took and removed it when vmdeck did.
+#[derive(sqlx::FromRow)]
+pub struct SnapshotRow {
+    pub id: i64,
+    pub snap_id: String,
+    pub name: String,
+    pub description: String,
+    pub parent_snap_id: Option<String>,
+    pub created_at: Option<i64>,
+    pub vm_state: String,
+    pub with_memory: bool,
+    pub is_current: bool,
+    pub first_seen: i64,
+    pub gone_at: Option<i64>,
+    /// The request that took it, when vmdeck did: its user (None for a scheduled one).
+    pub taken_by_audit_id: Option<i64>,
+    pub taken_by: Option<String>,
+    pub removed_by_audit_id: Option<i64>,
+    pub removed_by: Option<String>,
+}
+
+/// The most past snapshots the VM page lists.
+pub const MAX_PAST_SNAPSHOTS: i64 = 200;
+
+const SNAPSHOT_COLUMNS: &str = "s.id, s.snap_id, s.name, s.description, s.parent_snap_id,
+    s.created_at, s.vm_state, s.with_memory, s.is_current, s.first_seen, s.gone_at,
+    s.taken_by_audit_id, t.user_name AS taken_by, s.removed_by_audit_id,
+    r.user_name AS removed_by
+    FROM vm_snapshots s
+    LEFT JOIN audit_log t ON t.id = s.taken_by_audit_id
+    LEFT JOIN audit_log r ON r.id = s.removed_by_audit_id";
+
+/// A VM's snapshots that exist now (as the poller last read them), oldest first.
+pub async fn snapshots(pool: &SqlitePool, vm_id: i64) -> sqlx::Result<Vec<SnapshotRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {SNAPSHOT_COLUMNS} WHERE s.vm_id = ? AND s.gone_at IS NULL
+         ORDER BY COALESCE(s.created_at, s.first_seen), s.id"
+    ))
+    .bind(vm_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A VM's snapshots that no longer exist, the latest gone first ([`MAX_PAST_SNAPSHOTS`] at
+/// most).
+pub async fn past_snapshots(pool: &SqlitePool, vm_id: i64) -> sqlx::Result<Vec<SnapshotRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {SNAPSHOT_COLUMNS} WHERE s.vm_id = ? AND s.gone_at IS NOT NULL
+         ORDER BY s.gone_at DESC, s.id DESC LIMIT ?"
+    ))
+    .bind(vm_id)
+    .bind(MAX_PAST_SNAPSHOTS)
+    .fetch_all(pool)
+    .await
+}

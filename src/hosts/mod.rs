@@ -17,7 +17,8 @@ use sqlx::SqlitePool;
 use crate::backend::{self, Backend, VmState};
 use crate::config::{HostConfig, Settings};
 use crate::db::{now_ms, Db, Storage, StorageFault};
-use store::{HostCache, Recorded};
+pub use store::SnapshotPolicy;
+use store::{HostCache, Recorded, SnapshotDue};
 
 /// A configured host with its backend and poll state, shared by the poller and the web layer.
 pub struct HostEntry {
@@ -28,6 +29,7 @@ pub struct HostEntry {
     storage: Arc<Storage>,
     cache: tokio::sync::Mutex<HostCache>,
     runtime: Mutex<Runtime>,
+    snapshot_policy: SnapshotPolicy,
 }
 
 /// In-memory poll state (the database has the history; this has what is happening now).
@@ -41,6 +43,10 @@ pub struct Runtime {
     /// the banner says so, and the error is logged once per streak, not at every poll.
     #[serde(skip)]
     pub store_fault: Option<StorageFault>,
+    /// Snapshot sets asked of the backend since start (a set the inventory carried does not
+    /// count): steady-state polls add none.
+    #[serde(skip)]
+    pub snapshot_reads: u64,
 }
 
 /// Every configured host, as Rocket state.
@@ -79,7 +85,14 @@ impl HostEntry {
             storage,
             cache: tokio::sync::Mutex::default(),
             runtime: Mutex::default(),
+            snapshot_policy: SnapshotPolicy::default(),
         }
+    }
+
+    /// Reads snapshot sets as `policy` says instead of by the default intervals.
+    pub fn with_snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshot_policy = policy;
+        self
     }
 
     /// Stores one VM's freshly observed state (see [`store::record_state`]): a power action's
@@ -112,12 +125,25 @@ impl HostEntry {
         let clock = Instant::now();
         let result = self.backend.inventory().await;
         let finished_at = now_ms();
+        let mut snapshots_due = Vec::new();
         let stored = match result {
             Ok(reports) => {
                 let mut cache = self.cache.lock().await;
-                store::record_success(pool, &mut cache, self.id, started_at, finished_at, &reports)
-                    .await
-                    .map(PollOutcome::Recorded)
+                let recorded = store::record_success(
+                    pool,
+                    &mut cache,
+                    self.id,
+                    started_at,
+                    finished_at,
+                    &reports,
+                )
+                .await;
+                if recorded.is_ok() {
+                    let readable = self.backend.snapshot_caps().supported;
+                    snapshots_due =
+                        cache.snapshots_due(&reports, finished_at, self.snapshot_policy, readable);
+                }
+                recorded.map(PollOutcome::Recorded)
             }
             Err(e) => {
                 let message = e.to_string();
@@ -140,6 +166,7 @@ impl HostEntry {
         };
         if let PollOutcome::Recorded(rec) = &outcome {
             tracing::debug!(vms = rec.vms, new = rec.new_vms, gone = rec.gone_vms, "poll recorded");
+            self.record_snapshot_sets(pool, snapshots_due).await;
         }
         let elapsed = clock.elapsed().as_millis() as u64;
         self.update_runtime(|r| {
@@ -156,6 +183,52 @@ impl HostEntry {
 }
 
 impl HostEntry {
+    /// Records the snapshot sets a poll found due (see [`HostCache::snapshots_due`]): the
+    /// reported ones as they are, the others read from the backend one VM at a time. A read or
+    /// a write that fails is logged and tried again at the next poll (the cache keeps the VM
+    /// due); it never fails the poll.
+    async fn record_snapshot_sets(&self, pool: &SqlitePool, due: Vec<SnapshotDue>) {
+        for item in due {
+            let read;
+            let snaps = match &item.reported {
+                Some((snaps, _)) => snaps,
+                None => {
+                    self.update_runtime(|r| r.snapshot_reads += 1);
+                    match self.backend.snapshots(&item.uuid).await {
+                        Ok(s) => {
+                            read = s;
+                            &read
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                vm = %item.uuid,
+                                reason = ?item.reason,
+                                "reading the VM's snapshots failed (tried again next poll): {e}"
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            let now = now_ms();
+            let recorded = snapshots::record_snapshots(
+                pool,
+                item.vm_id,
+                snaps,
+                now,
+                Some(&item.read_key),
+                None,
+            )
+            .await;
+            match recorded {
+                Ok(_) => self.cache.lock().await.snapshots_recorded(&item, now),
+                Err(e) => {
+                    tracing::error!(vm = %item.uuid, "storing the VM's snapshots failed: {e}")
+                }
+            }
+        }
+    }
+
     /// A poll that could not be stored: logged once per streak when the database refuses
     /// writes (the banner says so meanwhile), every time otherwise.
     fn store_failed(&self, e: &sqlx::Error) -> PollOutcome {
@@ -196,12 +269,18 @@ pub fn stage() -> AdHoc {
             .iter()
             .zip(ids)
             .map(|(h, id)| {
-                Arc::new(HostEntry::new(
-                    h.clone(),
-                    id,
-                    backend::connect(&h.driver, settings.call_timeout),
-                    storage.clone(),
-                ))
+                Arc::new(
+                    HostEntry::new(
+                        h.clone(),
+                        id,
+                        backend::connect(&h.driver, settings.call_timeout),
+                        storage.clone(),
+                    )
+                    .with_snapshot_policy(SnapshotPolicy {
+                        interval_ms: settings.snapshot_interval.as_millis() as i64,
+                        poll_interval_ms: settings.poll_interval.as_millis() as i64,
+                    }),
+                )
             })
             .collect();
         Ok(rocket.manage(Arc::new(Hosts(entries))))

@@ -44,9 +44,9 @@ pub async fn record_snapshots(
     read_key: Option<&str>,
     cause: Option<&SnapshotCause>,
 ) -> sqlx::Result<SnapshotChanges> {
-    // A write transaction from the start: a deferred one that reads first fails at once with
-    // "database is locked" when a concurrent writer (another VM's confirmation, the poller)
-    // holds the lock by the time it upgrades; BEGIN IMMEDIATE waits for it (busy_timeout).
+    // IMMEDIATE: the transaction reads, then writes; a deferred one would fail with
+    // SQLITE_BUSY_SNAPSHOT (517) when another writer commits in between (seen at the demo
+    // start), where an immediate one waits for the lock under busy_timeout.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let rows = sqlx::query(
         "SELECT id, snap_id, name, description, parent_snap_id, is_current

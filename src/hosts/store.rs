@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use crate::backend::{Counters, DiskUsage, IpAddress, VmConfig, VmReport, VmState};
+use crate::backend::{Counters, DiskUsage, IpAddress, SnapshotReport, VmConfig, VmReport, VmState};
 use crate::config::HostConfig;
 use crate::domain::PowerState;
 
@@ -52,9 +52,23 @@ struct CachedVm {
     state_reason: String,
     gone: bool,
     config: Option<VmConfig>,
+    /// The `vm_configs` row of `config`: part of the snapshot read key.
+    config_id: Option<i64>,
     addresses: Vec<IpAddress>,
     disk_usage: Vec<DiskUsage>,
     last: Option<LastSample>,
+    snapshots: SnapshotMark,
+}
+
+/// What the poller knows of a VM's last snapshot read, so a steady-state poll decides without
+/// a query which VMs need one (mirrors `vms.snapshots_read_at`/`snapshots_read_key`).
+#[derive(Debug, Clone, Default)]
+struct SnapshotMark {
+    read_at: Option<i64>,
+    read_key: Option<String>,
+    /// A hash of the set last recorded from a report that carried it (VirtualBox); None
+    /// after a restart, so the first such poll records it once.
+    set_hash: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +91,8 @@ impl HostCache {
         }
         let rows = sqlx::query(
             "SELECT v.id, v.uuid, v.name, v.state, v.raw_state, v.state_reason, v.gone_at,
-                    v.addresses, v.disk_usage, c.body, s.ts AS s_ts, s.cpu_time_ns, s.disk_read_bytes,
+                    v.addresses, v.disk_usage, v.config_id, v.snapshots_read_at,
+                    v.snapshots_read_key, c.body, s.ts AS s_ts, s.cpu_time_ns, s.disk_read_bytes,
                     s.disk_write_bytes, s.net_rx_bytes, s.net_tx_bytes
              FROM vms v
              JOIN hosts h ON h.id = v.host_id
@@ -104,6 +119,7 @@ impl HostCache {
                     state_reason: row.get("state_reason"),
                     gone: row.get::<Option<i64>, _>("gone_at").is_some(),
                     config: body.and_then(|b| serde_json::from_str(&b).ok()),
+                    config_id: row.get("config_id"),
                     addresses: serde_json::from_str(row.get("addresses")).unwrap_or_default(),
                     disk_usage: serde_json::from_str(row.get("disk_usage")).unwrap_or_default(),
                     last: s_ts.map(|ts| LastSample {
@@ -116,6 +132,11 @@ impl HostCache {
                             net_tx_bytes: opt("net_tx_bytes"),
                         },
                     }),
+                    snapshots: SnapshotMark {
+                        read_at: row.get("snapshots_read_at"),
+                        read_key: row.get("snapshots_read_key"),
+                        set_hash: None,
+                    },
                 },
             );
         }
@@ -256,14 +277,16 @@ async fn write_success(
                     state_reason: r.state_reason.clone(),
                     gone: false,
                     config: None,
+                    config_id: None,
                     addresses: Vec::new(),
                     disk_usage: Vec::new(),
                     last: None,
+                    snapshots: SnapshotMark::default(),
                 })
             }
         };
         if vm.config.as_ref() != Some(&r.config) {
-            insert_config(&mut tx, vm.id, started_at, &r.config).await?;
+            vm.config_id = Some(insert_config(&mut tx, vm.id, started_at, &r.config).await?);
             config_changes += 1;
             vm.config = Some(r.config.clone());
         }
@@ -445,7 +468,7 @@ async fn insert_config(
     vm_id: i64,
     now: i64,
     c: &VmConfig,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<i64> {
     let body = serde_json::to_string(c).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let config_id: i64 = sqlx::query_scalar(
         "INSERT INTO vm_configs (vm_id, valid_from, vcpus, memory_max_kib, memory_current_kib,
@@ -469,7 +492,7 @@ async fn insert_config(
         .bind(vm_id)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(config_id)
 }
 
 /// Whether a report's addresses (in backend order) equal the cached ones (sorted).
@@ -574,12 +597,262 @@ async fn insert_samples(
     Ok(())
 }
 
+/// How often snapshot sets are read, for [`HostCache::snapshots_due`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// A set is read again after this long (ms) even when the VM's state and configuration
+    /// did not change.
+    pub interval_ms: i64,
+    /// The host's poll interval (ms): the reads that come due by age are spread over the polls
+    /// of one interval.
+    pub poll_interval_ms: i64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            interval_ms: crate::config::DEFAULT_SNAPSHOT_INTERVAL_SECS as i64 * 1000,
+            poll_interval_ms: crate::config::DEFAULT_POLL_INTERVAL_SECS as i64 * 1000,
+        }
+    }
+}
+
+impl SnapshotPolicy {
+    /// How many never-read or stale sets one poll of `vms` VMs reads: twice the share that
+    /// keeps every VM within the interval, so a backlog (the first polls after a start) clears
+    /// in half an interval, and never fewer than [`MIN_SPREAD_READS`].
+    pub fn spread_budget(&self, vms: usize) -> usize {
+        let polls_per_interval = (self.interval_ms / self.poll_interval_ms.max(1)).max(1) as usize;
+        (2 * vms).div_ceil(polls_per_interval).max(MIN_SPREAD_READS)
+    }
+}
+
+/// The fewest never-read or stale snapshot sets one poll reads (small hosts read them all).
+pub const MIN_SPREAD_READS: usize = 16;
+
+/// Why a VM's snapshot set is recorded in this poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotReason {
+    /// The inventory report carried a set that differs from the one last recorded.
+    Reported,
+    /// The VM's state or configuration changed since its last read.
+    Changed,
+    /// Never read.
+    Never,
+    /// Its last read is older than the snapshot interval.
+    Stale,
+}
+
+/// One VM whose snapshot set a poll records.
+#[derive(Debug, Clone)]
+pub struct SnapshotDue {
+    pub vm_id: i64,
+    pub uuid: String,
+    /// What the poller saw of the VM (state and configuration version), stored with the read.
+    pub read_key: String,
+    pub reason: SnapshotReason,
+    /// The set the inventory report carried, with its hash; None: ask the backend.
+    pub reported: Option<(Vec<SnapshotReport>, u64)>,
+}
+
+impl HostCache {
+    /// The VMs of a just-recorded poll whose snapshot sets need recording, without touching
+    /// the database: those whose report carries a set different from the last one recorded;
+    /// and when the backend can list snapshots (`readable`), those whose state or
+    /// configuration changed since their last read (all of them), then those never read or
+    /// read longer than the interval ago (oldest first, at most the policy's spread budget).
+    pub fn snapshots_due(
+        &self,
+        reports: &[VmReport],
+        now: i64,
+        policy: SnapshotPolicy,
+        readable: bool,
+    ) -> Vec<SnapshotDue> {
+        let mut due = Vec::new();
+        let mut by_age: Vec<(Option<i64>, SnapshotDue)> = Vec::new();
+        for r in reports {
+            let Some(vm) = self.vms.get(&r.uuid).filter(|vm| !vm.gone) else { continue };
+            let key = read_key(vm);
+            let mark = &vm.snapshots;
+            let item = |reason, reported| SnapshotDue {
+                vm_id: vm.id,
+                uuid: r.uuid.clone(),
+                read_key: key.clone(),
+                reason,
+                reported,
+            };
+            if let Some(snaps) = &r.snapshots {
+                let hash = set_hash(snaps);
+                if mark.set_hash != Some(hash) {
+                    due.push(item(SnapshotReason::Reported, Some((snaps.clone(), hash))));
+                }
+                continue;
+            }
+            if !readable {
+                continue;
+            }
+            match mark.read_at {
+                None => by_age.push((None, item(SnapshotReason::Never, None))),
+                Some(_) if mark.read_key.as_deref() != Some(key.as_str()) => {
+                    due.push(item(SnapshotReason::Changed, None))
+                }
+                Some(at) if now - at >= policy.interval_ms => {
+                    by_age.push((Some(at), item(SnapshotReason::Stale, None)))
+                }
+                Some(_) => {}
+            }
+        }
+        // Never read first (None sorts first), then the oldest reads.
+        by_age.sort_by_key(|(at, _)| *at);
+        let budget = policy.spread_budget(reports.len());
+        due.extend(by_age.into_iter().take(budget).map(|(_, d)| d));
+        due
+    }
+
+    /// Notes a recorded snapshot set, as [`HostCache::snapshots_due`] will compare it.
+    pub fn snapshots_recorded(&mut self, due: &SnapshotDue, at: i64) {
+        if let Some(vm) = self.vms.get_mut(&due.uuid) {
+            vm.snapshots.read_at = Some(at);
+            vm.snapshots.read_key = Some(due.read_key.clone());
+            if let Some((_, hash)) = &due.reported {
+                vm.snapshots.set_hash = Some(*hash);
+            }
+        }
+    }
+}
+
+/// A VM's snapshot read key: its state words and configuration version. A snapshot taken,
+/// reverted to or deleted outside vmdeck without either changing shows at the next read by age.
+fn read_key(vm: &CachedVm) -> String {
+    format!("{}/{}/{}", vm.state.as_str(), vm.raw_state, vm.config_id.unwrap_or(0))
+}
+
+/// A hash of a reported snapshot set, to tell an unchanged one without the database.
+fn set_hash(snaps: &[SnapshotReport]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for s in snaps {
+        (&s.id, &s.name, &s.description, &s.parent_id, s.created_at_ms).hash(&mut h);
+        (&s.vm_state, s.with_memory, s.current).hash(&mut h);
+    }
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn c(cpu: u64, rd: u64) -> Counters {
         Counters { cpu_time_ns: Some(cpu), disk_read_bytes: Some(rd), ..Counters::default() }
+    }
+
+    fn report(i: usize, snapshots: Option<Vec<SnapshotReport>>) -> VmReport {
+        VmReport {
+            uuid: format!("vm-{i}"),
+            name: format!("vm-{i}"),
+            state: PowerState::Running,
+            raw_state: "running".into(),
+            state_reason: "booted".into(),
+            config: VmConfig::default(),
+            memory_used_kib: None,
+            counters: Counters::default(),
+            disk_usage: Vec::new(),
+            addresses: Vec::new(),
+            snapshots,
+        }
+    }
+
+    fn cached(i: usize, read_at: Option<i64>, read_key: Option<&str>) -> CachedVm {
+        CachedVm {
+            id: i as i64,
+            name: format!("vm-{i}"),
+            state: PowerState::Running,
+            raw_state: "running".into(),
+            state_reason: "booted".into(),
+            gone: false,
+            config: None,
+            config_id: Some(7),
+            addresses: Vec::new(),
+            disk_usage: Vec::new(),
+            last: None,
+            snapshots: SnapshotMark {
+                read_at,
+                read_key: read_key.map(str::to_string),
+                set_hash: None,
+            },
+        }
+    }
+
+    #[test]
+    fn changed_vms_are_all_read_and_never_read_then_stale_ones_within_the_budget() {
+        const NOW: i64 = 10_000_000;
+        let key = "running/running/7";
+        let mut cache = HostCache { loaded: true, vms: HashMap::new() };
+        for i in 0..40 {
+            let vm = match i {
+                0..10 => cached(i, None, None),
+                // Stale: read 1,000 s ago or more, the older the higher the index.
+                10..20 => cached(i, Some(NOW - 1_000_000 - i as i64 * 1000), Some(key)),
+                20..25 => cached(i, Some(NOW - 5_000), Some("paused/paused/7")),
+                _ => cached(i, Some(NOW - 5_000), Some(key)),
+            };
+            cache.vms.insert(format!("vm-{i}"), vm);
+        }
+        let reports: Vec<VmReport> = (0..40).map(|i| report(i, None)).collect();
+        let policy = SnapshotPolicy { interval_ms: 900_000, poll_interval_ms: 10_000 };
+        let due = cache.snapshots_due(&reports, NOW, policy, true);
+        let ids = |r: SnapshotReason| -> Vec<i64> {
+            due.iter().filter(|d| d.reason == r).map(|d| d.vm_id).collect()
+        };
+        assert_eq!(ids(SnapshotReason::Changed), (20..25).collect::<Vec<_>>(), "all changed");
+        assert_eq!(ids(SnapshotReason::Never), (0..10).collect::<Vec<_>>(), "never read next");
+        assert_eq!(ids(SnapshotReason::Stale), vec![19, 18, 17, 16, 15, 14], "oldest first");
+        assert_eq!(due.len(), 5 + MIN_SPREAD_READS, "the budget caps never-read and stale ones");
+        assert!(due.iter().all(|d| d.read_key == key && d.reported.is_none()));
+
+        // Once recorded, a VM is not due again; a backend without snapshots reads nothing.
+        for d in &due {
+            cache.snapshots_recorded(d, NOW);
+        }
+        let again = cache.snapshots_due(&reports, NOW, policy, true);
+        assert_eq!(again.len(), 4, "the four stale ones the budget left: {again:?}");
+        assert!(cache.snapshots_due(&reports, NOW, policy, false).is_empty());
+    }
+
+    #[test]
+    fn a_reported_set_is_recorded_only_when_it_differs_from_the_last_one() {
+        let snap = SnapshotReport {
+            id: "{0000}".into(),
+            name: "before upgrade".into(),
+            description: String::new(),
+            parent_id: None,
+            created_at_ms: None,
+            vm_state: String::new(),
+            with_memory: false,
+            current: true,
+        };
+        let mut cache = HostCache { loaded: true, vms: HashMap::new() };
+        cache.vms.insert("vm-0".into(), cached(0, None, None));
+        let policy = SnapshotPolicy::default();
+        let reports = vec![report(0, Some(vec![snap.clone()]))];
+        let due = cache.snapshots_due(&reports, 1, policy, true);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].reason, SnapshotReason::Reported);
+        cache.snapshots_recorded(&due[0], 1);
+        assert!(cache.snapshots_due(&reports, 2, policy, true).is_empty(), "unchanged: nothing");
+        let renamed = SnapshotReport { name: "renamed".into(), ..snap };
+        let reports = vec![report(0, Some(vec![renamed]))];
+        assert_eq!(cache.snapshots_due(&reports, 3, policy, true).len(), 1, "changed: recorded");
+    }
+
+    #[test]
+    fn interval_reads_are_spread_over_the_polls_of_one_interval() {
+        let p = SnapshotPolicy { interval_ms: 900_000, poll_interval_ms: 10_000 };
+        // 1,000 VMs, 90 polls per interval: 23 a poll, so every VM is read within 45 polls.
+        assert_eq!(p.spread_budget(1000), 23);
+        assert_eq!(p.spread_budget(10), MIN_SPREAD_READS, "a small host reads them all");
+        let slow = SnapshotPolicy { interval_ms: 60_000, poll_interval_ms: 3_600_000 };
+        assert_eq!(slow.spread_budget(1000), 2000, "polls rarer than the interval read all");
     }
 
     #[test]

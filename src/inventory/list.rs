@@ -32,6 +32,9 @@ use crate::web::{bounded_text, App, AppError, Chrome, Notices, SelectOption};
 
 /// Longest accepted text filter.
 const MAX_QUERY_LEN: usize = 200;
+/// The most days the snapshot-age filter takes (100 years).
+const MAX_SNAPSHOT_AGE_DAYS: u32 = 36_500;
+const DAY_MS: i64 = 86_400_000;
 /// Page sizes offered; the first is the default.
 const PAGE_SIZES: [usize; 5] = [100, 50, 250, 500, 1000];
 
@@ -45,6 +48,8 @@ pub struct ListQuery<'r> {
     dir: Option<&'r str>,
     page: Option<&'r str>,
     per_page: Option<&'r str>,
+    /// Only VMs with a snapshot older than this many days.
+    snapshots_older_than: Option<&'r str>,
 }
 
 #[rocket::get("/vms?<query..>")]
@@ -161,10 +166,11 @@ enum SortKey {
     Memory,
     Disk,
     Cpu,
+    Snapshots,
 }
 
 impl SortKey {
-    const ALL: [(SortKey, &'static str, &'static str); 8] = [
+    const ALL: [(SortKey, &'static str, &'static str); 9] = [
         (SortKey::Name, "name", "Name"),
         (SortKey::Host, "host", "Host"),
         (SortKey::State, "state", "State"),
@@ -173,6 +179,7 @@ impl SortKey {
         (SortKey::Memory, "memory", "Memory"),
         (SortKey::Disk, "disk", "Disk"),
         (SortKey::Cpu, "cpu", "CPU"),
+        (SortKey::Snapshots, "snapshots", "Snapshots"),
     ];
 
     fn parse(s: &str) -> Option<SortKey> {
@@ -205,6 +212,8 @@ struct Filters {
     desc: bool,
     /// Rows per page; None shows every row.
     per_page: Option<usize>,
+    /// Only VMs with a snapshot older than this many days.
+    snapshots_older_than: Option<u32>,
 }
 
 impl Filters {
@@ -256,7 +265,20 @@ impl Filters {
                 }
             },
         };
-        Filters { q, state, host, sort, desc, per_page }
+        let snapshots_older_than = match query.snapshots_older_than.map(str::trim) {
+            None | Some("") => None,
+            Some(n) => match n.parse::<u32>() {
+                Ok(d) if (1..=MAX_SNAPSHOT_AGE_DAYS).contains(&d) => Some(d),
+                _ => {
+                    notices.push(format!(
+                        "\"Snapshots older than\" takes a whole number of days from 1 to \
+                         {MAX_SNAPSHOT_AGE_DAYS}, not {n:?}: showing VMs with or without snapshots."
+                    ));
+                    None
+                }
+            },
+        };
+        Filters { q, state, host, sort, desc, per_page, snapshots_older_than }
     }
 
     /// Builds the `/vms?...` link for these filters with sort and page changed.
@@ -282,6 +304,9 @@ impl Filters {
         if let Some(h) = &self.host {
             s.append_pair("host", h);
         }
+        if let Some(d) = self.snapshots_older_than {
+            s.append_pair("snapshots_older_than", &d.to_string());
+        }
         if sort != SortKey::Name || desc {
             s.append_pair("sort", sort.as_str());
         }
@@ -304,10 +329,14 @@ impl Filters {
     }
 
     fn is_filtered(&self) -> bool {
-        !self.q.is_empty() || self.state != StateFilter::Present || self.host.is_some()
+        !self.q.is_empty()
+            || self.state != StateFilter::Present
+            || self.host.is_some()
+            || self.snapshots_older_than.is_some()
     }
 
-    fn matches(&self, e: &Entry, needle: &str) -> bool {
+    /// Whether the VM passes the filters, seen at `now` (ms).
+    fn matches(&self, e: &Entry, needle: &str, now: i64) -> bool {
         let gone = e.row.gone_at.is_some();
         let state_ok = match self.state {
             StateFilter::Present => !gone,
@@ -318,7 +347,11 @@ impl Filters {
         let text_ok = needle.is_empty()
             || e.name_key.contains(needle)
             || e.ip_texts.iter().any(|ip| ip.contains(needle));
-        state_ok && host_ok && text_ok
+        let snapshots_ok = self.snapshots_older_than.is_none_or(|days| {
+            e.row.snapshot_count > 0
+                && e.row.snapshot_oldest.is_some_and(|t| t <= now - i64::from(days) * DAY_MS)
+        });
+        state_ok && host_ok && text_ok && snapshots_ok
     }
 }
 
@@ -349,6 +382,12 @@ fn sort_entries(entries: &mut [&Entry], key: SortKey, desc: bool) {
             SortKey::Memory => opt(a.row.memory_max_kib, b.row.memory_max_kib, desc),
             SortKey::Disk => opt(a.row.disk_capacity_bytes, b.row.disk_capacity_bytes, desc),
             SortKey::Cpu => opt(a.row.cpu_pct, b.row.cpu_pct, desc),
+            // More snapshots first when descending; among equal counts, the older oldest one.
+            SortKey::Snapshots => dir(
+                (a.row.snapshot_count, std::cmp::Reverse(a.row.snapshot_oldest))
+                    .cmp(&(b.row.snapshot_count, std::cmp::Reverse(b.row.snapshot_oldest))),
+                desc,
+            ),
         };
         primary.then_with(|| {
             let o = name_key(a).cmp(&name_key(b));
@@ -393,6 +432,8 @@ struct ListPage {
     total: usize,
     columns: Vec<Column>,
     q: String,
+    /// The snapshot-age filter's days, as the field shows them (empty when off).
+    snapshots_older_than: String,
     state_options: Vec<SelectOption>,
     host_options: Vec<SelectOption>,
     sort: &'static str,
@@ -434,7 +475,7 @@ impl ListPage {
         let mut entries: Vec<&Entry> =
             snapshot.entries.iter().filter(|e| host_names.contains(&e.row.host)).collect();
         let total = entries.iter().filter(|e| e.row.gone_at.is_none()).count();
-        entries.retain(|e| filters.matches(e, &needle));
+        entries.retain(|e| filters.matches(e, &needle, now));
         sort_entries(&mut entries, filters.sort, filters.desc);
 
         let matched = entries.len();
@@ -476,6 +517,9 @@ impl ListPage {
             total,
             columns: columns(&filters),
             q: filters.q.clone(),
+            snapshots_older_than: filters
+                .snapshots_older_than
+                .map_or_else(String::new, |d| d.to_string()),
             state_options: state_options(filters.state),
             host_options: host_options(&host_names, filters.host.as_deref()),
             sort: filters.sort.as_str(),
@@ -497,6 +541,11 @@ impl ListPage {
 fn empty_state(nothing_shown: bool, filters: &Filters, statuses: &[HostStatus]) -> Option<String> {
     if !nothing_shown {
         None
+    } else if let Some(days) = filters.snapshots_older_than {
+        let day_word = if days == 1 { "day" } else { "days" };
+        Some(format!(
+            "No VM matches these filters: none has a snapshot older than {days} {day_word}."
+        ))
     } else if filters.is_filtered() {
         Some("No VM matches these filters.".to_string())
     } else if statuses.iter().all(|h| h.status == "pending") {

@@ -127,6 +127,7 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
                     _ => "–",
                 }
             }
+            (snapshots_cell(e, ctx.now))
             td.col-actions {
                 @if offers.is_empty() {
                     a.audit-link href=(audit_href) title="Audit entries of this VM" { "audit" }
@@ -172,6 +173,28 @@ fn action_button(a: PowerAction, power_href: &str, primary: bool) -> Markup {
         button form="row-action" formaction=(power_href) name="action" value=(a.as_str())
             class=[class] {
             (a.label()) @if a.is_forced() { "…" }
+        }
+    }
+}
+
+/// The snapshot count, with the oldest one's age beside it and its time as a tooltip.
+fn snapshots_cell(e: &Entry, now: i64) -> Markup {
+    let r = &e.row;
+    html! {
+        td.col-snapshots.num {
+            @if r.gone_at.is_some() { "–" }
+            @else if !r.snapshots_read {
+                span title="Not read yet (or this host's driver has no snapshots)" { "–" }
+            }
+            @else {
+                (r.snapshot_count)
+                @if let (true, Some(oldest)) = (r.snapshot_count > 0, r.snapshot_oldest) {
+                    " "
+                    span.since title={ "Oldest snapshot taken " (view::absolute(oldest)) } {
+                        "oldest " (view::duration_words(now - oldest))
+                    }
+                }
+            }
         }
     }
 }

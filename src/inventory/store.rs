@@ -53,6 +53,14 @@ pub struct VmListRow {
     pub disk_capacity_bytes: Option<i64>,
     pub cpu_pct: Option<f64>,
     pub memory_used_kib: Option<i64>,
+    /// Snapshots that exist now, and the oldest one's creation (or first-seen) time.
+    #[serde(default)]
+    pub snapshot_count: i64,
+    pub snapshot_oldest: Option<i64>,
+    /// Whether the poller has read the VM's snapshot set yet (never, on a backend without
+    /// snapshots; for a while after start on a large libvirt host, reads being spread).
+    #[serde(default)]
+    pub snapshots_read: bool,
 }
 
 /// Every VM vmdeck knows, gone ones included.
@@ -68,7 +76,9 @@ pub async fn vm_rows(pool: &SqlitePool) -> anyhow::Result<Vec<VmListRow>> {
                 'vcpus', c.vcpus, 'memory_max_kib', c.memory_max_kib,
                 'memory_current_kib', c.memory_current_kib,
                 'disk_capacity_bytes', c.disk_capacity_bytes, 'cpu_pct', s.cpu_pct,
-                'memory_used_kib', s.memory_used_kib)), '[]')
+                'memory_used_kib', s.memory_used_kib, 'snapshot_count', v.snapshot_count,
+                'snapshot_oldest', v.snapshot_oldest,
+                'snapshots_read', json(CASE WHEN v.snapshots_read_at IS NULL THEN 'false' ELSE 'true' END))), '[]')
          FROM vms v
          JOIN hosts h ON h.id = v.host_id
          LEFT JOIN vm_configs c ON c.id = v.config_id

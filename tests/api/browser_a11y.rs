@@ -70,6 +70,7 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
     .execute(&app.pool)
     .await
     .unwrap();
+    let with_snapshots = snapshot_tree(app, "br-shutoff").await;
     let mut pages = vec![
         page("snapshot-take", &format!("/vms/lab/{uuid}/snapshots/new"), Who::Admin),
         page("snapshot-revert", &format!("/vms/lab/{uuid}/snapshots/{snap}/revert"), Who::Admin),
@@ -77,6 +78,8 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
         page("login", "/login", Who::Nobody),
         page("list", "/vms", Who::Admin),
         page("vm", &format!("/vms/lab/{uuid}?range=1h"), Who::Admin),
+        // Its Snapshots section with a tree, links and a past snapshot.
+        page("vm-snapshots", &format!("/vms/lab/{with_snapshots}?range=1h"), Who::Admin),
         page(
             "confirm",
             &format!("/vms/lab/{uuid}/power/confirm?action=power_off&back=/vms"),
@@ -119,6 +122,37 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
     }
     assert!(seen.len() >= 3, "the reports index links its reports: {seen:?}");
     pages
+}
+
+/// Gives the VM `name` a snapshot tree on the host (root, two children, one deleted) and records
+/// it as the poller would; returns its uuid.
+async fn snapshot_tree(app: &TestApp, name: &str) -> String {
+    use vmdeck::backend::SnapshotOp;
+    let uuid = uuid_of(app, name).await;
+    let backend = app.hosts.get("lab").unwrap().backend.clone();
+    let take = |n: &str| SnapshotOp::Take {
+        name: n.into(),
+        description: format!("{n}: a description"),
+        with_memory: false,
+    };
+    for op in [take("base"), take("child"), take("grandchild"), take("gone-soon")] {
+        backend.snapshot(&uuid, &op).await.unwrap();
+    }
+    let vm_id: i64 = sqlx::query_scalar("SELECT id FROM vms WHERE uuid = ?")
+        .bind(&uuid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let record = async |at: i64| {
+        let set = backend.snapshots(&uuid).await.unwrap();
+        vmdeck::hosts::snapshots::record_snapshots(&app.pool, vm_id, &set, at, None, None)
+            .await
+            .unwrap();
+    };
+    record(vmdeck::db::now_ms()).await;
+    backend.snapshot(&uuid, &SnapshotOp::Delete { id: "gone-soon".into() }).await.unwrap();
+    record(vmdeck::db::now_ms()).await;
+    uuid
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

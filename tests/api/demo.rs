@@ -157,6 +157,56 @@ async fn the_demo_starts_with_a_month_of_history_on_its_vm_pages_reports_and_aud
     assert!(status.success() && out.contains("intact"), "{out}");
 }
 
+/// (name, snapshot count) of each VM on a list page, in order.
+fn snapshot_counts(html: &str) -> Vec<(String, String)> {
+    html.split("<tr class=\"vm")
+        .skip(1)
+        .map(|row| {
+            let name = crate::support::app::vm_names(row).pop().unwrap_or_default();
+            let cell = row.split("col-snapshots num\">").nth(1).unwrap_or("");
+            let count = cell.split(['<', ' ']).next().unwrap_or("").to_string();
+            (name, count)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_snapshot_trees_of_several_ages() {
+    let app = spawn_app(demo()).await;
+    // Sorted by snapshot count (ties: the older oldest snapshot first): the three VMs the demo
+    // gives trees come first.
+    let (_, html) = app.get("/vms?sort=snapshots&dir=desc").await;
+    let counts = snapshot_counts(&html);
+    let top: Vec<(&str, &str)> =
+        counts.iter().take(4).map(|(n, c)| (n.as_str(), c.as_str())).collect();
+    assert_eq!(
+        top,
+        [("db-primary", "3"), ("web-01", "3"), ("win2022-ad", "1"), ("backup", "0")],
+        "{counts:?}"
+    );
+    // The age filter: snapshots older than 30 days on three VMs, older than 50 on one.
+    let (_, html) = app.get("/vms?snapshots_older_than=30").await;
+    let mut older: Vec<String> = snapshot_counts(&html).into_iter().map(|(n, _)| n).collect();
+    older.sort();
+    assert_eq!(older, ["db-primary", "web-01", "win2022-ad"]);
+    let (_, html) = app.get("/vms?snapshots_older_than=50").await;
+    assert_eq!(snapshot_counts(&html).len(), 1, "only db-primary's 62-day-old one");
+
+    // web-01's tree has a branch: two children of its golden image, the newest one current.
+    let web = uuid_of(&app, "web-01").await;
+    let (_, page) = app.get(&format!("/vms/demo/{web}")).await;
+    let tree = strip_tags(page.split("id=\"snapshot-tree\"").nth(1).expect("a tree"));
+    let tree = tree.split("Past snapshots").next().unwrap();
+    for part in [
+        "golden-image",
+        "nginx-1.26 (child of golden-image)",
+        "caddy-trial (child of golden-image) current",
+        "40 d",
+    ] {
+        assert!(tree.contains(part), "{part:?} in {tree}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_demo_keeps_its_generated_history_and_generates_none_again() {
     let app = spawn_app(demo()).await;
@@ -179,6 +229,14 @@ async fn a_restarted_demo_keeps_its_generated_history_and_generates_none_again()
         count(&again.pool, "SELECT count(*) FROM audit_log WHERE user_name = 'alice (demo)'").await,
     );
     assert_eq!(after, before, "nothing generated twice");
+    // The demo's snapshots are taken again on the fresh test driver: the same ones, not new
+    // ones beside past copies.
+    again.poll("demo").await;
+    let snapshots = (
+        count(&again.pool, "SELECT count(*) FROM vm_snapshots WHERE gone_at IS NULL").await,
+        count(&again.pool, "SELECT count(*) FROM vm_snapshots WHERE gone_at IS NOT NULL").await,
+    );
+    assert_eq!(snapshots, (7, 0), "the demo's seven snapshots, none gone");
     let web = uuid_of(&again, "web-01").await;
     let (_, page) = again.get(&format!("/vms/demo/{web}?range=7d")).await;
     let marked =

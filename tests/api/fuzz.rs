@@ -52,8 +52,14 @@ const DEFAULT_CASES: usize = 2500;
 const FIELDS: &[(&str, &[&str])] = &[
     ("GET /", &[]),
     ("GET /healthz", &[]),
-    ("GET /vms?<query..>", &["q", "state", "host", "sort", "dir", "page", "per_page"]),
-    ("GET /vms/live?<query..>", &["q", "state", "host", "sort", "dir", "page", "per_page"]),
+    (
+        "GET /vms?<query..>",
+        &["q", "state", "host", "sort", "dir", "page", "per_page", "snapshots_older_than"],
+    ),
+    (
+        "GET /vms/live?<query..>",
+        &["q", "state", "host", "sort", "dir", "page", "per_page", "snapshots_older_than"],
+    ),
     ("GET /vms/<host>/<uuid>/live", &[]),
     ("GET /login?<next>", &[]),
     ("POST /login", &["username", "password", "next"]),

@@ -34,6 +34,7 @@ mod real_vm;
 mod reports;
 mod rollups;
 mod snapshots_control;
+mod snapshots_inventory;
 mod store;
 mod upgrade;
 mod virtualbox;
