@@ -60,8 +60,10 @@ async fn an_operator_takes_a_snapshot_and_reverts_to_it_in_a_real_browser() {
     find_shown(&b, ".login button[type=submit]").await.click().await.unwrap();
     find_shown(&b, "#vm-table").await;
 
-    // The take form: a suggested name, replaced by the operator's own.
-    b.client.goto(&format!("{}/vms/lab/{uuid}/snapshots/new", app.base)).await.unwrap();
+    // From the VM page's Snapshots section to the take form: a suggested name, replaced by
+    // the operator's own.
+    b.client.goto(&format!("{}/vms/lab/{uuid}", app.base)).await.unwrap();
+    find_shown(&b, "#snapshot-take").await.click().await.unwrap();
     let name = find_shown(&b, "#snapshot-name").await;
     assert!(name.prop("value").await.unwrap().unwrap_or_default().starts_with("snap-"));
     name.clear().await.unwrap();
@@ -86,8 +88,11 @@ async fn an_operator_takes_a_snapshot_and_reverts_to_it_in_a_real_browser() {
         .await
         .unwrap();
 
-    // Revert through the confirmation page, choosing paused.
-    b.client.goto(&format!("{}/vms/lab/{uuid}/snapshots/{row}/revert", app.base)).await.unwrap();
+    // Revert from the snapshot's row in the tree, through the confirmation page, choosing
+    // paused.
+    b.client.refresh().await.unwrap();
+    let revert = format!("a[href$='/snapshots/{row}/revert']");
+    find_shown(&b, &revert).await.click().await.unwrap();
     let warning = find_shown(&b, "#snapshot-warning").await.text().await.unwrap();
     assert!(warning.contains("The VM's current state is lost"), "{warning}");
     let facts = find_shown(&b, "#snapshot-facts").await.text().await.unwrap();
