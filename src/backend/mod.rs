@@ -349,22 +349,18 @@ pub fn connect(
 ) -> Arc<dyn Backend> {
     match driver {
         #[cfg(feature = "libvirt")]
-        DriverConfig::Libvirt(s) => Arc::new(libvirt::LibvirtBackend::new(
-            s.uri.clone(),
-            call_timeout,
-            snapshot_timeout,
-        )),
+        DriverConfig::Libvirt(s) => {
+            Arc::new(libvirt::LibvirtBackend::new(s.uri.clone(), call_timeout, snapshot_timeout))
+        }
         #[cfg(not(feature = "libvirt"))]
         DriverConfig::Libvirt(_) => {
             // Config validation refuses this combination; keep the factory total anyway.
             let _ = (call_timeout, snapshot_timeout);
             Arc::new(Unavailable("built without the libvirt feature"))
         }
-        DriverConfig::Virtualbox(s) => Arc::new(virtualbox::VirtualBoxBackend::new(
-            s.clone(),
-            call_timeout,
-            snapshot_timeout,
-        )),
+        DriverConfig::Virtualbox(s) => {
+            Arc::new(virtualbox::VirtualBoxBackend::new(s.clone(), call_timeout, snapshot_timeout))
+        }
     }
 }
 

@@ -18,8 +18,8 @@ use vmdeck::hosts::PollOutcome;
 
 use crate::power_offers::{actions_in, offered};
 use crate::support::app::{
-    app_with, breadth_uri, libvirt_host, unescape, uuid_of, virtualbox_host, vm_names, HostSpec,
-    TestApp,
+    app_with, breadth_uri, libvirt_host, spawn_app, unescape, uuid_of, virtualbox_host, vm_names,
+    AppOptions, HostSpec, TestApp,
 };
 use crate::support::audit::{is_settled, power_entries, settled_power};
 use crate::support::binary::{config_for_app_database, vmdeck};
@@ -900,13 +900,19 @@ async fn snapshot_names_reach_vboxmanage_whole_through_ssh_whose_remote_shell_re
 async fn a_snapshot_slower_than_the_command_limit_is_confirmed_and_polls_go_on_meanwhile() {
     let fake = FakeVbox::lab();
     let mut host = fake.host("vbox");
-    // Every other command is killed after 2 s; the take lasts 6 s, well within
-    // snapshot_timeout_secs (600 s by default).
+    // The take lasts 7 s, within snapshot_timeout_secs (600 s by default) but longer than every
+    // other limit: a command is killed after 2 s, a call gives up after 3 s, and the
+    // confirmation watches for 5 s (counted from VirtualBox's answer, not from the request).
     host.set("command_timeout_secs", 2);
-    let app = app_with(vec![host]).await;
+    let app = spawn_app(AppOptions {
+        call_timeout_secs: 3,
+        extra: vec![("confirm_timeout_secs", serde_json::json!(5))],
+        ..AppOptions::with_hosts(vec![host])
+    })
+    .await;
     let db = lab_uuid(DB);
     fake.fault(serde_json::json!({
-        "command": "snapshot take", "vm": db, "behaviour": "slow", "seconds": 6, "times": 1
+        "command": "snapshot take", "vm": db, "behaviour": "slow", "seconds": 7, "times": 1
     }));
     let entry = async || -> (String, Option<String>) {
         sqlx::query_as(
@@ -937,10 +943,8 @@ async fn a_snapshot_slower_than_the_command_limit_is_confirmed_and_polls_go_on_m
     let (status, _) = entry().await;
     assert!(!is_settled(&status), "the take ended before the poll could show anything: {status}");
 
-    eventually("the take settled", Duration::from_secs(30), async || {
-        is_settled(&entry().await.0)
-    })
-    .await;
+    eventually("the take settled", Duration::from_secs(30), async || is_settled(&entry().await.0))
+        .await;
     let (status, error) = entry().await;
     assert_eq!(
         (status.as_str(), error.as_deref()),
