@@ -3,9 +3,9 @@
 //! It prints the formats real VBoxManage prints (see `tests/fixtures/virtualbox/`) for a small
 //! set of VMs kept in a state file, changes their state on `startvm` and `controlvm`, keeps
 //! each VM's snapshot tree (`snapshot <vm> list|take|restore|delete`, with VirtualBox's own
-//! refusals), and can be told to misbehave: hang, exit 1 after printing success, fail with
-//! "already locked by a session", or succeed without effect (a guest that ignores the ACPI
-//! button). It is not VirtualBox: it knows only the commands vmdeck runs.
+//! refusals), and can be told to misbehave: hang, take a while (`slow`), exit 1 after printing
+//! success, fail with "already locked by a session", or succeed without effect (a guest that
+//! ignores the ACPI button). It is not VirtualBox: it knows only the commands vmdeck runs.
 //!
 //! Its files live in one directory: `$FAKE_VBOX_DIR` if set, else the directory of the path it
 //! was started as. Tests symlink it into a temporary directory of their own as `VBoxManage`, so
@@ -146,6 +146,9 @@ struct Fault {
     /// How many more invocations it applies to; None: all.
     #[serde(default)]
     times: Option<u32>,
+    /// `slow`: how long the invocation takes before it does its work (default 5 s).
+    #[serde(default)]
+    seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +156,9 @@ struct Fault {
 enum Behaviour {
     /// Never finish (until killed).
     Hang,
+    /// Take `seconds` (without holding the state, so other invocations go on), then do the
+    /// command: a snapshot merging disks, or writing a large VM's memory.
+    Slow,
     /// Do the command and print its success, then exit 1 (seen on real 5.x builds).
     SuccessThenExit1,
     /// Fail with VBOX_E_INVALID_OBJECT_STATE, "already locked by a session".
@@ -248,6 +254,26 @@ fn main() -> ExitCode {
         serde_json::from_str(&text).expect("state.json is a fake VBoxManage state");
 
     let (fault, mut dirty) = take_fault(&mut state, &words);
+    let seconds = fault.as_ref().and_then(|f| f.seconds).unwrap_or(5);
+    let fault = fault.map(|f| f.behaviour);
+    if fault == Some(Behaviour::Slow) {
+        if dirty {
+            save(&mut file, &state);
+            dirty = false;
+        }
+        drop(file);
+        std::thread::sleep(std::time::Duration::from_secs(seconds));
+        file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("state.json"))
+            .expect("reopen the state file");
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .expect("lock the state file");
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("read state");
+        state = serde_json::from_str(&text).expect("state.json is a fake VBoxManage state");
+    }
     if fault == Some(Behaviour::Hang) {
         if dirty {
             save(&mut file, &state);
@@ -341,7 +367,7 @@ fn verb(words: &[&str]) -> String {
 }
 
 /// The fault that applies to this invocation, and whether using it changed the state.
-fn take_fault(state: &mut State, words: &[&str]) -> (Option<Behaviour>, bool) {
+fn take_fault(state: &mut State, words: &[&str]) -> (Option<Fault>, bool) {
     let verb = verb(words);
     let vm = match words {
         ["controlvm" | "startvm" | "showvminfo" | "snapshot", vm, ..] => Some(*vm),
@@ -354,15 +380,15 @@ fn take_fault(state: &mut State, words: &[&str]) -> (Option<Behaviour>, bool) {
     }) else {
         return (None, false);
     };
-    let behaviour = state.faults[i].behaviour;
+    let fault = state.faults[i].clone();
     let Some(n) = state.faults[i].times.as_mut() else {
-        return (Some(behaviour), false);
+        return (Some(fault), false);
     };
     *n = n.saturating_sub(1);
     if *n == 0 {
         state.faults.remove(i);
     }
-    (Some(behaviour), true)
+    (Some(fault), true)
 }
 
 fn find(state: &State, what: &str) -> Option<usize> {

@@ -222,6 +222,7 @@ pub async fn check_config(figment: &rocket::figment::Figment) -> (String, Vec<St
         ("demo", s.demo.to_string()),
         ("poll_interval_secs", s.poll_interval.as_secs().to_string()),
         ("call_timeout_secs", s.call_timeout.as_secs().to_string()),
+        ("snapshot_timeout_secs", s.snapshot_timeout.as_secs().to_string()),
         ("session_idle_minutes", (s.session_idle.as_secs() / 60).to_string()),
         ("session_lifetime_hours", (s.session_lifetime.as_secs() / 3600).to_string()),
         ("trusted_proxies", format!("{:?}", s.trusted_proxies)),
@@ -244,7 +245,7 @@ pub async fn check_config(figment: &rocket::figment::Figment) -> (String, Vec<St
     }
     out.push_str(&format!("hosts ({}):\n", s.hosts.len()));
     for h in &s.hosts {
-        let backend = crate::backend::connect(&h.driver, s.call_timeout);
+        let backend = crate::backend::connect(&h.driver, s.call_timeout, s.snapshot_timeout);
         let started = std::time::Instant::now();
         let status = match backend.inventory().await {
             Ok(vms) => format!("ok: {} VMs in {:.1} s", vms.len(), started.elapsed().as_secs_f64()),

@@ -340,20 +340,26 @@ impl DriverConfig {
 }
 
 /// Builds the backend for a configured host's driver settings (`HostConfig::driver`).
-pub fn connect(driver: &DriverConfig, call_timeout: Duration) -> Arc<dyn Backend> {
+/// `call_timeout` bounds an ordinary call (a poll, a power action, a snapshot listing);
+/// `snapshot_timeout` a snapshot take, revert or delete, which can take minutes.
+pub fn connect(
+    driver: &DriverConfig,
+    call_timeout: Duration,
+    snapshot_timeout: Duration,
+) -> Arc<dyn Backend> {
     match driver {
         #[cfg(feature = "libvirt")]
         DriverConfig::Libvirt(s) => {
-            Arc::new(libvirt::LibvirtBackend::new(s.uri.clone(), call_timeout))
+            Arc::new(libvirt::LibvirtBackend::new(s.uri.clone(), call_timeout, snapshot_timeout))
         }
         #[cfg(not(feature = "libvirt"))]
         DriverConfig::Libvirt(_) => {
             // Config validation refuses this combination; keep the factory total anyway.
-            let _ = call_timeout;
+            let _ = (call_timeout, snapshot_timeout);
             Arc::new(Unavailable("built without the libvirt feature"))
         }
         DriverConfig::Virtualbox(s) => {
-            Arc::new(virtualbox::VirtualBoxBackend::new(s.clone(), call_timeout))
+            Arc::new(virtualbox::VirtualBoxBackend::new(s.clone(), call_timeout, snapshot_timeout))
         }
     }
 }

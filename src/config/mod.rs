@@ -38,6 +38,10 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Time limit for one call into a hypervisor (one poll of one host).
     pub call_timeout: Duration,
+    /// Time limit for one snapshot take, revert or delete (`snapshot_timeout_secs`): these can
+    /// take minutes (a running VM's memory, VirtualBox merging disks), so `call_timeout` would
+    /// report them failed while the hypervisor goes on.
+    pub snapshot_timeout: Duration,
     /// The hosts to poll; the demo host when none are configured.
     pub hosts: Vec<HostConfig>,
     /// True when vmdeck runs on its built-in demo lab.
@@ -136,6 +140,7 @@ struct RawSettings {
     database_max_size_mb: Option<u64>,
     poll_interval_secs: Option<u64>,
     call_timeout_secs: Option<u64>,
+    snapshot_timeout_secs: Option<u64>,
     /// Read in two steps (see [`HostKeys`]): the driver named in a table decides which keys
     /// the rest of it may hold.
     #[serde(default)]
@@ -196,6 +201,8 @@ pub const DEMO_DATABASE: &str = "vmdeck-demo.db";
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 10;
 pub const MAX_POLL_INTERVAL_SECS: u64 = 3600;
 pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 20;
+/// Time limit for one snapshot take, revert or delete.
+pub const DEFAULT_SNAPSHOT_TIMEOUT_SECS: u64 = 600;
 /// How often a VM whose state and configuration did not change has its snapshots read again.
 pub const DEFAULT_SNAPSHOT_INTERVAL_SECS: u64 = 900;
 
@@ -267,6 +274,13 @@ impl Settings {
         )?;
         let lifetime =
             ranged("session_lifetime_hours", raw.session_lifetime_hours, 12, 1..=24 * 90, "hours")?;
+        let snapshot_timeout = ranged(
+            "snapshot_timeout_secs",
+            raw.snapshot_timeout_secs,
+            DEFAULT_SNAPSHOT_TIMEOUT_SECS,
+            10..=3600,
+            "seconds",
+        )?;
         let confirm =
             ranged("confirm_timeout_secs", raw.confirm_timeout_secs, 120, 5..=3600, "seconds")?;
         let power_concurrency = ranged(
@@ -376,6 +390,7 @@ impl Settings {
             database_max_size,
             poll_interval: Duration::from_secs(poll_secs),
             call_timeout: Duration::from_secs(timeout_secs),
+            snapshot_timeout: Duration::from_secs(snapshot_timeout),
             hosts,
             demo,
             session_idle: Duration::from_secs(idle * 60),

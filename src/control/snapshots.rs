@@ -17,7 +17,9 @@ use tracing::Instrument;
 
 use super::store::{self, RequestError, SnapshotRecord};
 use super::{describe, Control, Target};
+use crate::backend::DriverConfig;
 use crate::backend::{SnapshotOp, SnapshotReport};
+use crate::config::{HostConfig, Settings};
 use crate::db::{now_ms, StorageFault};
 use crate::domain::{Actor, AfterRevert, AuditOutcome, SnapshotAction};
 use crate::hosts::snapshots::{record_snapshots, SnapshotCause};
@@ -327,6 +329,9 @@ impl SnapshotDispatch {
 
     /// Reads the VM's snapshot set until it shows the request done, or time runs out.
     async fn watch(&self, before: &HashSet<String>, detail: &str) {
+        // `confirm_timeout` counts from the hypervisor's answer, never from the request: the
+        // call itself may have run for up to `snapshot_timeout` (minutes), and a deadline that
+        // included it would call a snapshot unconfirmed while it was still being taken.
         let start = Instant::now();
         let mut delays = [100u64, 200, 300, 500, 500, 1000, 1000, 2000].into_iter();
         let mut last_error: Option<String>;
@@ -384,6 +389,19 @@ impl SnapshotDispatch {
             .await;
         }
     }
+}
+
+/// The longest a snapshot request sent to `host` can stay pending, for code that waits for
+/// one to settle (scheduled snapshots): the read before the call, the call itself
+/// (`snapshot_timeout`), the confirmation's reads (`confirm_timeout`, counted from the call's
+/// answer) and one more read begun just before that ran out or after a failure. A read is an
+/// ordinary call (`call_timeout`), or on VirtualBox one command (`command_timeout_secs`).
+pub fn settle_bound(settings: &Settings, host: &HostConfig) -> Duration {
+    let read = match &host.driver {
+        DriverConfig::Virtualbox(s) => settings.call_timeout.max(s.command_timeout),
+        _ => settings.call_timeout,
+    };
+    read * 2 + settings.snapshot_timeout + settings.confirm_timeout
 }
 
 /// Whether `snaps` shows the request done: `Some(Some(id))` for a take (the new snapshot's
@@ -526,5 +544,30 @@ mod tests {
         let revert = SnapshotRequest { action: SnapshotAction::Revert, ..take("x") };
         assert!(invalid(&revert).is_some());
         assert!(invalid(&SnapshotRequest { snap_id: Some("x".into()), ..revert }).is_none());
+    }
+
+    #[test]
+    fn a_waiter_allows_for_a_take_that_uses_its_whole_limit_then_the_whole_confirmation() {
+        use rocket::figment::Figment;
+        let settings = |host: serde_json::Value| {
+            let figment = Figment::from(rocket::Config::debug_default())
+                .merge(("snapshot_timeout_secs", 900))
+                .merge(("confirm_timeout_secs", 60))
+                .merge(("call_timeout_secs", 20))
+                .merge(("hosts", vec![host]));
+            Settings::from_figment(&figment).expect("valid settings")
+        };
+        let s = settings(
+            serde_json::json!({"name": "lab", "driver": "libvirt", "uri": "test:///default"}),
+        );
+        assert_eq!(settle_bound(&s, &s.hosts[0]), Duration::from_secs(900 + 60 + 2 * 20));
+        let s = settings(
+            serde_json::json!({"name": "vb", "driver": "virtualbox", "command_timeout_secs": 45}),
+        );
+        assert_eq!(
+            settle_bound(&s, &s.hosts[0]),
+            Duration::from_secs(900 + 60 + 2 * 45),
+            "a VirtualBox read is one command, which may outlast call_timeout"
+        );
     }
 }

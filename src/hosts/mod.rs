@@ -273,7 +273,11 @@ pub fn stage() -> AdHoc {
                     HostEntry::new(
                         h.clone(),
                         id,
-                        backend::connect(&h.driver, settings.call_timeout),
+                        backend::connect(
+                            &h.driver,
+                            settings.call_timeout,
+                            settings.snapshot_timeout,
+                        ),
                         storage.clone(),
                     )
                     .with_snapshot_policy(SnapshotPolicy {

@@ -401,7 +401,7 @@ fn connect<W: World>(host: HostSpec, call_timeout: Duration) -> Arc<dyn Backend>
     let mut settings = Settings::from_figment(&figment)
         .unwrap_or_else(|e| panic!("{}: the world's host is refused: {e}", W::BACKEND));
     let host: HostConfig = settings.hosts.remove(0);
-    vmdeck::backend::connect(&host.driver, call_timeout)
+    vmdeck::backend::connect(&host.driver, call_timeout, settings.snapshot_timeout)
 }
 
 /// Awaits a backend call, failing the test with a message when it hangs.

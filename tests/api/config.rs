@@ -203,3 +203,34 @@ fn the_demo_shows_a_one_time_admin_password_on_the_terminal_and_keeps_its_own_da
     assert!(dir.path().join("data/vmdeck-demo.db").exists());
     assert!(!dir.path().join("data/vmdeck.db").exists());
 }
+
+#[test]
+fn snapshot_timeout_secs_defaults_to_ten_minutes_and_is_refused_out_of_range_naming_the_key() {
+    use rocket::figment::Figment;
+    use vmdeck::config::Settings;
+    let read = |value: Option<serde_json::Value>| {
+        let mut figment = Figment::from(rocket::Config::debug_default());
+        if let Some(v) = value {
+            figment = figment.merge(("snapshot_timeout_secs", v));
+        }
+        Settings::from_figment(&figment)
+    };
+    let secs = |s: Settings| s.snapshot_timeout.as_secs();
+    assert_eq!(read(None).map(secs).ok(), Some(600), "the default");
+    assert_eq!(read(Some(10.into())).map(secs).ok(), Some(10), "the shortest allowed");
+    assert_eq!(read(Some(3600.into())).map(secs).ok(), Some(3600), "the longest allowed");
+    for (what, value, words) in [
+        ("too short", serde_json::json!(9), "9 is out of range: use 10 to 3600 seconds"),
+        ("too long", serde_json::json!(3601), "3601 is out of range: use 10 to 3600 seconds"),
+        ("zero", serde_json::json!(0), "0 is out of range"),
+        ("not a number", serde_json::json!("long"), ""),
+    ] {
+        match read(Some(value)) {
+            Ok(s) => panic!("{what}: accepted as {:?}", s.snapshot_timeout),
+            Err(e) => {
+                assert_eq!(e.key, "snapshot_timeout_secs", "{what}: {e}");
+                assert!(e.message.contains(words), "{what}: {e}");
+            }
+        }
+    }
+}

@@ -18,8 +18,8 @@ use vmdeck::hosts::PollOutcome;
 
 use crate::power_offers::{actions_in, offered};
 use crate::support::app::{
-    app_with, breadth_uri, libvirt_host, unescape, uuid_of, virtualbox_host, vm_names, HostSpec,
-    TestApp,
+    app_with, breadth_uri, libvirt_host, spawn_app, unescape, uuid_of, virtualbox_host, vm_names,
+    AppOptions, HostSpec, TestApp,
 };
 use crate::support::audit::{is_settled, power_entries, settled_power};
 use crate::support::binary::{config_for_app_database, vmdeck};
@@ -894,4 +894,63 @@ async fn snapshot_names_reach_vboxmanage_whole_through_ssh_whose_remote_shell_re
     let snap = snapshot_named(&*vbox, &db, &name).await;
     assert_eq!(snap.description, "two words\nand 'quotes'");
     assert!(!canary.exists(), "nothing in a name is run by the remote shell");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_slower_than_the_command_limit_is_confirmed_and_polls_go_on_meanwhile() {
+    let fake = FakeVbox::lab();
+    let mut host = fake.host("vbox");
+    // The take lasts 7 s, within snapshot_timeout_secs (600 s by default) but longer than every
+    // other limit: a command is killed after 2 s, a call gives up after 3 s, and the
+    // confirmation watches for 5 s (counted from VirtualBox's answer, not from the request).
+    host.set("command_timeout_secs", 2);
+    let app = spawn_app(AppOptions {
+        call_timeout_secs: 3,
+        extra: vec![("confirm_timeout_secs", serde_json::json!(5))],
+        ..AppOptions::with_hosts(vec![host])
+    })
+    .await;
+    let db = lab_uuid(DB);
+    fake.fault(serde_json::json!({
+        "command": "snapshot take", "vm": db, "behaviour": "slow", "seconds": 7, "times": 1
+    }));
+    let entry = async || -> (String, Option<String>) {
+        sqlx::query_as(
+            "SELECT status, error FROM audit_log WHERE kind = 'snapshot' AND vm_uuid = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&db)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    let op = app.session("operator").await;
+
+    let res = op
+        .post(&format!("/vms/vbox/{db}/snapshots"), &[("name", "big-merge"), ("description", "")])
+        .await;
+    assert_eq!(res.status().as_u16(), 303);
+    eventually("the take sent to VirtualBox", Duration::from_secs(10), async || {
+        fake.calls().iter().any(|c| c.starts_with(&format!("snapshot {db} take big-merge")))
+    })
+    .await;
+
+    // While the take runs, the host is polled as usual (ordering, not a stopwatch: the poll
+    // finished while the request was still in flight).
+    assert!(
+        matches!(app.poll("vbox").await, PollOutcome::Recorded(_)),
+        "a poll during the snapshot failed"
+    );
+    let (status, _) = entry().await;
+    assert!(!is_settled(&status), "the take ended before the poll could show anything: {status}");
+
+    eventually("the take settled", Duration::from_secs(30), async || is_settled(&entry().await.0))
+        .await;
+    let (status, error) = entry().await;
+    assert_eq!(
+        (status.as_str(), error.as_deref()),
+        ("confirmed", None),
+        "a take longer than command_timeout_secs was cut short"
+    );
+    let vbox = backend(&app, "vbox");
+    snapshot_named(&*vbox, &db, "big-merge").await;
 }

@@ -60,6 +60,7 @@ async fn main() {
         let backend = vmdeck::backend::connect(
             &libvirt_host("driver", &format!("test://{}", node.display())).driver,
             Duration::from_secs(60),
+            Duration::from_secs(vmdeck::config::DEFAULT_SNAPSHOT_TIMEOUT_SECS),
         );
         let n = backend.inventory().await.expect("inventory").len();
         println!("{} {n}", rss_kib());
@@ -127,8 +128,11 @@ async fn main() {
 
     // The bare calls: the same backend code on its own connection, without persistence,
     // interleaved with full polls so both see the same machine state.
-    let bare =
-        vmdeck::backend::connect(&libvirt_host("bare", &uri).driver, Duration::from_secs(60));
+    let bare = vmdeck::backend::connect(
+        &libvirt_host("bare", &uri).driver,
+        Duration::from_secs(60),
+        Duration::from_secs(vmdeck::config::DEFAULT_SNAPSHOT_TIMEOUT_SECS),
+    );
     let _ = bare.inventory().await.expect("bare inventory");
     let mut bare_ms = Vec::new();
     let mut full_ms = Vec::new();
@@ -289,7 +293,11 @@ async fn control_figures(
 
     // Request to accepted over HTTP (login, CSRF, audit rows, backend call, 303) against the
     // bare libvirt call, each on 50 distinct running VMs.
-    let bare = vmdeck::backend::connect(&libvirt_host("bare", uri).driver, Duration::from_secs(60));
+    let bare = vmdeck::backend::connect(
+        &libvirt_host("bare", uri).driver,
+        Duration::from_secs(60),
+        Duration::from_secs(vmdeck::config::DEFAULT_SNAPSHOT_TIMEOUT_SECS),
+    );
     let _ = bare.inventory().await;
     let mut bare_ms = Vec::new();
     for uuid in single {

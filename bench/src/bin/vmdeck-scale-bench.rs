@@ -59,7 +59,11 @@ async fn main() {
         for node in &args.drivers_only {
             let uri = HostUri::parse(&format!("test://{}", node.display())).expect("valid URI");
             let driver = DriverConfig::Libvirt(LibvirtSettings { uri });
-            let backend = vmdeck::backend::connect(&driver, Duration::from_secs(60));
+            let backend = vmdeck::backend::connect(
+                &driver,
+                Duration::from_secs(60),
+                Duration::from_secs(vmdeck::config::DEFAULT_SNAPSHOT_TIMEOUT_SECS),
+            );
             backend.inventory().await.expect("inventory");
             held.push(backend);
         }

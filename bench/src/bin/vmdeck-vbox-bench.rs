@@ -90,6 +90,7 @@ async fn main() {
             ..VirtualBoxSettings::default()
         }),
         Duration::from_secs(120),
+        Duration::from_secs(vmdeck::config::DEFAULT_SNAPSHOT_TIMEOUT_SECS),
     );
     let t = Instant::now();
     let n = bare.inventory().await.expect("first inventory").len();

@@ -2,9 +2,11 @@
 //! inventory built from one bulk stats call plus the per-domain calls that fill what the bulk call
 //! lacks.
 //!
-//! libvirt calls block, so every call runs on tokio's blocking pool under a time limit. A call
-//! that hangs keeps its thread (libvirt cannot be interrupted); while one is stuck past the time
-//! limit, new calls fail fast with [`BackendError::Busy`] instead of piling up behind it.
+//! libvirt calls block, so every call runs on tokio's blocking pool under a time limit: the
+//! host's `call_timeout`, or `snapshot_timeout` for a snapshot take, revert or delete. A call
+//! that hangs keeps its thread (libvirt cannot be interrupted); while one is stuck past its own
+//! time limit, new calls fail fast with [`BackendError::Busy`] instead of piling up behind it. A
+//! snapshot still within its longer limit is not stuck: polls and power actions go on beside it.
 //!
 //! Long because the connection's life (reconnect, backoff, the stuck-call guard) and the
 //! inventory's per-domain fallbacks belong together; the bulk call's FFI is in `bulk.rs`, the XML
@@ -35,15 +37,31 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct LibvirtBackend {
     inner: Arc<Inner>,
     call_timeout: Duration,
+    snapshot_timeout: Duration,
 }
 
 struct Inner {
     uri: HostUri,
     call_timeout: Duration,
     conn: Mutex<ConnState>,
-    /// Start times of the calls in progress, by call number.
-    calls: Mutex<HashMap<u64, Instant>>,
+    /// The calls in progress, by call number.
+    calls: Mutex<HashMap<u64, Call>>,
     next_call: std::sync::atomic::AtomicU64,
+}
+
+/// A call in progress: when it started and how long it may take. Each call is judged against
+/// its own limit, so a snapshot allowed ten minutes does not make the host look hung after the
+/// ordinary call limit.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    started: Instant,
+    limit: Duration,
+}
+
+impl Call {
+    fn overdue(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.started) > self.limit
+    }
 }
 
 #[derive(Default)]
@@ -55,7 +73,7 @@ struct ConnState {
 }
 
 impl LibvirtBackend {
-    pub fn new(uri: HostUri, call_timeout: Duration) -> Self {
+    pub fn new(uri: HostUri, call_timeout: Duration, snapshot_timeout: Duration) -> Self {
         silence_default_error_printer();
         LibvirtBackend {
             inner: Arc::new(Inner {
@@ -66,11 +84,21 @@ impl LibvirtBackend {
                 next_call: Default::default(),
             }),
             call_timeout,
+            snapshot_timeout,
         }
     }
 
-    /// Runs `f` with the host's connection on the blocking pool, under the time limit.
+    /// Runs `f` with the host's connection on the blocking pool, under the call time limit.
     async fn with_connection<T, F>(&self, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connect) -> Result<T, BackendError> + Send + 'static,
+    {
+        self.with_connection_for(self.call_timeout, f).await
+    }
+
+    /// Runs `f` with the host's connection on the blocking pool, under `limit`.
+    async fn with_connection_for<T, F>(&self, limit: Duration, f: F) -> Result<T, BackendError>
     where
         T: Send + 'static,
         F: FnOnce(&Connect) -> Result<T, BackendError> + Send + 'static,
@@ -79,12 +107,12 @@ impl LibvirtBackend {
         let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            inner.run(f)
+            inner.run(limit, f)
         });
-        match tokio::time::timeout(self.call_timeout, task).await {
+        match tokio::time::timeout(limit, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(BackendError::Hypervisor(format!("libvirt call failed: {join}"))),
-            Err(_) => Err(BackendError::Timeout(self.call_timeout)),
+            Err(_) => Err(BackendError::Timeout(limit)),
         }
     }
 }
@@ -144,7 +172,11 @@ impl Backend for LibvirtBackend {
     async fn snapshot(&self, uuid: &str, op: &SnapshotOp) -> Result<(), BackendError> {
         let uuid = uuid.to_string();
         let op = op.clone();
-        self.with_connection(move |conn| super::snapshots::run(&lookup(conn, &uuid)?, &op)).await
+        // Taking a running VM's memory, or reverting to it, can take minutes: its own limit.
+        self.with_connection_for(self.snapshot_timeout, move |conn| {
+            super::snapshots::run(&lookup(conn, &uuid)?, &op)
+        })
+        .await
     }
 
     fn snapshot_caps(&self) -> SnapshotCaps {
@@ -203,17 +235,19 @@ impl Inner {
     /// Runs `f` with the host's connection, connecting first if needed.
     ///
     /// libvirt connections are thread-safe, so calls run concurrently on one shared connection;
-    /// the lock only guards connecting. A call still running past the time limit means the
-    /// host hangs: further calls then fail fast instead of piling up blocked threads.
+    /// the lock only guards connecting. A call still running past its time limit (`limit`
+    /// for this one) means the host hangs: further calls then fail fast instead of piling up
+    /// blocked threads.
     fn run<T>(
         &self,
+        limit: Duration,
         f: impl FnOnce(&Connect) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
         if self.hung() {
             return Err(BackendError::Busy);
         }
         let conn = self.connection()?;
-        let id = self.begin_call();
+        let id = self.begin_call(limit);
         let result = f(&conn);
         self.end_call(id);
         match result {
@@ -271,7 +305,7 @@ impl Inner {
                 });
             }
         }
-        let call = self.begin_call();
+        let call = self.begin_call(self.call_timeout);
         let opened = Connect::open(Some(self.uri.expose()));
         self.end_call(call);
         match opened {
@@ -292,10 +326,10 @@ impl Inner {
         }
     }
 
-    fn begin_call(&self) -> u64 {
+    fn begin_call(&self, limit: Duration) -> u64 {
         let id = self.next_call.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut calls) = self.calls.lock() {
-            calls.insert(id, Instant::now());
+            calls.insert(id, Call { started: Instant::now(), limit });
         }
         id
     }
@@ -306,12 +340,10 @@ impl Inner {
         }
     }
 
-    /// Whether a call has been stuck inside libvirt for longer than the time limit.
+    /// Whether a call has been stuck inside libvirt for longer than its own time limit.
     fn hung(&self) -> bool {
-        self.calls
-            .lock()
-            .map(|c| c.values().any(|t| t.elapsed() > self.call_timeout))
-            .unwrap_or(false)
+        let now = Instant::now();
+        self.calls.lock().map(|c| c.values().any(|call| call.overdue(now))).unwrap_or(false)
     }
 }
 
@@ -640,5 +672,41 @@ mod tests {
         assert_eq!(describe_state(7, 0).0, PowerState::Suspended);
         assert_eq!(describe_state(0, 0).0, PowerState::Unknown);
         assert_eq!(describe_state(99, 42).2, "reason 42", "unknown codes are kept, not dropped");
+    }
+
+    fn inner(call_timeout: Duration) -> Inner {
+        Inner {
+            uri: HostUri::parse("test:///default").expect("a valid URI"),
+            call_timeout,
+            conn: Mutex::default(),
+            calls: Mutex::default(),
+            next_call: Default::default(),
+        }
+    }
+
+    /// Records a call as if it had started `ago` before now, with its own `limit`.
+    fn started(inner: &Inner, ago: Duration, limit: Duration) -> u64 {
+        let id = inner.begin_call(limit);
+        let started = Instant::now().checked_sub(ago).expect("the clock is past `ago`");
+        inner.calls.lock().expect("not poisoned").insert(id, Call { started, limit });
+        id
+    }
+
+    #[test]
+    fn each_call_is_judged_against_its_own_limit_so_a_long_snapshot_does_not_look_hung() {
+        let secs = Duration::from_secs;
+        let inner = inner(secs(20));
+        // A snapshot 60 s in, allowed 600 s: past the ordinary limit, yet not stuck.
+        let snapshot = started(&inner, secs(60), secs(600));
+        assert!(!inner.hung(), "a snapshot within its own limit made the host look hung");
+        // An ordinary call 30 s in, allowed 20 s: the host hangs.
+        let poll = started(&inner, secs(30), secs(20));
+        assert!(inner.hung(), "an ordinary call past its limit did not make the host look hung");
+        inner.end_call(poll);
+        assert!(!inner.hung(), "the overdue call ended, yet the host still looks hung");
+        inner.end_call(snapshot);
+        // A snapshot past its own limit is stuck too.
+        started(&inner, secs(700), secs(600));
+        assert!(inner.hung(), "a snapshot past its own limit did not make the host look hung");
     }
 }

@@ -74,9 +74,16 @@ impl Runner {
         }
     }
 
-    /// Runs one command and collects its output. The time limit starts when the command starts,
-    /// not while it waits for a free slot (the poll's own limit bounds that).
+    /// Runs one command under `command_timeout` and collects its output. The time limit starts
+    /// when the command starts, not while it waits for a free slot (the poll's own limit bounds
+    /// that).
     pub async fn run(&self, args: &[&str]) -> Result<Output, RunError> {
+        self.run_for(args, self.settings.command_timeout).await
+    }
+
+    /// Runs one command under `limit` instead of `command_timeout` (a snapshot take, restore
+    /// or delete, which may take minutes); killed past it like any other.
+    pub async fn run_for(&self, args: &[&str], limit: Duration) -> Result<Output, RunError> {
         let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
         let argv = self.argv(args);
         let mut child = Command::new(&argv[0])
@@ -92,7 +99,7 @@ impl Runner {
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let finished = tokio::time::timeout(self.settings.command_timeout, async {
+        let finished = tokio::time::timeout(limit, async {
             let (o, e, status) = tokio::join!(
                 stdout.read_to_end(&mut out),
                 stderr.read_to_end(&mut err),
@@ -114,10 +121,9 @@ impl Runner {
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 tracing::warn!(
                     command = %args.join(" "),
-                    "VBoxManage timed out after {:?}; killed",
-                    self.settings.command_timeout
+                    "VBoxManage timed out after {limit:?}; killed"
                 );
-                Err(RunError::Timeout(self.settings.command_timeout))
+                Err(RunError::Timeout(limit))
             }
         }
     }

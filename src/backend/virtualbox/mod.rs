@@ -47,6 +47,9 @@ const METRICS_PERIOD_SECS: &str = "5";
 pub struct VirtualBoxBackend {
     runner: Arc<Runner>,
     call_timeout: Duration,
+    /// Time limit for one `snapshot take|restore|delete` command, which may merge disks for
+    /// minutes: killing it at `command_timeout` would leave the merge half done.
+    snapshot_timeout: Duration,
     /// What one poll hands the next; the lock also keeps a host's polls from overlapping.
     memory: tokio::sync::Mutex<PollMemory>,
     /// `(major, minor)` of the host's VirtualBox, read on first need.
@@ -84,10 +87,15 @@ struct CpuClock {
 }
 
 impl VirtualBoxBackend {
-    pub fn new(settings: VirtualBoxSettings, call_timeout: Duration) -> Self {
+    pub fn new(
+        settings: VirtualBoxSettings,
+        call_timeout: Duration,
+        snapshot_timeout: Duration,
+    ) -> Self {
         VirtualBoxBackend {
             runner: Arc::new(Runner::new(settings)),
             call_timeout,
+            snapshot_timeout,
             memory: tokio::sync::Mutex::default(),
             version: tokio::sync::OnceCell::new(),
         }

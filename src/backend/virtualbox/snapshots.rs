@@ -115,8 +115,11 @@ impl VirtualBoxBackend {
         }
     }
 
+    /// Runs a take, restore or delete under the snapshot time limit: VirtualBox may write a
+    /// running VM's memory or merge disks for minutes, and a command killed mid-merge leaves the
+    /// snapshot half deleted.
     async fn snapshot_command(&self, what: &str, args: &[&str]) -> Result<(), BackendError> {
-        let out = self.runner.run(args).await.map_err(run_error)?;
+        let out = self.runner.run_for(args, self.snapshot_timeout).await.map_err(run_error)?;
         if out.code == Some(0) {
             Ok(())
         } else {
