@@ -40,6 +40,9 @@ pub struct Control {
     storage: Arc<Storage>,
     /// Caps the actions sent to one host at the same time.
     slots: HashMap<String, Arc<Semaphore>>,
+    /// The same cap for snapshot requests, apart: a snapshot may take minutes
+    /// (`snapshot_timeout_secs`), and power actions never queue behind one.
+    snapshot_slots: HashMap<String, Arc<Semaphore>>,
     confirm_timeout: Duration,
 }
 
@@ -89,14 +92,24 @@ impl Control {
         storage: Arc<Storage>,
         settings: &Settings,
     ) -> Control {
-        let slots = hosts
-            .0
-            .iter()
-            .map(|h| {
-                (h.config.name.to_string(), Arc::new(Semaphore::new(settings.power_concurrency)))
-            })
-            .collect();
-        Control { pool, hosts, storage, slots, confirm_timeout: settings.confirm_timeout }
+        let per_host = || -> HashMap<String, Arc<Semaphore>> {
+            hosts
+                .0
+                .iter()
+                .map(|h| {
+                    let slot = Arc::new(Semaphore::new(settings.power_concurrency));
+                    (h.config.name.to_string(), slot)
+                })
+                .collect()
+        };
+        Control {
+            pool,
+            slots: per_host(),
+            snapshot_slots: per_host(),
+            hosts,
+            storage,
+            confirm_timeout: settings.confirm_timeout,
+        }
     }
 
     /// Looks up a VM that is present (not gone) on a configured host.

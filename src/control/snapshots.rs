@@ -1,7 +1,8 @@
 //! Snapshot requests: take, revert to and delete a VM's snapshots through the power requests'
 //! lifecycle and audit log (kind `snapshot`). A request is validated, recorded (`requested`,
 //! with its `snapshot_requests` row, in one transaction) while the form is answered, then sent
-//! in the background under its host's slot (the same cap as power actions), and confirmed once
+//! in the background under its host's snapshot slot (as many per host as power actions, but
+//! apart from theirs, so a power action never waits behind a long snapshot), and confirmed once
 //! the VM's snapshot set read back from the hypervisor shows it: the snapshot appears (take,
 //! matched by name), disappears (delete) or becomes current (revert). Each read is recorded
 //! through `hosts::snapshots::record_snapshots`, crediting the request, so the VM page shows
@@ -216,7 +217,7 @@ impl Control {
             name: req.snapshot_name,
             snap_id: req.snap_id,
             op,
-            slot: self.slots.get(target.host.config.name.as_str()).cloned(),
+            slot: self.snapshot_slots.get(target.host.config.name.as_str()).cloned(),
             confirm_timeout: self.confirm_timeout,
         };
         let span = tracing::info_span!(

@@ -897,7 +897,8 @@ async fn snapshot_names_reach_vboxmanage_whole_through_ssh_whose_remote_shell_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_slower_than_the_command_limit_is_confirmed_and_polls_go_on_meanwhile() {
+async fn a_snapshot_slower_than_the_command_limit_is_confirmed_and_polls_and_power_actions_go_on_meanwhile(
+) {
     let fake = FakeVbox::lab();
     let mut host = fake.host("vbox");
     // The take lasts 7 s, within snapshot_timeout_secs (600 s by default) but longer than every
@@ -906,7 +907,12 @@ async fn a_snapshot_slower_than_the_command_limit_is_confirmed_and_polls_go_on_m
     host.set("command_timeout_secs", 2);
     let app = spawn_app(AppOptions {
         call_timeout_secs: 3,
-        extra: vec![("confirm_timeout_secs", serde_json::json!(5))],
+        // One slot per host: a power action could only pass the take if snapshots do not
+        // share the power actions' slots.
+        extra: vec![
+            ("confirm_timeout_secs", serde_json::json!(5)),
+            ("power_concurrency_per_host", serde_json::json!(1)),
+        ],
         ..AppOptions::with_hosts(vec![host])
     })
     .await;
@@ -942,6 +948,26 @@ async fn a_snapshot_slower_than_the_command_limit_is_confirmed_and_polls_go_on_m
     );
     let (status, _) = entry().await;
     assert!(!is_settled(&status), "the take ended before the poll could show anything: {status}");
+
+    // A power action on another VM of the host is sent and confirmed meanwhile: it does not
+    // queue behind the snapshot.
+    let web = lab_uuid(WEB);
+    let res = op.post(&format!("/vms/vbox/{web}/power"), &[("action", "pause")]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    let power = async || -> String {
+        sqlx::query_scalar(
+            "SELECT status FROM audit_log WHERE kind = 'power' AND vm_uuid = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&web)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    eventually("the pause settled", Duration::from_secs(10), async || is_settled(&power().await))
+        .await;
+    assert_eq!(power().await, "confirmed");
+    let (status, _) = entry().await;
+    assert!(!is_settled(&status), "the take ended before the pause could pass it: {status}");
 
     eventually("the take settled", Duration::from_secs(30), async || is_settled(&entry().await.0))
         .await;
