@@ -7,6 +7,7 @@
 //! the VM's actual state.
 
 mod routes;
+pub mod snapshots;
 pub mod store;
 
 use std::collections::HashMap;
