@@ -16,5 +16,5 @@ pub use audit::{Actor, AuditKind, AuditOutcome};
 pub use power::{Offer, PowerAction, PowerState, Why};
 pub use snapshot::{AfterRevert, SnapshotAction};
 pub use time::Resolution;
-pub use user::{CurrentUser, Role};
+pub use user::{CurrentUser, Role, SYSTEM_USER};
 pub use vm::{AddrSource, HostName, VmKey, VmUuid};
