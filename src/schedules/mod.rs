@@ -133,10 +133,11 @@ impl Scheduler {
         if let Scope::Vms(keys) = &s.scope {
             for (host, uuid) in keys {
                 if !vms.iter().any(|v| &v.host_name == host && &v.uuid == uuid) {
+                    let known = store::known_vm_name(&self.pool, host, uuid).await.ok().flatten();
                     missing.push(ScopeVm {
                         host_name: host.clone(),
                         uuid: uuid.clone(),
-                        name: format!("{host}/{uuid}"),
+                        name: known.unwrap_or_else(|| format!("{host}/{uuid}")),
                     });
                 }
             }

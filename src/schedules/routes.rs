@@ -147,8 +147,8 @@ async fn list_page(
     ))
 }
 
-/// When the schedule runs next, in words: its next slot, or "at the next check" when a slot
-/// is due now.
+/// When the schedule runs next: its next slot, or "due now" when the scheduler's next check
+/// (every 30 s) will run it.
 fn next_run(s: &Schedule, now: i64) -> String {
     match super::model::due_slot(s.frequency, now, s.last_slot, s.created_at) {
         Some(_) => "due now".into(),
@@ -177,7 +177,7 @@ struct ScheduleForm {
     #[field(default = String::new())]
     weekday: String,
     #[field(default = String::new())]
-    at: String,
+    time: String,
     #[field(default = String::new())]
     minute: String,
     #[field(default = String::new())]
@@ -321,10 +321,10 @@ impl ScheduleForm {
                     None
                 }
             },
-            "daily" => match parse_hm(&self.at) {
+            "daily" => match parse_hm(&self.time) {
                 Some((hour, minute)) => Some(Frequency::Daily { hour, minute }),
                 None => {
-                    time_error(&mut errors, &self.at);
+                    time_error(&mut errors, &self.time);
                     None
                 }
             },
@@ -336,12 +336,12 @@ impl ScheduleForm {
                 if day.is_none() {
                     errors.push("Choose the day of the week.".into());
                 }
-                match (day, parse_hm(&self.at)) {
+                match (day, parse_hm(&self.time)) {
                     (Some(d), Some((hour, minute))) => {
                         Some(Frequency::Weekly { weekday: d as u8, hour, minute })
                     }
                     (_, None) => {
-                        time_error(&mut errors, &self.at);
+                        time_error(&mut errors, &self.time);
                         None
                     }
                     _ => None,
@@ -384,7 +384,7 @@ struct FormValues {
     host: String,
     frequency: String,
     weekday: String,
-    at: String,
+    time: String,
     minute: String,
     keep_last: String,
     keep_daily: String,
@@ -403,7 +403,7 @@ impl FormValues {
             host: cut(&f.host, 200),
             frequency: cut(&f.frequency, 20),
             weekday: cut(&f.weekday, 20),
-            at: cut(&f.at, 20),
+            time: cut(&f.time, 20),
             minute: cut(&f.minute, 20),
             keep_last: cut(&f.keep_last, 20),
             keep_daily: cut(&f.keep_daily, 20),
@@ -417,7 +417,7 @@ impl FormValues {
             Scope::Pattern(p) => ("pattern", Vec::new(), p.as_str(), ""),
             Scope::Host(h) => ("host", Vec::new(), "", h.as_str()),
         };
-        let (weekday, at, minute) = match s.frequency {
+        let (weekday, time, minute) = match s.frequency {
             Frequency::Hourly { minute } => (String::new(), String::new(), minute.to_string()),
             Frequency::Daily { hour, minute } => {
                 (String::new(), format!("{hour:02}:{minute:02}"), String::new())
@@ -437,7 +437,7 @@ impl FormValues {
             host: host.into(),
             frequency: s.frequency.word().into(),
             weekday,
-            at,
+            time,
             minute,
             keep_last: s.retention.keep_last.map(|n| n.to_string()).unwrap_or_default(),
             keep_daily: s.retention.keep_daily.map(|n| n.to_string()).unwrap_or_default(),
@@ -517,7 +517,7 @@ async fn new_page(me: Admin<'_>, app: App<'_>) -> Result<Template, AppError> {
         enabled: true,
         scope: "pattern".into(),
         frequency: "daily".into(),
-        at: "03:00".into(),
+        time: "03:00".into(),
         minute: "0".into(),
         keep_last: "7".into(),
         ..FormValues::default()
@@ -704,17 +704,14 @@ struct RunPage {
     vms: Vec<RunVmView>,
 }
 
-#[rocket::get("/schedules/<schedule_id>/runs/<id>")]
-async fn run_page(
-    me: Admin<'_>,
-    schedule_id: i64,
-    id: i64,
-    app: App<'_>,
-) -> Result<Template, AppError> {
+/// Ranked after `/schedules/<id>/delete`, which `/schedules/runs/delete` would also match.
+#[rocket::get("/schedules/runs/<run>", rank = 2)]
+async fn run_page(me: Admin<'_>, run: i64, app: App<'_>) -> Result<Template, AppError> {
+    let id = run;
     let run = store::run(app.pool, id)
         .await?
-        .filter(|r| r.schedule_id == schedule_id)
-        .ok_or_else(|| AppError::NotFound(format!("Schedule {schedule_id} has no run {id}.")))?;
+        .ok_or_else(|| AppError::NotFound(format!("There is no schedule run {id}.")))?;
+    let schedule_id = run.schedule_id;
     let schedule = store::get(app.pool, run.schedule_id).await?.map(|s| s.name).unwrap_or_default();
     let hosts = app.hosts.names();
     let vms = store::run_vms(app.pool, id)

@@ -441,6 +441,21 @@ pub async fn present_vms(pool: &SqlitePool, hosts: &[&str]) -> sqlx::Result<Vec<
     Ok(all.into_iter().filter(|v| hosts.contains(&v.host_name.as_str())).collect())
 }
 
+/// The last name vmdeck knew for a VM, present or gone.
+pub async fn known_vm_name(
+    pool: &SqlitePool,
+    host: &str,
+    uuid: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT v.name FROM vms v JOIN hosts h ON h.id = v.host_id WHERE h.name = ? AND v.uuid = ?",
+    )
+    .bind(host)
+    .bind(uuid)
+    .fetch_optional(pool)
+    .await
+}
+
 /// A snapshot this schedule took and that still exists.
 #[derive(Debug, Clone, FromRow)]
 pub struct OwnSnapshot {

@@ -82,6 +82,31 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("GET /reports/capacity?<period..>", &["from", "to"]),
     ("GET /reports/capacity.csv?<period..>", &["from", "to"]),
     ("GET /static/<path..>", &[]),
+    ("GET /schedules", &[]),
+    ("GET /schedules/new", &[]),
+    ("POST /schedules", &SCHEDULE_FORM),
+    ("GET /schedules/<id>", &[]),
+    ("POST /schedules/<id>", &SCHEDULE_FORM),
+    ("GET /schedules/<id>/delete", &[]),
+    ("POST /schedules/<id>/delete", &["csrf_token"]),
+    ("GET /schedules/runs/<run>", &[]),
+];
+
+const SCHEDULE_FORM: [&str; 14] = [
+    "csrf_token",
+    "name",
+    "enabled",
+    "scope",
+    "vm",
+    "pattern",
+    "host",
+    "frequency",
+    "weekday",
+    "time",
+    "minute",
+    "keep_last",
+    "keep_daily",
+    "with_memory",
 ];
 
 const AUDIT_QUERY: [&str; 8] = ["user", "vm", "host", "action", "outcome", "from", "to", "page"];
@@ -424,6 +449,10 @@ impl<'a> Fuzzer<'a> {
         for name in TARGETS {
             add_user(&app.pool, name, "viewer").await;
         }
+        // Schedules 1-3 with runs 1-3, for the schedules pages' ids.
+        for name in ["fuzz-schedule-1", "fuzz-schedule-2", "fuzz-schedule-3"] {
+            crate::schedules::seeded_schedule(app, name).await;
+        }
         let mut uuids = Vec::new();
         for vm in ["br-running", "br-paused", "br-shutoff"] {
             uuids.push(uuid_of(app, vm).await);
@@ -528,6 +557,17 @@ impl<'a> Fuzzer<'a> {
                 v
             }
             "range" => strs(&["1h", "24h", "7d", "30d", "1y", "custom"]),
+            // Schedules (the form's fields and a run's id; schedules 1-3 have runs 1-3).
+            "run" => strs(&["1", "2", "3", "0"]),
+            "scope" => strs(&["pattern", "host", "vms"]),
+            "pattern" => strs(&["br-*", "*", "nothing-*"]),
+            "frequency" => strs(&["hourly", "daily", "weekly"]),
+            "weekday" => strs(&["Monday", "Sunday", "3"]),
+            "time" => strs(&["03:00", "23:59", "0:05"]),
+            "minute" => strs(&["0", "15", ":59"]),
+            "keep_last" => strs(&["3", "1", "1000"]),
+            "keep_daily" => strs(&["7", ""]),
+            "enabled" | "with_memory" => strs(&["on", ""]),
             "next" => strs(&["/vms", "/audit?user=x", "/reports/fleet"]),
             "back" => strs(&["/vms", "/vms?state=running&page=2", "/audit"]),
             "confirm" => strs(&["yes", "no"]),

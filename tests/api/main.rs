@@ -32,6 +32,7 @@ mod power_offers;
 mod real_vm;
 mod reports;
 mod rollups;
+mod schedules;
 mod store;
 mod upgrade;
 mod virtualbox;
