@@ -7,7 +7,6 @@
 //! the VM's actual state.
 
 mod routes;
-pub mod snapshots;
 pub mod store;
 
 use std::collections::HashMap;
