@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::store::{self, ActionFilter, Entry, Filter, OutcomeFilter};
 use crate::auth::Viewer;
 use crate::domain::time::Period;
-use crate::domain::{AuditKind, AuditOutcome, PowerAction};
+use crate::domain::{AuditKind, AuditOutcome, PowerAction, RequestAction, SnapshotAction};
 use crate::web::csv::Csv;
 use crate::web::format as view;
 use crate::web::pager::Pager;
@@ -167,6 +167,8 @@ struct EntryView {
     vm_name: String,
     vm_uuid: String,
     action: String,
+    /// The action in words (`Take snapshot`), or the raw value where it is none vmdeck knows.
+    action_label: String,
     outcome: &'static str,
     pending: bool,
     confirm_time: String,
@@ -191,6 +193,11 @@ impl EntryView {
             host: r.host_name.unwrap_or_default(),
             vm_name: r.vm_name.unwrap_or_default(),
             vm_uuid: r.vm_uuid.unwrap_or_default(),
+            action_label: r
+                .action
+                .as_deref()
+                .map(|a| RequestAction::parse(a).map_or_else(|| a.to_string(), |a| a.label().into()))
+                .unwrap_or_default(),
             action: r.action.unwrap_or_default(),
             outcome: r.status.as_str(),
             error: r.error.unwrap_or_default(),
@@ -203,7 +210,7 @@ impl EntryView {
     fn clipped(r: Entry) -> Self {
         let mut e = Self::full(r);
         let mut cut = false;
-        for v in [&mut e.user, &mut e.addr, &mut e.host, &mut e.vm_name, &mut e.action] {
+        for v in [&mut e.user, &mut e.addr, &mut e.host, &mut e.vm_name, &mut e.action, &mut e.action_label] {
             *v = clip(std::mem::take(v), &mut cut);
         }
         for v in [&mut e.error, &mut e.detail] {
@@ -262,6 +269,7 @@ async fn audit_page(
     );
     let rows = store::entries(app.pool, &q.filter, PAGE_SIZE as i64, pager.offset() as i64).await?;
     let mut actions: Vec<&'static str> = PowerAction::ALL.iter().map(|a| a.as_str()).collect();
+    actions.extend(SnapshotAction::ALL.iter().map(|a| a.as_str()));
     actions.extend(AuditKind::ALL.iter().filter(|k| **k != AuditKind::Power).map(|k| k.as_str()));
     let mut outcomes: Vec<&'static str> = AuditOutcome::ALL.iter().map(|o| o.as_str()).collect();
     outcomes.push("pending");

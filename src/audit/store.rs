@@ -6,7 +6,7 @@
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::db::now_ms;
-use crate::domain::{AuditKind, AuditOutcome, PowerAction};
+use crate::domain::{AuditKind, AuditOutcome, PowerAction, SnapshotAction};
 
 /// What the audit page and CSV filter on, validated.
 #[derive(Debug, Default, Clone)]
@@ -27,6 +27,7 @@ pub struct Filter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionFilter {
     Power(PowerAction),
+    Snapshot(SnapshotAction),
     Kind(AuditKind),
 }
 
@@ -34,6 +35,7 @@ impl ActionFilter {
     pub fn parse(s: &str) -> Option<ActionFilter> {
         PowerAction::parse(s)
             .map(ActionFilter::Power)
+            .or_else(|| SnapshotAction::parse(s).map(ActionFilter::Snapshot))
             .or_else(|| AuditKind::parse(s).map(ActionFilter::Kind))
     }
 }
@@ -62,6 +64,7 @@ fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &Filter) {
         for a in &f.actions {
             match *a {
                 ActionFilter::Power(a) => qb.push(" OR action = ").push_bind(a),
+                ActionFilter::Snapshot(a) => qb.push(" OR action = ").push_bind(a),
                 ActionFilter::Kind(k) => qb.push(" OR kind = ").push_bind(k),
             };
         }

@@ -7,6 +7,8 @@
 //! the VM's actual state.
 
 mod routes;
+mod snapshot_routes;
+pub mod snapshots;
 pub mod store;
 
 use std::collections::HashMap;
@@ -21,11 +23,14 @@ use tracing::Instrument;
 use crate::backend::BackendError;
 use crate::config::Settings;
 use crate::db::{Db, Storage, StorageFault};
-use crate::domain::{Actor, AuditOutcome, Offer, PowerAction, PowerState, VmKey, VmUuid};
+use crate::domain::{
+    Actor, AuditOutcome, Offer, PowerAction, PowerState, RequestAction, VmKey, VmUuid,
+};
 use crate::hosts::{HostEntry, Hosts};
 use store::{PendingPower, PowerRequest, Recorded, RequestError};
 
 pub use routes::routes;
+pub use snapshots::{SnapshotOutcome, SnapshotRequest};
 
 /// Shared state for power control, managed by Rocket.
 pub struct Control {
@@ -162,7 +167,7 @@ impl Control {
             id
         );
         tokio::spawn(dispatch.run().instrument(span));
-        Outcome::Requested { superseded: superseded.map(|p| p.action) }
+        Outcome::Requested { superseded: superseded.and_then(|p| p.action.power()) }
     }
 }
 
@@ -172,14 +177,16 @@ fn still_pending(vm: &str, action: PowerAction, pending: Option<&PendingPower>) 
         return format!("Another power action is still pending for {vm}; wait for it to settle.");
     };
     let by = p.user_name.as_deref().map(|u| format!(" by {u}")).unwrap_or_default();
-    let overrule = if p.action.is_forced() || action.is_forced() {
-        ""
-    } else {
-        ", or overrule it with Power off or Reset"
+    let overrule = match p.action {
+        RequestAction::Power(pending) if !pending.is_forced() && !action.is_forced() => {
+            ", or overrule it with Power off or Reset"
+        }
+        // Forced already, or a snapshot request: nothing overrules it.
+        _ => "",
     };
     format!(
         "{} (requested{by}, {}) is still pending for {vm}; wait for it to settle{overrule}.",
-        p.action.label(),
+        store::what(p.action, p.snapshot_name.as_deref()),
         p.status.as_str()
     )
 }
@@ -350,6 +357,21 @@ pub async fn settle_leftovers(pool: &SqlitePool, hosts: &Hosts) {
         }
     };
     for p in pending {
+        let action = match p.action {
+            RequestAction::Power(a) => a,
+            RequestAction::Snapshot(a) => {
+                let host = hosts.get(&p.host_name);
+                let (outcome, error, detail) =
+                    snapshots::settle_leftover(pool, host, &p, a).await;
+                match store::settled(pool, p.id, outcome, error.as_deref(), Some(&detail)).await {
+                    Ok(()) => {
+                        tracing::info!(vm = %p.vm_name, action = a.as_str(), "settled a snapshot request left pending by the previous run")
+                    }
+                    Err(e) => tracing::error!("settling a leftover request failed: {e}"),
+                }
+                continue;
+            }
+        };
         let (outcome, error, detail) = if p.status == AuditOutcome::Requested {
             (AuditOutcome::Failed, Some("vmdeck stopped before sending the request"), None)
         } else {
@@ -360,7 +382,7 @@ pub async fn settle_leftovers(pool: &SqlitePool, hosts: &Hosts) {
                 None => Err(format!("host {} is no longer configured", p.host_name)),
             };
             match observed {
-                Ok(state) if state == p.action.expected_state() => (
+                Ok(state) if state == action.expected_state() => (
                     AuditOutcome::Confirmed,
                     None,
                     Some("confirmed after vmdeck restarted".to_string()),
@@ -384,7 +406,7 @@ pub async fn settle_leftovers(pool: &SqlitePool, hosts: &Hosts) {
         };
         match store::settled(pool, p.id, outcome, error, detail.as_deref()).await {
             Ok(()) => {
-                tracing::info!(vm = %p.vm_name, action = p.action.as_str(), "settled a power request left pending by the previous run")
+                tracing::info!(vm = %p.vm_name, action = action.as_str(), "settled a power request left pending by the previous run")
             }
             Err(e) => tracing::error!("settling a leftover request failed: {e}"),
         }

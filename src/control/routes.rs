@@ -8,23 +8,27 @@ use rocket::{Route, State};
 use rocket_dyn_templates::Template;
 use serde::Serialize;
 
-use super::{Control, Outcome, Target};
+use super::snapshots::invalid;
+use super::{Control, Outcome, SnapshotOutcome, SnapshotRequest, Target};
 use crate::auth::{Csrf, CsrfForm, Operator};
 use crate::config::Settings;
-use crate::domain::{HostName, PowerAction, VmKey, VmUuid};
+use crate::db::StorageFault;
+use crate::domain::{AfterRevert, HostName, PowerAction, SnapshotAction, VmKey, VmUuid};
 use crate::web::error::unavailable;
 use crate::web::power::{confirm_href, power_href, safe_back};
 use crate::web::{AppError, Chrome};
 
 pub fn routes() -> Vec<Route> {
-    rocket::routes![confirm_page, power_one, power_bulk]
+    let mut routes = rocket::routes![confirm_page, power_one, power_bulk];
+    routes.extend(super::snapshot_routes::routes());
+    routes
 }
 
 /// Most VMs one bulk request may name.
 const MAX_BULK: usize = 1000;
 
 /// The VM named by a path, present on a configured host.
-async fn find(
+pub(super) async fn find(
     control: &Control,
     host: Result<HostName, &str>,
     uuid: Result<VmUuid, &str>,
@@ -144,6 +148,8 @@ struct BulkForm<'r> {
     vm: Vec<&'r str>,
     confirm: Option<&'r str>,
     back: Option<&'r str>,
+    /// Take snapshot: the one name every selected VM's snapshot gets.
+    snapshot_name: Option<&'r str>,
 }
 
 impl CsrfForm for PowerForm<'_> {
@@ -229,7 +235,10 @@ async fn power_bulk(
     if nothing_chosen {
         return Ok(Ok(Flash::error(Redirect::to(back), "Choose an action for the selected VMs.")));
     }
-    let action = action(&form.action)?;
+    let take_snapshot = form.action.as_ref().err().is_some_and(|errors| {
+        errors.iter().any(|e| e.value.as_deref() == Some(SnapshotAction::Take.as_str()))
+    });
+    let action = if take_snapshot { None } else { Some(action(&form.action)?) };
     if form.vm.is_empty() {
         return Ok(Ok(Flash::error(Redirect::to(back), "Select at least one VM.")));
     }
@@ -238,22 +247,10 @@ async fn power_bulk(
             "At most {MAX_BULK} VMs can be changed at once."
         )));
     }
-    let mut targets = Vec::new();
-    let mut not_found = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for key in &form.vm {
-        if !seen.insert(*key) {
-            continue;
-        }
-        let found = match VmKey::parse(key) {
-            Ok(vm) => control.target(&vm).await?,
-            Err(_) => None,
-        };
-        match found {
-            Some(t) => targets.push(t),
-            None => not_found.push(key.to_string()),
-        }
-    }
+    let Some(action) = action else {
+        return bulk_snapshot(&user, form.snapshot_name, &form.vm, back, control).await;
+    };
+    let (targets, not_found) = resolve(control, &form.vm).await?;
     if action.is_forced() && !confirmed(form.confirm) {
         let title = format!("{} {} VMs?", action.label(), targets.len());
         let mut page =
@@ -281,7 +278,39 @@ async fn power_bulk(
         }
     }
     problems.extend(not_found.iter().map(|k| format!("{k}: no such VM")));
-    let message = bulk_message(action, &requested, &problems);
+    let message = bulk_message(action.label(), &requested, &problems);
+    bulk_answer(back, message, &requested, &problems, fault)
+}
+
+/// The selected VMs that exist (each once), and the keys that name none.
+async fn resolve(control: &Control, keys: &[&str]) -> Result<(Vec<Target>, Vec<String>), AppError> {
+    let mut targets = Vec::new();
+    let mut not_found = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for key in keys {
+        if !seen.insert(*key) {
+            continue;
+        }
+        let found = match VmKey::parse(key) {
+            Ok(vm) => control.target(&vm).await?,
+            Err(_) => None,
+        };
+        match found {
+            Some(t) => targets.push(t),
+            None => not_found.push(key.to_string()),
+        }
+    }
+    Ok((targets, not_found))
+}
+
+/// A bulk form's answer: success, failure, or a warning when partly done.
+fn bulk_answer(
+    back: String,
+    message: String,
+    requested: &[String],
+    problems: &[String],
+    fault: Option<StorageFault>,
+) -> Result<Result<Flash<Redirect>, Template>, AppError> {
     if let Some(fault) = fault {
         return Err(AppError::Unavailable(format!("{message} {}", unavailable(fault))));
     }
@@ -295,10 +324,61 @@ async fn power_bulk(
     }))
 }
 
+/// Take snapshot for the selected VMs, one name for all: each VM its own request and audit
+/// entry, sent in the background under its host's slots. A bad name is refused before
+/// anything is recorded.
+async fn bulk_snapshot(
+    user: &Operator<'_>,
+    snapshot_name: Option<&str>,
+    keys: &[&str],
+    back: String,
+    control: &Control,
+) -> Result<Result<Flash<Redirect>, Template>, AppError> {
+    let name = snapshot_name.unwrap_or_default().to_string();
+    let req = SnapshotRequest {
+        action: SnapshotAction::Take,
+        snapshot_name: name.clone(),
+        snap_id: None,
+        description: String::new(),
+        with_memory: false,
+        after: AfterRevert::AsTaken,
+        schedule_id: None,
+    };
+    if let Some(why) = invalid(&req) {
+        return Ok(Ok(Flash::error(
+            Redirect::to(back),
+            format!("Take snapshot was not requested: {why}"),
+        )));
+    }
+    let (targets, not_found) = resolve(control, keys).await?;
+    let actor = user.0.actor();
+    let mut requested = Vec::new();
+    let mut problems = Vec::new();
+    let mut fault = None;
+    for t in &targets {
+        let caps = t.host.backend.snapshot_caps();
+        let req = SnapshotRequest { with_memory: caps.running_with_memory, ..req.clone() };
+        match control.snapshot(t, req, &actor).await {
+            SnapshotOutcome::Requested { .. } => requested.push(t.name.clone()),
+            SnapshotOutcome::Refused(why) | SnapshotOutcome::Failed(why) => {
+                problems.push(format!("{}: {why}", t.name))
+            }
+            SnapshotOutcome::Unrecorded(f) => {
+                fault = Some(f);
+                problems.push(format!("{}: not sent", t.name))
+            }
+        }
+    }
+    problems.extend(not_found.iter().map(|k| format!("{k}: no such VM")));
+    let label = format!("Take snapshot {name:?}");
+    let message = bulk_message(&label, &requested, &problems);
+    bulk_answer(back, message, &requested, &problems, fault)
+}
+
 /// The flash message of a bulk action: what was requested (and is being sent) and what was
 /// refused, ten of each at most.
-fn bulk_message(action: PowerAction, requested: &[String], problems: &[String]) -> String {
-    let mut message = format!("{}: {} requested", action.label(), requested.len());
+fn bulk_message(label: &str, requested: &[String], problems: &[String]) -> String {
+    let mut message = format!("{label}: {} requested", requested.len());
     if !requested.is_empty() {
         let shown: Vec<_> = requested.iter().take(10).cloned().collect();
         message.push_str(&format!(

@@ -8,7 +8,10 @@
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::db::now_ms;
-use crate::domain::{Actor, AuditKind, AuditOutcome, PowerAction, PowerState, VmKey, VmUuid};
+use crate::domain::{
+    Actor, AfterRevert, AuditKind, AuditOutcome, PowerAction, PowerState, RequestAction,
+    SnapshotAction, VmKey, VmUuid,
+};
 use crate::events::chain::{self, Content, Seal};
 
 /// A power request about to be sent.
@@ -63,7 +66,7 @@ pub async fn requested_at(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let pending = pending_in(&mut tx, r.host, r.vm_uuid.as_str()).await?;
     let superseded = match pending {
-        Some(p) if r.action.overrules(p.action) => {
+        Some(p) if p.action.overruled_by(r.action) => {
             let detail = format!(
                 "superseded by {}, requested by {}",
                 r.action.label(),
@@ -101,17 +104,20 @@ pub async fn requested_at(
     Ok(Recorded { id, superseded })
 }
 
-/// The request in flight for a VM, read inside a write transaction.
+/// The columns of a [`PendingPower`]: the entry, and the snapshot's name for a snapshot
+/// request.
+const PENDING: &str = "SELECT a.id, a.ts, a.user_name, a.host_name, a.vm_uuid, a.vm_name, a.action,
+            a.status, s.snapshot_name
+       FROM audit_log a LEFT JOIN snapshot_requests s ON s.audit_id = a.id
+      WHERE a.kind IN ('power', 'snapshot') AND a.status IN ('requested', 'sent', 'accepted')";
+
+/// The request in flight for a VM (power or snapshot), read inside a write transaction.
 async fn pending_in(
     conn: &mut SqliteConnection,
     host: &str,
     uuid: &str,
 ) -> sqlx::Result<Option<PendingPower>> {
-    sqlx::query_as(
-        "SELECT id, ts, user_name, host_name, vm_uuid, vm_name, action, status FROM audit_log
-         WHERE kind = 'power' AND status IN ('requested', 'sent', 'accepted')
-           AND host_name = ? AND vm_uuid = ?",
-    )
+    sqlx::query_as(&format!("{PENDING} AND a.host_name = ? AND a.vm_uuid = ?"))
     .bind(host)
     .bind(uuid)
     .fetch_optional(conn)
@@ -244,7 +250,8 @@ async fn settle(conn: &mut SqliteConnection, entry: &Content, seal: &Seal) -> sq
     Ok(())
 }
 
-/// A power request still in flight.
+/// A request still in flight: a power action, or a snapshot action (then with its
+/// snapshot's name).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PendingPower {
     pub id: i64,
@@ -253,33 +260,38 @@ pub struct PendingPower {
     pub host_name: String,
     pub vm_uuid: String,
     pub vm_name: String,
-    pub action: PowerAction,
+    pub action: RequestAction,
     pub status: AuditOutcome,
+    pub snapshot_name: Option<String>,
 }
 
 impl PendingPower {
-    /// In words, for the list and the VM page: `Shut down requested by alice, accepted`.
+    /// In words, for the list and the VM page: `Shut down requested by alice, accepted`,
+    /// `Take snapshot "before-upgrade" requested by alice, sent`.
     pub fn describe(&self) -> String {
         format!(
             "{} requested by {}, {}",
-            self.action.label(),
-            self.user_name.as_deref().unwrap_or_default(),
+            what(self.action, self.snapshot_name.as_deref()),
+            self.user_name.as_deref().unwrap_or("the system"),
             self.status.as_str()
         )
     }
 }
 
-/// Every power request in flight.
-pub async fn pending(pool: &SqlitePool) -> sqlx::Result<Vec<PendingPower>> {
-    sqlx::query_as(
-        "SELECT id, ts, user_name, host_name, vm_uuid, vm_name, action, status FROM audit_log
-         WHERE kind = 'power' AND status IN ('requested', 'sent', 'accepted')",
-    )
-    .fetch_all(pool)
-    .await
+/// An action in words, with its snapshot's name for a snapshot action: `Take snapshot "x"`.
+pub fn what(action: RequestAction, snapshot: Option<&str>) -> String {
+    match (action, snapshot) {
+        (RequestAction::Snapshot(_), Some(name)) => format!("{} {name:?}", action.label()),
+        _ => action.label().to_string(),
+    }
 }
 
-/// The power request in flight for one VM, if any.
+/// Every request in flight, power or snapshot.
+pub async fn pending(pool: &SqlitePool) -> sqlx::Result<Vec<PendingPower>> {
+    sqlx::query_as(PENDING).fetch_all(pool).await
+}
+
+/// The request in flight for one VM, if any.
 pub async fn pending_for(pool: &SqlitePool, vm: &VmKey) -> sqlx::Result<Option<PendingPower>> {
     let mut conn = pool.acquire().await?;
     pending_in(&mut conn, vm.host.as_str(), vm.uuid.as_str()).await
@@ -296,10 +308,11 @@ pub const RECENT_FAILURE_MS: i64 = 15 * 60 * 1000;
 pub struct RecentFailure {
     pub host_name: String,
     pub vm_uuid: String,
-    pub action: PowerAction,
+    pub action: RequestAction,
     pub status: AuditOutcome,
     pub error: Option<String>,
     pub detail: Option<String>,
+    pub snapshot_name: Option<String>,
 }
 
 impl RecentFailure {
@@ -309,19 +322,22 @@ impl RecentFailure {
             AuditOutcome::Unconfirmed => ("not confirmed", self.detail.as_deref()),
             _ => ("failed", self.error.as_deref().or(self.detail.as_deref())),
         };
+        let action = self::what(self.action, self.snapshot_name.as_deref());
         match why {
-            Some(why) => format!("{} {what}: {why}", self.action.label()),
-            None => format!("{} {what}.", self.action.label()),
+            Some(why) => format!("{action} {what}: {why}"),
+            None => format!("{action} {what}."),
         }
     }
 }
 
-const RECENT_FAILURES: &str = "SELECT a.host_name, a.vm_uuid, a.action, a.status, a.error, a.detail
-     FROM audit_log a
-     WHERE a.kind = 'power' AND a.status IN ('failed', 'unconfirmed') AND a.ts >= ?
+const RECENT_FAILURES: &str = "SELECT a.host_name, a.vm_uuid, a.action, a.status, a.error, a.detail,
+            s.snapshot_name
+     FROM audit_log a LEFT JOIN snapshot_requests s ON s.audit_id = a.id
+     WHERE a.kind IN ('power', 'snapshot') AND a.status IN ('failed', 'unconfirmed') AND a.ts >= ?
        AND NOT EXISTS (SELECT 1 FROM audit_log b
                        WHERE b.vm_uuid = a.vm_uuid AND b.host_name = a.host_name
-                         AND b.kind = 'power' AND b.id > a.id AND b.status <> 'refused')";
+                         AND b.kind IN ('power', 'snapshot') AND b.id > a.id
+                         AND b.status <> 'refused')";
 
 /// Every VM's recent failure (requests asked for since `since`, ms).
 pub async fn recent_failures(pool: &SqlitePool, since: i64) -> sqlx::Result<Vec<RecentFailure>> {
@@ -357,4 +373,193 @@ pub async fn present_vm(
     .bind(uuid.as_str())
     .fetch_optional(pool)
     .await
+}
+
+/// A snapshot request about to be sent: the VM, who asked, and the request's parameters
+/// (its `snapshot_requests` row).
+pub struct SnapshotRecord<'a> {
+    pub actor: &'a Actor,
+    pub host: &'a str,
+    pub vm_uuid: &'a VmUuid,
+    pub vm_name: &'a str,
+    pub action: SnapshotAction,
+    pub snapshot_name: &'a str,
+    pub snap_id: Option<&'a str>,
+    pub description: &'a str,
+    pub with_memory: bool,
+    pub after: Option<AfterRevert>,
+    pub schedule_id: Option<i64>,
+}
+
+/// The settled detail that names a request's snapshot, so the hash chain covers it:
+/// `snapshot "before-upgrade"`.
+pub fn snapshot_detail(name: &str) -> String {
+    format!("snapshot {name:?}")
+}
+
+/// Persists a snapshot request (audit entry of kind `snapshot`, status `requested`, and its
+/// `snapshot_requests` row) in one write transaction before anything is sent. A VM with any
+/// request in flight (power or snapshot) refuses it with [`RequestError::Pending`]: nothing
+/// overrules a snapshot request, and a snapshot request overrules nothing.
+pub async fn snapshot_requested(
+    pool: &SqlitePool,
+    r: &SnapshotRecord<'_>,
+) -> Result<i64, RequestError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    if let Some(p) = pending_in(&mut tx, r.host, r.vm_uuid.as_str()).await? {
+        return Err(RequestError::Pending(Some(p)));
+    }
+    let res = sqlx::query_scalar(
+        "INSERT INTO audit_log (ts, kind, user_name, client_addr, host_name, vm_uuid, vm_name, action, status)
+         VALUES (?, 'snapshot', ?, ?, ?, ?, ?, ?, 'requested') RETURNING id",
+    )
+    .bind(now_ms())
+    .bind(&r.actor.user)
+    .bind(&r.actor.addr)
+    .bind(r.host)
+    .bind(r.vm_uuid.as_str())
+    .bind(r.vm_name)
+    .bind(r.action)
+    .fetch_one(&mut *tx)
+    .await;
+    let id: i64 = match res {
+        Ok(id) => id,
+        Err(sqlx::Error::Database(e))
+            if e.is_unique_violation() || e.message().contains(PENDING_REFUSAL) =>
+        {
+            return Err(RequestError::Pending(None));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sqlx::query(
+        "INSERT INTO snapshot_requests (audit_id, snapshot_name, snap_id, description, with_memory,
+             after_revert, schedule_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(r.snapshot_name)
+    .bind(r.snap_id)
+    .bind(r.description)
+    .bind(r.with_memory)
+    .bind(r.after.map(AfterRevert::as_str))
+    .bind(r.schedule_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Records a snapshot request refused before anything was sent (bad name, already pending, no
+/// snapshots on this host), settled and sealed at once; its detail names the snapshot.
+pub async fn snapshot_refused(
+    pool: &SqlitePool,
+    r: &SnapshotRecord<'_>,
+    reason: &str,
+) -> sqlx::Result<i64> {
+    let content = Content {
+        host_name: Some(r.host.into()),
+        vm_uuid: Some(r.vm_uuid.as_str().into()),
+        vm_name: Some(r.vm_name.into()),
+        action: Some(r.action.as_str().into()),
+        error: Some(reason.into()),
+        detail: Some(snapshot_detail(r.snapshot_name)),
+        ..Content::settled(AuditKind::Snapshot, r.actor, AuditOutcome::Refused, now_ms())
+    };
+    chain::append(pool, content).await
+}
+
+/// A snapshot request left in flight, with its parameters (for the restart's sweep).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SnapshotParams {
+    pub snapshot_name: String,
+    pub snap_id: Option<String>,
+}
+
+/// The parameters of the snapshot request recorded as audit entry `audit_id`.
+pub async fn snapshot_params(
+    pool: &SqlitePool,
+    audit_id: i64,
+) -> sqlx::Result<Option<SnapshotParams>> {
+    sqlx::query_as("SELECT snapshot_name, snap_id FROM snapshot_requests WHERE audit_id = ?")
+        .bind(audit_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Notes the hypervisor id of the snapshot a take made, once it is seen.
+pub async fn snapshot_taken_as(pool: &SqlitePool, audit_id: i64, snap_id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE snapshot_requests SET snap_id = ? WHERE audit_id = ? AND snap_id IS NULL")
+        .bind(snap_id)
+        .bind(audit_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// One snapshot of a VM as the forms show it (a row of `vm_snapshots` that exists now).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PresentSnapshot {
+    pub id: i64,
+    pub vm_id: i64,
+    pub snap_id: String,
+    pub name: String,
+    pub description: String,
+    pub parent_snap_id: Option<String>,
+    pub created_at: Option<i64>,
+    pub first_seen: i64,
+    pub vm_state: String,
+    pub with_memory: bool,
+    pub is_current: bool,
+}
+
+const PRESENT_SNAPSHOT: &str = "SELECT s.id, s.vm_id, s.snap_id, s.name, s.description,
+        s.parent_snap_id, s.created_at, s.first_seen, s.vm_state, s.with_memory, s.is_current
+   FROM vm_snapshots s JOIN vms v ON v.id = s.vm_id
+  WHERE s.gone_at IS NULL AND v.gone_at IS NULL";
+
+/// Snapshot row `row_id` if it exists now and belongs to VM `uuid` on host `host_id`.
+pub async fn present_snapshot(
+    pool: &SqlitePool,
+    host_id: i64,
+    uuid: &VmUuid,
+    row_id: i64,
+) -> sqlx::Result<Option<PresentSnapshot>> {
+    sqlx::query_as(&format!("{PRESENT_SNAPSHOT} AND v.host_id = ? AND v.uuid = ? AND s.id = ?"))
+        .bind(host_id)
+        .bind(uuid.as_str())
+        .bind(row_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// How many snapshots of the VM (`vm_id`) exist now whose parent is `snap_id`.
+pub async fn snapshot_children(pool: &SqlitePool, vm_id: i64, snap_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM vm_snapshots WHERE vm_id = ? AND parent_snap_id = ? AND gone_at IS NULL",
+    )
+    .bind(vm_id)
+    .bind(snap_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// The names of the VM's snapshots that exist now (as last read), for a take's suggestion
+/// and its "name already used" check.
+pub async fn snapshot_names(pool: &SqlitePool, host_id: i64, uuid: &VmUuid) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(&format!(
+        "SELECT s.name FROM ({PRESENT_SNAPSHOT} AND v.host_id = ? AND v.uuid = ?) s"
+    ))
+    .bind(host_id)
+    .bind(uuid.as_str())
+    .fetch_all(pool)
+    .await
+}
+
+/// The `vms` row id of a VM present on a host.
+pub async fn vm_row_id(pool: &SqlitePool, host_id: i64, uuid: &VmUuid) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT id FROM vms WHERE host_id = ? AND uuid = ? AND gone_at IS NULL")
+        .bind(host_id)
+        .bind(uuid.as_str())
+        .fetch_optional(pool)
+        .await
 }

@@ -7,6 +7,7 @@
 
 mod audit;
 mod power;
+mod request;
 mod snapshot;
 pub mod time;
 mod user;
@@ -14,6 +15,7 @@ mod vm;
 
 pub use audit::{Actor, AuditKind, AuditOutcome};
 pub use power::{Offer, PowerAction, PowerState, Why};
+pub use request::RequestAction;
 pub use snapshot::{AfterRevert, SnapshotAction};
 pub use time::Resolution;
 pub use user::{CurrentUser, Role, SYSTEM_USER};

@@ -44,7 +44,10 @@ pub async fn record_snapshots(
     read_key: Option<&str>,
     cause: Option<&SnapshotCause>,
 ) -> sqlx::Result<SnapshotChanges> {
-    let mut tx = pool.begin().await?;
+    // A write transaction from the start: a deferred one that reads first fails at once with
+    // "database is locked" when a concurrent writer (another VM's confirmation, the poller)
+    // holds the lock by the time it upgrades; BEGIN IMMEDIATE waits for it (busy_timeout).
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let rows = sqlx::query(
         "SELECT id, snap_id, name, description, parent_snap_id, is_current
            FROM vm_snapshots WHERE vm_id = ? AND gone_at IS NULL",

@@ -22,7 +22,7 @@ use super::snapshot::{Entry, Snapshot, Snapshots};
 use crate::auth::Viewer;
 use crate::control::store::{self as control, PendingPower, RecentFailure};
 use crate::db::now_ms;
-use crate::domain::{PowerAction, PowerState, Role};
+use crate::domain::{PowerState, RequestAction, Role};
 use crate::hosts::Hosts;
 use crate::web::format as view;
 use crate::web::live::{Fragment, IfNoneMatch, LiveHint, LiveTag};
@@ -419,7 +419,7 @@ impl ListPage {
         poll_interval: Duration,
     ) -> ListPage {
         let Loaded { statuses, snapshot, pending, failures } = state;
-        let pending: HashMap<(String, String), (String, PowerAction)> = pending
+        let pending: HashMap<(String, String), (String, RequestAction)> = pending
             .into_iter()
             .map(|p| ((p.host_name.clone(), p.vm_uuid.clone()), (p.describe(), p.action)))
             .collect();

@@ -15,7 +15,7 @@
 use maud::{html, Markup};
 
 use super::snapshot::Entry;
-use crate::domain::{Offer, PowerAction, VmKey};
+use crate::domain::{Offer, PowerAction, RequestAction, VmKey};
 use crate::hosts::Hosts;
 use crate::web::format as view;
 use crate::web::power::listed;
@@ -29,7 +29,7 @@ pub struct RowContext<'a> {
     pub hosts: &'a Hosts,
     pub now: i64,
     /// The pending power request of a VM: in words, and its action.
-    pub pending: &'a dyn Fn(&Entry) -> Option<(String, PowerAction)>,
+    pub pending: &'a dyn Fn(&Entry) -> Option<(String, RequestAction)>,
     /// The VM's latest power request if it failed lately, in words (the form answered before
     /// the host did, so this is where the host's refusal shows).
     pub failed: &'a dyn Fn(&Entry) -> Option<String>,
@@ -78,7 +78,7 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
             .into_iter()
             .map(|a| (a, host.backend.offers(a, r.state, &r.raw_state)))
             .filter(|(a, offer)| listed(*a, offer))
-            .filter(|(a, offer)| pending_action.is_none_or(|p| offer.allowed() && a.overrules(p)))
+            .filter(|(a, offer)| pending_action.is_none_or(|p| offer.allowed() && p.overruled_by(*a)))
             .collect(),
         _ => Vec::new(),
     };

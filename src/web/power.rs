@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::redirectable;
 use crate::backend::Backend;
-use crate::domain::{Offer, PowerAction, PowerState, VmKey};
+use crate::domain::{Offer, PowerAction, PowerState, RequestAction, SnapshotAction, VmKey};
 
 /// One action button.
 #[derive(Debug, Serialize)]
@@ -58,14 +58,14 @@ pub fn menu(
     backend: &dyn Backend,
     state: PowerState,
     raw_state: &str,
-    pending: Option<PowerAction>,
+    pending: Option<RequestAction>,
     back: &str,
 ) -> PowerMenu {
     // While a request is pending, only what may overrule it (power off over a stuck shutdown).
     let offers: Vec<(PowerAction, Offer)> = PowerAction::ALL
         .into_iter()
         .map(|a| (a, backend.offers(a, state, raw_state)))
-        .filter(|(a, offer)| pending.is_none_or(|p| offer.allowed() && a.overrules(p)))
+        .filter(|(a, offer)| pending.is_none_or(|p| offer.allowed() && p.overruled_by(*a)))
         .collect();
     let primary = PowerAction::primary(|a| offers.iter().any(|(o, f)| *o == a && f.allowed()));
     let button = |a: PowerAction, offer: &Offer| ActionButton {
@@ -90,7 +90,7 @@ pub fn menu(
 /// Every action, for the bulk form (its confirmation comes after the selection is posted;
 /// each VM's hypervisor then decides, and refusals are listed by VM).
 pub fn bulk_buttons() -> Vec<ActionButton> {
-    PowerAction::ALL
+    let mut buttons: Vec<ActionButton> = PowerAction::ALL
         .iter()
         .map(|a| ActionButton {
             value: a.as_str(),
@@ -98,7 +98,16 @@ pub fn bulk_buttons() -> Vec<ActionButton> {
             confirm_href: None,
             unavailable: None,
         })
-        .collect()
+        .collect();
+    // A checkpoint of the selected VMs, named in the bulk form's snapshot name field.
+    let take = SnapshotAction::Take;
+    buttons.push(ActionButton {
+        value: take.as_str(),
+        label: take.label(),
+        confirm_href: None,
+        unavailable: None,
+    });
+    buttons
 }
 
 /// Where to go after an action: a local vmdeck page that is a URI as given (a redirect to

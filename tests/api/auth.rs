@@ -15,6 +15,26 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         .fetch_one(&app.pool)
         .await
         .expect("logging in the test accounts wrote audit entries");
+    // Snapshot forms on a VM with a power request in flight: every POST is answered (303) and
+    // refused in words, so the matrix leaves the VM as it was for the next role.
+    let busy = uuid_of(&app, "br-shutoff").await;
+    let snap: i64 = sqlx::query_scalar(
+        "INSERT INTO vm_snapshots (vm_id, snap_id, name, first_seen)
+         SELECT id, 'kept', 'kept', 1 FROM vms WHERE uuid = ? RETURNING id",
+    )
+    .bind(&busy)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_log (ts, kind, user_name, host_name, vm_uuid, vm_name, action, status)
+         VALUES (1, 'power', 'op', 'lab', ?, 'br-shutoff', 'start', 'sent')",
+    )
+    .bind(&busy)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let snapshots = format!("/vms/lab/{busy}/snapshots");
 
     let schedule = crate::schedules::seeded_schedule(&app, "matrix").await;
     let (sched, sched_delete, sched_run) = (
@@ -58,6 +78,48 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             "/vms/power",
             "/vms/power".into(),
             vec![("action", "resume"), ("vm", "lab/nope")],
+            [401, 403, 303, 303],
+        ),
+        (
+            "GET",
+            "/vms/<host>/<uuid>/snapshots/new",
+            format!("{snapshots}/new"),
+            vec![],
+            [401, 403, 200, 200],
+        ),
+        (
+            "POST",
+            "/vms/<host>/<uuid>/snapshots",
+            snapshots.clone(),
+            vec![("name", "matrix")],
+            [401, 403, 303, 303],
+        ),
+        (
+            "GET",
+            "/vms/<host>/<uuid>/snapshots/<row>/revert",
+            format!("{snapshots}/{snap}/revert"),
+            vec![],
+            [401, 403, 200, 200],
+        ),
+        (
+            "POST",
+            "/vms/<host>/<uuid>/snapshots/<row>/revert",
+            format!("{snapshots}/{snap}/revert"),
+            vec![("after", "running")],
+            [401, 403, 303, 303],
+        ),
+        (
+            "GET",
+            "/vms/<host>/<uuid>/snapshots/<row>/delete",
+            format!("{snapshots}/{snap}/delete"),
+            vec![],
+            [401, 403, 200, 200],
+        ),
+        (
+            "POST",
+            "/vms/<host>/<uuid>/snapshots/<row>/delete",
+            format!("{snapshots}/{snap}/delete"),
+            vec![],
             [401, 403, 303, 303],
         ),
         ("GET", "/audit?<query..>", "/audit".into(), vec![], [401, 200, 200, 200]),

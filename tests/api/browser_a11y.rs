@@ -53,7 +53,29 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
     let uuid = uuid_of(app, "br-running").await;
     // A schedule with a run that failed for a VM: the list, its form and the run's page.
     let (sid, run) = crate::schedules::seeded_schedule(app, "nightly").await;
+    // A snapshot row with a child, for the revert and delete confirmation pages.
+    let snap: i64 = sqlx::query_scalar(
+        "INSERT INTO vm_snapshots (vm_id, snap_id, name, description, created_at, vm_state,
+             with_memory, first_seen)
+         SELECT id, 'base', 'base', 'before the upgrade', 1764547200000, 'running', 1, 1764547200000
+           FROM vms WHERE uuid = ? RETURNING id",
+    )
+    .bind(&uuid)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO vm_snapshots (vm_id, snap_id, name, parent_snap_id, first_seen, is_current)
+         SELECT vm_id, 'child', 'child', 'base', 1764547300000, 1 FROM vm_snapshots WHERE id = ?",
+    )
+    .bind(snap)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let mut pages = vec![
+        page("snapshot-take", &format!("/vms/lab/{uuid}/snapshots/new"), Who::Admin),
+        page("snapshot-revert", &format!("/vms/lab/{uuid}/snapshots/{snap}/revert"), Who::Admin),
+        page("snapshot-delete", &format!("/vms/lab/{uuid}/snapshots/{snap}/delete"), Who::Admin),
         page("login", "/login", Who::Nobody),
         page("list", "/vms", Who::Admin),
         page("vm", &format!("/vms/lab/{uuid}?range=1h"), Who::Admin),

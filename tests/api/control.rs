@@ -247,7 +247,7 @@ async fn only_a_forced_action_overrules_a_pending_graceful_one() {
         assert_eq!(pending_id(graceful).await, reboot.id, "{graceful:?} waits for the reboot");
     }
     let reset = store::requested(&app.pool, &ask(Reset)).await.expect("reset overrules reboot");
-    assert_eq!(reset.superseded.map(|p| (p.id, p.action)), Some((reboot.id, Reboot)));
+    assert_eq!(reset.superseded.map(|p| (p.id, p.action)), Some((reboot.id, Reboot.into())));
     for any in [PowerOff, Reset, Shutdown] {
         assert_eq!(pending_id(any).await, reset.id, "{any:?} waits for the pending reset");
     }

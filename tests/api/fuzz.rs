@@ -68,7 +68,13 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("POST /users/<name>/remove", &["csrf_token"]),
     ("GET /vms/<host>/<uuid>/power/confirm?<q..>", &["action", "back"]),
     ("POST /vms/<host>/<uuid>/power", &["csrf_token", "action", "confirm", "back"]),
-    ("POST /vms/power", &["csrf_token", "action", "vm", "confirm", "back"]),
+    ("POST /vms/power", &["csrf_token", "action", "vm", "confirm", "back", "snapshot_name"]),
+    ("GET /vms/<host>/<uuid>/snapshots/new", &[]),
+    ("POST /vms/<host>/<uuid>/snapshots", &["csrf_token", "name", "description", "with_memory"]),
+    ("GET /vms/<host>/<uuid>/snapshots/<row>/revert", &[]),
+    ("POST /vms/<host>/<uuid>/snapshots/<row>/revert", &["csrf_token", "after"]),
+    ("GET /vms/<host>/<uuid>/snapshots/<row>/delete", &[]),
+    ("POST /vms/<host>/<uuid>/snapshots/<row>/delete", &["csrf_token"]),
     ("GET /audit?<query..>", &AUDIT_QUERY),
     ("GET /audit.csv?<query..>", &AUDIT_QUERY),
     ("GET /audit/<id>", &[]),
@@ -430,6 +436,10 @@ struct Fuzzer<'a> {
     /// The fuzzing accounts' names, in the order of `ROLES` (anonymous: none).
     names: [String; 4],
     uuids: Vec<String>,
+    /// The snapshots taken of those VMs before fuzzing, (uuid, row id), for `<row>` segments.
+    snapshot_rows: Vec<(String, String)>,
+    /// The current request's `<uuid>` segment as sent: its `<row>` is mostly one of that VM's.
+    path_uuid: String,
     /// Re-logins so far: each comes from an address of its own.
     logins: u32,
     /// The odds of each value in the current case being hostile.
@@ -464,6 +474,8 @@ impl<'a> Fuzzer<'a> {
             accounts: [None, None, None, None],
             names,
             uuids,
+            snapshot_rows: Vec::new(),
+            path_uuid: String::new(),
             logins: 0,
             hostility: 0.3,
             on_audit: false,
@@ -474,7 +486,43 @@ impl<'a> Fuzzer<'a> {
             add_user(&app.pool, &f.names[role], role_name).await;
             f.accounts[role] = Some(f.login(role).await);
         }
+        f.snapshot_rows = f.take_snapshots().await;
         f
+    }
+
+    /// Takes three snapshots of each fuzzed VM, as the operator, so the revert and delete routes
+    /// have rows to act on; returns their row ids.
+    async fn take_snapshots(&self) -> Vec<(String, String)> {
+        let Some(op) = &self.accounts[2] else { return Vec::new() };
+        for uuid in &self.uuids {
+            for name in ["fuzz-a", "fuzz-b", "fuzz-c"] {
+                let res = op
+                    .session
+                    .post(&format!("/vms/lab/{uuid}/snapshots"), &[("name", name)])
+                    .await;
+                assert_eq!(res.status().as_u16(), 303, "the fuzzer's snapshot {name} of {uuid}");
+                let settled = async || {
+                    let pending: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM audit_log WHERE kind = 'snapshot' AND status IN ('requested', 'sent', 'accepted')",
+                    )
+                    .fetch_one(&self.app.pool)
+                    .await
+                    .unwrap();
+                    (pending == 0).then_some(())
+                };
+                crate::support::wait::poll_until(Duration::from_secs(30), Duration::from_millis(20), settled)
+                    .await
+                    .expect("the fuzzer's snapshots settle");
+            }
+        }
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT v.uuid, s.id FROM vm_snapshots s JOIN vms v ON v.id = s.vm_id WHERE s.gone_at IS NULL",
+        )
+        .fetch_all(&self.app.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 3 * self.uuids.len(), "the fuzzer's snapshots are recorded");
+        rows.into_iter().map(|(uuid, id)| (uuid, id.to_string())).collect()
     }
 
     /// Logs `role`'s account in, from an address no failed login has throttled.
@@ -513,6 +561,22 @@ impl<'a> Fuzzer<'a> {
             "path" => strs(&["vmdeck.css", "vmdeck.js", "time.js"]),
             // An audit entry's id.
             "id" => strs(&["1", "2", "3", "0", "-1"]),
+            // A snapshot's row id (of any fuzzed VM: most belong to another one).
+            "row" => {
+                let (mine, others): (Vec<_>, Vec<_>) =
+                    self.snapshot_rows.iter().partition(|(u, _)| *u == self.path_uuid);
+                // Another VM's row and an unknown one now and then (hostile values add more).
+                let mut v: Vec<String> = mine.iter().map(|(_, r)| r.clone()).collect();
+                if v.is_empty() || self.rng.gen_bool(0.1) {
+                    v.extend(others.iter().take(1).map(|(_, r)| r.clone()));
+                    v.push("0".into());
+                }
+                v
+            }
+            "after" => strs(&["as_taken", "running", "paused"]),
+            "snapshot_name" => strs(&["before-upgrade", "nightly", ""]),
+            "description" => strs(&["", "before the kernel upgrade"]),
+            "with_memory" => strs(&["true", "false"]),
             "name" | "user" => {
                 let mut v = strs(&TARGETS);
                 v.push(format!("fuzz-new-{}", self.rng.gen_range(0..1000)));
@@ -543,7 +607,12 @@ impl<'a> Fuzzer<'a> {
                 .chain(AuditKind::ALL.iter().map(|k| k.as_str()))
                 .map(String::from)
                 .collect(),
-            "action" => PowerAction::ALL.iter().map(|a| a.as_str().to_string()).collect(),
+            "action" => PowerAction::ALL
+                .iter()
+                .map(|a| a.as_str())
+                .chain(["snapshot_take"])
+                .map(String::from)
+                .collect(),
             "outcome" => {
                 let mut v: Vec<String> =
                     AuditOutcome::ALL.iter().map(|o| o.as_str().into()).collect();
@@ -567,7 +636,7 @@ impl<'a> Fuzzer<'a> {
             "minute" => strs(&["0", "15", ":59"]),
             "keep_last" => strs(&["3", "1", "1000"]),
             "keep_daily" => strs(&["7", ""]),
-            "enabled" | "with_memory" => strs(&["on", ""]),
+            "enabled" => strs(&["on", ""]),
             "next" => strs(&["/vms", "/audit?user=x", "/reports/fleet"]),
             "back" => strs(&["/vms", "/vms?state=running&page=2", "/audit"]),
             "confirm" => strs(&["yes", "no"]),
@@ -644,7 +713,13 @@ impl<'a> Fuzzer<'a> {
             path.push('/');
             match segment {
                 Segment::Static(s) => path.push_str(s),
-                Segment::Param(p) => path.push_str(&self.value(p, role).wire()),
+                Segment::Param(p) => {
+                    let v = self.value(p, role).wire();
+                    if p == "uuid" {
+                        self.path_uuid = v.clone();
+                    }
+                    path.push_str(&v)
+                }
                 Segment::Rest(p) => {
                     let n = if self.rng.gen_bool(self.hostility) {
                         self.rng.gen_range(0..4)

@@ -33,6 +33,7 @@ mod real_vm;
 mod reports;
 mod rollups;
 mod schedules;
+mod snapshots_control;
 mod store;
 mod upgrade;
 mod virtualbox;
