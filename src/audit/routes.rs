@@ -196,7 +196,9 @@ impl EntryView {
             action_label: r
                 .action
                 .as_deref()
-                .map(|a| RequestAction::parse(a).map_or_else(|| a.to_string(), |a| a.label().into()))
+                .map(|a| {
+                    RequestAction::parse(a).map_or_else(|| a.to_string(), |a| a.label().into())
+                })
                 .unwrap_or_default(),
             action: r.action.unwrap_or_default(),
             outcome: r.status.as_str(),
@@ -210,7 +212,14 @@ impl EntryView {
     fn clipped(r: Entry) -> Self {
         let mut e = Self::full(r);
         let mut cut = false;
-        for v in [&mut e.user, &mut e.addr, &mut e.host, &mut e.vm_name, &mut e.action, &mut e.action_label] {
+        for v in [
+            &mut e.user,
+            &mut e.addr,
+            &mut e.host,
+            &mut e.vm_name,
+            &mut e.action,
+            &mut e.action_label,
+        ] {
             *v = clip(std::mem::take(v), &mut cut);
         }
         for v in [&mut e.error, &mut e.detail] {

@@ -361,8 +361,7 @@ pub async fn settle_leftovers(pool: &SqlitePool, hosts: &Hosts) {
             RequestAction::Power(a) => a,
             RequestAction::Snapshot(a) => {
                 let host = hosts.get(&p.host_name);
-                let (outcome, error, detail) =
-                    snapshots::settle_leftover(pool, host, &p, a).await;
+                let (outcome, error, detail) = snapshots::settle_leftover(pool, host, &p, a).await;
                 match store::settled(pool, p.id, outcome, error.as_deref(), Some(&detail)).await {
                     Ok(()) => {
                         tracing::info!(vm = %p.vm_name, action = a.as_str(), "settled a snapshot request left pending by the previous run")

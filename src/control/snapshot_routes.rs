@@ -189,10 +189,7 @@ fn answer(target: &Target, action: SnapshotAction, name: &str, outcome: Snapshot
     Ok(Ok(match outcome {
         SnapshotOutcome::Requested { .. } => Flash::success(
             Redirect::to(back),
-            format!(
-                "{what} requested for {}; its page shows the progress.",
-                target.name
-            ),
+            format!("{what} requested for {}; its page shows the progress.", target.name),
         ),
         SnapshotOutcome::Refused(why) => Flash::error(Redirect::to(back), why),
         SnapshotOutcome::Failed(why) => {
@@ -236,7 +233,10 @@ async fn take(
         page.description = form.description;
         page.with_memory = form.with_memory;
         page.error = Some(why);
-        return Ok(Err(Custom(Status::UnprocessableEntity, Template::render("snapshots/take", page))));
+        return Ok(Err(Custom(
+            Status::UnprocessableEntity,
+            Template::render("snapshots/take", page),
+        )));
     }
     let outcome = control.snapshot(&target, req, &user.0.actor()).await;
     answer(&target, SnapshotAction::Take, &form.name, outcome)
@@ -321,7 +321,9 @@ async fn confirm_page(
 ) -> Result<Template, AppError> {
     let snap = snapshot_of(control, &target, row).await?;
     let children = match action {
-        SnapshotAction::Delete => store::snapshot_children(&control.pool, snap.vm_id, &snap.snap_id).await?,
+        SnapshotAction::Delete => {
+            store::snapshot_children(&control.pool, snap.vm_id, &snap.snap_id).await?
+        }
         _ => 0,
     };
     let verb = match action {

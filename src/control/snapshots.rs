@@ -197,10 +197,9 @@ impl Control {
                 description: req.description.clone(),
                 with_memory: req.with_memory,
             },
-            SnapshotAction::Revert => SnapshotOp::Revert {
-                id: req.snap_id.clone().unwrap_or_default(),
-                after: req.after,
-            },
+            SnapshotAction::Revert => {
+                SnapshotOp::Revert { id: req.snap_id.clone().unwrap_or_default(), after: req.after }
+            }
             SnapshotAction::Delete => {
                 SnapshotOp::Delete { id: req.snap_id.clone().unwrap_or_default() }
             }
@@ -275,13 +274,14 @@ impl SnapshotDispatch {
         }
         // A take is matched by name among the snapshots that were not there before (names
         // can repeat on VirtualBox): the ids stored before the call.
-        let before: HashSet<String> = match self.action {
-            SnapshotAction::Take => self.host.backend.snapshots(&self.uuid).await.map_or_else(
-                |_| HashSet::new(),
-                |snaps| snaps.into_iter().map(|s| s.id).collect(),
-            ),
-            _ => HashSet::new(),
-        };
+        let before: HashSet<String> =
+            match self.action {
+                SnapshotAction::Take => self.host.backend.snapshots(&self.uuid).await.map_or_else(
+                    |_| HashSet::new(),
+                    |snaps| snaps.into_iter().map(|s| s.id).collect(),
+                ),
+                _ => HashSet::new(),
+            };
         let result = self.host.backend.snapshot(&self.uuid, &self.op).await;
         drop(permit);
         let detail = store::snapshot_detail(&self.name);
@@ -337,9 +337,13 @@ impl SnapshotDispatch {
             match self.host.backend.snapshots(&self.uuid).await {
                 Ok(snaps) => {
                     self.record(&snaps).await;
-                    if let Some(done) = confirmed(self.action, &self.name, self.snap_id.as_deref(), before, &snaps) {
+                    if let Some(done) =
+                        confirmed(self.action, &self.name, self.snap_id.as_deref(), before, &snaps)
+                    {
                         if let Some(taken) = done {
-                            if let Err(e) = store::snapshot_taken_as(&self.pool, self.id, &taken).await {
+                            if let Err(e) =
+                                store::snapshot_taken_as(&self.pool, self.id, &taken).await
+                            {
                                 tracing::error!("noting the new snapshot's id failed: {e}");
                             }
                         }
@@ -374,9 +378,9 @@ impl SnapshotDispatch {
                 return;
             }
             let wait = Duration::from_millis(delays.next().unwrap_or(3000));
-            tokio::time::sleep(
-                wait.min(self.confirm_timeout.saturating_sub(start.elapsed()) + Duration::from_millis(10)),
-            )
+            tokio::time::sleep(wait.min(
+                self.confirm_timeout.saturating_sub(start.elapsed()) + Duration::from_millis(10),
+            ))
             .await;
         }
     }
@@ -427,7 +431,10 @@ pub(super) async fn settle_leftover(
         return (
             AuditOutcome::Unconfirmed,
             None,
-            format!("{detail}: vmdeck restarted before confirming; host {} is no longer configured", p.host_name),
+            format!(
+                "{detail}: vmdeck restarted before confirming; host {} is no longer configured",
+                p.host_name
+            ),
         );
     };
     match host.backend.snapshots(&p.vm_uuid).await {

@@ -118,10 +118,10 @@ async fn pending_in(
     uuid: &str,
 ) -> sqlx::Result<Option<PendingPower>> {
     sqlx::query_as(&format!("{PENDING} AND a.host_name = ? AND a.vm_uuid = ?"))
-    .bind(host)
-    .bind(uuid)
-    .fetch_optional(conn)
-    .await
+        .bind(host)
+        .bind(uuid)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Records a power request refused before anything was sent (not applicable, already pending),
@@ -330,7 +330,8 @@ impl RecentFailure {
     }
 }
 
-const RECENT_FAILURES: &str = "SELECT a.host_name, a.vm_uuid, a.action, a.status, a.error, a.detail,
+const RECENT_FAILURES: &str =
+    "SELECT a.host_name, a.vm_uuid, a.action, a.status, a.error, a.detail,
             s.snapshot_name
      FROM audit_log a LEFT JOIN snapshot_requests s ON s.audit_id = a.id
      WHERE a.kind IN ('power', 'snapshot') AND a.status IN ('failed', 'unconfirmed') AND a.ts >= ?
@@ -487,7 +488,11 @@ pub async fn snapshot_params(
 }
 
 /// Notes the hypervisor id of the snapshot a take made, once it is seen.
-pub async fn snapshot_taken_as(pool: &SqlitePool, audit_id: i64, snap_id: &str) -> sqlx::Result<()> {
+pub async fn snapshot_taken_as(
+    pool: &SqlitePool,
+    audit_id: i64,
+    snap_id: &str,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE snapshot_requests SET snap_id = ? WHERE audit_id = ? AND snap_id IS NULL")
         .bind(snap_id)
         .bind(audit_id)
@@ -545,7 +550,11 @@ pub async fn snapshot_children(pool: &SqlitePool, vm_id: i64, snap_id: &str) -> 
 
 /// The names of the VM's snapshots that exist now (as last read), for a take's suggestion
 /// and its "name already used" check.
-pub async fn snapshot_names(pool: &SqlitePool, host_id: i64, uuid: &VmUuid) -> sqlx::Result<Vec<String>> {
+pub async fn snapshot_names(
+    pool: &SqlitePool,
+    host_id: i64,
+    uuid: &VmUuid,
+) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(&format!(
         "SELECT s.name FROM ({PRESENT_SNAPSHOT} AND v.host_id = ? AND v.uuid = ?) s"
     ))
@@ -556,7 +565,11 @@ pub async fn snapshot_names(pool: &SqlitePool, host_id: i64, uuid: &VmUuid) -> s
 }
 
 /// The `vms` row id of a VM present on a host.
-pub async fn vm_row_id(pool: &SqlitePool, host_id: i64, uuid: &VmUuid) -> sqlx::Result<Option<i64>> {
+pub async fn vm_row_id(
+    pool: &SqlitePool,
+    host_id: i64,
+    uuid: &VmUuid,
+) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar("SELECT id FROM vms WHERE host_id = ? AND uuid = ? AND gone_at IS NULL")
         .bind(host_id)
         .bind(uuid.as_str())

@@ -78,7 +78,9 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
             .into_iter()
             .map(|a| (a, host.backend.offers(a, r.state, &r.raw_state)))
             .filter(|(a, offer)| listed(*a, offer))
-            .filter(|(a, offer)| pending_action.is_none_or(|p| offer.allowed() && p.overruled_by(*a)))
+            .filter(|(a, offer)| {
+                pending_action.is_none_or(|p| offer.allowed() && p.overruled_by(*a))
+            })
             .collect(),
         _ => Vec::new(),
     };

@@ -43,7 +43,7 @@ const DEFAULT_SEED: u64 = 9;
 
 /// Cases CI runs (a few per route and role, well under a minute here); `VMDECK_FUZZ_CASES`
 /// asks for more.
-const DEFAULT_CASES: usize = 2500;
+const DEFAULT_CASES: usize = 4000;
 
 /// For each mounted route, the names of the fields its form (POST) or its `<x..>` query struct
 /// reads. Named query parameters (`?<at>`) and path segments come from the route itself. A
@@ -446,6 +446,8 @@ struct Fuzzer<'a> {
     hostility: f64,
     /// Whether the current case's route is the audit log's.
     on_audit: bool,
+    /// Whether the route is a schedules page (its `name`, `host` and `vm` mean a schedule's).
+    on_schedules: bool,
     /// Requests that got no answer and were sent again, with why.
     resent: Vec<String>,
     /// How many answers of each status each route gave.
@@ -459,9 +461,9 @@ impl<'a> Fuzzer<'a> {
         for name in TARGETS {
             add_user(&app.pool, name, "viewer").await;
         }
-        // Schedules 1-3 with runs 1-3, for the schedules pages' ids.
-        for name in ["fuzz-schedule-1", "fuzz-schedule-2", "fuzz-schedule-3"] {
-            crate::schedules::seeded_schedule(app, name).await;
+        // Schedules 1-30 with runs 1-30, for the schedules pages' ids.
+        for i in 1..=30 {
+            crate::schedules::seeded_schedule(app, &format!("fuzz-schedule-{i}")).await;
         }
         let mut uuids = Vec::new();
         for vm in ["br-running", "br-paused", "br-shutoff"] {
@@ -479,6 +481,7 @@ impl<'a> Fuzzer<'a> {
             logins: 0,
             hostility: 0.3,
             on_audit: false,
+            on_schedules: false,
             resent: Vec::new(),
             seen: Default::default(),
         };
@@ -496,10 +499,8 @@ impl<'a> Fuzzer<'a> {
         let Some(op) = &self.accounts[2] else { return Vec::new() };
         for uuid in &self.uuids {
             for name in ["fuzz-a", "fuzz-b", "fuzz-c"] {
-                let res = op
-                    .session
-                    .post(&format!("/vms/lab/{uuid}/snapshots"), &[("name", name)])
-                    .await;
+                let res =
+                    op.session.post(&format!("/vms/lab/{uuid}/snapshots"), &[("name", name)]).await;
                 assert_eq!(res.status().as_u16(), 303, "the fuzzer's snapshot {name} of {uuid}");
                 let settled = async || {
                     let pending: i64 = sqlx::query_scalar(
@@ -510,9 +511,13 @@ impl<'a> Fuzzer<'a> {
                     .unwrap();
                     (pending == 0).then_some(())
                 };
-                crate::support::wait::poll_until(Duration::from_secs(30), Duration::from_millis(20), settled)
-                    .await
-                    .expect("the fuzzer's snapshots settle");
+                crate::support::wait::poll_until(
+                    Duration::from_secs(30),
+                    Duration::from_millis(20),
+                    settled,
+                )
+                .await
+                .expect("the fuzzer's snapshots settle");
             }
         }
         let rows: Vec<(String, i64)> = sqlx::query_as(
@@ -555,6 +560,14 @@ impl<'a> Fuzzer<'a> {
         let strs = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let dates = strs(&["2024-01-01", "2024-06-30T12:30", "1970-01-01", "2100-01-01 00:00:00"]);
         match name {
+            // A schedule's name (unique, or the form says it exists), host and VMs.
+            "name" if self.on_schedules => {
+                vec![format!("fuzz-schedule-{}", self.rng.gen_range(0..100_000))]
+            }
+            "host" if self.on_schedules => strs(&["lab"]),
+            // Schedules 1-30 (with runs 1-30) exist at the start; deletions take some away.
+            "id" if self.on_schedules => (0..=30).map(|i| i.to_string()).collect(),
+            "vm" if self.on_schedules => self.uuids.iter().map(|u| format!("lab/{u}")).collect(),
             "host" => strs(&["lab", "all"]),
             "uuid" => self.uuids.clone(),
             "file" => self.uuids.iter().map(|u| format!("{u}.csv")).collect(),
@@ -626,8 +639,8 @@ impl<'a> Fuzzer<'a> {
                 v
             }
             "range" => strs(&["1h", "24h", "7d", "30d", "1y", "custom"]),
-            // Schedules (the form's fields and a run's id; schedules 1-3 have runs 1-3).
-            "run" => strs(&["1", "2", "3", "0"]),
+            // Schedules' form fields and a run's id.
+            "run" => (0..=30).map(|i| i.to_string()).collect(),
             "scope" => strs(&["pattern", "host", "vms"]),
             "pattern" => strs(&["br-*", "*", "nothing-*"]),
             "frequency" => strs(&["hourly", "daily", "weekly"]),
@@ -708,6 +721,7 @@ impl<'a> Fuzzer<'a> {
         // Some cases change one value in a plausible request, others change most of them.
         self.hostility = *[0.1, 0.25, 0.6].choose(&mut self.rng).unwrap_or(&0.25);
         self.on_audit = route.name.starts_with("GET /audit");
+        self.on_schedules = route.name.contains(" /schedules");
         let mut path = String::new();
         for segment in &route.path {
             path.push('/');
