@@ -152,7 +152,8 @@ async fn list_page(
 fn next_run(s: &Schedule, now: i64) -> String {
     match super::model::due_slot(s.frequency, now, s.last_slot, s.created_at) {
         Some(_) => "due now".into(),
-        None => view::absolute(s.frequency.next_slot(now)),
+        // After the last slot run, which a clock set back may put ahead of now.
+        None => view::absolute(s.frequency.next_slot(s.last_slot.map_or(now, |l| l.max(now)))),
     }
 }
 
