@@ -199,13 +199,18 @@ impl Retention {
     }
 }
 
+/// A per-VM result of a run as [`streaks`] reads it: (run id, host, uuid, VM name, outcome,
+/// error).
+pub type RunResultRow = (i64, String, String, String, String, Option<String>);
+
+/// A VM failing in a row: (VM name, host, runs, newest error).
+pub type Streak = (String, String, i64, String);
+
 /// Failure streaks from a schedule's newest runs' per-VM results, given newest run first as
 /// (run id, host, uuid, VM name, outcome, error): for each VM whose newest result failed, how
 /// many of its newest results in a row failed, and the newest error, as (VM name, host, runs,
 /// error), in the order the VMs first appear.
-pub fn streaks(
-    rows: &[(i64, String, String, String, String, Option<String>)],
-) -> Vec<(String, String, i64, String)> {
+pub fn streaks(rows: &[RunResultRow]) -> Vec<Streak> {
     let mut order: Vec<(&str, &str)> = Vec::new();
     let mut state: std::collections::HashMap<(&str, &str), (String, i64, bool, String)> =
         std::collections::HashMap::new();

@@ -510,8 +510,8 @@ pub async fn failure_streaks(
     pool: &SqlitePool,
     schedule: i64,
     window: i64,
-) -> sqlx::Result<Vec<(String, String, i64, String)>> {
-    let rows: Vec<(i64, String, String, String, String, Option<String>)> = sqlx::query_as(
+) -> sqlx::Result<Vec<super::model::Streak>> {
+    let rows: Vec<super::model::RunResultRow> = sqlx::query_as(
         "SELECT r.id, v.host_name, v.vm_uuid, v.vm_name, v.outcome, v.error
            FROM (SELECT id, slot FROM schedule_runs WHERE schedule_id = ? AND finished_at IS NOT NULL
                   ORDER BY slot DESC LIMIT ?) r
