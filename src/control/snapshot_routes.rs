@@ -331,7 +331,12 @@ async fn confirm_page(
         _ => "delete",
     };
     let page = ConfirmPage {
-        title: format!("{} {}: {:?}?", action.label(), target.name, snap.name),
+        title: match action {
+            SnapshotAction::Revert => {
+                format!("Revert {} to snapshot {:?}?", target.name, snap.name)
+            }
+            _ => format!("Delete snapshot {:?} of {}?", snap.name, target.name),
+        },
         chrome: Chrome::new(user.0, flash, settings),
         action: action.as_str(),
         action_label: action.label(),

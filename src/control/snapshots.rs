@@ -458,3 +458,73 @@ pub(super) async fn settle_leftover(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, name: &str, current: bool) -> SnapshotReport {
+        SnapshotReport {
+            id: id.into(),
+            name: name.into(),
+            description: String::new(),
+            parent_id: None,
+            created_at_ms: None,
+            vm_state: String::new(),
+            with_memory: false,
+            current,
+        }
+    }
+
+    fn take(name: &str) -> SnapshotRequest {
+        SnapshotRequest {
+            action: SnapshotAction::Take,
+            snapshot_name: name.into(),
+            snap_id: None,
+            description: String::new(),
+            with_memory: false,
+            after: AfterRevert::AsTaken,
+            schedule_id: None,
+        }
+    }
+
+    #[test]
+    fn a_take_is_matched_by_name_among_the_snapshots_that_are_new() {
+        // VirtualBox lets names repeat: the old "nightly" is not the new one.
+        let before: HashSet<String> = ["u1".to_string()].into();
+        let old = [snap("u1", "nightly", true)];
+        assert_eq!(confirmed(SnapshotAction::Take, "nightly", None, &before, &old), None);
+        let now = [snap("u1", "nightly", false), snap("u2", "nightly", true)];
+        assert_eq!(
+            confirmed(SnapshotAction::Take, "nightly", None, &before, &now),
+            Some(Some("u2".into()))
+        );
+    }
+
+    #[test]
+    fn a_delete_is_done_when_it_is_gone_and_a_revert_when_it_is_current() {
+        let none = HashSet::new();
+        let snaps = [snap("a", "a", false), snap("b", "b", true)];
+        assert_eq!(confirmed(SnapshotAction::Delete, "a", Some("a"), &none, &snaps), None);
+        assert_eq!(confirmed(SnapshotAction::Delete, "c", Some("c"), &none, &snaps), Some(None));
+        assert_eq!(confirmed(SnapshotAction::Revert, "a", Some("a"), &none, &snaps), None);
+        assert_eq!(confirmed(SnapshotAction::Revert, "b", Some("b"), &none, &snaps), Some(None));
+    }
+
+    #[test]
+    fn names_are_checked_before_anything_is_recorded() {
+        assert!(invalid(&take("before-upgrade")).is_none());
+        assert!(invalid(&take("ünïcode ✓ \"quoted\"")).is_none());
+        for bad in ["", "   ", "a\nb", "a\tb", "../x", "a\\b", " x", &"n".repeat(65), "vmdeck-x"] {
+            assert!(invalid(&take(bad)).is_some(), "{bad:?} is refused");
+        }
+        // A schedule may use its prefix.
+        assert!(
+            invalid(&SnapshotRequest { schedule_id: Some(1), ..take("vmdeck-daily") }).is_none()
+        );
+        // Revert and delete must name their snapshot.
+        let revert = SnapshotRequest { action: SnapshotAction::Revert, ..take("x") };
+        assert!(invalid(&revert).is_some());
+        assert!(invalid(&SnapshotRequest { snap_id: Some("x".into()), ..revert }).is_none());
+    }
+}

@@ -17,6 +17,7 @@ mod auth;
 mod backend_contract;
 mod browser_a11y;
 mod browser_list;
+mod browser_snapshots;
 mod browser_times;
 mod cli;
 mod config;

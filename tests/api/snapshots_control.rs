@@ -455,3 +455,32 @@ async fn snapshot_requests_left_pending_by_a_crash_are_settled_at_the_next_start
     assert_eq!(detail.as_deref(), Some("snapshot \"never-sent\""));
     assert!(vmdeck::audit::chain::verify(&app.pool, None).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_pending_snapshot_request_changes_the_live_tags_and_shows_on_the_vm_page() {
+    let app = breadth_app().await;
+    let uuid = uuid_of(&app, "br-running").await;
+    let etag = async |path: &str| -> (String, String) {
+        let res = app.viewer.client.get(format!("{}{path}", app.base)).send().await.unwrap();
+        let tag = res.headers().get("etag").map(|v| v.to_str().unwrap().to_string());
+        (tag.expect("an ETag"), unescape(&res.text().await.unwrap()))
+    };
+    let vm_live = format!("/vms/lab/{uuid}/live");
+    let (list_before, _) = etag("/vms/live").await;
+    let (vm_before, body) = etag(&vm_live).await;
+    assert!(body.contains("data-pending=\"false\""), "{body}");
+
+    pending_take(&app, &uuid, "slow-one").await;
+    let (list_after, _) = etag("/vms/live").await;
+    let (vm_after, body) = etag(&vm_live).await;
+    assert_ne!(list_before, list_after, "the list's tag moves");
+    assert_ne!(vm_before, vm_after, "the VM page's tag moves");
+    assert!(
+        body.contains("Take snapshot \"slow-one\" requested by alice, requested")
+            && body.contains("data-pending=\"true\""),
+        "{body}"
+    );
+    // While it is pending, the VM offers no power action to overrule it.
+    let (_, page) = app.session("operator").await.get(&format!("/vms/lab/{uuid}")).await;
+    assert!(!page.contains("name=\"action\" value=\"power_off\""), "nothing overrules it");
+}
