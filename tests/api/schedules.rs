@@ -454,3 +454,33 @@ async fn no_account_can_be_named_system() {
     assert!(admin.flash_at("/users").await.contains("reserved"));
     assert!(vmdeck::auth::users::credentials(&app.pool, "system", true).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn an_hourly_schedule_keeps_its_last_two_and_the_newest_of_each_of_three_days() {
+    let app = breadth_app().await;
+    let vm = uuid_of(&app, "br-shutoff").await;
+    let t0 = future_midnight(60);
+    let spec = ScheduleSpec {
+        name: "hourly".into(),
+        enabled: true,
+        scope: Scope::Vms(vec![("lab".into(), vm.clone())]),
+        frequency: Frequency::Hourly { minute: 0 },
+        retention: Retention { keep_last: Some(2), keep_daily: Some(3) },
+        with_memory: false,
+    };
+    store::insert(&app.pool, &spec, "admin", t0).await.unwrap();
+
+    // Four days, checked every six hours (the slots in between were missed: one run each).
+    for day in 0..4 {
+        for hour in [0, 6, 12, 18] {
+            let runs = app.scheduler.tick(t0 + day * DAY + hour * HOUR + 30 * 60_000).await.runs;
+            assert_eq!(runs.len(), 1, "day {day} {hour}:30");
+        }
+    }
+    let name =
+        |day: i64, hour: i64| format!("vmdeck-hourly-{}", slot_label(t0 + day * DAY + hour * HOUR));
+    // The last 2 (day 3 at 12:00 and 18:00) and the newest of days 1, 2 and 3.
+    let mut expected = vec![name(1, 18), name(2, 18), name(3, 12), name(3, 18)];
+    expected.sort();
+    assert_eq!(on_hypervisor(&app, &vm).await, expected);
+}
