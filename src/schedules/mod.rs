@@ -101,6 +101,12 @@ impl Scheduler {
             let run = match store::claim_slot(&self.pool, s.id, slot, crate::db::now_ms()).await {
                 Ok(Some(run)) => run,
                 Ok(None) => continue,
+                // A database that refuses writes (full, read-only) is said once by the poller
+                // and /healthz; the slot stays due and runs once writes work again.
+                Err(e) if crate::db::StorageFault::of(&e).is_some() => {
+                    tracing::warn!(schedule = %s.name, "scheduled run postponed: {e}");
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(schedule = %s.name, "starting a scheduled run failed: {e}");
                     continue;
