@@ -8,7 +8,7 @@
 //! (`config`, `db`, `telemetry`, `security`, `timing`, `background`, `events`), `backend` (one folder
 //! per hypervisor driver), `hosts` (the registry and what it records) and `poller`, `web`
 //! (what every page uses), then the features: `inventory`, `history`, `reports`, `control`,
-//! `audit`, `auth`.
+//! `schedules`, `audit`, `auth`.
 
 pub mod audit;
 pub mod auth;
@@ -26,6 +26,7 @@ pub mod hosts;
 pub mod inventory;
 pub mod poller;
 pub mod reports;
+pub mod schedules;
 pub mod security;
 pub mod telemetry;
 pub mod timing;
@@ -103,6 +104,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .attach(hosts::stage())
         .attach(demo::stage(generated))
         .attach(control::stage())
+        .attach(schedules::stage())
         .attach(poller::stage())
         .attach(audit::retention_stage())
         .attach(history::rollup::stage())
@@ -116,6 +118,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .mount("/", audit::routes())
         .mount("/", history::routes())
         .mount("/", reports::routes())
+        .mount("/", schedules::routes())
         .register("/", web::error::catchers())
         .register("/", auth::catchers()))
 }

@@ -18,5 +18,5 @@ pub use power::{Offer, PowerAction, PowerState, Why};
 pub use request::RequestAction;
 pub use snapshot::{AfterRevert, SnapshotAction};
 pub use time::Resolution;
-pub use user::{CurrentUser, Role};
+pub use user::{CurrentUser, Role, SYSTEM_USER};
 pub use vm::{AddrSource, HostName, VmKey, VmUuid};

@@ -55,3 +55,7 @@ impl CurrentUser {
         self.role >= role
     }
 }
+
+/// The user vmdeck's own background work (snapshot schedules) is audited as. No account can
+/// take this name (`auth::users::check_name`), so an entry by "system" is always vmdeck's.
+pub const SYSTEM_USER: &str = "system";

@@ -36,6 +36,13 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     .unwrap();
     let snapshots = format!("/vms/lab/{busy}/snapshots");
 
+    let schedule = crate::schedules::seeded_schedule(&app, "matrix").await;
+    let (sched, sched_delete, sched_run) = (
+        format!("/schedules/{}", schedule.0),
+        format!("/schedules/{}/delete", schedule.0),
+        format!("/schedules/runs/{}", schedule.1),
+    );
+
     // (method, route as Rocket lists it, concrete path, form, [anonymous, viewer, operator, admin])
     type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, [u16; 4]);
     let cases: Vec<Case> = vec![
@@ -225,6 +232,21 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             vec![],
             [401, 200, 200, 200],
         ),
+        ("GET", "/schedules", "/schedules".into(), vec![], [401, 403, 403, 200]),
+        ("GET", "/schedules/new", "/schedules/new".into(), vec![], [401, 403, 403, 200]),
+        // An empty form: refused in words, nothing saved.
+        ("POST", "/schedules", "/schedules".into(), vec![("name", "")], [401, 403, 403, 400]),
+        ("GET", "/schedules/<id>", sched.clone(), vec![], [401, 403, 403, 200]),
+        ("POST", "/schedules/<id>", sched, vec![("name", "")], [401, 403, 403, 400]),
+        ("GET", "/schedules/<id>/delete", sched_delete, vec![], [401, 403, 403, 200]),
+        (
+            "POST",
+            "/schedules/<id>/delete",
+            "/schedules/999999/delete".into(),
+            vec![],
+            [401, 403, 403, 303],
+        ),
+        ("GET", "/schedules/runs/<run>", sched_run, vec![], [401, 403, 403, 200]),
         // Last: it ends the session it is sent with.
         ("POST", "/logout", "/logout".into(), vec![], [401, 303, 303, 303]),
     ];

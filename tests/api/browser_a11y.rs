@@ -51,6 +51,8 @@ fn page(name: &str, path: &str, who: Who) -> Page {
 /// reports are read from the reports index, so a new report is covered without a change here.
 async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
     let uuid = uuid_of(app, "br-running").await;
+    // A schedule with a run that failed for a VM: the list, its form and the run's page.
+    let (sid, run) = crate::schedules::seeded_schedule(app, "nightly").await;
     // A snapshot row with a child, for the revert and delete confirmation pages.
     let snap: i64 = sqlx::query_scalar(
         "INSERT INTO vm_snapshots (vm_id, snap_id, name, description, created_at, vm_state,
@@ -92,6 +94,11 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
         page("users", "/users", Who::Admin),
         page("user-remove", "/users/viewer/remove", Who::Admin),
         page("account", "/account", Who::Admin),
+        page("schedules-new", "/schedules/new", Who::Admin),
+        page("schedules", "/schedules", Who::Admin),
+        page("schedule-edit", &format!("/schedules/{sid}"), Who::Admin),
+        page("schedule-delete", &format!("/schedules/{sid}/delete"), Who::Admin),
+        page("schedule-run", &format!("/schedules/runs/{run}"), Who::Admin),
         page("error-404", "/no-such-page", Who::Admin),
         // A 404 from a route (AppError) rather than from the catcher.
         page("error-404-vm", "/vms/lab/00000000-0000-4000-8000-000000000000", Who::Admin),

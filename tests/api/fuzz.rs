@@ -43,7 +43,7 @@ const DEFAULT_SEED: u64 = 9;
 
 /// Cases CI runs (a few per route and role, well under a minute here); `VMDECK_FUZZ_CASES`
 /// asks for more.
-const DEFAULT_CASES: usize = 2500;
+const DEFAULT_CASES: usize = 4000;
 
 /// For each mounted route, the names of the fields its form (POST) or its `<x..>` query struct
 /// reads. Named query parameters (`?<at>`) and path segments come from the route itself. A
@@ -94,6 +94,31 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("GET /reports/capacity?<period..>", &["from", "to"]),
     ("GET /reports/capacity.csv?<period..>", &["from", "to"]),
     ("GET /static/<path..>", &[]),
+    ("GET /schedules", &[]),
+    ("GET /schedules/new", &[]),
+    ("POST /schedules", &SCHEDULE_FORM),
+    ("GET /schedules/<id>", &[]),
+    ("POST /schedules/<id>", &SCHEDULE_FORM),
+    ("GET /schedules/<id>/delete", &[]),
+    ("POST /schedules/<id>/delete", &["csrf_token"]),
+    ("GET /schedules/runs/<run>", &[]),
+];
+
+const SCHEDULE_FORM: [&str; 14] = [
+    "csrf_token",
+    "name",
+    "enabled",
+    "scope",
+    "vm",
+    "pattern",
+    "host",
+    "frequency",
+    "weekday",
+    "time",
+    "minute",
+    "keep_last",
+    "keep_daily",
+    "with_memory",
 ];
 
 const AUDIT_QUERY: [&str; 8] = ["user", "vm", "host", "action", "outcome", "from", "to", "page"];
@@ -427,6 +452,8 @@ struct Fuzzer<'a> {
     hostility: f64,
     /// Whether the current case's route is the audit log's.
     on_audit: bool,
+    /// Whether the route is a schedules page (its `name`, `host` and `vm` mean a schedule's).
+    on_schedules: bool,
     /// Requests that got no answer and were sent again, with why.
     resent: Vec<String>,
     /// How many answers of each status each route gave.
@@ -439,6 +466,10 @@ impl<'a> Fuzzer<'a> {
         let names = ROLES.map(|r| format!("fuzz-{r}-{suffix}"));
         for name in TARGETS {
             add_user(&app.pool, name, "viewer").await;
+        }
+        // Schedules 1-30 with runs 1-30, for the schedules pages' ids.
+        for i in 1..=30 {
+            crate::schedules::seeded_schedule(app, &format!("fuzz-schedule-{i}")).await;
         }
         let mut uuids = Vec::new();
         for vm in ["br-running", "br-paused", "br-shutoff"] {
@@ -456,6 +487,7 @@ impl<'a> Fuzzer<'a> {
             logins: 0,
             hostility: 0.3,
             on_audit: false,
+            on_schedules: false,
             resent: Vec::new(),
             seen: Default::default(),
         };
@@ -534,6 +566,14 @@ impl<'a> Fuzzer<'a> {
         let strs = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let dates = strs(&["2024-01-01", "2024-06-30T12:30", "1970-01-01", "2100-01-01 00:00:00"]);
         match name {
+            // A schedule's name (unique, or the form says it exists), host and VMs.
+            "name" if self.on_schedules => {
+                vec![format!("fuzz-schedule-{}", self.rng.gen_range(0..100_000))]
+            }
+            "host" if self.on_schedules => strs(&["lab"]),
+            // Schedules 1-30 (with runs 1-30) exist at the start; deletions take some away.
+            "id" if self.on_schedules => (0..=30).map(|i| i.to_string()).collect(),
+            "vm" if self.on_schedules => self.uuids.iter().map(|u| format!("lab/{u}")).collect(),
             "host" => strs(&["lab", "all"]),
             "uuid" => self.uuids.clone(),
             "file" => self.uuids.iter().map(|u| format!("{u}.csv")).collect(),
@@ -605,6 +645,17 @@ impl<'a> Fuzzer<'a> {
                 v
             }
             "range" => strs(&["1h", "24h", "7d", "30d", "1y", "custom"]),
+            // Schedules' form fields and a run's id.
+            "run" => (0..=30).map(|i| i.to_string()).collect(),
+            "scope" => strs(&["pattern", "host", "vms"]),
+            "pattern" => strs(&["br-*", "*", "nothing-*"]),
+            "frequency" => strs(&["hourly", "daily", "weekly"]),
+            "weekday" => strs(&["Monday", "Sunday", "3"]),
+            "time" => strs(&["03:00", "23:59", "0:05"]),
+            "minute" => strs(&["0", "15", ":59"]),
+            "keep_last" => strs(&["3", "1", "1000"]),
+            "keep_daily" => strs(&["7", ""]),
+            "enabled" => strs(&["on", ""]),
             "next" => strs(&["/vms", "/audit?user=x", "/reports/fleet"]),
             "back" => strs(&["/vms", "/vms?state=running&page=2", "/audit"]),
             "confirm" => strs(&["yes", "no"]),
@@ -676,6 +727,7 @@ impl<'a> Fuzzer<'a> {
         // Some cases change one value in a plausible request, others change most of them.
         self.hostility = *[0.1, 0.25, 0.6].choose(&mut self.rng).unwrap_or(&0.25);
         self.on_audit = route.name.starts_with("GET /audit");
+        self.on_schedules = route.name.contains(" /schedules");
         let mut path = String::new();
         for segment in &route.path {
             path.push('/');

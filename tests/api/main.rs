@@ -33,6 +33,7 @@ mod power_offers;
 mod real_vm;
 mod reports;
 mod rollups;
+mod schedules;
 mod snapshots_control;
 mod snapshots_inventory;
 mod store;

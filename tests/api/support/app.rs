@@ -71,6 +71,8 @@ pub struct TestApp {
     /// Every mounted route as `METHOD /uri`, for the route × role matrix.
     pub routes: Vec<String>,
     pub dir: tempfile::TempDir,
+    /// The snapshot scheduler, for tests that drive its clock (`tick(now)`).
+    pub scheduler: Arc<vmdeck::schedules::Scheduler>,
     shutdown: rocket::Shutdown,
 }
 
@@ -257,6 +259,8 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, opts: AppOptions) -> TestApp {
     let routes = rocket.routes().map(|r| format!("{} {}", r.method, r.uri)).collect();
     let pool = rocket.state::<Db>().expect("db state").0.clone();
     let hosts = rocket.state::<Arc<Hosts>>().expect("hosts state").clone();
+    let scheduler =
+        rocket.state::<Arc<vmdeck::schedules::Scheduler>>().expect("scheduler state").clone();
     let shutdown = rocket.shutdown();
     tokio::spawn(rocket.launch());
     let base = format!("http://127.0.0.1:{port}");
@@ -278,7 +282,7 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, opts: AppOptions) -> TestApp {
     }
     let viewer =
         login(&base, "viewer", PASSWORD).await.unwrap_or_else(|e| panic!("viewer login: {e:?}"));
-    let app = TestApp { base, pool, hosts, client, viewer, routes, dir, shutdown };
+    let app = TestApp { base, pool, hosts, client, viewer, routes, dir, scheduler, shutdown };
     app.wait_for_first_polls().await;
     app
 }
