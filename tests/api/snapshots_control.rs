@@ -484,3 +484,36 @@ async fn a_pending_snapshot_request_changes_the_live_tags_and_shows_on_the_vm_pa
     let (_, page) = app.session("operator").await.get(&format!("/vms/lab/{uuid}")).await;
     assert!(!page.contains("name=\"action\" value=\"power_off\""), "nothing overrules it");
 }
+
+#[tokio::test]
+async fn a_name_with_quotes_and_markup_works_and_a_deleted_snapshot_cannot_be_reverted_to() {
+    let app = breadth_app().await;
+    let op = app.session("operator").await;
+    let uuid = uuid_of(&app, "br-running").await;
+    let name = r#"it's "before" <b>& after"#;
+    let (_, _, status, error, detail) = take(&app, &op, &uuid, name).await;
+    assert_eq!(status, "confirmed", "{error:?}");
+    // Quoted as Rust writes a string: quotes inside the name are escaped, so it cannot be
+    // mistaken for the end of the name.
+    let quoted = format!("{name:?}");
+    assert!(detail.unwrap_or_default().contains(&quoted), "the settled entry names the snapshot");
+    let row = row_id(&app, &uuid, name).await;
+    let (status, html) = op.get(&format!("/vms/lab/{uuid}")).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("<b>& after"), "the name is escaped on the VM page");
+    assert!(unescape(&html).contains(name), "the VM page shows the name as typed");
+
+    let res = op.post(&format!("/vms/lab/{uuid}/snapshots/{row}/delete"), &[]).await;
+    assert_eq!(res.status().as_u16(), 303);
+    assert_eq!(settled_snapshot(&app, &uuid).await.2, "confirmed");
+    let entries = snapshot_entries(&app, &uuid).await.len();
+    // The row is history now: its revert and delete pages say so, and nothing is recorded.
+    for action in ["revert", "delete"] {
+        let path = format!("/vms/lab/{uuid}/snapshots/{row}/{action}");
+        let (status, html) = op.get(&path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(unescape(&html).contains("has no snapshot"), "{path}: {html}");
+        assert_eq!(op.post(&path, &[]).await.status().as_u16(), 404, "POST {path}");
+    }
+    assert_eq!(snapshot_entries(&app, &uuid).await.len(), entries, "nothing recorded");
+}
