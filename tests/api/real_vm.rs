@@ -649,6 +649,9 @@ async fn an_operator_takes_reverts_and_deletes_real_vm_snapshots_over_http() {
         let listed = virsh_snapshots(&daemon, vm);
         let held = if vm == "vmdeck-hot" { "running" } else { "shutoff" };
         assert!(listed.iter().all(|s| s.3 == held), "{vm}: {listed:?}");
+        let captured = if held == "running" { "disk and memory (running)" } else { "disk only" };
+        let (_, html) = op.get(&href).await;
+        assert!(strip_tags(&html).contains(captured), "{vm}: the page says {captured}");
         assert_eq!(listed[1].1.as_deref(), Some("base"), "{vm}: next is base's child");
         assert!(listed[1].2, "{vm}: the newest is current");
 
@@ -675,5 +678,8 @@ async fn an_operator_takes_reverts_and_deletes_real_vm_snapshots_over_http() {
         assert_eq!(rows.len(), 1, "{vm}: {rows:?}");
         assert!(rows.iter().all(|r| r.0 != doomed), "{vm}: {rows:?}");
         assert_eq!(past, [doomed], "{vm}: the deleted one is a past snapshot");
+        let (_, html) = op.get(&href).await;
+        let text = unescape(&strip_tags(&html));
+        assert!(text.contains("removed by operator-"), "{vm}: credited to the operator");
     }
 }
