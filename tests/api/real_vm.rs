@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use vmdeck::hosts::PollOutcome;
 
-use crate::support::app::{app_with, libvirt_host, unescape, vm_names, TestApp};
-use crate::support::audit::settled_power;
+use crate::support::app::{
+    app_with, libvirt_host, strip_tags, unescape, vm_names, Session, TestApp,
+};
+use crate::support::audit::{is_settled, settled_power, SETTLE_TIMEOUT};
 use crate::support::binary::vmdeck_user;
 use crate::support::libvirtd::{real_vm_tests_enabled, LibvirtDaemon};
-use crate::support::wait::{eventually, eventually_every, poll_until};
+use crate::support::wait::{eventually, eventually_every, poll_until, EVERY};
 
 fn daemon_or_skip() -> Option<LibvirtDaemon> {
     if let Err(why) = real_vm_tests_enabled() {
@@ -469,4 +471,215 @@ async fn a_raw_disk_refuses_internal_snapshots_in_words() {
         Vec::<String>::new(),
         "nothing half-done"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots of real QEMU VMs through HTTP, as an operator, against `virsh snapshot-list --tree`
+
+/// A snapshot as one side lists it: (name, parent name, is current, captured VM state).
+type Listed = (String, Option<String>, bool, String);
+
+/// What virsh says about the VM's snapshots: the tree of `snapshot-list --tree` (a root at
+/// column 0, a child as `+- name` four columns right of its parent's `+-`), and each one's
+/// current flag and captured state from `snapshot-info`. Sorted by name.
+fn virsh_snapshots(daemon: &LibvirtDaemon, vm: &str) -> Vec<Listed> {
+    let tree = daemon.virsh(&["snapshot-list", vm, "--tree"]).unwrap();
+    let mut path: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for line in tree.lines() {
+        let (depth, name) = match line.find("+- ") {
+            Some(at) => (at / 4 + 1, line[at + 3..].trim()),
+            None if !line.starts_with(' ') && !line.trim().is_empty() => (0, line.trim()),
+            None => continue, // the `|` lines between a parent and its children
+        };
+        path.truncate(depth);
+        let parent = path.last().cloned();
+        path.push(name.to_string());
+        let info = daemon.virsh(&["snapshot-info", vm, name]).unwrap();
+        out.push((
+            name.to_string(),
+            parent,
+            field(&info, "Current") == "yes",
+            field(&info, "State").to_string(),
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// The VM page's snapshot tree as an operator sees it: (row id, listed), in page order; and
+/// the names under "Past snapshots".
+fn page_snapshots(html: &str) -> (Vec<(i64, Listed)>, Vec<String>) {
+    let section = html.split("id=\"snapshots\"").nth(1).expect("a Snapshots section");
+    let tree = section
+        .split("id=\"snapshot-tree\"")
+        .nth(1)
+        .map(|t| t.split("</table>").next().unwrap_or_default())
+        .unwrap_or_default();
+    let rows = tree
+        .split("<tr class=\"snapshot ")
+        .skip(1)
+        .map(|r| {
+            let attrs = r.split('>').next().unwrap();
+            let id = attrs.split("data-snapshot-id=\"").nth(1).unwrap().split('"').next().unwrap();
+            let cells: Vec<&str> = r.split("<td").collect();
+            let name_cell = cells[1].split_once('>').unwrap().1;
+            let name = name_cell
+                .replace("<span aria-hidden=\"true\">└ </span>", "")
+                .split('<')
+                .next()
+                .unwrap()
+                .trim()
+                .to_string();
+            let parent = name_cell
+                .split("(child of ")
+                .nth(1)
+                .map(|p| unescape(p.split(")</span>").next().unwrap()));
+            let captured = unescape(&strip_tags(cells[4].split_once('>').unwrap().1));
+            let state = captured
+                .trim()
+                .trim_end_matches(')')
+                .rsplit_once('(')
+                .map(|(_, s)| s.to_string())
+                .unwrap_or_default();
+            let current = attrs.contains(" current\"");
+            (id.parse().unwrap(), (unescape(&name), parent, current, state))
+        })
+        .collect();
+    let past = section
+        .split("id=\"past-snapshots\"")
+        .nth(1)
+        .map(|p| {
+            p.split("</table>")
+                .next()
+                .unwrap()
+                .split("<tr><td>")
+                .skip(1)
+                .map(|r| unescape(r.split(['<', ' ']).next().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (rows, past)
+}
+
+/// Waits until the VM's newest snapshot entry after `after` is settled: (id, action, status,
+/// error).
+async fn settled_snapshot(
+    app: &TestApp,
+    uuid: &str,
+    after: i64,
+) -> (i64, String, String, Option<String>) {
+    let newest = async || {
+        let row: Option<(i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, action, status, error FROM audit_log
+              WHERE kind = 'snapshot' AND vm_uuid = ? AND id > ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(uuid)
+        .bind(after)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        row.filter(|(_, _, status, _)| is_settled(status))
+    };
+    poll_until(SETTLE_TIMEOUT, EVERY, newest)
+        .await
+        .unwrap_or_else(|| panic!("no settled snapshot entry of {uuid} after {after}"))
+}
+
+/// The VM page and virsh list the same snapshots, parents and current one; the page's rows
+/// by name (row id) and its past snapshot names.
+async fn page_agrees_with_virsh(
+    op: &Session,
+    daemon: &LibvirtDaemon,
+    vm: &str,
+    uuid: &str,
+    step: &str,
+) -> (Vec<(String, i64)>, Vec<String>) {
+    let (status, html) = op.get(&format!("/vms/lab/{uuid}")).await;
+    assert_eq!(status, 200, "{vm} after {step}");
+    let (rows, past) = page_snapshots(&html);
+    let mut listed: Vec<Listed> = rows.iter().map(|(_, l)| l.clone()).collect();
+    listed.sort();
+    assert_eq!(listed, virsh_snapshots(daemon, vm), "{vm} after {step}: page vs virsh");
+    (rows.into_iter().map(|(id, l)| (l.0, id)).collect(), past)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_takes_reverts_and_deletes_real_vm_snapshots_over_http() {
+    let Some(daemon) = daemon_or_skip() else { return };
+    let hot = daemon.define_vm("vmdeck-hot", 1, 64, 256).unwrap();
+    let cold = daemon.define_vm("vmdeck-cold", 1, 64, 256).unwrap();
+    daemon.virsh(&["start", "vmdeck-hot"]).unwrap();
+    let app = app_with(vec![libvirt_host("lab", daemon.uri())]).await;
+    let op = app.session("operator").await;
+
+    // The running VM keeps its memory and is reverted to run on; the shut-off one keeps its
+    // disk, is reverted as taken, and loses the parent (its child becomes a root).
+    let cases = [
+        ("vmdeck-hot", &hot, "running", "running", "next"),
+        ("vmdeck-cold", &cold, "as_taken", "shut off", "base"),
+    ];
+    for (vm, uuid, after, state_after, doomed) in cases {
+        let mut last = 0;
+        let mut settle = async |what: &str| {
+            let (id, action, status, error) = settled_snapshot(&app, uuid, last).await;
+            assert_eq!(
+                (action.as_str(), status.as_str(), error),
+                (what, "confirmed", None),
+                "{vm}"
+            );
+            last = id;
+        };
+        let href = format!("/vms/lab/{uuid}");
+
+        // Take two: the second a child of the first, and current.
+        for name in ["base", "next"] {
+            let desc = format!("{name} of {vm} / by vmdeck");
+            let res = op
+                .post(&format!("{href}/snapshots"), &[("name", name), ("description", &desc)])
+                .await;
+            assert_eq!(res.status().as_u16(), 303, "{vm}: take {name}");
+            settle("snapshot_take").await;
+            let (_, html) = op.get(&href).await;
+            assert!(unescape(&html).contains(&desc), "{vm}: the description, unescaped");
+        }
+        let (rows, past) = page_agrees_with_virsh(&op, &daemon, vm, uuid, "two takes").await;
+        assert_eq!(rows.len(), 2, "{vm}: {rows:?}");
+        assert!(past.is_empty(), "{vm}: {past:?}");
+        let listed = virsh_snapshots(&daemon, vm);
+        let held = if vm == "vmdeck-hot" { "running" } else { "shutoff" };
+        assert!(listed.iter().all(|s| s.3 == held), "{vm}: {listed:?}");
+        let captured = if held == "running" { "disk and memory (running)" } else { "disk only" };
+        let (_, html) = op.get(&href).await;
+        assert!(strip_tags(&html).contains(captured), "{vm}: the page says {captured}");
+        assert_eq!(listed[1].1.as_deref(), Some("base"), "{vm}: next is base's child");
+        assert!(listed[1].2, "{vm}: the newest is current");
+
+        // Revert to the first.
+        let id = |rows: &[(String, i64)], name: &str| {
+            rows.iter().find(|r| r.0 == name).unwrap_or_else(|| panic!("{vm}: {name}")).1
+        };
+        let base = id(&rows, "base");
+        let res = op.post(&format!("{href}/snapshots/{base}/revert"), &[("after", after)]).await;
+        assert_eq!(res.status().as_u16(), 303, "{vm}: revert");
+        settle("snapshot_revert").await;
+        let (rows, _) = page_agrees_with_virsh(&op, &daemon, vm, uuid, "revert").await;
+        assert_eq!(domstate(&daemon, vm), state_after, "{vm} after the revert");
+        let current: Vec<String> =
+            virsh_snapshots(&daemon, vm).into_iter().filter(|s| s.2).map(|s| s.0).collect();
+        assert_eq!(current, ["base"], "{vm}: reverted to base");
+
+        // Delete one: it leaves the tree and shows under "Past snapshots".
+        let doomed_id = id(&rows, doomed);
+        let res = op.post(&format!("{href}/snapshots/{doomed_id}/delete"), &[]).await;
+        assert_eq!(res.status().as_u16(), 303, "{vm}: delete");
+        settle("snapshot_delete").await;
+        let (rows, past) = page_agrees_with_virsh(&op, &daemon, vm, uuid, "delete").await;
+        assert_eq!(rows.len(), 1, "{vm}: {rows:?}");
+        assert!(rows.iter().all(|r| r.0 != doomed), "{vm}: {rows:?}");
+        assert_eq!(past, [doomed], "{vm}: the deleted one is a past snapshot");
+        let (_, html) = op.get(&href).await;
+        let text = unescape(&strip_tags(&html));
+        assert!(text.contains("removed by operator-"), "{vm}: credited to the operator");
+    }
 }
