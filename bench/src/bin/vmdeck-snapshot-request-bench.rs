@@ -20,7 +20,7 @@ mod common;
 
 use clap::Parser;
 use vmdeck::backend::{libvirt::LibvirtSettings, DriverConfig, SnapshotOp};
-use vmdeck::config::{HostConfig, HostName, HostUri};
+use vmdeck::config::HostUri;
 
 #[derive(Parser)]
 #[command(about = "Measure a take-snapshot request's overhead over the bare libvirt call")]
@@ -46,6 +46,9 @@ fn med_p95(mut v: Vec<f64>) -> (f64, f64) {
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+/// An audit entry's status, error and lifecycle times.
+type Audit = (String, Option<String>, i64, Option<i64>, Option<i64>, Option<i64>);
 
 /// One request's figures through vmdeck, in ms.
 struct Through {
@@ -93,12 +96,7 @@ async fn main() {
     assert!(running.len() >= needed, "needs {needed} running VMs, have {}", running.len());
 
     let bare = vmdeck::backend::connect(
-        &HostConfig::new(
-            HostName::parse("bare").expect("valid name"),
-            DriverConfig::Libvirt(LibvirtSettings {
-                uri: HostUri::parse(&uri).expect("valid URI"),
-            }),
-        ),
+        &DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse(&uri).expect("valid URI") }),
         Duration::from_secs(60),
         Duration::from_secs(vmdeck::config::DEFAULT_SNAPSHOT_TIMEOUT_SECS),
     );
@@ -154,8 +152,8 @@ async fn main() {
         assert_eq!(r.status, 303, "take on {uuid}: {}", r.body);
         let deadline = Instant::now() + Duration::from_secs(30);
         let row = loop {
-            let row: Option<(String, i64, i64, i64, i64)> = sqlx::query_as(
-                "SELECT status, ts, sent_at, accepted_at, settled_at FROM audit_log \
+            let row: Option<Audit> = sqlx::query_as(
+                "SELECT status, error, ts, sent_at, accepted_at, settled_at FROM audit_log \
                  WHERE kind = 'snapshot' AND vm_uuid = ? AND settled_at IS NOT NULL",
             )
             .bind(uuid)
@@ -169,8 +167,11 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         let confirmed = ms(t.elapsed());
-        let (status, ts, sent, accepted, settled) = row;
-        assert_eq!(status, "confirmed", "take on {uuid}");
+        let (status, error, ts, sent, accepted, settled) = row;
+        assert_eq!(status, "confirmed", "take on {uuid}: {error:?}");
+        let (Some(sent), Some(accepted), Some(settled)) = (sent, accepted, settled) else {
+            panic!("take on {uuid}: confirmed without its lifecycle times");
+        };
         if warm {
             continue;
         }
@@ -185,12 +186,11 @@ async fn main() {
         });
     }
     // Each take shows in the VM's stored set (recorded by the confirming read).
-    let stored: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM vms WHERE snapshot_count = 1 AND gone_at IS NULL",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("stored counts");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM vms WHERE snapshot_count = 1 AND gone_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("stored counts");
     assert_eq!(stored as usize, needed, "VMs with their one snapshot recorded");
 
     let col = |f: fn(&Through) -> f64| med_p95(through.iter().map(f).collect());
@@ -210,9 +210,15 @@ async fn main() {
     println!("| bare Backend::snapshot(Take) (virDomainSnapshotCreateXML) | {b_med:.2} ms | {b_p95:.2} ms |");
     println!("| vmdeck POST /vms/<host>/<uuid>/snapshots to 303 (answered once recorded) | {a_med:.2} ms | {a_p95:.2} ms |");
     println!("| vmdeck POST to audit entry seen confirmed (client, 1 ms polling) | {c_med:.2} ms | {c_p95:.2} ms |");
-    println!("| audit entry requested to settled (ms resolution) | {s_med:.0} ms | {s_p95:.0} ms |");
-    println!("|   of which requested to sent (slot, `sent` update) | {rs_med:.0} ms | {rs_p95:.0} ms |");
-    println!("|   of which sent to accepted (read before, the call) | {sa_med:.0} ms | {sa_p95:.0} ms |");
+    println!(
+        "| audit entry requested to settled (ms resolution) | {s_med:.0} ms | {s_p95:.0} ms |"
+    );
+    println!(
+        "|   of which requested to sent (slot, `sent` update) | {rs_med:.0} ms | {rs_p95:.0} ms |"
+    );
+    println!(
+        "|   of which sent to accepted (read before, the call) | {sa_med:.0} ms | {sa_p95:.0} ms |"
+    );
     println!("|   of which accepted to confirmed (read back, record, settle) | {as_med:.0} ms | {as_p95:.0} ms |");
     println!(
         "overhead, median: POST-to-confirmed minus bare call {:.2} ms (goal <= 20 ms); audit requested-to-settled minus bare call {:.2} ms",
