@@ -220,19 +220,9 @@ struct Dispatch {
 
 impl Dispatch {
     async fn run(self) {
-        let permit = match &self.slot {
-            Some(s) => s.clone().acquire_owned().await.ok(),
-            None => None,
+        let Some(permit) = take_turn(&self.pool, self.id, self.slot.as_ref()).await else {
+            return;
         };
-        match store::sent(&self.pool, self.id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Superseded (or settled by a restart's sweep) while it waited for its slot.
-                tracing::info!("no longer requested when its turn came: not sent");
-                return;
-            }
-            Err(e) => tracing::error!("audit update failed: {e}"),
-        }
         let result = self.target.host.backend.power(self.target.uuid.as_str(), self.action).await;
         drop(permit);
         match result {
@@ -262,6 +252,29 @@ impl Dispatch {
             }
         }
     }
+}
+
+/// A recorded request's turn on its host: waits for a slot (`slot`: the host's cap), then marks
+/// the request sent. None when it is no longer requested by then (superseded, or settled by a
+/// restart's sweep): it must not be sent. The permit is held until the host has answered.
+async fn take_turn(
+    pool: &SqlitePool,
+    id: i64,
+    slot: Option<&Arc<Semaphore>>,
+) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+    let permit = match slot {
+        Some(s) => s.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    match store::sent(pool, id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!("no longer requested when its turn came: not sent");
+            return None;
+        }
+        Err(e) => tracing::error!("audit update failed: {e}"),
+    }
+    Some(permit)
 }
 
 impl Control {

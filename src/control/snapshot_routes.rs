@@ -343,10 +343,7 @@ async fn confirm_page(
         post_to: format!("{}/snapshots/{}/{verb}", target.key().href(), snap.id),
         snapshot: SnapshotView::new(&snap),
         choose_state: target.host.backend.snapshot_caps().revert_choose_state,
-        after_choices: [AfterRevert::AsTaken, AfterRevert::Running, AfterRevert::Paused]
-            .iter()
-            .map(|a| (a.as_str(), a.label()))
-            .collect(),
+        after_choices: AfterRevert::ALL.iter().map(|a| (a.as_str(), a.label())).collect(),
         children,
         vm: VmView::from(&target),
     };
@@ -383,10 +380,9 @@ async fn delete_page(
 
 /// The state a revert form asked for; an unknown one is a 400 naming the known ones.
 fn after(given: Option<&str>) -> Result<AfterRevert, AppError> {
-    let all = [AfterRevert::AsTaken, AfterRevert::Running, AfterRevert::Paused];
     match given.filter(|g| !g.is_empty()) {
         None => Ok(AfterRevert::AsTaken),
-        Some(g) => all.into_iter().find(|a| a.as_str() == g).ok_or_else(|| {
+        Some(g) => AfterRevert::ALL.into_iter().find(|a| a.as_str() == g).ok_or_else(|| {
             AppError::BadRequest(format!(
                 "Unknown state after revert {g:?}. Known: as_taken, running, paused."
             ))

@@ -263,18 +263,9 @@ impl SnapshotDispatch {
     }
 
     async fn run(self) {
-        let permit = match &self.slot {
-            Some(s) => s.clone().acquire_owned().await.ok(),
-            None => None,
+        let Some(permit) = super::take_turn(&self.pool, self.id, self.slot.as_ref()).await else {
+            return;
         };
-        match store::sent(&self.pool, self.id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!("no longer requested when its turn came: not sent");
-                return;
-            }
-            Err(e) => tracing::error!("audit update failed: {e}"),
-        }
         // A take is matched by name among the snapshots that were not there before (names
         // can repeat on VirtualBox): the ids stored before the call.
         let before: HashSet<String> =

@@ -94,6 +94,10 @@ pub enum AfterRevert {
 }
 
 impl AfterRevert {
+    /// Every choice, in the order the revert form shows them.
+    pub const ALL: [AfterRevert; 3] =
+        [AfterRevert::AsTaken, AfterRevert::Running, AfterRevert::Paused];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AfterRevert::AsTaken => "as_taken",

@@ -132,36 +132,19 @@ pub async fn record_snapshots(
             .await?;
         changes.disappeared.push(snap_id);
     }
-    let oldest = snaps.iter().map(|s| s.created_at_ms.unwrap_or(now)).min();
-    // The oldest of the ones that exist: a snapshot without a creation time counts from when
-    // vmdeck first saw it.
-    let oldest: Option<i64> = if snaps.is_empty() {
-        None
-    } else {
-        sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MIN(COALESCE(created_at, first_seen)) FROM vm_snapshots
-              WHERE vm_id = ? AND gone_at IS NULL",
-        )
-        .bind(vm_id)
-        .fetch_one(&mut *tx)
-        .await?
-        .or(oldest)
-    };
+    // Count and oldest from the rows just written: a snapshot without a creation time counts
+    // from when vmdeck first saw it. (`snapshots_read_at` moves at every read, so the row is
+    // always written.)
     sqlx::query(
-        "UPDATE vms SET snapshot_count = ?, snapshot_oldest = ?, snapshots_read_at = ?,
-                snapshots_read_key = COALESCE(?, snapshots_read_key)
-          WHERE id = ? AND (snapshot_count IS NOT ? OR snapshot_oldest IS NOT ?
-                OR snapshots_read_at IS NOT ? OR snapshots_read_key IS NOT COALESCE(?, snapshots_read_key))",
+        "UPDATE vms SET
+            (snapshot_count, snapshot_oldest) = (SELECT COUNT(*), MIN(COALESCE(created_at, first_seen))
+               FROM vm_snapshots WHERE vm_id = vms.id AND gone_at IS NULL),
+            snapshots_read_at = ?, snapshots_read_key = COALESCE(?, snapshots_read_key)
+          WHERE id = ?",
     )
-    .bind(snaps.len() as i64)
-    .bind(oldest)
     .bind(now)
     .bind(read_key)
     .bind(vm_id)
-    .bind(snaps.len() as i64)
-    .bind(oldest)
-    .bind(now)
-    .bind(read_key)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
