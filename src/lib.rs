@@ -16,6 +16,7 @@ pub mod backend;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod db;
 pub mod demo;
@@ -104,6 +105,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .attach(hosts::stage())
         .attach(demo::stage(generated))
         .attach(control::stage())
+        .attach(console::stage())
         .attach(schedules::stage())
         .attach(poller::stage())
         .attach(audit::retention_stage())
@@ -115,6 +117,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .mount("/", auth::admin::routes())
         .mount("/", auth::account::routes())
         .mount("/", control::routes())
+        .mount("/", console::routes())
         .mount("/", audit::routes())
         .mount("/", history::routes())
         .mount("/", reports::routes())

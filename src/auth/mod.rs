@@ -113,7 +113,23 @@ async fn lookup_session(req: &Request<'_>) -> Option<CurrentUser> {
         role: row.role,
         csrf: row.csrf_token,
         addr: client_addr(req),
+        session: id_hash,
     })
+}
+
+/// Whether the session stored as `id_hash` is still alive (not logged out, idle or past its
+/// lifetime), and its user's role now: long-lived connections (the console) ask this while
+/// they run, so a logout, an expiry or a role change reaches them. Does not touch the session.
+pub async fn session_role(
+    pool: &SqlitePool,
+    settings: &Settings,
+    id_hash: &str,
+) -> sqlx::Result<Option<Role>> {
+    let Some(row) = store::session(pool, id_hash, settings.demo).await? else { return Ok(None) };
+    let now = now_ms();
+    let idle_ok = now - row.last_seen <= settings.session_idle.as_millis() as i64;
+    let life_ok = now - row.created_at <= settings.session_lifetime.as_millis() as i64;
+    Ok((idle_ok && life_ok).then_some(row.role))
 }
 
 #[rocket::async_trait]

@@ -64,6 +64,54 @@ pub trait Backend: Send + Sync {
     fn snapshot_caps(&self) -> SnapshotCaps {
         SnapshotCaps::default()
     }
+
+    /// Whether this host's VMs can have a browser console at all, or why not (known without
+    /// asking the host: the console page says it before trying).
+    fn display_support(&self) -> Result<(), String> {
+        Err("this host's driver has no display vmdeck can show".into())
+    }
+
+    /// Opens a byte stream to one VM's screen, speaking RFB (VNC), for the browser console. The
+    /// default: [`Backend::display_support`]'s refusal.
+    async fn open_display(&self, uuid: &str) -> Result<DisplayStream, DisplayError> {
+        let _ = uuid;
+        Err(DisplayError::Unsupported(self.display_support().err().unwrap_or_default()))
+    }
+}
+
+/// A connection to a VM's VNC server: a socket libvirt handed over, or a TCP connection.
+pub trait DisplayIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> DisplayIo for T {}
+
+/// An open display connection and how it was reached.
+pub struct DisplayStream {
+    pub io: Box<dyn DisplayIo>,
+    /// How the connection was made, for the audit log: "socket handed over by libvirt",
+    /// "127.0.0.1:5900".
+    pub via: String,
+}
+
+/// Why a VM's screen cannot be shown, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum DisplayError {
+    /// The VM is not running (or paused): it has no screen.
+    #[error("the VM is {0}: its screen exists only while it runs")]
+    NotRunning(String),
+    /// The VM has no graphics device vmdeck can relay; `Some` names the one it has (SPICE).
+    #[error("{}", match .0 {
+        Some(kind) => format!("the VM's display is {kind}, not VNC: this console speaks VNC only"),
+        None => "the VM has no VNC display (no <graphics type='vnc'> device)".to_string(),
+    })]
+    NoVnc(Option<String>),
+    /// This host's driver cannot show a screen at all (VirtualBox, libvirt's test driver).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The display exists but vmdeck cannot reach it (listening on a remote host's loopback).
+    #[error("this host is remote and its display is not reachable: {0}")]
+    Unreachable(String),
+    /// The host did not answer, or answered an error.
+    #[error("{0}")]
+    Host(#[from] BackendError),
 }
 
 /// One snapshot of a VM as its hypervisor reports it.
@@ -350,7 +398,7 @@ pub fn connect(
     match driver {
         #[cfg(feature = "libvirt")]
         DriverConfig::Libvirt(s) => {
-            Arc::new(libvirt::LibvirtBackend::new(s.uri.clone(), call_timeout, snapshot_timeout))
+            Arc::new(libvirt::LibvirtBackend::new(s, call_timeout, snapshot_timeout))
         }
         #[cfg(not(feature = "libvirt"))]
         DriverConfig::Libvirt(_) => {

@@ -69,6 +69,33 @@ pub struct Settings {
     pub public_url: Option<url::Url>,
     /// Bearer tokens that unlock `/healthz`'s details without a session (monitoring systems).
     pub healthz_tokens: Vec<String>,
+    /// The browser console's limits.
+    pub console: ConsoleLimits,
+}
+
+/// The browser console's limits (`console_*` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleLimits {
+    /// A console with no input from its user and no change on its screen for this long is
+    /// closed (`console_idle_minutes`).
+    pub idle: Duration,
+    /// Consoles one user may have open at once (`console_max_per_user`).
+    pub per_user: usize,
+    /// Consoles open at once, all users together (`console_max_total`).
+    pub total: usize,
+    /// How long a console page's one-time ticket stays valid (`console_ticket_secs`).
+    pub ticket: Duration,
+}
+
+impl Default for ConsoleLimits {
+    fn default() -> Self {
+        ConsoleLimits {
+            idle: Duration::from_secs(15 * 60),
+            per_user: 4,
+            total: 32,
+            ticket: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A size the database may grow to, set in whole MiB.
@@ -161,6 +188,10 @@ struct RawSettings {
     public_url: Option<String>,
     #[serde(default)]
     healthz_tokens: Vec<String>,
+    console_idle_minutes: Option<u64>,
+    console_max_per_user: Option<usize>,
+    console_max_total: Option<usize>,
+    console_ticket_secs: Option<u64>,
 }
 
 /// Checks an optional number against its range; returns the default when absent.
@@ -297,6 +328,39 @@ impl Settings {
             60..=7 * 86_400,
             "seconds",
         )?;
+        let defaults = ConsoleLimits::default();
+        let console = ConsoleLimits {
+            idle: Duration::from_secs(
+                ranged(
+                    "console_idle_minutes",
+                    raw.console_idle_minutes,
+                    defaults.idle.as_secs() / 60,
+                    1..=24 * 60,
+                    "minutes",
+                )? * 60,
+            ),
+            per_user: ranged(
+                "console_max_per_user",
+                raw.console_max_per_user,
+                defaults.per_user,
+                0..=64,
+                "consoles (0 turns the console off)",
+            )?,
+            total: ranged(
+                "console_max_total",
+                raw.console_max_total,
+                defaults.total,
+                0..=1024,
+                "consoles (0 turns the console off)",
+            )?,
+            ticket: Duration::from_secs(ranged(
+                "console_ticket_secs",
+                raw.console_ticket_secs,
+                defaults.ticket.as_secs(),
+                5..=300,
+                "seconds",
+            )?),
+        };
         let days =
             |key: &str, v: Option<u64>, default: u64, max: u64| -> Result<Duration, ConfigError> {
                 Ok(Duration::from_secs(ranged(key, v, default, 1..=max, "days")? * 86_400))
@@ -403,6 +467,7 @@ impl Settings {
             retention,
             public_url,
             healthz_tokens: raw.healthz_tokens,
+            console,
         })
     }
 

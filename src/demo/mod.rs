@@ -40,7 +40,7 @@ pub fn host(data_dir: &Path) -> Result<HostConfig, ConfigError> {
         .map_err(|m| err(format!("demo lab path {}: {m}", abs.display())))?;
     Ok(HostConfig::new(
         HostName::parse(DEMO_HOST).expect("the demo host name is valid"),
-        DriverConfig::Libvirt(LibvirtSettings { uri }),
+        DriverConfig::Libvirt(LibvirtSettings::new(uri)),
     ))
 }
 

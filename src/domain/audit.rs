@@ -17,6 +17,8 @@ pub enum AuditKind {
     Power,
     /// A snapshot request (take, revert, delete): the same lifecycle as a power request.
     Snapshot,
+    /// A browser console opened, closed or refused: each entry settled when written.
+    Console,
     Login,
     LoginFailed,
     Logout,
@@ -29,9 +31,10 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 11] = [
+    pub const ALL: [AuditKind; 12] = [
         AuditKind::Power,
         AuditKind::Snapshot,
+        AuditKind::Console,
         AuditKind::Login,
         AuditKind::LoginFailed,
         AuditKind::Logout,
@@ -47,6 +50,7 @@ impl AuditKind {
         match self {
             AuditKind::Power => "power",
             AuditKind::Snapshot => "snapshot",
+            AuditKind::Console => "console",
             AuditKind::Login => "login",
             AuditKind::LoginFailed => "login_failed",
             AuditKind::Logout => "logout",

@@ -44,6 +44,9 @@ pub struct CurrentUser {
     pub csrf: String,
     #[serde(skip)]
     pub addr: Option<IpAddr>,
+    /// The session's id as stored (its SHA-256): what a console ticket is bound to.
+    #[serde(skip)]
+    pub session: String,
 }
 
 impl CurrentUser {

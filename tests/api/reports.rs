@@ -266,7 +266,7 @@ async fn long_history(pool: &sqlx::SqlitePool, now: i64) -> Vec<LongPoll> {
     use vmdeck::domain::PowerState;
     let host = HostConfig::new(
         HostName::parse("long").unwrap(),
-        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse("test:///default").unwrap() }),
+        DriverConfig::Libvirt(LibvirtSettings::new(HostUri::parse("test:///default").unwrap())),
     );
     let host_id = vmdeck::hosts::store::upsert_hosts(pool, &[host], false).await.unwrap()[0];
     let mut cache = vmdeck::hosts::store::HostCache::default();

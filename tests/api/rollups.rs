@@ -41,7 +41,7 @@ fn report(uuid: &str, state: PowerState, cpu_ns: u64, disk: u64) -> VmReport {
 async fn generate(pool: &SqlitePool) -> i64 {
     let host = HostConfig::new(
         HostName::parse("gen").unwrap(),
-        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse("test:///default").unwrap() }),
+        DriverConfig::Libvirt(LibvirtSettings::new(HostUri::parse("test:///default").unwrap())),
     );
     let host_id = store::upsert_hosts(pool, &[host], false).await.unwrap()[0];
     let mut cache = HostCache::default();
@@ -428,7 +428,7 @@ async fn availability_equals_brute_force_on_generated_histories() {
     let pool = &app.pool;
     let host = HostConfig::new(
         HostName::parse("gen").unwrap(),
-        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse("test:///default").unwrap() }),
+        DriverConfig::Libvirt(LibvirtSettings::new(HostUri::parse("test:///default").unwrap())),
     );
     let host_id = store::upsert_hosts(pool, &[host], false).await.unwrap()[0];
     let mut cache = HostCache::default();

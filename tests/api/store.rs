@@ -22,7 +22,7 @@ async fn db() -> Db {
         vmdeck::db::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
     let host = HostConfig::new(
         HostName::parse("h1").unwrap(),
-        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse("test:///default").unwrap() }),
+        DriverConfig::Libvirt(LibvirtSettings::new(HostUri::parse("test:///default").unwrap())),
     );
     let host_id = store::upsert_hosts(&pool, &[host], false).await.unwrap()[0];
     Db { pool, host_id, _dir: dir }

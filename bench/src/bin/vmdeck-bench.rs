@@ -442,7 +442,7 @@ async fn control_figures(
 fn libvirt_host(name: &str, uri: &str) -> HostConfig {
     HostConfig::new(
         HostName::parse(name).expect("valid name"),
-        DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse(uri).expect("valid URI") }),
+        DriverConfig::Libvirt(LibvirtSettings::new(HostUri::parse(uri).expect("valid URI"))),
     )
 }
 

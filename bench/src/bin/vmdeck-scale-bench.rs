@@ -58,7 +58,7 @@ async fn main() {
         let mut held = Vec::new();
         for node in &args.drivers_only {
             let uri = HostUri::parse(&format!("test://{}", node.display())).expect("valid URI");
-            let driver = DriverConfig::Libvirt(LibvirtSettings { uri });
+            let driver = DriverConfig::Libvirt(LibvirtSettings::new(uri));
             let backend = vmdeck::backend::connect(
                 &driver,
                 Duration::from_secs(60),

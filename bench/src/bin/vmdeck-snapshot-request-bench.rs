@@ -96,7 +96,7 @@ async fn main() {
     assert!(running.len() >= needed, "needs {needed} running VMs, have {}", running.len());
 
     let bare = vmdeck::backend::connect(
-        &DriverConfig::Libvirt(LibvirtSettings { uri: HostUri::parse(&uri).expect("valid URI") }),
+        &DriverConfig::Libvirt(LibvirtSettings::new(HostUri::parse(&uri).expect("valid URI"))),
         Duration::from_secs(60),
         Duration::from_secs(vmdeck::config::DEFAULT_SNAPSHOT_TIMEOUT_SECS),
     );

@@ -26,8 +26,9 @@ use virt_sys as sys;
 use super::bulk::{self, Stats};
 use super::xml;
 use crate::backend::{
-    sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, IpAddress, Offer,
-    PowerAction, PowerState, SnapshotCaps, SnapshotOp, SnapshotReport, VmConfig, VmReport, VmState,
+    sort_addresses, AddrSource, Backend, BackendError, Counters, DiskUsage, DisplayError,
+    DisplayStream, IpAddress, Offer, PowerAction, PowerState, SnapshotCaps, SnapshotOp,
+    SnapshotReport, VmConfig, VmReport, VmState,
 };
 use crate::config::uri::HostUri;
 
@@ -36,6 +37,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 pub struct LibvirtBackend {
     inner: Arc<Inner>,
+    console: super::ConsoleVia,
     call_timeout: Duration,
     snapshot_timeout: Duration,
 }
@@ -73,11 +75,16 @@ struct ConnState {
 }
 
 impl LibvirtBackend {
-    pub fn new(uri: HostUri, call_timeout: Duration, snapshot_timeout: Duration) -> Self {
+    pub fn new(
+        settings: &super::LibvirtSettings,
+        call_timeout: Duration,
+        snapshot_timeout: Duration,
+    ) -> Self {
         silence_default_error_printer();
         LibvirtBackend {
+            console: settings.console,
             inner: Arc::new(Inner {
-                uri,
+                uri: settings.uri.clone(),
                 call_timeout,
                 conn: Mutex::default(),
                 calls: Mutex::default(),
@@ -177,6 +184,55 @@ impl Backend for LibvirtBackend {
             super::snapshots::run(&lookup(conn, &uuid)?, &op)
         })
         .await
+    }
+
+    fn display_support(&self) -> Result<(), String> {
+        super::display::support(&self.inner.uri)
+    }
+
+    async fn open_display(&self, uuid: &str) -> Result<DisplayStream, DisplayError> {
+        use super::display::{Opened, Route};
+        let (uuid, uri, via) = (uuid.to_string(), self.inner.uri.clone(), self.console);
+        let opened = self
+            .with_connection(move |conn| super::display::open(conn, &uuid, &uri, via))
+            .await??;
+        let unreachable = |to: &str, e: std::io::Error| {
+            DisplayError::Unreachable(format!("cannot connect to the VM's display at {to}: {e}"))
+        };
+        match opened {
+            Opened::Fd(fd) => {
+                let std = std::os::unix::net::UnixStream::from(fd);
+                let io = std
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::UnixStream::from_std(std))
+                    .map_err(|e| {
+                        BackendError::Hypervisor(format!("the handed-over socket: {e}"))
+                    })?;
+                Ok(DisplayStream {
+                    io: Box::new(io),
+                    via: "a socket handed over by libvirt".into(),
+                })
+            }
+            Opened::Connect(Route::Tcp { host, port }) => {
+                let to = format!("{host}:{port}");
+                let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+                let io = tokio::time::timeout(self.call_timeout, connect)
+                    .await
+                    .map_err(|_| unreachable(&to, std::io::ErrorKind::TimedOut.into()))?
+                    .map_err(|e| unreachable(&to, e))?;
+                let _ = io.set_nodelay(true);
+                Ok(DisplayStream { io: Box::new(io), via: to })
+            }
+            Opened::Connect(Route::Unix { path }) => {
+                let io = tokio::net::UnixStream::connect(&path)
+                    .await
+                    .map_err(|e| unreachable(&path, e))?;
+                Ok(DisplayStream { io: Box::new(io), via: path })
+            }
+            Opened::Connect(Route::HandOver { .. }) => {
+                Err(DisplayError::Unsupported("libvirt did not hand over the display".into()))
+            }
+        }
     }
 
     fn snapshot_caps(&self) -> SnapshotCaps {

@@ -16,6 +16,22 @@ pub struct DomainXml {
     pub nics: Vec<Nic>,
     /// Host-side interface names (`vnet0`), by NIC index: libvirt's interface stats take these.
     pub nic_targets: Vec<Option<String>>,
+    /// The graphics devices, in the domain's order (their index is what
+    /// `virDomainOpenGraphicsFD` takes).
+    pub graphics: Vec<Graphics>,
+}
+
+/// One `<graphics>` device.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Graphics {
+    /// `vnc`, `spice`, `rdp`, `sdl`, `egl-headless`, `dbus`…
+    pub kind: String,
+    /// The TCP port in the live XML (`-1` or absent while not started, or for a socket).
+    pub port: Option<u16>,
+    /// The listen address (`listen` attribute or `<listen type='address'>`).
+    pub listen: Option<String>,
+    /// A unix socket path (`<listen type='socket'>` or the `socket` attribute).
+    pub socket: Option<String>,
 }
 
 /// Parses a domain definition. Unknown elements are ignored; a document that is not XML or has
@@ -45,6 +61,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainXml, String> {
     let mut disks = Vec::new();
     let mut nics = Vec::new();
     let mut nic_targets = Vec::new();
+    let mut graphics = Vec::new();
     if let Some(devices) = child(root, "devices") {
         for dev in devices.children().filter(Node::is_element) {
             match dev.tag_name().name() {
@@ -96,11 +113,41 @@ pub fn parse_domain(xml: &str) -> Result<DomainXml, String> {
                         child(dev, "target").and_then(|t| t.attribute("dev")).map(str::to_string),
                     );
                 }
+                "graphics" => graphics.push(parse_graphics(dev)),
                 _ => {}
             }
         }
     }
-    Ok(DomainXml { vcpus, memory_max_kib, memory_current_kib, os_type, disks, nics, nic_targets })
+    Ok(DomainXml {
+        vcpus,
+        memory_max_kib,
+        memory_current_kib,
+        os_type,
+        disks,
+        nics,
+        nic_targets,
+        graphics,
+    })
+}
+
+fn parse_graphics(dev: Node) -> Graphics {
+    let listen = dev.children().find(|c| c.is_element() && c.tag_name().name() == "listen");
+    let listen_type = listen.and_then(|l| l.attribute("type"));
+    Graphics {
+        kind: dev.attribute("type").unwrap_or_default().to_string(),
+        port: dev.attribute("port").and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0),
+        listen: listen
+            .filter(|_| listen_type == Some("address"))
+            .and_then(|l| l.attribute("address"))
+            .or_else(|| dev.attribute("listen"))
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
+        socket: listen
+            .filter(|_| listen_type == Some("socket"))
+            .and_then(|l| l.attribute("socket"))
+            .or_else(|| dev.attribute("socket"))
+            .map(str::to_string),
+    }
 }
 
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
@@ -161,6 +208,27 @@ mod tests {
         assert_eq!(d.nics[0].source.as_deref(), Some("default"));
         assert_eq!(d.nics[1].kind, "bridge");
         assert_eq!(d.nic_targets, vec![Some("vnet3".to_string()), None]);
+    }
+
+    #[test]
+    fn reads_graphics_devices_in_order_with_their_listen_address_or_socket() {
+        let d = parse_domain(
+            "<domain><devices>
+               <graphics type='spice' port='5901' autoport='yes' listen='0.0.0.0'/>
+               <graphics type='vnc' port='5900' autoport='yes' listen='127.0.0.1'>
+                 <listen type='address' address='127.0.0.1'/></graphics>
+               <graphics type='vnc' port='-1' autoport='yes'><listen type='socket'
+                 socket='/run/libvirt/qemu/vnc.sock'/></graphics>
+             </devices></domain>",
+        )
+        .unwrap();
+        let kinds: Vec<&str> = d.graphics.iter().map(|g| g.kind.as_str()).collect();
+        assert_eq!(kinds, ["spice", "vnc", "vnc"]);
+        assert_eq!(d.graphics[1].port, Some(5900));
+        assert_eq!(d.graphics[1].listen.as_deref(), Some("127.0.0.1"));
+        assert_eq!(d.graphics[2].port, None, "-1: not started");
+        assert_eq!(d.graphics[2].socket.as_deref(), Some("/run/libvirt/qemu/vnc.sock"));
+        assert_eq!(d.graphics[2].listen, None);
     }
 
     #[test]

@@ -487,7 +487,16 @@ impl Backend for VirtualBoxBackend {
             revert_choose_state: false,
         }
     }
+
+    fn display_support(&self) -> Result<(), String> {
+        Err(VRDE_IS_RDP.into())
+    }
 }
+
+/// Why a VirtualBox VM has no browser console.
+pub const VRDE_IS_RDP: &str = "VirtualBox's remote display (VRDE) speaks RDP, not VNC, so \
+    vmdeck's browser console cannot show VirtualBox VMs: connect an RDP client (xfreerdp, \
+    Remmina, mstsc) to the VM's VRDE port, enabled with `VBoxManage modifyvm <vm> --vrde on`";
 
 /// Usage figures for one running VM.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,0 +1,374 @@
+//! The console page (`GET /vms/<host>/<uuid>/console`) and its WebSocket
+//! (`GET /vms/<host>/<uuid>/console/ws?ticket=…`).
+//!
+//! The WebSocket speaks a one-message preamble before RFB: the server's first message is a
+//! text frame, `{"ok":true,"mode":"interactive"|"view-only"}` once the VM's display is
+//! connected, or `{"ok":false,"error":"…"}` followed by a close; then binary frames carry RFB
+//! both ways. A console the server ends (idle, logout, role change, the VM's display closing)
+//! is closed with code 4000 and the reason. Refusals of the upgrade itself (no session, a bad
+//! ticket, a foreign `Origin`) are plain HTTP 401/403 answers: nothing is upgraded.
+
+use futures::SinkExt;
+use rocket::http::Status;
+use rocket::request::{FlashMessage, FromRequest, Outcome, Request};
+use rocket::{Route, State};
+use rocket_dyn_templates::Template;
+use rocket_ws::{Channel, Message, WebSocket};
+use serde::Serialize;
+use sqlx::SqlitePool;
+use std::sync::Arc;
+
+use super::relay::{self, End, Summary, Watch};
+use super::{audit, AuditTarget, Consoles, Mode, OpenConsole};
+use crate::auth::{CurrentUser, Role, Viewer};
+use crate::config::Settings;
+use crate::control::{Control, Target};
+use crate::db::Db;
+use crate::domain::{AuditOutcome, HostName, PowerState, VmKey, VmUuid};
+use crate::web::format::{bytes, duration_words};
+use crate::web::{AppError, Chrome};
+
+pub fn routes() -> Vec<Route> {
+    rocket::routes![page, socket]
+}
+
+/// The VM as the console page shows it.
+#[derive(Serialize)]
+struct VmView {
+    name: String,
+    host: String,
+    uuid: String,
+    state: &'static str,
+    href: String,
+}
+
+#[derive(Serialize)]
+struct ConsolePage {
+    title: String,
+    chrome: Chrome,
+    vm: VmView,
+    /// `interactive` or `view-only`.
+    mode: Mode,
+    /// The WebSocket's path with this page's one-time ticket; None when the console is not
+    /// available (then `unavailable` says why).
+    ws_path: Option<String>,
+    unavailable: Option<String>,
+    /// When an unused console closes, for the page to say.
+    idle_minutes: u64,
+}
+
+async fn find(
+    control: &Control,
+    host: Result<HostName, &str>,
+    uuid: Result<VmUuid, &str>,
+) -> Result<Target, AppError> {
+    let uuid = uuid.map_err(|given| AppError::NotFound(VmUuid::not_a_uuid(given)))?;
+    let not_found = |host: &str| {
+        AppError::NotFound(format!(
+            "There is no VM {uuid} on a host named {host:?} (it may be gone)."
+        ))
+    };
+    let host = host.map_err(not_found)?;
+    let vm = VmKey::new(host, uuid.clone());
+    control.target(&vm).await?.ok_or_else(|| not_found(vm.host.as_str()))
+}
+
+/// Why `target` has no console now, known without asking its host.
+fn unavailable(target: &Target, consoles: &Consoles) -> Option<String> {
+    if consoles.limits().per_user == 0 || consoles.limits().total == 0 {
+        return Some(
+            "The browser console is turned off on this vmdeck (console_max_* = 0).".into(),
+        );
+    }
+    if let Err(why) = target.host.backend.display_support() {
+        return Some(format!("No console for this VM: {why}."));
+    }
+    if !matches!(target.state, PowerState::Running | PowerState::Paused) {
+        return Some(format!(
+            "The VM is {}: its screen exists only while it runs. Start it, then reload this page.",
+            target.state.label()
+        ));
+    }
+    None
+}
+
+#[rocket::get("/vms/<host>/<uuid>/console")]
+async fn page(
+    user: Viewer<'_>,
+    host: Result<HostName, &str>,
+    uuid: Result<VmUuid, &str>,
+    control: &State<Control>,
+    consoles: &State<Arc<Consoles>>,
+    settings: &State<Settings>,
+    flash: Option<FlashMessage<'_>>,
+) -> Result<Template, AppError> {
+    let target = find(control, host, uuid).await?;
+    let user = user.0;
+    let key = target.key();
+    let unavailable = unavailable(&target, consoles);
+    let ws_path = unavailable.is_none().then(|| {
+        let ticket = consoles.issue(&user.session, user.id, &key);
+        format!("{}/console/ws?ticket={ticket}", key.href())
+    });
+    let page = ConsolePage {
+        title: format!("Console of {}", target.name),
+        chrome: Chrome::new(user, flash, settings),
+        vm: VmView {
+            name: target.name.clone(),
+            host: key.host.to_string(),
+            uuid: key.uuid.to_string(),
+            state: target.state.label(),
+            href: key.href(),
+        },
+        mode: Mode::for_role(user.role),
+        ws_path,
+        unavailable,
+        idle_minutes: consoles.limits().idle.as_secs() / 60,
+    };
+    Ok(Template::render("console/console", page))
+}
+
+/// The request's `Origin` header, for the check that the page asking is vmdeck's own.
+pub struct RequestOrigin {
+    origin: Option<String>,
+    host: Option<String>,
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for RequestOrigin {
+    type Error = ();
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
+        Outcome::Success(RequestOrigin {
+            origin: req.headers().get_one("Origin").map(str::to_string),
+            host: req.headers().get_one("Host").map(str::to_string),
+        })
+    }
+}
+
+/// Whether `origin` is vmdeck's own: `public_url`'s origin when configured, else an http(s)
+/// origin whose host and port are the request's `Host`. A browser always sends `Origin` with
+/// a WebSocket upgrade; a page on another site cannot make it say vmdeck's.
+pub fn same_origin(
+    origin: Option<&str>,
+    host: Option<&str>,
+    public_url: Option<&url::Url>,
+) -> Result<(), String> {
+    let origin = origin.ok_or("no Origin header")?;
+    let parsed = url::Url::parse(origin).map_err(|_| format!("Origin {origin:?} is not a URL"))?;
+    let own = match public_url {
+        Some(public) => public.origin() == parsed.origin(),
+        None => {
+            let authority = match (parsed.host_str(), parsed.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                (None, _) => String::new(),
+            };
+            matches!(parsed.scheme(), "http" | "https")
+                && host.is_some_and(|h| h.eq_ignore_ascii_case(&authority))
+        }
+    };
+    if own {
+        Ok(())
+    } else {
+        Err(format!("Origin {origin:?} is not vmdeck's own"))
+    }
+}
+
+/// The session and role checks a running console repeats.
+struct SessionWatch {
+    pool: SqlitePool,
+    settings: Settings,
+    session: String,
+    mode: Mode,
+}
+
+#[rocket::async_trait]
+impl Watch for SessionWatch {
+    async fn check(&self, input: bool) -> Option<End> {
+        match crate::auth::session_role(&self.pool, &self.settings, &self.session).await {
+            Ok(None) => Some(End::SessionEnded),
+            Ok(Some(role)) if self.mode == Mode::Interactive && role < Role::Operator => {
+                Some(End::RoleChanged)
+            }
+            Ok(Some(_)) => {
+                // Typing into a console is using vmdeck: it keeps the session alive.
+                if input {
+                    let now = crate::db::now_ms();
+                    let _ = crate::auth::store::touch_session(&self.pool, &self.session, now).await;
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!("console session check failed (console kept open): {e}");
+                None
+            }
+        }
+    }
+}
+
+fn summary_words(mode: Mode, via: &str, s: &Summary) -> String {
+    let secs = s.duration.as_secs().max(1);
+    let mut words = format!(
+        "{} console closed after {}: {}; {} to the browser, {} to the VM (via {via})",
+        mode.words(),
+        duration_words(secs as i64 * 1000),
+        s.end.words(),
+        bytes(s.to_browser),
+        bytes(s.to_vm),
+    );
+    if s.dropped > 0 {
+        words.push_str(&format!("; {} input message(s) dropped (view-only)", s.dropped));
+    }
+    words
+}
+
+#[allow(clippy::too_many_arguments)]
+#[rocket::get("/vms/<host>/<uuid>/console/ws?<ticket>")]
+async fn socket(
+    ws: WebSocket,
+    user: Option<&CurrentUser>,
+    origin: RequestOrigin,
+    host: Result<HostName, &str>,
+    uuid: Result<VmUuid, &str>,
+    ticket: Option<&str>,
+    control: &State<Control>,
+    consoles: &State<Arc<Consoles>>,
+    settings: &State<Settings>,
+    db: &State<Db>,
+) -> Result<Channel<'static>, Status> {
+    let Some(user) = user else { return Err(Status::Unauthorized) };
+    let pool = db.0.clone();
+    let (Ok(host), Ok(uuid)) = (host, uuid) else { return Err(Status::NotFound) };
+    let vm = VmKey::new(host, uuid);
+    let actor = user.actor();
+    let refuse = |why: String| {
+        let (pool, actor, vm) = (pool.clone(), actor.clone(), vm.clone());
+        async move {
+            let target = AuditTarget { vm: &vm, vm_name: None };
+            audit(&pool, &actor, &target, AuditOutcome::Refused, "console_open", &why).await;
+            Status::Forbidden
+        }
+    };
+    if let Err(why) =
+        same_origin(origin.origin.as_deref(), origin.host.as_deref(), settings.public_url.as_ref())
+    {
+        return Err(refuse(format!("console refused: {why}")).await);
+    }
+    if let Err(why) = consoles.redeem(ticket, &user.session, &vm) {
+        return Err(refuse(format!("console refused: {}", why.words())).await);
+    }
+    // The role now, not when the ticket was issued: the session guard read it just now.
+    let mode = Mode::for_role(user.role);
+    let target = control.target(&vm).await.ok().flatten();
+    let vm_name = target.as_ref().map(|t| t.name.clone());
+    let watch = SessionWatch {
+        pool: pool.clone(),
+        settings: settings.inner().clone(),
+        session: user.session.clone(),
+        mode,
+    };
+    let consoles = consoles.inner().clone();
+    let (user_id, user_name) = (user.id, user.name.clone());
+    let idle = consoles.limits().idle;
+    Ok(ws.config(relay::ws_config()).channel(move |mut stream| {
+        Box::pin(async move {
+            let audit_target = AuditTarget { vm: &vm, vm_name: vm_name.as_deref() };
+            let fail = |why: String| serde_json::json!({ "ok": false, "error": why }).to_string();
+            let Some(target) = target else {
+                let why = "the VM is no longer known to vmdeck".to_string();
+                audit(&pool, &actor, &audit_target, AuditOutcome::Refused, "console_open", &why)
+                    .await;
+                let _ = stream.send(Message::Text(fail(why))).await;
+                return Ok(());
+            };
+            let place = match consoles.enter(OpenConsole {
+                user_id,
+                user: user_name,
+                vm: vm.clone(),
+                mode,
+                since: std::time::Instant::now(),
+            }) {
+                Ok(place) => place,
+                Err(full) => {
+                    let why = full.words();
+                    audit(
+                        &pool,
+                        &actor,
+                        &audit_target,
+                        AuditOutcome::Refused,
+                        "console_open",
+                        &why,
+                    )
+                    .await;
+                    let _ = stream.send(Message::Text(fail(why))).await;
+                    return Ok(());
+                }
+            };
+            let display = match target.host.backend.open_display(vm.uuid.as_str()).await {
+                Ok(display) => display,
+                Err(e) => {
+                    let why = e.to_string();
+                    audit(
+                        &pool,
+                        &actor,
+                        &audit_target,
+                        AuditOutcome::Refused,
+                        "console_open",
+                        &why,
+                    )
+                    .await;
+                    let _ = stream.send(Message::Text(fail(why))).await;
+                    return Ok(());
+                }
+            };
+            let hello = serde_json::json!({ "ok": true, "mode": mode }).to_string();
+            if stream.send(Message::Text(hello)).await.is_err() {
+                return Ok(());
+            }
+            let opened = format!("{} console opened (via {})", mode.words(), display.via);
+            audit(&pool, &actor, &audit_target, AuditOutcome::Ok, "console_open", &opened).await;
+            let via = display.via.clone();
+            let summary = relay::relay(stream, display.io, mode, idle, &watch).await;
+            drop(place);
+            let words = summary_words(mode, &via, &summary);
+            audit(&pool, &actor, &audit_target, AuditOutcome::Ok, "console_close", &words).await;
+            Ok(())
+        })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_vmdecks_own_origin_may_open_a_console() {
+        let host = Some("vmdeck.example.org:8000");
+        assert!(same_origin(Some("http://vmdeck.example.org:8000"), host, None).is_ok());
+        assert!(same_origin(Some("https://VMDECK.example.org:8000"), host, None).is_ok());
+        for bad in [
+            None,
+            Some("null"),
+            Some("http://evil.example"),
+            Some("http://vmdeck.example.org:8001"),
+            Some("http://vmdeck.example.org"),
+            Some("file:///x"),
+        ] {
+            assert!(same_origin(bad, host, None).is_err(), "{bad:?}");
+        }
+        let public = url::Url::parse("https://vms.example.org/").unwrap();
+        assert!(same_origin(
+            Some("https://vms.example.org"),
+            Some("127.0.0.1:8000"),
+            Some(&public)
+        )
+        .is_ok());
+        assert!(same_origin(
+            Some("http://vms.example.org"),
+            Some("vms.example.org"),
+            Some(&public)
+        )
+        .is_err());
+    }
+}
