@@ -76,8 +76,8 @@ pub struct Settings {
 /// The browser console's limits (`console_*` keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsoleLimits {
-    /// A console with no input from its user and no change on its screen for this long is
-    /// closed (`console_idle_minutes`).
+    /// A console with nothing passing either way (no input, no change on its screen) for this
+    /// long is closed (`console_idle_secs`).
     pub idle: Duration,
     /// Consoles one user may have open at once (`console_max_per_user`).
     pub per_user: usize,
@@ -188,7 +188,7 @@ struct RawSettings {
     public_url: Option<String>,
     #[serde(default)]
     healthz_tokens: Vec<String>,
-    console_idle_minutes: Option<u64>,
+    console_idle_secs: Option<u64>,
     console_max_per_user: Option<usize>,
     console_max_total: Option<usize>,
     console_ticket_secs: Option<u64>,
@@ -330,15 +330,13 @@ impl Settings {
         )?;
         let defaults = ConsoleLimits::default();
         let console = ConsoleLimits {
-            idle: Duration::from_secs(
-                ranged(
-                    "console_idle_minutes",
-                    raw.console_idle_minutes,
-                    defaults.idle.as_secs() / 60,
-                    1..=24 * 60,
-                    "minutes",
-                )? * 60,
-            ),
+            idle: Duration::from_secs(ranged(
+                "console_idle_secs",
+                raw.console_idle_secs,
+                defaults.idle.as_secs(),
+                10..=86_400,
+                "seconds",
+            )?),
             per_user: ranged(
                 "console_max_per_user",
                 raw.console_max_per_user,

@@ -10,7 +10,7 @@
 //! [`rfb::ClientFilter`], which drops every input message before it reaches the VM.
 //!
 //! Open consoles are counted per user and in total ([`Consoles`], `console_max_*`), close after
-//! `console_idle_minutes` without input or screen change, and relay through fixed-size buffers.
+//! `console_idle_secs` without input or screen change, and relay through fixed-size buffers.
 //! Every open, close (duration, bytes each way, inputs dropped) and refusal is audited.
 
 pub mod relay;

@@ -59,7 +59,7 @@ impl End {
         match self {
             End::Browser => "closed by the browser".into(),
             End::Vm => "the VM's display closed the connection (the VM stopped?)".into(),
-            End::Idle(d) => format!("idle for {} min: nothing typed or shown", d.as_secs() / 60),
+            End::Idle(d) => format!("idle for {} s: nothing typed or shown", d.as_secs()),
             End::SessionEnded => "the session ended (logged out or expired)".into(),
             End::RoleChanged => "the user's role changed".into(),
             End::Filter(e) => e.to_string(),

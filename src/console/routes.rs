@@ -54,7 +54,7 @@ struct ConsolePage {
     ws_path: Option<String>,
     unavailable: Option<String>,
     /// When an unused console closes, for the page to say.
-    idle_minutes: u64,
+    idle_secs: u64,
 }
 
 async fn find(
@@ -123,7 +123,7 @@ async fn page(
         mode: Mode::for_role(user.role),
         ws_path,
         unavailable,
-        idle_minutes: consoles.limits().idle.as_secs() / 60,
+        idle_secs: consoles.limits().idle.as_secs(),
     };
     Ok(Template::render("console/console", page))
 }

@@ -65,6 +65,41 @@ struct DaemonUser {
     gid: u32,
 }
 
+/// Extra domain XML for [`LibvirtDaemon::define_vm_with`].
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Inserted inside `<devices>`.
+    pub devices: String,
+    /// Inserted inside `<os>`.
+    pub os: String,
+}
+
+impl Extras {
+    /// A VNC display listening on 127.0.0.1 at a port no other process holds now (an explicit
+    /// port rather than autoport: daemons of tests running side by side would pick the same
+    /// first free port), with a VGA card, so SeaBIOS draws its text screen.
+    pub fn vnc() -> Extras {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+        Extras {
+            devices: format!(
+                "\n    <graphics type='vnc' port='{port}' autoport='no' listen='127.0.0.1'/>\n    \
+                 <video><model type='vga'/></video>"
+            ),
+            os: String::new(),
+        }
+    }
+
+    /// Adds SeaBIOS's boot menu ("Press ESC for boot menu."), shown for `timeout_ms`: a screen
+    /// that changes when a key reaches the VM.
+    pub fn with_boot_menu(mut self, timeout_ms: u32) -> Extras {
+        self.os = format!("\n    <bootmenu enable='yes' timeout='{timeout_ms}'/>");
+        self
+    }
+}
+
 /// A private libvirtd (session daemon) running real QEMU, for tests. Dropping it destroys its
 /// VMs and stops the daemon.
 pub struct LibvirtDaemon {
@@ -170,6 +205,19 @@ impl LibvirtDaemon {
         memory_mib: u64,
         disk_mib: u64,
     ) -> Result<String, String> {
+        self.define_vm_with(name, vcpus, memory_mib, disk_mib, &Extras::default())
+    }
+
+    /// [`LibvirtDaemon::define_vm`] with extra XML: `devices` inside `<devices>` (e.g.
+    /// [`Extras::vnc`]'s graphics and video), `os` inside `<os>` (e.g. a boot menu).
+    pub fn define_vm_with(
+        &self,
+        name: &str,
+        vcpus: u32,
+        memory_mib: u64,
+        disk_mib: u64,
+        extras: &Extras,
+    ) -> Result<String, String> {
         if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
             return Err(format!("invalid VM name {name:?}"));
         }
@@ -196,7 +244,7 @@ impl LibvirtDaemon {
   <vcpu placement='static'>{vcpus}</vcpu>
   <os>
     <type arch='x86_64'>hvm</type>
-    <boot dev='hd'/>
+    <boot dev='hd'/>{os_extra}
   </os>
   <features><acpi/><apic/></features>
   <clock offset='utc'/>
@@ -214,7 +262,7 @@ impl LibvirtDaemon {
     </interface>
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
-    <memballoon model='virtio'/>
+    <memballoon model='virtio'/>{devices_extra}
   </devices>
 </domain>
 ",
@@ -223,6 +271,8 @@ impl LibvirtDaemon {
             mem = memory_mib,
             vcpus = vcpus,
             disk = xml_escape(&disk.to_string_lossy()),
+            os_extra = extras.os,
+            devices_extra = extras.devices,
         );
         let xml_path = self.root.join("xml").join(format!("{file_stem}.xml"));
         fs::write(&xml_path, xml)
