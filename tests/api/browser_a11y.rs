@@ -84,6 +84,9 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
         page("vm", &format!("/vms/lab/{uuid}?range=1h"), Who::Admin),
         // Its Snapshots section with a tree, links and a past snapshot.
         page("vm-snapshots", &format!("/vms/lab/{with_snapshots}?range=1h"), Who::Admin),
+        // The test driver has no screen: the page says so (the live console is checked in
+        // browser_console.rs against a real VM).
+        page("console", &format!("/vms/lab/{uuid}/console"), Who::Admin),
         page(
             "confirm",
             &format!("/vms/lab/{uuid}/power/confirm?action=power_off&back=/vms"),
