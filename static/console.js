@@ -102,6 +102,10 @@ function start(status, screen) {
     rfb.viewOnly = viewOnly;
     rfb.scaleViewport = true;
     rfb.background = "#000";
+    // For the browser's developer tools and the browser test (which flips a viewer's page to
+    // interactive to show that the server still drops its keys): a script in this page could
+    // reach the socket anyway, so this hands out nothing new.
+    window.vmdeckConsole = rfb;
     rfb.addEventListener("connect", () => {
       show(
         "connected",

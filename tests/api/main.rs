@@ -16,6 +16,7 @@ mod audit;
 mod auth;
 mod backend_contract;
 mod browser_a11y;
+mod browser_console;
 mod browser_list;
 mod browser_snapshots;
 mod browser_times;
