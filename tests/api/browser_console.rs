@@ -261,13 +261,16 @@ async fn an_operator_types_into_a_real_vms_screen_and_a_viewer_only_watches() {
     find_shown(&op, "#console-send-text button[type=submit]").await.click().await.unwrap();
     let note = find_shown(&op, "#console-text-note").await.text().await.unwrap();
     assert_eq!(note, "Typed 1 character(s).");
-    let after = settled_screen(&op, "the boot menu leaving after send text", Some(&menu), 2).await;
+    // ("Booting from Hard Disk…", "No bootable device.": then SeaBIOS halts, the screen stays.)
+    let after = settled_screen(&op, "the boot menu leaving after send text", Some(&menu), 3).await;
     assert!(after.lit() > 0);
     op.screenshot(&output_dir(), "console-operator-after-text").await.unwrap();
 
-    // Ctrl+Alt+Del: the button sends the keys (whether the firmware reboots on them is its
-    // business); they count in the bytes to the VM below.
+    // Ctrl+Alt+Del: SeaBIOS resets the machine on it (the only thing that moves a halted
+    // SeaBIOS), which redraws the screen from the top.
     find_shown(&op, "#console-cad").await.click().await.unwrap();
+    settled_screen(&op, "the reset after Ctrl+Alt+Del", Some(&after), 2).await;
+    op.screenshot(&output_dir(), "console-operator-after-ctrl-alt-del").await.unwrap();
     op.client.goto(&format!("{}/vms", app.base)).await.unwrap();
     let detail = closed_entry(&app, "olga", &uuid).await;
     assert!(detail.starts_with("interactive console closed"), "{detail}");
