@@ -15,7 +15,8 @@ pub fn shield() -> Shield {
 /// `connect-src 'self'` is what `default-src` already gives, written out for the console's
 /// WebSocket (static/console.js): under CSP Level 3, which current browsers implement, `'self'`
 /// also matches `ws:`/`wss:` to the page's own host and port, so no wider source is needed.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                        connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
                        base-uri 'none'; object-src 'none'";
 

@@ -111,7 +111,8 @@ mod tests {
         }
         assert!(checked > 50, "only {checked} imports found: the scan is broken");
         // The console's own imports.
-        let console = std::str::from_utf8(&Static::get("console.js").unwrap().data).unwrap().to_string();
+        let console =
+            std::str::from_utf8(&Static::get("console.js").unwrap().data).unwrap().to_string();
         assert!(imports(&console).contains(&"./novnc/core/rfb.js"));
     }
 

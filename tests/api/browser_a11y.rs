@@ -28,7 +28,8 @@ const PHONE: (u32, u32) = (390, 844);
 /// The rule sets the scan runs: WCAG 2.0 and 2.1, levels A and AA.
 const AXE_TAGS: &[&str] = &["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
 /// The vendored axe-core (see tests/vendor/axe-core/README.md).
-const AXE_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendor/axe-core/axe.min.js");
+pub(crate) const AXE_JS: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendor/axe-core/axe.min.js");
 
 /// Who looks at a page.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -403,8 +404,8 @@ const CHART_LABELS: &str = r#"
 "#;
 
 /// Injects axe-core into the current page and runs it; each serious or critical violation as
-/// a readable paragraph.
-async fn axe_violations(b: &Browser, axe: &str) -> Vec<String> {
+/// a readable paragraph. (Also used by browser_console.rs on the live console page.)
+pub(crate) async fn axe_violations(b: &Browser, axe: &str) -> Vec<String> {
     b.client.execute(axe, vec![]).await.unwrap();
     let loaded = b.client.execute("return typeof window.axe", vec![]).await.unwrap();
     assert_eq!(loaded, "object", "axe-core could not be injected into the page");

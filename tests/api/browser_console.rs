@@ -3,7 +3,8 @@
 //! vendored noVNC. An operator sees the screen (read back from the canvas's pixels, not the
 //! DOM) and types into it: Escape opens SeaBIOS's boot menu, "send text" picks an entry;
 //! a viewer sees the same screen but cannot type, even with its page turned interactive: the
-//! server drops the keys and the audit log counts them.
+//! server drops the keys and the audit log counts them. Ctrl+Alt+Del resets the VM; logging
+//! out in another tab closes the console, and the page says why.
 //!
 //! Needs libvirtd + QEMU and chromium + chromedriver; `VMDECK_SKIP_REAL_VM=1` or
 //! `VMDECK_SKIP_BROWSER=1` are the only ways to skip.
@@ -14,6 +15,7 @@ use fantoccini::key::Key;
 use fantoccini::Locator;
 use serde_json::Value;
 
+use crate::browser_a11y::{axe_violations, AXE_JS};
 use crate::support::app::{add_user, app_with, libvirt_host, TestApp, PASSWORD};
 use crate::support::browser::{browser_tests_enabled, output_dir, Browser, WINDOW_SIZE};
 use crate::support::libvirtd::{real_vm_tests_enabled, Extras, LibvirtDaemon};
@@ -187,6 +189,11 @@ async fn an_operator_types_into_a_real_vms_screen_and_a_viewer_only_watches() {
     assert!(displayed(&op, "#console-cad").await, "an operator gets Ctrl+Alt+Del");
     assert!(displayed(&op, "#console-text").await, "an operator gets the send-text box");
     assert!(!displayed(&op, "#console-view-only").await);
+    // The live page's controls pass the same accessibility scan as every other page
+    // (browser_a11y sees only the breadth lab's "no screen" variant).
+    let axe = std::fs::read_to_string(AXE_JS).unwrap_or_else(|e| panic!("{AXE_JS}: {e}"));
+    let problems = axe_violations(&op, &axe).await;
+    assert!(problems.is_empty(), "the console page, interactive:\n{}", problems.join("\n\n"));
 
     // SeaBIOS's prompt ("Press ESC for boot menu.", its last line before it waits): white text
     // on black, read from the canvas, unchanged for 3 s.
@@ -237,6 +244,8 @@ async fn an_operator_types_into_a_real_vms_screen_and_a_viewer_only_watches() {
     assert!(!displayed(&viewer, "#console-text").await, "no send-text box for a viewer");
     let note = find_shown(&viewer, "#console-view-only").await.text().await.unwrap();
     assert_eq!(note, "view-only: your role (viewer) cannot type into the console");
+    let problems = axe_violations(&viewer, &axe).await;
+    assert!(problems.is_empty(), "the console page, view-only:\n{}", problems.join("\n\n"));
     let seen = settled_screen(&viewer, "the boot menu in the viewer's canvas", None, 2).await;
     assert!(seen.differs(&menu) <= SAME_WITHIN, "the viewer sees the operator's screen");
     viewer.screenshot(&output_dir(), "console-viewer").await.unwrap();
@@ -271,9 +280,31 @@ async fn an_operator_types_into_a_real_vms_screen_and_a_viewer_only_watches() {
     find_shown(&op, "#console-cad").await.click().await.unwrap();
     settled_screen(&op, "the reset after Ctrl+Alt+Del", Some(&after), 2).await;
     op.screenshot(&output_dir(), "console-operator-after-ctrl-alt-del").await.unwrap();
+
+    // Logging out in another tab closes the open console; the page says why and offers
+    // Reconnect (which reloads: a new ticket needs a page load, here the login page).
+    let console_tab = op.client.window().await.unwrap();
+    let other = op.client.new_window(true).await.unwrap().handle;
+    op.client.switch_to_window(other).await.unwrap();
     op.client.goto(&format!("{}/vms", app.base)).await.unwrap();
+    find_shown(&op, "form.logout button").await.click().await.unwrap();
+    find_shown(&op, "input[name=username]").await;
+    op.client.switch_to_window(console_tab).await.unwrap();
+    let state = poll_until(SHOWN_WITHIN, Duration::from_millis(200), async || {
+        attr(&op, "#console-status", "data-state").await.filter(|s| s == "disconnected")
+    })
+    .await;
+    let text = find_shown(&op, "#console-status").await.text().await.unwrap();
+    assert!(state.is_some(), "the console closes on logout; the page says: {text}");
+    assert_eq!(text, "Disconnected: the session ended (logged out or expired).");
+    assert!(displayed(&op, "#console-reconnect").await, "Reconnect is offered");
+    assert!(!find_shown(&op, "#console-cad").await.is_enabled().await.unwrap());
+    op.screenshot(&output_dir(), "console-operator-logged-out").await.unwrap();
+    find_shown(&op, "#console-reconnect").await.click().await.unwrap();
+    find_shown(&op, "input[name=username]").await;
     let detail = closed_entry(&app, "olga", &uuid).await;
     assert!(detail.starts_with("interactive console closed"), "{detail}");
+    assert!(detail.contains("the session ended"), "{detail}");
     assert_ne!(to_vm(&detail), "0 B", "{detail}");
     assert!(!detail.contains("dropped"), "{detail}");
     viewer.close().await;
