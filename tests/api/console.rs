@@ -197,6 +197,12 @@ async fn an_operator_types_into_a_real_vm_and_a_viewer_only_watches() {
     assert!(closed.contains("6 input message(s) dropped"), "{closed}");
     entry(&app, &uuid, &viewer.name, "console_open", "view-only console opened").await;
 
+    // The viewer watches on in another console while the operator joins: consoles are shared
+    // (the client asks for exclusive access; the server forces shared, or QEMU would drop the
+    // viewer when the operator connects).
+    let mut watcher = console(&app, &viewer, &uuid, "view-only").await;
+    watcher.refresh().await.unwrap();
+
     // The operator sees the same screen, and Escape opens SeaBIOS's boot menu.
     let mut op = console(&app, &operator, &uuid, "interactive").await;
     op.refresh().await.unwrap();
@@ -213,6 +219,10 @@ async fn an_operator_types_into_a_real_vm_and_a_viewer_only_watches() {
     .await;
     assert!(changed.is_some(), "Escape from an operator's console did not change the screen");
     assert!(op.received > 0);
+    watcher.refresh().await.expect("the viewer's console stays open beside the operator's");
+    let d = differing(&prompt, &watcher.fb);
+    assert!(d >= CHANGED, "the viewer sees the boot menu the operator opened ({d} pixels)");
+    watcher.close().await;
     op.close().await;
     entry(&app, &uuid, &operator.name, "console_open", "interactive console opened").await;
     let closed = entry(&app, &uuid, &operator.name, "console_close", "closed by the browser").await;
