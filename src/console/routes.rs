@@ -8,11 +8,13 @@
 //! is closed with code 4000 and the reason. Refusals of the upgrade itself (no session, a bad
 //! ticket, a foreign `Origin`) are plain HTTP 401/403 answers: nothing is upgraded.
 
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use rocket::http::Status;
 use rocket::request::{FlashMessage, FromRequest, Outcome, Request};
 use rocket::{Route, State};
 use rocket_dyn_templates::Template;
+use rocket_ws::frame::{CloseCode, CloseFrame};
+use rocket_ws::stream::DuplexStream;
 use rocket_ws::{Channel, Message, WebSocket};
 use serde::Serialize;
 use sqlx::SqlitePool;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use super::relay::{self, End, Summary, Watch};
 use super::{audit, AuditTarget, Consoles, Mode, OpenConsole};
 use crate::auth::{CurrentUser, Role, Viewer};
+use crate::backend::DisplayError;
 use crate::config::Settings;
 use crate::control::{Control, Target};
 use crate::db::Db;
@@ -274,12 +277,11 @@ async fn socket(
     Ok(ws.config(relay::ws_config()).channel(move |mut stream| {
         Box::pin(async move {
             let audit_target = AuditTarget { vm: &vm, vm_name: vm_name.as_deref() };
-            let fail = |why: String| serde_json::json!({ "ok": false, "error": why }).to_string();
             let Some(target) = target else {
                 let why = "the VM is no longer known to vmdeck".to_string();
                 audit(&pool, &actor, &audit_target, AuditOutcome::Refused, "console_open", &why)
                     .await;
-                let _ = stream.send(Message::Text(fail(why))).await;
+                refuse_in_preamble(&mut stream, &why).await;
                 return Ok(());
             };
             let place = match consoles.enter(OpenConsole {
@@ -301,14 +303,21 @@ async fn socket(
                         &why,
                     )
                     .await;
-                    let _ = stream.send(Message::Text(fail(why))).await;
+                    refuse_in_preamble(&mut stream, &why).await;
                     return Ok(());
                 }
             };
             let display = match target.host.backend.open_display(vm.uuid.as_str()).await {
                 Ok(display) => display,
                 Err(e) => {
-                    let why = e.to_string();
+                    let why = match e {
+                        // The host's own words alone ("Cannot write data: Broken pipe") do not
+                        // say what failed.
+                        DisplayError::Host(e) => {
+                            format!("vmdeck could not get the VM's display from its host: {e}")
+                        }
+                        e => e.to_string(),
+                    };
                     audit(
                         &pool,
                         &actor,
@@ -318,7 +327,7 @@ async fn socket(
                         &why,
                     )
                     .await;
-                    let _ = stream.send(Message::Text(fail(why))).await;
+                    refuse_in_preamble(&mut stream, &why).await;
                     return Ok(());
                 }
             };
@@ -336,6 +345,22 @@ async fn socket(
             Ok(())
         })
     }))
+}
+
+/// Refuses a console after its upgrade: the `{"ok":false,"error":…}` preamble, then a close
+/// (code 4000, the same reason), waiting briefly for the browser's reply so the close handshake
+/// completes (without it the browser sees a reset connection, not a closed console).
+async fn refuse_in_preamble(stream: &mut DuplexStream, why: &str) {
+    let text = serde_json::json!({ "ok": false, "error": why }).to_string();
+    if stream.send(Message::Text(text)).await.is_err() {
+        return;
+    }
+    let frame =
+        CloseFrame { code: CloseCode::Library(4000), reason: relay::close_reason(why).into() };
+    let wait = std::time::Duration::from_secs(2);
+    if tokio::time::timeout(wait, stream.send(Message::Close(Some(frame)))).await.is_ok() {
+        let _ = tokio::time::timeout(wait, stream.next()).await;
+    }
 }
 
 #[cfg(test)]

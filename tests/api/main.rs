@@ -9,6 +9,7 @@ mod support {
     pub mod browser;
     pub mod fakes;
     pub mod libvirtd;
+    pub mod rfb;
     pub mod wait;
 }
 
@@ -22,6 +23,7 @@ mod browser_snapshots;
 mod browser_times;
 mod cli;
 mod config;
+mod console;
 mod control;
 mod demo;
 mod faults;
