@@ -21,6 +21,7 @@ mod browser_snapshots;
 mod browser_times;
 mod cli;
 mod config;
+mod console_links;
 mod control;
 mod demo;
 mod faults;
