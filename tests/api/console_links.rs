@@ -120,11 +120,8 @@ fn remote_vm(uuid: &str, name: &str, graphics: Option<&str>) -> VmReport {
 async fn remote_app() -> TestApp {
     // Nothing listens on port 1: the poller's own polls fail at once, and a failed poll keeps
     // the VMs recorded below.
-    spawn_app(AppOptions::with_hosts(vec![libvirt_host(
-        "far",
-        "qemu+tcp://127.0.0.1:1/system",
-    )]))
-    .await
+    spawn_app(AppOptions::with_hosts(vec![libvirt_host("far", "qemu+tcp://127.0.0.1:1/system")]))
+        .await
 }
 
 #[tokio::test]

@@ -999,7 +999,9 @@ async fn a_virtualbox_vm_has_no_console_link_and_its_page_says_vrde_speaks_rdp()
     assert_eq!(status, 200);
     let page = unescape(&page);
     assert!(
-        page.contains("Console unavailable: VirtualBox's remote display (VRDE) speaks RDP, not VNC"),
+        page.contains(
+            "Console unavailable: VirtualBox's remote display (VRDE) speaks RDP, not VNC"
+        ),
         "the running VM's page says why it has no console"
     );
     assert!(!page.contains(&format!("/vms/vbox/{web}/console\"")));

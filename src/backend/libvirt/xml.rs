@@ -26,9 +26,7 @@ impl DomainXml {
     /// (the one the console can show), else the first device's type; None without one.
     pub fn display_kind(&self) -> Option<String> {
         let vnc = self.graphics.iter().find(|g| g.kind == "vnc");
-        vnc.or(self.graphics.first())
-            .map(|g| g.kind.to_ascii_lowercase())
-            .filter(|k| !k.is_empty())
+        vnc.or(self.graphics.first()).map(|g| g.kind.to_ascii_lowercase()).filter(|k| !k.is_empty())
     }
 }
 
