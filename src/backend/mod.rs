@@ -238,6 +238,12 @@ pub struct VmConfig {
     pub persistent: bool,
     pub disks: Vec<Disk>,
     pub nics: Vec<Nic>,
+    /// The VM's remote display, as its protocol's lower-case name (`vnc`, `spice`, `rdp`);
+    /// None when it has none (or the backend cannot tell). libvirt: the first `<graphics>`
+    /// device, `vnc` if any is; VirtualBox: `rdp` while VRDE is enabled. Also stored in
+    /// `vms.graphics`, which the pages read to offer the console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphics: Option<String>,
 }
 
 impl VmConfig {

@@ -86,6 +86,23 @@ fn unavailable(target: &Target, consoles: &Consoles) -> Option<String> {
     if let Err(why) = target.host.backend.display_support() {
         return Some(format!("No console for this VM: {why}."));
     }
+    // What the last poll read of its display, before a ticket is issued for nothing.
+    match target.graphics.as_deref() {
+        Some("vnc") => {}
+        None | Some("") => {
+            return Some(
+                "The VM has no VNC display: add <graphics type='vnc'> to its definition \
+                 (virt-manager: Add Hardware → Graphics → VNC), restart it, then reload this page."
+                    .into(),
+            )
+        }
+        Some(other) => {
+            return Some(format!(
+                "The VM's display is {}, not VNC: this console speaks VNC only.",
+                other.to_uppercase()
+            ))
+        }
+    }
     if !matches!(target.state, PowerState::Running | PowerState::Paused) {
         return Some(format!(
             "The VM is {}: its screen exists only while it runs. Start it, then reload this page.",

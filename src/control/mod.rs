@@ -55,6 +55,8 @@ pub struct Target {
     pub state: PowerState,
     /// The backend's own word for the state, as last stored (`crashed`, `gurumeditation`...).
     pub raw_state: String,
+    /// The VM's display as last stored (`vms.graphics`: `vnc`, `spice`, `rdp`; None: none).
+    pub graphics: Option<String>,
 }
 
 impl Target {
@@ -116,12 +118,13 @@ impl Control {
     pub async fn target(&self, vm: &VmKey) -> Result<Option<Target>, sqlx::Error> {
         let Some(entry) = self.hosts.get(vm.host.as_str()) else { return Ok(None) };
         let found = store::present_vm(&self.pool, entry.id, &vm.uuid).await?;
-        Ok(found.map(|(name, state, raw_state)| Target {
+        Ok(found.map(|(name, state, raw_state, graphics)| Target {
             host: entry.clone(),
             uuid: vm.uuid.clone(),
             name,
             state,
             raw_state,
+            graphics,
         }))
     }
 

@@ -361,14 +361,14 @@ pub async fn recent_failure_for(
     .await
 }
 
-/// The name and state of a VM present on a host (not gone), by host id and uuid.
+/// The name, state and display of a VM present on a host (not gone), by host id and uuid.
 pub async fn present_vm(
     pool: &SqlitePool,
     host_id: i64,
     uuid: &VmUuid,
-) -> sqlx::Result<Option<(String, PowerState, String)>> {
+) -> sqlx::Result<Option<(String, PowerState, String, Option<String>)>> {
     sqlx::query_as(
-        "SELECT v.name, v.state, v.raw_state FROM vms v WHERE v.host_id = ? AND v.uuid = ? AND v.gone_at IS NULL",
+        "SELECT v.name, v.state, v.raw_state, v.graphics FROM vms v WHERE v.host_id = ? AND v.uuid = ? AND v.gone_at IS NULL",
     )
     .bind(host_id)
     .bind(uuid.as_str())

@@ -353,6 +353,10 @@ pub fn describe_changes(old: &VmConfig, new: &VmConfig) -> Vec<String> {
     if old.autostart != new.autostart {
         c.push(format!("autostart {}", if new.autostart { "on" } else { "off" }));
     }
+    if old.graphics != new.graphics {
+        let kind = |g: &Option<String>| g.as_deref().map_or("none".into(), str::to_uppercase);
+        c.push(format!("display {} → {}", kind(&old.graphics), kind(&new.graphics)));
+    }
     if old.os_type != new.os_type {
         c.push(format!("OS type {} → {}", old.os_type, new.os_type));
     }

@@ -19,6 +19,7 @@ use crate::control::store as control;
 use crate::db::now_ms;
 use crate::domain::{HostName, Role, VmKey, VmUuid};
 use crate::web::chart::{self, Point, Series, Unit};
+use crate::web::console::ConsoleLink;
 use crate::web::csv::{file_safe, Csv};
 use crate::web::format as view;
 use crate::web::live::{Fragment, IfNoneMatch, LiveHint, LiveTag};
@@ -121,6 +122,9 @@ struct Head {
     acts_through: Option<std::sync::Arc<dyn crate::backend::Backend>>,
     /// From the host's last successful poll: (time, CPU %, memory used in KiB).
     figures: Option<(i64, Option<f64>, Option<i64>)>,
+    /// The browser console's link or why there is none; None for a VM gone from its host or
+    /// on a host no longer configured.
+    console: Option<ConsoleLink>,
 }
 
 impl Head {
@@ -139,7 +143,16 @@ impl Head {
             .get(key.host.as_str())
             .filter(|_| user.0.can(Role::Operator))
             .map(|h| h.backend.clone());
-        Ok(Head { key, vm, pending, power_failure, acts_through, figures })
+        let console = match app.hosts.get(key.host.as_str()) {
+            Some(h) if vm.gone_at.is_none() => Some(ConsoleLink::new(
+                &key,
+                h.config.driver_name(),
+                vm.state,
+                vm.graphics.as_deref(),
+            )),
+            _ => None,
+        };
+        Ok(Head { key, vm, pending, power_failure, acts_through, figures, console })
     }
 
     /// Everything the head shows depends on, apart from the clock.
@@ -147,7 +160,7 @@ impl Head {
         let v = &self.vm;
         LiveTag::new("vm")
             .with((&v.name, v.state.as_str(), &v.raw_state, &v.state_reason, v.state_since))
-            .with((v.gone_at, &v.addresses, &v.body))
+            .with((v.gone_at, &v.addresses, &v.body, &v.graphics))
             .with(self.pending.as_ref().map(|p| (p.id, p.status.as_str())))
             .with(self.power_failure.as_ref().map(|f| f.status.as_str()))
             .with(self.acts_through.is_some())
@@ -250,6 +263,8 @@ struct VmPage {
     ip_history: Vec<IpHistoryView>,
     audit_href: String,
     power_href: String,
+    /// The browser console's link, or why there is none.
+    console: Option<ConsoleLink>,
     back: String,
     snapshots: SnapshotSection,
 }
@@ -267,7 +282,7 @@ struct Loaded {
 impl VmPage {
     fn build(chrome: Chrome, l: Loaded, poll_interval: Duration) -> VmPage {
         let Loaded { range, history, versions, addresses, head, snapshots } = l;
-        let Head { key, vm, pending, power_failure, acts_through, figures } = head;
+        let Head { key, vm, pending, power_failure, acts_through, figures, console } = head;
         let pending_action = pending.as_ref().map(|p| p.action);
         let pending = pending.map(|p| p.describe());
         let power_failure = power_failure.map(|f| f.describe());
@@ -370,6 +385,7 @@ impl VmPage {
                 .collect(),
             audit_href: format!("/audit?vm={}", key.uuid),
             power_href: power::power_href(&key),
+            console,
             back,
             snapshots,
             name: vm.name,

@@ -19,6 +19,8 @@ pub struct VmRow {
     pub gone_at: Option<i64>,
     pub addresses: String,
     pub body: Option<String>,
+    /// The VM's display (`vnc`, `spice`, `rdp`), None when it has none or it is unknown.
+    pub graphics: Option<String>,
 }
 
 /// One raw sample's state and rates.
@@ -62,7 +64,7 @@ pub async fn samples_between(
 pub async fn vm(pool: &SqlitePool, vm: &VmKey) -> sqlx::Result<Option<VmRow>> {
     sqlx::query_as(
         "SELECT v.id, v.host_id, v.name, v.state, v.raw_state, v.state_reason, v.state_since, v.first_seen,
-                v.gone_at, v.addresses, c.body
+                v.gone_at, v.addresses, c.body, v.graphics
          FROM vms v JOIN hosts h ON h.id = v.host_id LEFT JOIN vm_configs c ON c.id = v.config_id
          WHERE h.name = ? AND v.uuid = ?",
     )

@@ -487,8 +487,9 @@ async fn insert_config(
     .bind(body)
     .fetch_one(&mut **tx)
     .await?;
-    sqlx::query("UPDATE vms SET config_id = ? WHERE id = ?")
+    sqlx::query("UPDATE vms SET config_id = ?, graphics = ? WHERE id = ?")
         .bind(config_id)
+        .bind(c.graphics.as_deref())
         .bind(vm_id)
         .execute(&mut **tx)
         .await?;

@@ -10,13 +10,15 @@
 //! others in [`PowerAction::ALL`]'s fixed order, with the VM's audit link; what the VM's
 //! hypervisor would refuse (`Backend::offers`) is disabled with the reason as a tooltip and as
 //! hidden text. The VM page shows the same in Tera (`power_buttons` in `macros.html.tera`).
-//! A row thus has four tab stops: its box, its name, its primary action and "More".
+//! A row thus has four tab stops: its box, its name, its primary action and "More" (five
+//! for a running VM with a VNC display: its "Console" link, for every role).
 
 use maud::{html, Markup};
 
 use super::snapshot::Entry;
 use crate::domain::{Offer, PowerAction, RequestAction, VmKey};
 use crate::hosts::Hosts;
+use crate::web::console;
 use crate::web::format as view;
 use crate::web::power::listed;
 use crate::web::IpAddressView;
@@ -129,6 +131,11 @@ fn row(e: &Entry, ctx: &RowContext<'_>) -> Markup {
             }
             (snapshots_cell(e, ctx.now))
             td.col-actions {
+                // Every role: a viewer's console is view-only.
+                @if !gone && console::offered(r.state, r.graphics.as_deref()) {
+                    a.console href={ "/vms/" (key) "/console" } { "Console" }
+                    " "
+                }
                 @if offers.is_empty() {
                     a.audit-link href=(audit_href) title="Audit entries of this VM" { "audit" }
                 } @else {

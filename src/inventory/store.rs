@@ -61,6 +61,9 @@ pub struct VmListRow {
     /// snapshots; for a while after start on a large libvirt host, reads being spread).
     #[serde(default)]
     pub snapshots_read: bool,
+    /// The VM's display (`vnc`, `spice`, `rdp`), None when it has none or it is unknown.
+    #[serde(default)]
+    pub graphics: Option<String>,
 }
 
 /// Every VM vmdeck knows, gone ones included.
@@ -77,7 +80,7 @@ pub async fn vm_rows(pool: &SqlitePool) -> anyhow::Result<Vec<VmListRow>> {
                 'memory_current_kib', c.memory_current_kib,
                 'disk_capacity_bytes', c.disk_capacity_bytes, 'cpu_pct', s.cpu_pct,
                 'memory_used_kib', s.memory_used_kib, 'snapshot_count', v.snapshot_count,
-                'snapshot_oldest', v.snapshot_oldest,
+                'snapshot_oldest', v.snapshot_oldest, 'graphics', v.graphics,
                 'snapshots_read', json(CASE WHEN v.snapshots_read_at IS NULL THEN 'false' ELSE 'true' END))), '[]')
          FROM vms v
          JOIN hosts h ON h.id = v.host_id

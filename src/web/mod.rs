@@ -1,10 +1,11 @@
 //! What every page uses: the page chrome (who is logged in, the flash message, the demo
-//! marker), notices, the pager, CSV downloads, the power buttons, charts, formatting, and the
+//! marker), notices, the pager, CSV downloads, the power buttons, the console link, charts, formatting, and the
 //! error type with its error pages. Features build their pages from these; nothing here knows
 //! about a particular feature.
 
 pub mod assets;
 pub mod chart;
+pub mod console;
 pub mod csv;
 pub mod error;
 pub mod format;

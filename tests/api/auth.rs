@@ -56,6 +56,25 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             vec![],
             [401, 200, 200, 200],
         ),
+        // The console page of a VNC VM: every role (a viewer's console is view-only). The lab
+        // is libvirt's test driver, so the page says there is no screen, issuing no ticket.
+        (
+            "GET",
+            "/vms/<host>/<uuid>/console",
+            format!("/vms/lab/{running}/console"),
+            vec![],
+            [401, 200, 200, 200],
+        ),
+        // Its WebSocket, asked without the upgrade headers: not a WebSocket request (400), for
+        // every role, before anything else is looked at. (Upgrades without a session, ticket or
+        // vmdeck's Origin are refused 401/403: `console_ws_upgrades_…` below.)
+        (
+            "GET",
+            "/vms/<host>/<uuid>/console/ws?<ticket>",
+            format!("/vms/lab/{running}/console/ws?ticket=x"),
+            vec![],
+            [400, 400, 400, 400],
+        ),
         ("GET", "/healthz", "/healthz".into(), vec![], [200, 200, 200, 200]),
         ("GET", "/login?<next>", "/login".into(), vec![], [200, 303, 303, 303]),
         (
@@ -740,4 +759,48 @@ async fn a_next_page_that_is_not_a_uri_as_given_sends_the_user_to_the_vm_list() 
         assert_eq!(res.status().as_u16(), 303, "POST /login with next={next:?}");
         assert_eq!(location(&res).as_deref(), Some(expected), "POST /login with next={next:?}");
     }
+}
+
+/// A WebSocket upgrade request for `path`, as a browser sends it, from `origin`.
+async fn upgrade(client: &reqwest::Client, base: &str, path: &str, origin: &str) -> u16 {
+    client
+        .get(format!("{base}{path}"))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Origin", origin)
+        .send()
+        .await
+        .expect("an answer")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn console_ws_upgrades_without_a_session_a_ticket_or_vmdecks_origin_are_refused() {
+    let app = breadth_app().await;
+    let running = uuid_of(&app, "br-running").await;
+    let ws = format!("/vms/lab/{running}/console/ws");
+    let base = app.base.clone();
+    let anonymous = crate::support::app::cookie_client();
+    assert_eq!(upgrade(&anonymous, &base, &format!("{ws}?ticket=x"), &base).await, 401);
+    let before = audit_count(&app, "console").await;
+    for role in ["viewer", "operator", "admin"] {
+        let s = app.session(role).await;
+        for (path, origin) in [
+            (ws.clone(), base.as_str()),
+            (format!("{ws}?ticket=not-a-ticket"), base.as_str()),
+            (format!("{ws}?ticket=x"), "https://evil.example"),
+        ] {
+            let status = upgrade(&s.client, &base, &path, origin).await;
+            assert_eq!(status, 403, "{role}: {path} from {origin}");
+        }
+    }
+    assert_eq!(
+        audit_count(&app, "console").await - before,
+        9,
+        "each refused upgrade of a logged-in user is audited"
+    );
+    assert_eq!(app.get("/healthz").await.0, 200, "the server keeps serving");
 }

@@ -24,6 +24,7 @@ mod browser_times;
 mod cli;
 mod config;
 mod console;
+mod console_links;
 mod control;
 mod demo;
 mod faults;

@@ -127,10 +127,13 @@ async fn each_row_puts_its_states_action_first_and_the_others_in_one_order_in_a_
         assert_eq!(menu, others, "{name} ({state}): what the menu offers");
         assert_fixed_order(&shown, name);
         assert!(row.contains("<details class=\"actions\"><summary>More"), "{name}: a menu");
+        // A running or paused VM with a VNC display (br-running, br-paused) also has its
+        // Console link.
+        let console = usize::from(row.contains("/console\""));
         assert_eq!(
             tab_stops(row),
-            4,
-            "{name}: box, name, primary action and menu are the row's tab stops"
+            4 + console,
+            "{name}: box, name, primary action and menu (and Console) are the row's tab stops"
         );
         for s in shown.iter().filter(|s| s.disabled) {
             let title = s.title.as_deref().unwrap_or_default();

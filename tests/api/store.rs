@@ -55,6 +55,7 @@ fn report(uuid: &str, name: &str, cpu_ns: u64) -> VmReport {
                 kind: "network".into(),
                 source: Some("default".into()),
             }],
+            graphics: Some("vnc".into()),
         },
         memory_used_kib: Some(500_000),
         counters: Counters {
@@ -118,6 +119,37 @@ async fn unchanged_configuration_is_stored_once_and_a_change_adds_a_version() {
     )
     .await;
     assert_eq!(current, 2 << 20, "the VM points at the newest version");
+}
+
+async fn stored_graphics(pool: &SqlitePool) -> Option<String> {
+    sqlx::query_scalar("SELECT graphics FROM vms").fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_vms_display_is_stored_with_its_configuration_and_follows_its_changes() {
+    let db = db().await;
+    let mut cache = HostCache::default();
+    let poll = |t: i64, graphics: Option<&str>| {
+        let mut r = report("u1", "a", t as u64);
+        r.config.graphics = graphics.map(str::to_string);
+        (t, r)
+    };
+    let (t, r) = poll(0, Some("vnc"));
+    store::record_success(&db.pool, &mut cache, db.host_id, t, t + 1, &[r]).await.unwrap();
+    assert_eq!(stored_graphics(&db.pool).await.as_deref(), Some("vnc"));
+
+    let (t, r) = poll(10_000, Some("spice"));
+    let rec =
+        store::record_success(&db.pool, &mut cache, db.host_id, t, t + 1, &[r]).await.unwrap();
+    assert_eq!(rec.config_changes, 1, "a new display is a new configuration version");
+    assert_eq!(stored_graphics(&db.pool).await.as_deref(), Some("spice"));
+
+    // Removed, seen by a new process (a cold cache): the column is cleared, not left stale.
+    let mut fresh = HostCache::default();
+    let (t, r) = poll(20_000, None);
+    store::record_success(&db.pool, &mut fresh, db.host_id, t, t + 1, &[r]).await.unwrap();
+    assert_eq!(stored_graphics(&db.pool).await, None);
+    assert_eq!(count(&db.pool, "SELECT COUNT(*) FROM vm_configs").await, 3);
 }
 
 #[tokio::test]

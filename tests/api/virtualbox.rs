@@ -980,3 +980,33 @@ async fn a_snapshot_slower_than_the_command_limit_is_confirmed_and_polls_and_pow
     let vbox = backend(&app, "vbox");
     snapshot_named(&*vbox, &db, "big-merge").await;
 }
+
+#[tokio::test]
+async fn a_virtualbox_vm_has_no_console_link_and_its_page_says_vrde_speaks_rdp() {
+    let fake = FakeVbox::lab();
+    let app = app_with(vec![fake.host("vbox")]).await;
+    let web = lab_uuid(WEB);
+    let graphics: Option<String> = sqlx::query_scalar("SELECT graphics FROM vms WHERE uuid = ?")
+        .bind(&web)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(graphics.as_deref(), Some("rdp"), "vrde=\"on\" is recorded as an RDP display");
+
+    let (_, list) = app.get("/vms").await;
+    assert!(!row(&list, &web).contains("/console"), "no Console link for a VirtualBox VM");
+    let (status, page) = app.get(&format!("/vms/vbox/{web}")).await;
+    assert_eq!(status, 200);
+    let page = unescape(&page);
+    assert!(
+        page.contains(
+            "Console unavailable: VirtualBox's remote display (VRDE) speaks RDP, not VNC"
+        ),
+        "the running VM's page says why it has no console"
+    );
+    assert!(!page.contains(&format!("/vms/vbox/{web}/console\"")));
+    // The console page, asked anyway, explains too.
+    let (status, console) = app.get(&format!("/vms/vbox/{web}/console")).await;
+    assert_eq!(status, 200);
+    assert!(unescape(&console).contains("speaks RDP, not VNC"));
+}

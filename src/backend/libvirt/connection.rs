@@ -485,6 +485,7 @@ fn domain_report(
             block_by_name.insert(n, i);
         }
     }
+    let graphics = parsed.display_kind();
     let mut disks = parsed.disks;
     let mut disk_usage = Vec::with_capacity(disks.len());
     let (mut rd, mut wr, mut have_block_io) = (0u64, 0u64, false);
@@ -565,6 +566,7 @@ fn domain_report(
         persistent: dom.is_persistent().unwrap_or(false),
         disks,
         nics: parsed.nics,
+        graphics,
     };
     let (state, raw_state, state_reason) = describe_state(state_code, reason_code);
     Ok(VmReport {

@@ -21,6 +21,15 @@ pub struct DomainXml {
     pub graphics: Vec<Graphics>,
 }
 
+impl DomainXml {
+    /// The VM's display as the inventory records it: `vnc` when any graphics device is VNC
+    /// (the one the console can show), else the first device's type; None without one.
+    pub fn display_kind(&self) -> Option<String> {
+        let vnc = self.graphics.iter().find(|g| g.kind == "vnc");
+        vnc.or(self.graphics.first()).map(|g| g.kind.to_ascii_lowercase()).filter(|k| !k.is_empty())
+    }
+}
+
 /// One `<graphics>` device.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Graphics {
@@ -229,6 +238,18 @@ mod tests {
         assert_eq!(d.graphics[2].port, None, "-1: not started");
         assert_eq!(d.graphics[2].socket.as_deref(), Some("/run/libvirt/qemu/vnc.sock"));
         assert_eq!(d.graphics[2].listen, None);
+        assert_eq!(d.display_kind().as_deref(), Some("vnc"), "VNC wins over a first SPICE");
+    }
+
+    #[test]
+    fn the_recorded_display_is_the_first_device_without_vnc_and_none_without_graphics() {
+        let spice = parse_domain(
+            "<domain><devices><graphics type='spice' autoport='yes'/>
+               <graphics type='sdl'/></devices></domain>",
+        )
+        .unwrap();
+        assert_eq!(spice.display_kind().as_deref(), Some("spice"));
+        assert_eq!(parse_domain(FULL).unwrap().display_kind(), None);
     }
 
     #[test]

@@ -270,6 +270,7 @@ fn real_running_5x_vm_keeps_its_multiline_description_and_guest_additions() {
     );
     assert_eq!(info.attachments[1].location, None, "an empty drive");
     assert_eq!(info.nics[0].mac.as_deref(), Some("08:00:27:46:5c:5b"));
+    assert!(info.vrde, "vrde=\"on\": its remote display (RDP) is enabled");
 }
 
 #[test]
@@ -307,6 +308,7 @@ fn real_7_0_vm_survives_the_encryption_line_and_the_rec_screen_line() {
     assert_eq!(info.os_type.as_deref(), Some("Arch Linux (64-bit)"));
     assert_eq!((info.cpus, info.memory_mib), (Some(4), Some(4096)));
     assert_eq!(info.vm_state.as_deref(), Some("poweroff"));
+    assert!(!info.vrde, "vrde=\"off\"");
     let slots: Vec<(String, DeviceKind, Option<&str>)> =
         info.attachments.iter().map(|a| (a.slot(), a.kind, a.medium_uuid.as_deref())).collect();
     assert_eq!(

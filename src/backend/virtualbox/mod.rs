@@ -498,6 +498,10 @@ pub const VRDE_IS_RDP: &str = "VirtualBox's remote display (VRDE) speaks RDP, no
     vmdeck's browser console cannot show VirtualBox VMs: connect an RDP client (xfreerdp, \
     Remmina, mstsc) to the VM's VRDE port, enabled with `VBoxManage modifyvm <vm> --vrde on`";
 
+/// [`VRDE_IS_RDP`] in a few words, for the VM page's note (the full text is its tooltip).
+pub const VRDE_IS_RDP_SHORT: &str =
+    "VirtualBox's remote display (VRDE) speaks RDP, not VNC: use an RDP client";
+
 /// Usage figures for one running VM.
 #[derive(Debug, Clone, Copy, Default)]
 struct Usage {
@@ -642,6 +646,7 @@ fn report(
             persistent: true,
             disks,
             nics,
+            graphics: info.vrde.then(|| "rdp".to_string()),
         },
         memory_used_kib: usage.memory_used_kib.filter(|_| running),
         counters: Counters {

@@ -283,6 +283,8 @@ pub struct VmInfo {
     /// `VMStateChangeTime`: UTC, 9 fraction digits, no zone (`2019-02-09T21:00:33.575000000`).
     pub state_change_time: Option<String>,
     pub autostart: bool,
+    /// `vrde="on"`: the VM's remote display (RDP) is enabled.
+    pub vrde: bool,
     pub attachments: Vec<Attachment>,
     pub nics: Vec<NicInfo>,
     /// Printed only while the VM runs: 0 = no Guest Additions, 1 system, 2 userland, 3 desktop.
@@ -315,6 +317,7 @@ pub fn vm_info(out: &str) -> VmInfo {
         vm_state: mr.get("VMState").map(str::to_string),
         state_change_time: mr.get("VMStateChangeTime").map(str::to_string),
         autostart: mr.get("autostart-enabled") == Some("on"),
+        vrde: mr.get("vrde") == Some("on"),
         attachments: attachments(&mr),
         nics: nics(&mr),
         guest_additions_run_level: mr.number("GuestAdditionsRunLevel"),
