@@ -370,7 +370,18 @@ async fn consoles_say_why_not_and_survive_the_daemon_dying() {
     let (path, html) = page(&op, "lab", &off).await;
     assert_eq!(path, None, "a shut-off VM's page offers no WebSocket");
     assert!(html.contains("shut off") && html.contains("only while it runs"), "{html}");
-    // A running VM without graphics: the preamble says so.
+    // A running VM without graphics: its page says so from the stored inventory, with no
+    // ticket issued.
+    let (path, html) = page(&op, "lab", &plain).await;
+    assert_eq!(path, None, "a VM without VNC offers no WebSocket");
+    assert!(html.contains("no VNC display"), "{html}");
+    // Stored data can be behind the host (a display removed since the last poll): the host's
+    // answer then says so in the preamble.
+    sqlx::query("UPDATE vms SET graphics = 'vnc' WHERE uuid = ?")
+        .bind(&plain)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let (hello, mut ws) = connect(&app, &op, &plain).await;
     assert_eq!(hello["ok"], false);
     assert!(hello["error"].as_str().unwrap_or_default().contains("no VNC display"), "{hello}");
