@@ -112,8 +112,7 @@ async fn run_proxy() {
         .merge(("port", port))
         .merge(("log_level", "off"))
         .merge(("secret_key", common::secret_key()));
-    let rocket =
-        rocket::custom(figment).mount("/", rocket::routes![bench_socket]).ignite().await;
+    let rocket = rocket::custom(figment).mount("/", rocket::routes![bench_socket]).ignite().await;
     let rocket = rocket.expect("ignite the proxy");
     tokio::spawn(rocket.launch());
     // Serving once the port accepts.
@@ -504,7 +503,8 @@ fn filter_micro_bench(secs: f64) {
         batch.extend_from_slice(&key_up);
         in_batch += 3;
     }
-    for (label, mode) in [("view-only (parsed)", Mode::ViewOnly), ("interactive (raw)", Mode::Interactive)]
+    for (label, mode) in
+        [("view-only (parsed)", Mode::ViewOnly), ("interactive (raw)", Mode::Interactive)]
     {
         let mut f = fresh(mode);
         let mut out = Vec::with_capacity(relay::CHUNK);
@@ -525,6 +525,21 @@ fn filter_micro_bench(secs: f64) {
             (rounds * in_batch) as f64 / s / 1e6
         );
     }
+}
+
+/// The kernel's memory for TCP buffers, every socket on the machine (`/proc/net/sockstat`'s
+/// `TCP: … mem N`, in pages).
+fn tcp_kernel_mib() -> f64 {
+    std::fs::read_to_string("/proc/net/sockstat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("TCP:"))?.to_string();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "mem")?;
+            words.get(at + 1)?.parse::<f64>().ok()
+        })
+        .map(|pages| pages * 4096.0 / (1 << 20) as f64)
+        .unwrap_or(0.0)
 }
 
 /// `/proc/loadavg`'s first three figures.
@@ -564,7 +579,9 @@ async fn main() {
 
     // Throughput.
     let proxy = Proxy::start();
-    println!("\n## Throughput, VNC server to client (3 MiB raw FramebufferUpdates, 64 KiB relay chunks)");
+    println!(
+        "\n## Throughput, VNC server to client (3 MiB raw FramebufferUpdates, 64 KiB relay chunks)"
+    );
     let (mut direct, mut proxied) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         let d = throughput(Client::direct(stream_port).await, args.seconds).await;
@@ -621,6 +638,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let streaming = proxy.status_kib("VmRSS");
     let peak = proxy.status_kib("VmHWM");
+    let kernel = tcp_kernel_mib();
     let moved = read.load(Ordering::Relaxed) as f64 / streamed.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let per = |kib: u64| kib.saturating_sub(base) as f64 / n as f64;
@@ -638,6 +656,10 @@ async fn main() {
         per(streaming),
         peak as f64 / 1024.0,
         per(peak)
+    );
+    println!(
+        "not in these figures: the kernel's TCP buffers, {kernel:.0} MiB in all while streaming \
+         (/proc/net/sockstat, every socket on the machine, both hops and both ends)"
     );
     for t in tasks {
         t.abort();
