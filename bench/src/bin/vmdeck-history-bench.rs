@@ -49,6 +49,7 @@ fn report(i: usize, poll: i64, running: bool) -> VmReport {
             os_type: "hvm".into(),
             autostart: true,
             persistent: true,
+            graphics: None,
             disks: vec![Disk {
                 target: "vda".into(),
                 device: "disk".into(),
