@@ -52,6 +52,7 @@ const DEFAULT_CASES: usize = 4000;
 const FIELDS: &[(&str, &[&str])] = &[
     ("GET /", &[]),
     ("GET /healthz", &[]),
+    ("GET /metrics", &[]),
     (
         "GET /vms?<query..>",
         &["q", "state", "host", "sort", "dir", "page", "per_page", "snapshots_older_than"],
