@@ -409,7 +409,9 @@ impl Settings {
             None | Some(0) => None,
             Some(d) => Some(ranged("audit_retention_days", Some(d), d, 1..=36_500, "days")?),
         };
-        for (key, tokens) in [("healthz_tokens", &raw.healthz_tokens), ("metrics_tokens", &raw.metrics_tokens)] {
+        for (key, tokens) in
+            [("healthz_tokens", &raw.healthz_tokens), ("metrics_tokens", &raw.metrics_tokens)]
+        {
             if let Some(i) = tokens.iter().position(|t| t.chars().count() < MIN_TOKEN_LEN) {
                 return Err(ConfigError::new(
                     format!("{key}[{i}]"),
@@ -717,8 +719,7 @@ mod tests {
         let e = settings("metrics_allow = ['10.0.0.0/8', '10.0.0.300']").err().unwrap();
         assert_eq!(e.key, "metrics_allow[1]", "{e}");
         assert!(e.message.contains("CIDR"), "{e}");
-        let ok =
-            settings("metrics_allow = ['192.0.2.10', '10.0.0.0/24', '::1']").unwrap().metrics;
+        let ok = settings("metrics_allow = ['192.0.2.10', '10.0.0.0/24', '::1']").unwrap().metrics;
         assert!(ok.enabled());
         let strs: Vec<String> = ok.allow.iter().map(|n| n.to_string()).collect();
         assert_eq!(strs, ["192.0.2.10/32", "10.0.0.0/24", "::1/128"]);

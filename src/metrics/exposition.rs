@@ -108,7 +108,8 @@ impl Scrape {
         let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
         for host in &self.hosts {
             if let Some(v) = value(host) {
-                ConstGauge::new(v).encode(family.encode_family(&[("host", host.name.as_str())])?)?;
+                ConstGauge::new(v)
+                    .encode(family.encode_family(&[("host", host.name.as_str())])?)?;
             }
         }
         Ok(())
@@ -236,9 +237,12 @@ impl Collector for Scrape {
             },
         )?;
 
-        self.host_gauge(e, "vmdeck_host_up", "1 if the host's last poll succeeded, else 0.", |h| {
-            Some(i64::from(h.up))
-        })?;
+        self.host_gauge(
+            e,
+            "vmdeck_host_up",
+            "1 if the host's last poll succeeded, else 0.",
+            |h| Some(i64::from(h.up)),
+        )?;
         self.host_gauge(
             e,
             "vmdeck_host_poll_duration_seconds",
@@ -257,9 +261,7 @@ impl Collector for Scrape {
             "Polls of the host that failed in a row since its last success (since vmdeck started).",
             |h| Some(h.consecutive_failures),
         )?;
-        self.host_gauge(e, "vmdeck_host_vms", "VMs vmdeck sees on the host now.", |h| {
-            Some(h.vms)
-        })?;
+        self.host_gauge(e, "vmdeck_host_vms", "VMs vmdeck sees on the host now.", |h| Some(h.vms))?;
 
         {
             let mut family = e.encode_descriptor(

@@ -111,7 +111,8 @@ fn decide(
     if !access.enabled() {
         return Access::Off;
     }
-    if !access.allow.is_empty() && !addr.is_some_and(|a| access.allow.iter().any(|n| n.contains(&a)))
+    if !access.allow.is_empty()
+        && !addr.is_some_and(|a| access.allow.iter().any(|n| n.contains(&a)))
     {
         return Access::Forbidden;
     }
@@ -205,7 +206,10 @@ pub async fn metrics(
             HostFigures {
                 name: entry.config.name.as_str().to_string(),
                 up: row.and_then(|r| r.last_ok) == Some(true) && rt.store_fault.is_none(),
-                last_duration_secs: rt.last_duration_ms.map(|ms| ms as f64 / 1000.0).or(db_duration),
+                last_duration_secs: rt
+                    .last_duration_ms
+                    .map(|ms| ms as f64 / 1000.0)
+                    .or(db_duration),
                 last_success_secs: row.and_then(|r| r.ok_finished).map(|ms| ms as f64 / 1000.0),
                 consecutive_failures: rt.consecutive_failures,
                 vms: row.map_or(0, |r| r.present_vms),

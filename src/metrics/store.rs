@@ -108,12 +108,10 @@ pub async fn audit_counts_after(
     pool: &SqlitePool,
     after: i64,
 ) -> sqlx::Result<Vec<(String, i64, i64)>> {
-    sqlx::query_as(
-        "SELECT kind, COUNT(*), MAX(id) FROM audit_log WHERE id > ? GROUP BY kind",
-    )
-    .bind(after)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as("SELECT kind, COUNT(*), MAX(id) FROM audit_log WHERE id > ? GROUP BY kind")
+        .bind(after)
+        .fetch_all(pool)
+        .await
 }
 
 /// The counter migration 0005's triggers move on any host or VM change (every poll moves it).

@@ -70,7 +70,10 @@ pub fn parse(body: &str) -> Vec<Sample> {
 fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
     let found: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.name == name && want.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|s| {
+            s.name == name
+                && want.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect();
     assert!(found.len() <= 1, "{name} {want:?} matches {} series", found.len());
     found.first().map(|s| s.value)
@@ -141,7 +144,10 @@ async fn a_listed_bearer_token_is_required() {
 
 #[tokio::test]
 async fn the_allow_list_admits_scrapers_by_address() {
-    let allowed = AppOptions { extra: vec![("metrics_allow", json!(["127.0.0.0/8"]))], ..AppOptions::breadth() };
+    let allowed = AppOptions {
+        extra: vec![("metrics_allow", json!(["127.0.0.0/8"]))],
+        ..AppOptions::breadth()
+    };
     let app = spawn_app(allowed).await;
     assert_eq!(scrape(&app, None).await.status().as_u16(), 200, "loopback is in 127.0.0.0/8");
 
@@ -152,7 +158,9 @@ async fn the_allow_list_admits_scrapers_by_address() {
         ..AppOptions::breadth()
     };
     let app = spawn_app(proxied).await;
-    for (from, want) in [("192.0.2.10", 200), ("10.1.200.3", 200), ("192.0.2.11", 403), ("10.2.0.1", 403)] {
+    for (from, want) in
+        [("192.0.2.10", 200), ("10.1.200.3", 200), ("192.0.2.11", 403), ("10.2.0.1", 403)]
+    {
         let res = app
             .client
             .get(format!("{}/metrics", app.base))
@@ -188,7 +196,10 @@ async fn the_breadth_labs_vms_appear_with_their_state_vcpus_and_memory() {
     assert_eq!(info, present, "one vmdeck_vm_info per VM");
     assert_eq!(value(&samples, "vmdeck_host_vms", &[("host", "lab")]), Some(21.0));
     assert_eq!(value(&samples, "vmdeck_host_up", &[("host", "lab")]), Some(1.0));
-    assert!(value(&samples, "vmdeck_host_last_success_timestamp_seconds", &[("host", "lab")]).unwrap() > 1.7e9);
+    assert!(
+        value(&samples, "vmdeck_host_last_success_timestamp_seconds", &[("host", "lab")]).unwrap()
+            > 1.7e9
+    );
     assert!(value(&samples, "vmdeck_host_poll_duration_seconds", &[("host", "lab")]).is_some());
     assert_eq!(value(&samples, "vmdeck_host_consecutive_failures", &[("host", "lab")]), Some(0.0));
     for (name, state, vcpus, mib) in [
@@ -200,8 +211,10 @@ async fn the_breadth_labs_vms_appear_with_their_state_vcpus_and_memory() {
     ] {
         let uuid = uuid_of(&app, name).await;
         let vm = [("host", "lab"), ("uuid", uuid.as_str())];
-        let info: Vec<&crate::metrics::Sample> =
-            samples.iter().filter(|s| s.name == "vmdeck_vm_info" && s.labels["uuid"] == uuid).collect();
+        let info: Vec<&crate::metrics::Sample> = samples
+            .iter()
+            .filter(|s| s.name == "vmdeck_vm_info" && s.labels["uuid"] == uuid)
+            .collect();
         assert_eq!(info.len(), 1, "{name}");
         assert_eq!(info[0].labels["name"], name);
         assert_eq!(info[0].labels["driver"], "libvirt");
@@ -228,7 +241,8 @@ async fn the_breadth_labs_vms_appear_with_their_state_vcpus_and_memory() {
     assert!(value(&samples, "vmdeck_vm_cpu_seconds_total", &vm).is_some_and(|v| v > 0.0));
     // vmdeck itself.
     assert_eq!(value(&samples, "vmdeck_control_requests_pending", &[("kind", "power")]), Some(0.0));
-    assert!(value(&samples, "vmdeck_audit_entries_total", &[("kind", "login")]).is_some_and(|v| v >= 1.0));
+    assert!(value(&samples, "vmdeck_audit_entries_total", &[("kind", "login")])
+        .is_some_and(|v| v >= 1.0));
     assert_eq!(value(&samples, "vmdeck_login_failures_total", &[]), Some(0.0));
     assert_eq!(value(&samples, "vmdeck_consoles_open", &[]), Some(0.0));
     assert!(value(&samples, "vmdeck_build_info", &[]).is_some());
@@ -239,7 +253,11 @@ async fn gone_vms_are_not_exported_and_counters_follow_the_log() {
     let app = spawn_app(with_tokens(AppOptions::breadth())).await;
     let crashed = uuid_of(&app, "br-crashed").await;
     assert!(scraped(&app).await.iter().any(|s| s.labels.get("uuid") == Some(&crashed)));
-    sqlx::query("UPDATE vms SET gone_at = 1 WHERE uuid = ?").bind(&crashed).execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE vms SET gone_at = 1 WHERE uuid = ?")
+        .bind(&crashed)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     // A failed login and a pending power request, written as vmdeck writes them.
     app.client
         .post(format!("{}/login", app.base))
@@ -258,11 +276,17 @@ async fn gone_vms_are_not_exported_and_counters_follow_the_log() {
     .unwrap();
 
     let samples = scraped(&app).await;
-    assert!(!samples.iter().any(|s| s.labels.get("uuid") == Some(&crashed)), "a gone VM is not exported");
+    assert!(
+        !samples.iter().any(|s| s.labels.get("uuid") == Some(&crashed)),
+        "a gone VM is not exported"
+    );
     assert_eq!(value(&samples, "vmdeck_host_vms", &[("host", "lab")]), Some(20.0));
     assert_eq!(value(&samples, "vmdeck_control_requests_pending", &[("kind", "power")]), Some(1.0));
     assert_eq!(value(&samples, "vmdeck_login_failures_total", &[]), Some(1.0));
-    assert_eq!(value(&samples, "vmdeck_audit_entries_total", &[("kind", "login_failed")]), Some(1.0));
+    assert_eq!(
+        value(&samples, "vmdeck_audit_entries_total", &[("kind", "login_failed")]),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -270,7 +294,12 @@ async fn label_values_with_quotes_backslashes_and_newlines_are_escaped() {
     let app = spawn_app(with_tokens(AppOptions::breadth())).await;
     let uuid = uuid_of(&app, "br-running").await;
     let odd = "say \"hi\"\\there\nsecond line";
-    sqlx::query("UPDATE vms SET name = ? WHERE uuid = ?").bind(odd).bind(&uuid).execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE vms SET name = ? WHERE uuid = ?")
+        .bind(odd)
+        .bind(&uuid)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let res = scrape(&app, Some(TOKEN)).await;
     let body = res.text().await.unwrap();
     assert!(
@@ -278,7 +307,8 @@ async fn label_values_with_quotes_backslashes_and_newlines_are_escaped() {
         "the name escaped as the text format requires"
     );
     let samples = parse(&body);
-    let info = samples.iter().find(|s| s.name == "vmdeck_vm_info" && s.labels["uuid"] == uuid).unwrap();
+    let info =
+        samples.iter().find(|s| s.name == "vmdeck_vm_info" && s.labels["uuid"] == uuid).unwrap();
     assert_eq!(info.labels["name"], odd, "parses back to the name");
 }
 
@@ -339,7 +369,10 @@ async fn the_grafana_dashboard_uses_only_exported_metrics() {
     let exported = families(&body);
     assert!(exported.contains("vmdeck_vm_cpu_seconds_total"), "{exported:?}");
     for name in dashboard_metric_names() {
-        assert!(exported.contains(&name), "the dashboard asks for {name}, which vmdeck does not export");
+        assert!(
+            exported.contains(&name),
+            "the dashboard asks for {name}, which vmdeck does not export"
+        );
     }
 }
 
@@ -357,7 +390,8 @@ fn families(body: &str) -> BTreeSet<String> {
 async fn every_exported_family_is_documented_in_the_readme() {
     let app = spawn_app(with_tokens(AppOptions::breadth())).await;
     let body = scrape(&app, Some(TOKEN)).await.text().await.unwrap();
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for name in families(&body) {
         assert!(readme.contains(&format!("| `{name}` |")), "README's metrics table lacks {name}");
     }
@@ -381,7 +415,9 @@ impl Prometheus {
     fn start(dir: &std::path::Path, target: &str, token: &str) -> Result<Prometheus, String> {
         let bin = "/usr/bin/prometheus";
         if !std::path::Path::new(bin).exists() {
-            return Err(format!("{bin} is missing: run scripts/setup.sh --test (apt-get install prometheus)"));
+            return Err(format!(
+                "{bin} is missing: run scripts/setup.sh --test (apt-get install prometheus)"
+            ));
         }
         let token_file = dir.join("token");
         std::fs::write(&token_file, token).map_err(|e| e.to_string())?;
@@ -449,11 +485,15 @@ async fn a_real_prometheus_scrapes_a_real_vms_cpu_rate_and_state() {
     let rate = format!("rate(vmdeck_vm_cpu_seconds_total{{uuid=\"{uuid}\"}}[10s])");
     let state = format!("vmdeck_vm_state{{state=\"running\",uuid=\"{uuid}\"}}");
     let log = dir.path().join("prometheus.log");
-    let found = crate::support::wait::poll_until(Duration::from_secs(120), Duration::from_millis(500), async || {
-        let r = prometheus.query(&client, &rate).await?;
-        let s = prometheus.query(&client, &state).await?;
-        (r > 0.0 && s == 1.0).then_some((r, s))
-    })
+    let found = crate::support::wait::poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        async || {
+            let r = prometheus.query(&client, &rate).await?;
+            let s = prometheus.query(&client, &state).await?;
+            (r > 0.0 && s == 1.0).then_some((r, s))
+        },
+    )
     .await;
     let Some((r, _)) = found else {
         let up = prometheus.query(&client, "up{job=\"vmdeck\"}").await;
@@ -464,9 +504,12 @@ async fn a_real_prometheus_scrapes_a_real_vms_cpu_rate_and_state() {
     };
     eprintln!("Prometheus: rate(cpu) = {r:.4} CPU-seconds per second");
     // vmdeck counted Prometheus's scrapes as good ones: its target is up.
-    let up = eventually_every("Prometheus's vmdeck target up", Duration::from_secs(10), Duration::from_millis(250), async || {
-        prometheus.query(&client, "up{job=\"vmdeck\"}").await.filter(|v| *v == 1.0)
-    })
+    let up = eventually_every(
+        "Prometheus's vmdeck target up",
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        async || prometheus.query(&client, "up{job=\"vmdeck\"}").await.filter(|v| *v == 1.0),
+    )
     .await;
     assert_eq!(up, 1.0);
 }

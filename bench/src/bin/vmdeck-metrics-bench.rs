@@ -54,7 +54,10 @@ async fn main() {
     use rocket::figment::Figment;
     let args = Args::parse();
     let dir = common::Scratch::new("vmdeck-metrics-bench");
-    println!("vmdeck-metrics-bench: one host of {} VMs, polls every {} s", args.vms, args.poll_secs);
+    println!(
+        "vmdeck-metrics-bench: one host of {} VMs, polls every {} s",
+        args.vms, args.poll_secs
+    );
     println!("machine: {} cores, {}", common::num_cpus(), common::cpu_model());
     let node = dir.path().join("node.xml");
     common::write_node(&node, args.vms);
@@ -96,16 +99,22 @@ async fn main() {
         write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
-        body.split_once("\r\n\r\n").map_or(0, |(_, b)| b.lines().filter(|l| !l.starts_with('#')).count())
+        body.split_once("\r\n\r\n")
+            .map_or(0, |(_, b)| b.lines().filter(|l| !l.starts_with('#')).count())
     };
     let (wm, wp, wmax) = common::stats(results.iter().map(|r| r.1).collect());
     let server: Vec<f64> = results.iter().filter_map(|r| r.2).collect();
-    println!("\n## GET /metrics, {} scrapes while the host polls every {} s", args.scrapes, args.poll_secs);
+    println!(
+        "\n## GET /metrics, {} scrapes while the host polls every {} s",
+        args.scrapes, args.poll_secs
+    );
     println!("body: {:.0} KiB, {series} series", size as f64 / 1024.0);
     println!("client-side (connect, request, whole body): median {wm:.1} ms, p99 {wp:.1} ms, max {wmax:.1} ms");
     if !server.is_empty() {
         let (sm, sp, smax) = common::stats(server);
-        println!("server-side (Server-Timing): median {sm:.1} ms, p99 {sp:.1} ms, max {smax:.1} ms");
+        println!(
+            "server-side (Server-Timing): median {sm:.1} ms, p99 {sp:.1} ms, max {smax:.1} ms"
+        );
     }
     shutdown.notify();
 }
