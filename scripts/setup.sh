@@ -3,6 +3,7 @@
 #   scripts/setup.sh          build + run dependencies (libvirt headers, pkg-config)
 #   scripts/setup.sh --test   also what the test suite and benchmark use: a libvirt daemon,
 #                             QEMU, headless Chromium + ChromeDriver, prometheus-libvirt-exporter,
+#                             Prometheus (tests/api/metrics.rs scrapes vmdeck with it),
 #                             and cargo-deb with adduser and systemd-analyze (package systemd)
 #                             for the package test (tests/package.sh).
 # Idempotent: packages already present are not reinstalled. Runs apt through sudo when not root.
@@ -18,7 +19,10 @@ pkgs=(pkg-config libvirt-dev gcc libc6-dev)
 if [ "$want_test" = 1 ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
          chromium chromium-driver prometheus-libvirt-exporter curl procps adduser
-         systemd)
+         systemd
+         # The /metrics test starts /usr/bin/prometheus itself (own config, port and data
+         # directory), so whether the package's prometheus.service runs does not matter.
+         prometheus)
 fi
 
 missing=()

@@ -227,6 +227,8 @@ pub async fn check_config(figment: &rocket::figment::Figment) -> (String, Vec<St
         ("session_lifetime_hours", (s.session_lifetime.as_secs() / 3600).to_string()),
         ("trusted_proxies", format!("{:?}", s.trusted_proxies)),
         ("healthz_tokens", format!("{} (hidden)", s.healthz_tokens.len())),
+        ("metrics_tokens", format!("{} (hidden)", s.metrics.tokens.len())),
+        ("metrics_allow", format!("{:?}", s.metrics.allow)),
         ("confirm_timeout_secs", s.confirm_timeout.as_secs().to_string()),
         ("power_concurrency_per_host", s.power_concurrency.to_string()),
         (

@@ -25,6 +25,7 @@ pub mod events;
 pub mod history;
 pub mod hosts;
 pub mod inventory;
+pub mod metrics;
 pub mod poller;
 pub mod reports;
 pub mod schedules;
@@ -106,6 +107,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .attach(demo::stage(generated))
         .attach(control::stage())
         .attach(console::stage())
+        .attach(metrics::stage())
         .attach(schedules::stage())
         .attach(poller::stage())
         .attach(audit::retention_stage())
@@ -118,6 +120,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .mount("/", auth::account::routes())
         .mount("/", control::routes())
         .mount("/", console::routes())
+        .mount("/", metrics::routes())
         .mount("/", audit::routes())
         .mount("/", history::routes())
         .mount("/", reports::routes())

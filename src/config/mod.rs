@@ -71,6 +71,25 @@ pub struct Settings {
     pub healthz_tokens: Vec<String>,
     /// The browser console's limits.
     pub console: ConsoleLimits,
+    /// Who may scrape `/metrics` (`metrics_tokens`, `metrics_allow`); off when neither is set.
+    pub metrics: MetricsAccess,
+}
+
+/// Who may read `GET /metrics`. Off (404) when both lists are empty; with both set, a scrape
+/// must come from an allowed address *and* carry a listed token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsAccess {
+    /// Bearer tokens (`metrics_tokens`); several, so one can be rotated.
+    pub tokens: Vec<String>,
+    /// Scrapers' addresses or networks (`metrics_allow`), checked against `auth::client_addr`.
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+impl MetricsAccess {
+    /// Whether `/metrics` is served at all.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty() || !self.allow.is_empty()
+    }
 }
 
 /// The browser console's limits (`console_*` keys).
@@ -188,6 +207,10 @@ struct RawSettings {
     public_url: Option<String>,
     #[serde(default)]
     healthz_tokens: Vec<String>,
+    #[serde(default)]
+    metrics_tokens: Vec<String>,
+    #[serde(default)]
+    metrics_allow: Vec<String>,
     console_idle_secs: Option<u64>,
     console_max_per_user: Option<usize>,
     console_max_total: Option<usize>,
@@ -223,7 +246,15 @@ struct RawHostHead {
     driver: Option<String>,
 }
 
-/// Shortest accepted `healthz_tokens` entry.
+/// A `metrics_allow` entry: one address (a network of one) or a CIDR network.
+fn allowed_network(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// Shortest accepted `healthz_tokens` / `metrics_tokens` entry.
 pub const MIN_TOKEN_LEN: usize = 16;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/vmdeck.db";
 
@@ -378,14 +409,32 @@ impl Settings {
             None | Some(0) => None,
             Some(d) => Some(ranged("audit_retention_days", Some(d), d, 1..=36_500, "days")?),
         };
-        if let Some(i) = raw.healthz_tokens.iter().position(|t| t.chars().count() < MIN_TOKEN_LEN) {
-            return Err(ConfigError::new(
-                format!("healthz_tokens[{i}]"),
-                format!(
-                    "too short: use at least {MIN_TOKEN_LEN} characters (e.g. openssl rand -hex 16)"
-                ),
-            ));
+        for (key, tokens) in
+            [("healthz_tokens", &raw.healthz_tokens), ("metrics_tokens", &raw.metrics_tokens)]
+        {
+            if let Some(i) = tokens.iter().position(|t| t.chars().count() < MIN_TOKEN_LEN) {
+                return Err(ConfigError::new(
+                    format!("{key}[{i}]"),
+                    format!(
+                        "too short: use at least {MIN_TOKEN_LEN} characters (e.g. openssl rand -hex 16)"
+                    ),
+                ));
+            }
         }
+        let metrics = MetricsAccess {
+            tokens: raw.metrics_tokens,
+            allow: raw
+                .metrics_allow
+                .iter()
+                .enumerate()
+                .map(|(i, a)| allowed_network(a).ok_or_else(|| {
+                    ConfigError::new(
+                        format!("metrics_allow[{i}]"),
+                        format!("{a:?} is not an IP address or a CIDR network (e.g. 192.0.2.10 or 10.0.0.0/24)"),
+                    )
+                }))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         let trusted_proxies = raw
             .trusted_proxies
             .iter()
@@ -466,6 +515,7 @@ impl Settings {
             public_url,
             healthz_tokens: raw.healthz_tokens,
             console,
+            metrics,
         })
     }
 
@@ -659,6 +709,22 @@ mod tests {
         let ok = settings("healthz_tokens = ['0123456789abcdef']").unwrap();
         assert_eq!(ok.healthz_tokens, vec!["0123456789abcdef"]);
         assert!(settings("").unwrap().healthz_tokens.is_empty(), "none by default");
+    }
+
+    #[test]
+    fn metrics_access_is_off_by_default_and_each_entry_is_checked() {
+        assert!(!settings("").unwrap().metrics.enabled(), "never open by default");
+        let e = settings("metrics_tokens = ['0123456789abcdef', 'short']").err().unwrap();
+        assert_eq!(e.key, "metrics_tokens[1]", "{e}");
+        let e = settings("metrics_allow = ['10.0.0.0/8', '10.0.0.300']").err().unwrap();
+        assert_eq!(e.key, "metrics_allow[1]", "{e}");
+        assert!(e.message.contains("CIDR"), "{e}");
+        let ok = settings("metrics_allow = ['192.0.2.10', '10.0.0.0/24', '::1']").unwrap().metrics;
+        assert!(ok.enabled());
+        let strs: Vec<String> = ok.allow.iter().map(|n| n.to_string()).collect();
+        assert_eq!(strs, ["192.0.2.10/32", "10.0.0.0/24", "::1/128"]);
+        let ok = settings("metrics_tokens = ['0123456789abcdef']").unwrap().metrics;
+        assert_eq!(ok.tokens, ["0123456789abcdef"]);
     }
 
     #[test]

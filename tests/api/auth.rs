@@ -76,6 +76,8 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             [400, 400, 400, 400],
         ),
         ("GET", "/healthz", "/healthz".into(), vec![], [200, 200, 200, 200]),
+        // Off unless metrics_tokens / metrics_allow are set (tests/api/metrics.rs); never by role.
+        ("GET", "/metrics", "/metrics".into(), vec![], [404, 404, 404, 404]),
         ("GET", "/login?<next>", "/login".into(), vec![], [200, 303, 303, 303]),
         (
             "POST",

@@ -52,6 +52,7 @@ const DEFAULT_CASES: usize = 4000;
 const FIELDS: &[(&str, &[&str])] = &[
     ("GET /", &[]),
     ("GET /healthz", &[]),
+    ("GET /metrics", &[]),
     (
         "GET /vms?<query..>",
         &["q", "state", "host", "sort", "dir", "page", "per_page", "snapshots_older_than"],
@@ -163,8 +164,10 @@ async fn fuzz() {
 
     // Loopback is a trusted proxy, so re-logins can come from an address of their own, which
     // the fuzzer's failed logins from loopback have not throttled.
+    // /metrics is on for every address, so its handler is fuzzed, not only its 404.
     let app = spawn_app(AppOptions {
         trusted_proxies: vec!["127.0.0.1".into()],
+        extra: vec![("metrics_allow", serde_json::json!(["0.0.0.0/0", "::/0"]))],
         ..AppOptions::breadth()
     })
     .await;

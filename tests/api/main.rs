@@ -33,6 +33,7 @@ mod fuzz;
 mod history;
 mod inventory;
 mod live;
+mod metrics;
 mod power_offers;
 mod real_vm;
 mod reports;
