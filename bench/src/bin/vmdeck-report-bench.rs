@@ -49,6 +49,7 @@ fn report(i: usize) -> VmReport {
             os_type: "hvm".into(),
             autostart: true,
             persistent: true,
+            graphics: None,
             disks: vec![],
             nics: vec![],
         },
