@@ -16,6 +16,7 @@ use super::model::{Frequency, Retention, WEEKDAYS};
 use super::store::{self, Schedule, ScheduleSpec, Scope};
 use super::Scheduler;
 use crate::auth::{Admin, Csrf, CsrfForm};
+use crate::domain::quoted;
 use crate::web::format as view;
 use crate::web::{App, AppError, Chrome};
 
@@ -250,7 +251,7 @@ fn parse_count(s: &str, what: &str, max: u32, errors: &mut Vec<String>) -> Optio
         _ => {
             let shown: String = s.chars().take(20).collect();
             errors
-                .push(format!("{what} must be a whole number from 1 to {max}; {shown:?} is not."));
+                .push(format!("{what} must be a whole number from 1 to {max}; {} is not.", quoted(&shown)));
             None
         }
     }
@@ -285,7 +286,7 @@ impl ScheduleForm {
                         }
                         _ => {
                             let shown: String = v.chars().take(80).collect();
-                            errors.push(format!("{shown:?} is not a VM of a configured host."));
+                            errors.push(format!("{} is not a VM of a configured host.", quoted(&shown)));
                         }
                     }
                 }
@@ -317,7 +318,7 @@ impl ScheduleForm {
                     if h.is_empty() {
                         errors.push("Choose a host.".into());
                     } else {
-                        errors.push(format!("{shown:?} is not a configured host."));
+                        errors.push(format!("{} is not a configured host.", quoted(&shown)));
                     }
                 }
                 Some(Scope::Host(h.to_string()))
@@ -333,7 +334,8 @@ impl ScheduleForm {
                 errors.push("Give the time, as HH:MM in UTC (e.g. 03:00).".into());
             } else {
                 errors.push(format!(
-                    "The time must be HH:MM in UTC, from 00:00 to 23:59; {shown:?} is not."
+                    "The time must be HH:MM in UTC, from 00:00 to 23:59; {} is not.",
+                    quoted(&shown)
                 ));
             }
         };
@@ -343,7 +345,8 @@ impl ScheduleForm {
                 _ => {
                     let shown: String = self.minute.trim().chars().take(20).collect();
                     errors.push(format!(
-                        "The minute of an hourly schedule must be 0 to 59; {shown:?} is not."
+                        "The minute of an hourly schedule must be 0 to 59; {} is not.",
+                        quoted(&shown)
                     ));
                     None
                 }
@@ -562,7 +565,10 @@ async fn empty_scope_warning(
     let n = scheduler.vms_in_scope(scope).await?.len();
     Ok((n == 0).then(|| match scope {
         Scope::Pattern(p) => {
-            format!(" Warning: no VM is named like {p:?} now, so a run would take nothing.")
+            format!(
+                " Warning: no VM is named like {} now, so a run would take nothing.",
+                quoted(p)
+            )
         }
         Scope::Host(h) => format!(" Warning: {h} has no VMs now, so a run would take nothing."),
         Scope::Vms(_) => " Warning: none of the chosen VMs exists now.".into(),
@@ -595,7 +601,7 @@ async fn create(
             )))
         }
         Err(store::SaveError::Duplicate(name)) => {
-            let errors = vec![format!("A schedule named {name:?} exists already.")];
+            let errors = vec![format!("A schedule named {} exists already.", quoted(&name))];
             let page = form_page(me.0, &app, None, FormValues::of_form(&f), errors, None).await?;
             Ok(Err(status::Custom(Status::BadRequest, page)))
         }
@@ -646,7 +652,7 @@ async fn update(
         }
         Ok(false) => Err(AppError::NotFound(format!("There is no schedule {id}."))),
         Err(store::SaveError::Duplicate(name)) => {
-            let errors = vec![format!("A schedule named {name:?} exists already.")];
+            let errors = vec![format!("A schedule named {} exists already.", quoted(&name))];
             let page =
                 form_page(me.0, &app, Some(id), FormValues::of_form(&f), errors, None).await?;
             Ok(Err(status::Custom(Status::BadRequest, page)))

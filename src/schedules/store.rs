@@ -158,7 +158,7 @@ pub struct ScheduleSpec {
 /// Why a schedule was not saved.
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
-    #[error("a schedule named {0:?} exists already")]
+    #[error("a schedule named {} exists already", crate::domain::quoted(.0))]
     Duplicate(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
