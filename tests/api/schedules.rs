@@ -479,7 +479,7 @@ async fn the_form_explains_bad_input_in_words_and_saves_nothing() {
         (with(&[("keep_daily", "many")]), "Keep daily must be a whole number"),
         (with(&[("pattern", "")]), "Give a name pattern"),
         (with(&[("scope", "vms")]), "Choose at least one VM"),
-        (with(&[("scope", "host"), ("host", "nowhere")]), "\"nowhere\" is not a configured host"),
+        (with(&[("scope", "host"), ("host", "nowhere")]), "“nowhere” is not a configured host"),
         (with(&[("name", "")]), "Give the schedule a name"),
         (with(&[("frequency", "weekly"), ("weekday", "Caturday")]), "Choose the day of the week"),
     ];
