@@ -225,10 +225,7 @@ impl Scheduler {
             action: SnapshotAction::Take,
             snapshot_name: name.clone(),
             snap_id: None,
-            description: format!(
-                "Taken by vmdeck's schedule {}.",
-                crate::domain::quoted(&s.name)
-            ),
+            description: format!("Taken by vmdeck's schedule {}.", crate::domain::quoted(&s.name)),
             with_memory: s.with_memory,
             after: AfterRevert::AsTaken,
             schedule_id: Some(s.id),

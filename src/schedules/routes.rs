@@ -143,11 +143,8 @@ async fn list_page(
             .collect();
         failing.extend(store::failure_streaks(app.pool, s.id, RUNS_SHOWN).await?.into_iter().map(
             |(vm, host, n, error)| {
-                let runs = if n == 1 {
-                    "The last run".to_string()
-                } else {
-                    format!("{n} runs in a row")
-                };
+                let runs =
+                    if n == 1 { "The last run".to_string() } else { format!("{n} runs in a row") };
                 format!("{runs} failed for {vm} (on {host}): {error}")
             },
         ));
@@ -250,8 +247,10 @@ fn parse_count(s: &str, what: &str, max: u32, errors: &mut Vec<String>) -> Optio
         Ok(n) if n <= max => Some(n),
         _ => {
             let shown: String = s.chars().take(20).collect();
-            errors
-                .push(format!("{what} must be a whole number from 1 to {max}; {} is not.", quoted(&shown)));
+            errors.push(format!(
+                "{what} must be a whole number from 1 to {max}; {} is not.",
+                quoted(&shown)
+            ));
             None
         }
     }
@@ -286,7 +285,10 @@ impl ScheduleForm {
                         }
                         _ => {
                             let shown: String = v.chars().take(80).collect();
-                            errors.push(format!("{} is not a VM of a configured host.", quoted(&shown)));
+                            errors.push(format!(
+                                "{} is not a VM of a configured host.",
+                                quoted(&shown)
+                            ));
                         }
                     }
                 }
@@ -565,10 +567,7 @@ async fn empty_scope_warning(
     let n = scheduler.vms_in_scope(scope).await?.len();
     Ok((n == 0).then(|| match scope {
         Scope::Pattern(p) => {
-            format!(
-                " Warning: no VM is named like {} now, so a run would take nothing.",
-                quoted(p)
-            )
+            format!(" Warning: no VM is named like {} now, so a run would take nothing.", quoted(p))
         }
         Scope::Host(h) => format!(" Warning: {h} has no VMs now, so a run would take nothing."),
         Scope::Vms(_) => " Warning: none of the chosen VMs exists now.".into(),

@@ -366,8 +366,9 @@ async fn a_run_left_unfinished_by_a_crash_is_settled_as_interrupted_at_the_next_
     assert_eq!(status, 200);
     let text = unescape(&strip_tags(&html));
     assert!(
-        text.contains("interrupted: vmdeck stopped during the run (1 taken, 0 pruned before it stopped)")
-            && text.contains("The last run was interrupted"),
+        text.contains(
+            "interrupted: vmdeck stopped during the run (1 taken, 0 pruned before it stopped)"
+        ) && text.contains("The last run was interrupted"),
         "{text}"
     );
     assert!(!text.contains("running (or interrupted)"), "{text}");

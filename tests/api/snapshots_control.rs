@@ -136,10 +136,7 @@ async fn an_operator_takes_a_snapshot_and_the_entry_walks_the_lifecycle_to_confi
     // The audit log shows it in words, filters on it, and exports it.
     let (_, html) = op.get(&format!("/audit?vm={uuid}&action=snapshot")).await;
     let text = unescape(&html);
-    assert!(
-        text.contains("Take snapshot") && text.contains("snapshot “before-upgrade”"),
-        "{text}"
-    );
+    assert!(text.contains("Take snapshot") && text.contains("snapshot “before-upgrade”"), "{text}");
     assert!(html.contains("<option value=\"snapshot\""), "the kind filter offers snapshot");
     let (status, entry) = op.get(&format!("/audit/{id}")).await;
     assert_eq!(status, 200);
@@ -285,9 +282,7 @@ async fn one_request_in_flight_per_vm_whether_power_or_snapshot() {
     assert_eq!(res.status().as_u16(), 303);
     let flash = op.flash_at(&location(&res)).await;
     assert!(
-        flash.contains(
-            "Take snapshot “slow-one” (requested by alice, requested) is still pending"
-        ),
+        flash.contains("Take snapshot “slow-one” (requested by alice, requested) is still pending"),
         "{flash}"
     );
     let statuses: Vec<String> =
