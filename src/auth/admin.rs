@@ -77,7 +77,10 @@ fn back(result: Result<String, UserError>) -> Flash<Redirect> {
 
 fn parse_role(role: &str) -> Result<Role, UserError> {
     Role::parse(role).ok_or_else(|| {
-        UserError::Invalid(format!("unknown role {role:?} (viewer, operator or admin)"))
+        UserError::Invalid(format!(
+            "unknown role {} (viewer, operator or admin)",
+            crate::domain::quoted(role)
+        ))
     })
 }
 
@@ -236,7 +239,10 @@ async fn remove_confirm(
 ) -> Result<Template, AppError> {
     let exists = users::credentials(&db.0, name, true).await?.is_some();
     if !exists {
-        return Err(AppError::NotFound(format!("There is no user named {name:?}.")));
+        return Err(AppError::NotFound(format!(
+            "There is no user named {}.",
+            crate::domain::quoted(name)
+        )));
     }
     Ok(Template::render(
         "users/remove",

@@ -21,9 +21,9 @@ pub struct User {
 pub enum UserError {
     #[error("{0}")]
     Invalid(String),
-    #[error("there is no user named {0:?}")]
+    #[error("there is no user named {}", crate::domain::quoted(.0))]
     NotFound(String),
-    #[error("a user named {0:?} already exists")]
+    #[error("a user named {} already exists", crate::domain::quoted(.0))]
     Exists(String),
     #[error("the last admin cannot be removed or demoted")]
     LastAdmin,
@@ -36,7 +36,8 @@ pub fn check_name(name: &str) -> Result<(), UserError> {
     // Scheduled snapshot requests are audited as this user: no account may pass for it.
     if name.eq_ignore_ascii_case(crate::domain::SYSTEM_USER) {
         return Err(UserError::Invalid(format!(
-            "{name:?} is reserved: vmdeck's schedules act under that name in the audit log"
+            "{} is reserved: vmdeck's schedules act under that name in the audit log",
+            crate::domain::quoted(name)
         )));
     }
     let ok = (1..=64).contains(&name.chars().count())
@@ -45,7 +46,8 @@ pub fn check_name(name: &str) -> Result<(), UserError> {
         Ok(())
     } else {
         Err(UserError::Invalid(format!(
-            "{name:?} is not a valid user name (1-64 letters, digits, '.', '_', '-' or '@')"
+            "{} is not a valid user name (1-64 letters, digits, '.', '_', '-' or '@')",
+            crate::domain::quoted(name)
         )))
     }
 }

@@ -13,7 +13,7 @@ use super::{Control, Outcome, SnapshotOutcome, SnapshotRequest, Target};
 use crate::auth::{Csrf, CsrfForm, Operator};
 use crate::config::Settings;
 use crate::db::StorageFault;
-use crate::domain::{AfterRevert, HostName, PowerAction, SnapshotAction, VmKey, VmUuid};
+use crate::domain::{quoted, AfterRevert, HostName, PowerAction, SnapshotAction, VmKey, VmUuid};
 use crate::web::error::unavailable;
 use crate::web::power::{confirm_href, power_href, safe_back};
 use crate::web::{AppError, Chrome};
@@ -36,7 +36,8 @@ pub(super) async fn find(
     let uuid = uuid.map_err(|given| AppError::NotFound(VmUuid::not_a_uuid(given)))?;
     let not_found = |host: &str| {
         AppError::NotFound(format!(
-            "There is no VM {uuid} on a host named {host:?} (it may be gone)."
+            "There is no VM {uuid} on a host named {} (it may be gone).",
+            quoted(host)
         ))
     };
     let host = host.map_err(not_found)?;
@@ -49,7 +50,8 @@ fn action(field: &form::Result<'_, PowerAction>) -> Result<PowerAction, AppError
     field.as_ref().copied().map_err(|errors| {
         let given = errors.iter().find_map(|e| e.value.as_deref()).unwrap_or_default();
         AppError::BadRequest(format!(
-            "Unknown action {given:?}. Known actions: {}.",
+            "Unknown action {}. Known actions: {}.",
+            quoted(given),
             PowerAction::known()
         ))
     })
@@ -370,7 +372,7 @@ async fn bulk_snapshot(
         }
     }
     problems.extend(not_found.iter().map(|k| format!("{k}: no such VM")));
-    let label = format!("Take snapshot {name:?}");
+    let label = format!("Take snapshot {}", quoted(&name));
     let message = bulk_message(&label, &requested, &problems);
     bulk_answer(back, message, &requested, &problems, fault)
 }

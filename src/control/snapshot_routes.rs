@@ -21,7 +21,7 @@ use crate::auth::{Csrf, CsrfForm, Operator};
 use crate::backend::SnapshotCaps;
 use crate::config::Settings;
 use crate::db::now_ms;
-use crate::domain::{AfterRevert, HostName, PowerState, SnapshotAction, VmUuid};
+use crate::domain::{quoted, AfterRevert, HostName, PowerState, SnapshotAction, VmUuid};
 use crate::web::error::unavailable;
 use crate::web::format::{absolute, ago};
 use crate::web::{AppError, Chrome};
@@ -185,7 +185,7 @@ type Answer = Result<Result<Flash<Redirect>, Custom<Template>>, AppError>;
 /// The flash of an outcome, as the power forms word theirs.
 fn answer(target: &Target, action: SnapshotAction, name: &str, outcome: SnapshotOutcome) -> Answer {
     let back = target.key().href();
-    let what = format!("{} {name:?}", action.label());
+    let what = format!("{} {}", action.label(), quoted(name));
     Ok(Ok(match outcome {
         SnapshotOutcome::Requested { .. } => Flash::success(
             Redirect::to(back),
@@ -250,8 +250,9 @@ async fn snapshot_of(
 ) -> Result<PresentSnapshot, AppError> {
     let missing = || {
         AppError::NotFound(format!(
-            "{} has no snapshot {row:?} (it may have been deleted; its page lists the ones that exist).",
-            target.name
+            "{} has no snapshot {} (it may have been deleted; its page lists the ones that exist).",
+            target.name,
+            quoted(row)
         ))
     };
     let id: i64 = row.parse().map_err(|_| missing())?;
@@ -333,9 +334,9 @@ async fn confirm_page(
     let page = ConfirmPage {
         title: match action {
             SnapshotAction::Revert => {
-                format!("Revert {} to snapshot {:?}?", target.name, snap.name)
+                format!("Revert {} to snapshot {}?", target.name, quoted(&snap.name))
             }
-            _ => format!("Delete snapshot {:?} of {}?", snap.name, target.name),
+            _ => format!("Delete snapshot {} of {}?", quoted(&snap.name), target.name),
         },
         chrome: Chrome::new(user.0, flash, settings),
         action: action.as_str(),
@@ -384,7 +385,8 @@ fn after(given: Option<&str>) -> Result<AfterRevert, AppError> {
         None => Ok(AfterRevert::AsTaken),
         Some(g) => AfterRevert::ALL.into_iter().find(|a| a.as_str() == g).ok_or_else(|| {
             AppError::BadRequest(format!(
-                "Unknown state after revert {g:?}. Known: as_taken, running, paused."
+                "Unknown state after revert {}. Known: as_taken, running, paused.",
+                quoted(g)
             ))
         }),
     }

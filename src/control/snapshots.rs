@@ -92,7 +92,8 @@ pub fn invalid(req: &SnapshotRequest) -> Option<String> {
         && name.starts_with(SCHEDULE_PREFIX)
     {
         return Some(format!(
-            "Names starting with {SCHEDULE_PREFIX:?} are reserved for scheduled snapshots; choose another name."
+            "Names starting with {} are reserved for scheduled snapshots; choose another name.",
+            crate::domain::quoted(SCHEDULE_PREFIX)
         ));
     }
     let dchars = req.description.chars().count();

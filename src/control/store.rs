@@ -278,10 +278,12 @@ impl PendingPower {
     }
 }
 
-/// An action in words, with its snapshot's name for a snapshot action: `Take snapshot "x"`.
+/// An action in words, with its snapshot's name for a snapshot action: `Take snapshot “x”`.
 pub fn what(action: RequestAction, snapshot: Option<&str>) -> String {
     match (action, snapshot) {
-        (RequestAction::Snapshot(_), Some(name)) => format!("{} {name:?}", action.label()),
+        (RequestAction::Snapshot(_), Some(name)) => {
+            format!("{} {}", action.label(), crate::domain::quoted(name))
+        }
         _ => action.label().to_string(),
     }
 }
@@ -393,9 +395,9 @@ pub struct SnapshotRecord<'a> {
 }
 
 /// The settled detail that names a request's snapshot, so the hash chain covers it:
-/// `snapshot "before-upgrade"`.
+/// `snapshot “before-upgrade”`. Entries sealed earlier keep their `snapshot "…"` text.
 pub fn snapshot_detail(name: &str) -> String {
-    format!("snapshot {name:?}")
+    format!("snapshot {}", crate::domain::quoted(name))
 }
 
 /// Persists a snapshot request (audit entry of kind `snapshot`, status `requested`, and its

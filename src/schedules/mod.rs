@@ -58,6 +58,8 @@ pub struct Scheduler {
     settle_timeout: HashMap<String, Duration>,
     /// One tick at a time (the clock's and a test's).
     running: tokio::sync::Mutex<()>,
+    /// Set once the runs a previous process left unfinished are settled ([`Scheduler::start`]).
+    started: tokio::sync::OnceCell<()>,
 }
 
 /// What one tick did: the runs it started (and finished), by id.
@@ -82,7 +84,41 @@ impl Scheduler {
                 (h.config.name.to_string(), bound)
             })
             .collect();
-        Scheduler { pool, hosts, control, settle_timeout, running: tokio::sync::Mutex::new(()) }
+        Scheduler {
+            pool,
+            hosts,
+            control,
+            settle_timeout,
+            running: tokio::sync::Mutex::new(()),
+            started: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Settles, once per process and before the first tick, the runs a previous process left
+    /// unfinished (vmdeck stopped or crashed during them): each ends now as interrupted, with
+    /// the VM results it recorded; the run page shows its other VMs as not reached. Their slot
+    /// stays claimed: an interrupted run is not run again, the next slot runs as usual.
+    ///
+    /// How this relates to `control::settle_leftovers` (run at the same start, from control's
+    /// liftoff): that settles the snapshot requests such a run had in flight, each against the
+    /// VM's snapshot set, in the audit log; this settles the run's own record. The two do not
+    /// wait for each other: a VM whose take was in flight has no result in the run (not
+    /// reached), and the run page links the request's audit entry, which says how it ended.
+    pub async fn start(&self) {
+        self.started
+            .get_or_init(|| async {
+                match store::settle_interrupted(&self.pool, crate::db::now_ms()).await {
+                    Ok(runs) => {
+                        for (run, schedule) in runs {
+                            tracing::warn!(%schedule, run, "a scheduled run was interrupted: vmdeck stopped during it");
+                        }
+                    }
+                    // Not settled: the runs stay unfinished (shown as running) until a start
+                    // that can write; nothing else depends on it.
+                    Err(e) => tracing::error!("settling interrupted scheduled runs failed: {e}"),
+                }
+            })
+            .await;
     }
 
     /// Runs every enabled schedule whose slot is due at `now` (ms), one schedule after the
@@ -91,6 +127,7 @@ impl Scheduler {
     /// twice. Errors are logged and recorded on the run, never raised.
     pub async fn tick(&self, now: i64) -> TickReport {
         let _one = self.running.lock().await;
+        self.start().await;
         let mut report = TickReport::default();
         let schedules = match store::list(&self.pool).await {
             Ok(s) => s,
@@ -153,16 +190,18 @@ impl Scheduler {
                 }
             }
         }
-        let results: Vec<RunVm> = futures::stream::iter(vms.into_iter().chain(missing))
-            .map(|vm| self.one_vm(s, slot, vm, now))
+        // Each VM's result is recorded as soon as it is known, so a run that vmdeck stops
+        // during keeps the results it had ([`Scheduler::start`] settles the rest).
+        futures::stream::iter(vms.into_iter().chain(missing))
+            .map(|vm| async move {
+                let r = self.one_vm(s, slot, vm, now).await;
+                if let Err(e) = store::record_run_vm(&self.pool, run, &r).await {
+                    tracing::error!(schedule = %s.name, vm = %r.vm_name, "recording a run's result failed: {e}");
+                }
+            })
             .buffer_unordered(VMS_AT_ONCE)
-            .collect()
+            .collect::<Vec<()>>()
             .await;
-        for r in &results {
-            if let Err(e) = store::record_run_vm(&self.pool, run, r).await {
-                tracing::error!(schedule = %s.name, vm = %r.vm_name, "recording a run's result failed: {e}");
-            }
-        }
         if let Err(e) = store::finish_run(&self.pool, run, crate::db::now_ms()).await {
             tracing::error!(schedule = %s.name, "finishing a run failed: {e}");
         }
@@ -186,7 +225,7 @@ impl Scheduler {
             action: SnapshotAction::Take,
             snapshot_name: name.clone(),
             snap_id: None,
-            description: format!("Taken by vmdeck's schedule {:?}.", s.name),
+            description: format!("Taken by vmdeck's schedule {}.", crate::domain::quoted(&s.name)),
             with_memory: s.with_memory,
             after: AfterRevert::AsTaken,
             schedule_id: Some(s.id),
@@ -327,6 +366,8 @@ pub fn stage() -> AdHoc {
         rocket.manage(scheduler).attach(AdHoc::on_liftoff("Snapshot scheduler", |rocket| {
             Box::pin(async move {
                 let Some(scheduler) = rocket.state::<Arc<Scheduler>>().cloned() else { return };
+                // Before the first tick: runs a previous process left unfinished.
+                scheduler.start().await;
                 crate::background::every(rocket, "snapshot schedules", TICK, move || {
                     let scheduler = scheduler.clone();
                     async move {

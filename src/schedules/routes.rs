@@ -16,6 +16,7 @@ use super::model::{Frequency, Retention, WEEKDAYS};
 use super::store::{self, Schedule, ScheduleSpec, Scope};
 use super::Scheduler;
 use crate::auth::{Admin, Csrf, CsrfForm};
+use crate::domain::quoted;
 use crate::web::format as view;
 use crate::web::{App, AppError, Chrome};
 
@@ -66,15 +67,28 @@ struct RunView {
     taken: i64,
     failed: i64,
     pruned: i64,
+    /// vmdeck stopped during the run (settled at the next start): neither success nor a
+    /// failure of its VMs.
+    interrupted: bool,
     outcome: String,
 }
 
+/// What the pages say of an interrupted run and of the VMs it did not reach.
+const INTERRUPTED: &str = "interrupted: vmdeck stopped during the run";
+const NOT_REACHED: &str = "not reached: vmdeck stopped during the run";
+
 impl RunView {
     fn of(r: &store::Run) -> RunView {
-        let outcome = match (r.finished_at, r.failed) {
-            (None, _) => "running (or interrupted)".to_string(),
-            (Some(_), 0) => format!("{} taken, {} pruned", r.taken, r.pruned),
-            (Some(_), f) => format!("{} taken, {f} failed, {} pruned", r.taken, r.pruned),
+        let counts = match r.failed {
+            0 => format!("{} taken, {} pruned", r.taken, r.pruned),
+            f => format!("{} taken, {f} failed, {} pruned", r.taken, r.pruned),
+        };
+        let outcome = match r.finished_at {
+            // Runs left unfinished by a stop are settled at the next start, so this one is.
+            None => "running".to_string(),
+            Some(_) if r.interrupted && r.taken + r.failed == 0 => INTERRUPTED.to_string(),
+            Some(_) if r.interrupted => format!("{INTERRUPTED} ({counts} before it stopped)"),
+            Some(_) => counts,
         };
         RunView {
             id: r.id,
@@ -84,6 +98,7 @@ impl RunView {
             taken: r.taken,
             failed: r.failed,
             pruned: r.pruned,
+            interrupted: r.interrupted,
             outcome,
         }
     }
@@ -115,15 +130,24 @@ async fn list_page(
     let mut views = Vec::new();
     for s in store::list(app.pool).await? {
         let runs = store::recent_runs(app.pool, s.id, 1).await?;
-        let failing = store::failure_streaks(app.pool, s.id, RUNS_SHOWN)
-            .await?
+        let interrupted = runs.first().is_some_and(|r| r.interrupted);
+        // An interrupted run neither fails nor succeeds for the VMs it did not reach: their
+        // streaks count their results in the other runs.
+        let mut failing: Vec<String> = interrupted
+            .then(|| {
+                "The last run was interrupted: vmdeck stopped during it, so the VMs it had not \
+                 reached have no result from it."
+                    .to_string()
+            })
             .into_iter()
-            .map(|(vm, host, n, error)| {
+            .collect();
+        failing.extend(store::failure_streaks(app.pool, s.id, RUNS_SHOWN).await?.into_iter().map(
+            |(vm, host, n, error)| {
                 let runs =
                     if n == 1 { "The last run".to_string() } else { format!("{n} runs in a row") };
                 format!("{runs} failed for {vm} (on {host}): {error}")
-            })
-            .collect();
+            },
+        ));
         views.push(ScheduleView {
             id: s.id,
             name: s.name.clone(),
@@ -223,8 +247,10 @@ fn parse_count(s: &str, what: &str, max: u32, errors: &mut Vec<String>) -> Optio
         Ok(n) if n <= max => Some(n),
         _ => {
             let shown: String = s.chars().take(20).collect();
-            errors
-                .push(format!("{what} must be a whole number from 1 to {max}; {shown:?} is not."));
+            errors.push(format!(
+                "{what} must be a whole number from 1 to {max}; {} is not.",
+                quoted(&shown)
+            ));
             None
         }
     }
@@ -259,7 +285,10 @@ impl ScheduleForm {
                         }
                         _ => {
                             let shown: String = v.chars().take(80).collect();
-                            errors.push(format!("{shown:?} is not a VM of a configured host."));
+                            errors.push(format!(
+                                "{} is not a VM of a configured host.",
+                                quoted(&shown)
+                            ));
                         }
                     }
                 }
@@ -291,7 +320,7 @@ impl ScheduleForm {
                     if h.is_empty() {
                         errors.push("Choose a host.".into());
                     } else {
-                        errors.push(format!("{shown:?} is not a configured host."));
+                        errors.push(format!("{} is not a configured host.", quoted(&shown)));
                     }
                 }
                 Some(Scope::Host(h.to_string()))
@@ -307,7 +336,8 @@ impl ScheduleForm {
                 errors.push("Give the time, as HH:MM in UTC (e.g. 03:00).".into());
             } else {
                 errors.push(format!(
-                    "The time must be HH:MM in UTC, from 00:00 to 23:59; {shown:?} is not."
+                    "The time must be HH:MM in UTC, from 00:00 to 23:59; {} is not.",
+                    quoted(&shown)
                 ));
             }
         };
@@ -317,7 +347,8 @@ impl ScheduleForm {
                 _ => {
                     let shown: String = self.minute.trim().chars().take(20).collect();
                     errors.push(format!(
-                        "The minute of an hourly schedule must be 0 to 59; {shown:?} is not."
+                        "The minute of an hourly schedule must be 0 to 59; {} is not.",
+                        quoted(&shown)
                     ));
                     None
                 }
@@ -536,7 +567,7 @@ async fn empty_scope_warning(
     let n = scheduler.vms_in_scope(scope).await?.len();
     Ok((n == 0).then(|| match scope {
         Scope::Pattern(p) => {
-            format!(" Warning: no VM is named like {p:?} now, so a run would take nothing.")
+            format!(" Warning: no VM is named like {} now, so a run would take nothing.", quoted(p))
         }
         Scope::Host(h) => format!(" Warning: {h} has no VMs now, so a run would take nothing."),
         Scope::Vms(_) => " Warning: none of the chosen VMs exists now.".into(),
@@ -569,7 +600,7 @@ async fn create(
             )))
         }
         Err(store::SaveError::Duplicate(name)) => {
-            let errors = vec![format!("A schedule named {name:?} exists already.")];
+            let errors = vec![format!("A schedule named {} exists already.", quoted(&name))];
             let page = form_page(me.0, &app, None, FormValues::of_form(&f), errors, None).await?;
             Ok(Err(status::Custom(Status::BadRequest, page)))
         }
@@ -620,7 +651,7 @@ async fn update(
         }
         Ok(false) => Err(AppError::NotFound(format!("There is no schedule {id}."))),
         Err(store::SaveError::Duplicate(name)) => {
-            let errors = vec![format!("A schedule named {name:?} exists already.")];
+            let errors = vec![format!("A schedule named {} exists already.", quoted(&name))];
             let page =
                 form_page(me.0, &app, Some(id), FormValues::of_form(&f), errors, None).await?;
             Ok(Err(status::Custom(Status::BadRequest, page)))
@@ -707,21 +738,68 @@ struct RunPage {
 
 /// Ranked after `/schedules/<id>/delete`, which `/schedules/runs/delete` would also match.
 #[rocket::get("/schedules/runs/<run>", rank = 2)]
-async fn run_page(me: Admin<'_>, run: i64, app: App<'_>) -> Result<Template, AppError> {
+async fn run_page(
+    me: Admin<'_>,
+    run: i64,
+    app: App<'_>,
+    scheduler: &State<Arc<Scheduler>>,
+) -> Result<Template, AppError> {
     let id = run;
     let run = store::run(app.pool, id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no schedule run {id}.")))?;
     let schedule_id = run.schedule_id;
-    let schedule = store::get(app.pool, run.schedule_id).await?.map(|s| s.name).unwrap_or_default();
+    let stored = store::get(app.pool, run.schedule_id).await?;
     let hosts = app.hosts.names();
-    let vms = store::run_vms(app.pool, id)
-        .await?
+    let vm_page = |host: &str, uuid: &str| {
+        (hosts.contains(&host) && crate::domain::VmUuid::parse(uuid).is_ok())
+            .then(|| format!("/vms/{host}/{uuid}"))
+    };
+    let recorded = store::run_vms(app.pool, id).await?;
+    // An interrupted run's VMs without a result: those its schedule covers (now), each with
+    // the scheduled take it had in flight, if any (control settled that one at the start).
+    let mut not_reached = Vec::new();
+    if let (true, Some(s)) = (run.interrupted, &stored) {
+        let mut covered = scheduler.vms_in_scope(&s.scope).await?;
+        if let Scope::Vms(keys) = &s.scope {
+            for (host, uuid) in keys {
+                if !covered.iter().any(|v| &v.host_name == host && &v.uuid == uuid) {
+                    let name = store::known_vm_name(app.pool, host, uuid).await?;
+                    covered.push(store::ScopeVm {
+                        host_name: host.clone(),
+                        uuid: uuid.clone(),
+                        name: name.unwrap_or_else(|| format!("{host}/{uuid}")),
+                    });
+                }
+            }
+        }
+        let snapshot = super::model::snapshot_name(s.frequency, run.slot);
+        for v in covered {
+            if recorded.iter().any(|r| r.host_name == v.host_name && r.vm_uuid == v.uuid) {
+                continue;
+            }
+            let request =
+                store::take_request(app.pool, s.id, &v.host_name, &v.uuid, &snapshot).await?;
+            let error = match &request {
+                Some((_, status)) => format!("{NOT_REACHED} (its snapshot request: {status})"),
+                None => NOT_REACHED.to_string(),
+            };
+            not_reached.push(RunVmView {
+                vm_page: vm_page(&v.host_name, &v.uuid),
+                vm: v.name,
+                host: v.host_name,
+                outcome: "not-reached".into(),
+                error,
+                audit_id: request.map(|(id, _)| id),
+                pruned: 0,
+                prune_error: String::new(),
+            });
+        }
+    }
+    let mut vms: Vec<RunVmView> = recorded
         .into_iter()
         .map(|v| RunVmView {
-            vm_page: (hosts.contains(&v.host_name.as_str())
-                && crate::domain::VmUuid::parse(&v.vm_uuid).is_ok())
-            .then(|| format!("/vms/{}/{}", v.host_name, v.vm_uuid)),
+            vm_page: vm_page(&v.host_name, &v.vm_uuid),
             vm: v.vm_name,
             host: v.host_name,
             outcome: v.outcome,
@@ -731,6 +809,8 @@ async fn run_page(me: Admin<'_>, run: i64, app: App<'_>) -> Result<Template, App
             prune_error: v.prune_error.unwrap_or_default(),
         })
         .collect();
+    vms.extend(not_reached);
+    let schedule = stored.map(|s| s.name).unwrap_or_default();
     let run = RunView::of(&run);
     Ok(Template::render(
         "schedules/run",

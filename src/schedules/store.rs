@@ -158,7 +158,7 @@ pub struct ScheduleSpec {
 /// Why a schedule was not saved.
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
-    #[error("a schedule named {0:?} exists already")]
+    #[error("a schedule named {} exists already", crate::domain::quoted(.0))]
     Duplicate(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
@@ -377,6 +377,50 @@ pub async fn finish_run(pool: &SqlitePool, run: i64, now: i64) -> sqlx::Result<(
     Ok(())
 }
 
+/// Settles every run a previous process left unfinished (it stopped or crashed during the run):
+/// ends it at `now` as interrupted, with the counts of the VMs it recorded. Returns the runs
+/// settled as (run id, schedule name).
+pub async fn settle_interrupted(pool: &SqlitePool, now: i64) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as(
+        "UPDATE schedule_runs SET finished_at = ?, interrupted = 1,
+            taken = (SELECT COUNT(*) FROM schedule_run_vms v
+                      WHERE v.run_id = schedule_runs.id AND v.outcome = 'taken'),
+            failed = (SELECT COUNT(*) FROM schedule_run_vms v
+                       WHERE v.run_id = schedule_runs.id AND v.outcome = 'failed'),
+            pruned = (SELECT COALESCE(SUM(v.pruned), 0) FROM schedule_run_vms v
+                       WHERE v.run_id = schedule_runs.id)
+         WHERE finished_at IS NULL
+         RETURNING id,
+            COALESCE((SELECT name FROM snapshot_schedules s WHERE s.id = schedule_id), '')",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
+/// The scheduled take of `snapshot_name` requested for a VM under a schedule, if any: its
+/// audit entry's id and status (an interrupted run's VM may have had one in flight).
+pub async fn take_request(
+    pool: &SqlitePool,
+    schedule: i64,
+    host: &str,
+    uuid: &str,
+    snapshot_name: &str,
+) -> sqlx::Result<Option<(i64, String)>> {
+    sqlx::query_as(
+        "SELECT a.id, a.status FROM snapshot_requests r JOIN audit_log a ON a.id = r.audit_id
+          WHERE r.schedule_id = ? AND a.host_name = ? AND a.vm_uuid = ?
+            AND a.action = 'snapshot_take' AND r.snapshot_name = ?
+          ORDER BY a.id DESC LIMIT 1",
+    )
+    .bind(schedule)
+    .bind(host)
+    .bind(uuid)
+    .bind(snapshot_name)
+    .fetch_optional(pool)
+    .await
+}
+
 /// A run as its pages show it.
 #[derive(Debug, Clone, FromRow)]
 pub struct Run {
@@ -388,12 +432,15 @@ pub struct Run {
     pub taken: i64,
     pub failed: i64,
     pub pruned: i64,
+    /// vmdeck stopped during the run; settled at the next start (migration 0011).
+    pub interrupted: bool,
 }
 
 /// A schedule's newest runs, newest first.
 pub async fn recent_runs(pool: &SqlitePool, schedule: i64, limit: i64) -> sqlx::Result<Vec<Run>> {
     sqlx::query_as(
-        "SELECT id, schedule_id, slot, started_at, finished_at, taken, failed, pruned
+        "SELECT id, schedule_id, slot, started_at, finished_at, taken, failed, pruned,
+                interrupted
            FROM schedule_runs WHERE schedule_id = ? ORDER BY slot DESC LIMIT ?",
     )
     .bind(schedule)
@@ -404,7 +451,8 @@ pub async fn recent_runs(pool: &SqlitePool, schedule: i64, limit: i64) -> sqlx::
 
 pub async fn run(pool: &SqlitePool, id: i64) -> sqlx::Result<Option<Run>> {
     sqlx::query_as(
-        "SELECT id, schedule_id, slot, started_at, finished_at, taken, failed, pruned
+        "SELECT id, schedule_id, slot, started_at, finished_at, taken, failed, pruned,
+                interrupted
            FROM schedule_runs WHERE id = ?",
     )
     .bind(id)

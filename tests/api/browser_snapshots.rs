@@ -78,10 +78,7 @@ async fn an_operator_takes_a_snapshot_and_reverts_to_it_in_a_real_browser() {
     })
     .await;
     let text = flash(&b).await;
-    assert!(
-        text.starts_with("Take snapshot \"before-upgrade\" requested for br-running"),
-        "{text}"
-    );
+    assert!(text.starts_with("Take snapshot “before-upgrade” requested for br-running"), "{text}");
     assert_eq!(settled(&app, &uuid).await, ("snapshot_take".into(), "confirmed".into()));
     let row: i64 = sqlx::query_scalar("SELECT id FROM vm_snapshots WHERE name = 'before-upgrade'")
         .fetch_one(&app.pool)
@@ -105,7 +102,7 @@ async fn an_operator_takes_a_snapshot_and_reverts_to_it_in_a_real_browser() {
     })
     .await;
     let text = flash(&b).await;
-    assert!(text.starts_with("Revert to snapshot \"before-upgrade\" requested"), "{text}");
+    assert!(text.starts_with("Revert to snapshot “before-upgrade” requested"), "{text}");
     assert_eq!(settled(&app, &uuid).await, ("snapshot_revert".into(), "confirmed".into()));
     let state: String = sqlx::query_scalar("SELECT state FROM vms WHERE uuid = ?")
         .bind(&uuid)

@@ -305,6 +305,90 @@ async fn a_slot_missed_while_vmdeck_was_down_runs_once_at_start() {
 }
 
 #[tokio::test]
+async fn a_run_left_unfinished_by_a_crash_is_settled_as_interrupted_at_the_next_start() {
+    let app = breadth_app().await;
+    let running = uuid_of(&app, "br-running").await;
+    let shutoff = uuid_of(&app, "br-shutoff").await;
+    let t0 = future_midnight(70);
+    let id = add_schedule(
+        &app,
+        "cut short",
+        Scope::Vms(vec![("lab".into(), running.clone()), ("lab".into(), shutoff.clone())]),
+        daily(3),
+        3,
+        t0,
+    )
+    .await;
+    // As a crash leaves it: the slot claimed, the run started, one VM's result recorded, no
+    // end.
+    let slot = t0 + 3 * HOUR;
+    let started = vmdeck::db::now_ms() - 60_000;
+    sqlx::query("UPDATE snapshot_schedules SET last_slot = ? WHERE id = ?")
+        .bind(slot)
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let run: i64 = sqlx::query_scalar(
+        "INSERT INTO schedule_runs (schedule_id, slot, started_at) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(id)
+    .bind(slot)
+    .bind(started)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO schedule_run_vms (run_id, host_name, vm_uuid, vm_name, outcome)
+         VALUES (?, 'lab', ?, 'br-running', 'taken')",
+    )
+    .bind(run)
+    .bind(&running)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let dir = app.stop().await;
+
+    let app = spawn_app_in(dir, AppOptions::breadth()).await;
+    let (finished, interrupted, taken, failed): (Option<i64>, bool, i64, i64) = sqlx::query_as(
+        "SELECT finished_at, interrupted, taken, failed FROM schedule_runs WHERE id = ?",
+    )
+    .bind(run)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(finished.is_some_and(|f| f >= started), "ended at the start: {finished:?}");
+    assert!(interrupted, "settled as interrupted");
+    assert_eq!((taken, failed), (1, 0), "the counts of what it recorded");
+
+    let admin = app.session("admin").await;
+    let (status, html) = admin.get("/schedules").await;
+    assert_eq!(status, 200);
+    let text = unescape(&strip_tags(&html));
+    assert!(
+        text.contains(
+            "interrupted: vmdeck stopped during the run (1 taken, 0 pruned before it stopped)"
+        ) && text.contains("The last run was interrupted"),
+        "{text}"
+    );
+    assert!(!text.contains("running (or interrupted)"), "{text}");
+    assert!(!text.contains(" failed for "), "not a failure of its VMs: {text}");
+
+    let (status, html) = admin.get(&format!("/schedules/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(unescape(&strip_tags(&html)).contains("interrupted: vmdeck stopped during the run"));
+
+    let (status, html) = admin.get(&format!("/schedules/runs/{run}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("data-vm=\"br-running\" data-outcome=\"taken\""), "{html}");
+    assert!(html.contains("data-vm=\"br-shutoff\" data-outcome=\"not-reached\""), "{html}");
+    let text = unescape(&strip_tags(&html));
+    assert!(text.contains("not reached: vmdeck stopped during the run"), "{text}");
+    assert!(!text.contains("not finished"), "nothing is still running: {text}");
+    assert!(!html.contains("data-outcome=\"failed\""), "{html}");
+}
+
+#[tokio::test]
 async fn a_failing_vm_does_not_stop_the_others_and_its_streak_shows_on_the_page() {
     let app = breadth_app().await;
     let running = uuid_of(&app, "br-running").await;
@@ -396,7 +480,7 @@ async fn the_form_explains_bad_input_in_words_and_saves_nothing() {
         (with(&[("keep_daily", "many")]), "Keep daily must be a whole number"),
         (with(&[("pattern", "")]), "Give a name pattern"),
         (with(&[("scope", "vms")]), "Choose at least one VM"),
-        (with(&[("scope", "host"), ("host", "nowhere")]), "\"nowhere\" is not a configured host"),
+        (with(&[("scope", "host"), ("host", "nowhere")]), "“nowhere” is not a configured host"),
         (with(&[("name", "")]), "Give the schedule a name"),
         (with(&[("frequency", "weekly"), ("weekday", "Caturday")]), "Choose the day of the week"),
     ];

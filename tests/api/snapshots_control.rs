@@ -98,13 +98,13 @@ async fn an_operator_takes_a_snapshot_and_the_entry_walks_the_lifecycle_to_confi
     assert_eq!(location(&res), format!("/vms/lab/{uuid}"), "back to the VM page");
     let flash = op.flash_at(&location(&res)).await;
     assert!(
-        flash.starts_with("Take snapshot \"before-upgrade\" requested for br-running;"),
+        flash.starts_with("Take snapshot “before-upgrade” requested for br-running;"),
         "flash: {flash}"
     );
 
     let (id, action, status, error, detail) = settled_snapshot(&app, &uuid).await;
     assert_eq!((action.as_str(), status.as_str(), error), ("snapshot_take", "confirmed", None));
-    assert_eq!(detail.as_deref(), Some("snapshot \"before-upgrade\""), "the detail names it");
+    assert_eq!(detail.as_deref(), Some("snapshot “before-upgrade”"), "the detail names it");
     let (sent, accepted): (Option<i64>, Option<i64>) =
         sqlx::query_as("SELECT sent_at, accepted_at FROM audit_log WHERE id = ?")
             .bind(id)
@@ -136,10 +136,7 @@ async fn an_operator_takes_a_snapshot_and_the_entry_walks_the_lifecycle_to_confi
     // The audit log shows it in words, filters on it, and exports it.
     let (_, html) = op.get(&format!("/audit?vm={uuid}&action=snapshot")).await;
     let text = unescape(&html);
-    assert!(
-        text.contains("Take snapshot") && text.contains("snapshot \"before-upgrade\""),
-        "{text}"
-    );
+    assert!(text.contains("Take snapshot") && text.contains("snapshot “before-upgrade”"), "{text}");
     assert!(html.contains("<option value=\"snapshot\""), "the kind filter offers snapshot");
     let (status, entry) = op.get(&format!("/audit/{id}")).await;
     assert_eq!(status, 200);
@@ -172,10 +169,10 @@ async fn revert_and_delete_go_through_their_confirmation_pages_and_the_chain_ver
     let res = op.post(&page, &[("after", "paused")]).await;
     assert_eq!(res.status().as_u16(), 303);
     let flash = op.flash_at(&location(&res)).await;
-    assert!(flash.starts_with("Revert to snapshot \"first\" requested for br-running;"), "{flash}");
+    assert!(flash.starts_with("Revert to snapshot “first” requested for br-running;"), "{flash}");
     let (_, action, status, _, detail) = settled_snapshot(&app, &uuid).await;
     assert_eq!((action.as_str(), status.as_str()), ("snapshot_revert", "confirmed"));
-    assert_eq!(detail.as_deref(), Some("snapshot \"first\""));
+    assert_eq!(detail.as_deref(), Some("snapshot “first”"));
     let current: Vec<String> =
         present(&app, &uuid).await.into_iter().filter(|r| r.2).map(|r| r.1).collect();
     assert_eq!(current, ["first"], "the reverted-to snapshot is current");
@@ -196,7 +193,7 @@ async fn revert_and_delete_go_through_their_confirmation_pages_and_the_chain_ver
     assert_eq!(res.status().as_u16(), 303);
     let (delete_id, action, status, _, detail) = settled_snapshot(&app, &uuid).await;
     assert_eq!((action.as_str(), status.as_str()), ("snapshot_delete", "confirmed"));
-    assert_eq!(detail.as_deref(), Some("snapshot \"first\""));
+    assert_eq!(detail.as_deref(), Some("snapshot “first”"));
     let names: Vec<String> = present(&app, &uuid).await.into_iter().map(|r| r.1).collect();
     assert_eq!(names, ["second"], "the child is kept");
     let removed_by: Option<i64> =
@@ -231,11 +228,11 @@ async fn a_take_the_hypervisor_refuses_shows_failed_with_its_words() {
     assert_eq!(status, "failed");
     let error = error.unwrap_or_default();
     assert!(error.contains("already exists"), "the name is already used, in words: {error}");
-    assert_eq!(detail.as_deref(), Some("snapshot \"nightly\""));
+    assert_eq!(detail.as_deref(), Some("snapshot “nightly”"));
     // The VM page's failure marker says so.
     let (_, html) = op.get(&format!("/vms/lab/{uuid}")).await;
     let text = unescape(&html);
-    assert!(text.contains("Take snapshot \"nightly\" failed:"), "{text}");
+    assert!(text.contains("Take snapshot “nightly” failed:"), "{text}");
 }
 
 /// Records a request in flight for the VM without sending it (as if its host were slow).
@@ -268,7 +265,7 @@ async fn one_request_in_flight_per_vm_whether_power_or_snapshot() {
     // The list and the VM page show it pending.
     let (_, list) = op.get("/vms").await;
     assert!(
-        unescape(&list).contains("Take snapshot \"slow-one\" requested by alice, requested"),
+        unescape(&list).contains("Take snapshot “slow-one” requested by alice, requested"),
         "the list's pending marker"
     );
 
@@ -277,7 +274,7 @@ async fn one_request_in_flight_per_vm_whether_power_or_snapshot() {
     assert_eq!(res.status().as_u16(), 303);
     let flash = op.flash_at(&location(&res)).await;
     assert!(
-        flash.contains("Take snapshot \"slow-one\" (requested by alice, requested) is still pending for br-running"),
+        flash.contains("Take snapshot “slow-one” (requested by alice, requested) is still pending for br-running"),
         "{flash}"
     );
     // Power after snapshot.
@@ -285,9 +282,7 @@ async fn one_request_in_flight_per_vm_whether_power_or_snapshot() {
     assert_eq!(res.status().as_u16(), 303);
     let flash = op.flash_at(&location(&res)).await;
     assert!(
-        flash.contains(
-            "Take snapshot \"slow-one\" (requested by alice, requested) is still pending"
-        ),
+        flash.contains("Take snapshot “slow-one” (requested by alice, requested) is still pending"),
         "{flash}"
     );
     let statuses: Vec<String> =
@@ -385,11 +380,11 @@ async fn bulk_take_gives_each_selected_vm_its_own_request() {
     let res = op.post("/vms/power", &form).await;
     assert_eq!(res.status().as_u16(), 303);
     let flash = op.flash_at("/vms").await;
-    assert!(flash.starts_with("Take snapshot \"before-upgrade\": 3 requested"), "{flash}");
+    assert!(flash.starts_with("Take snapshot “before-upgrade”: 3 requested"), "{flash}");
     for u in &uuids {
         let (_, _, status, _, detail) = settled_snapshot(&app, u).await;
         assert_eq!(status, "confirmed", "{u}");
-        assert_eq!(detail.as_deref(), Some("snapshot \"before-upgrade\""));
+        assert_eq!(detail.as_deref(), Some("snapshot “before-upgrade”"));
         assert_eq!(present(&app, u).await.len(), 1);
     }
 
@@ -420,7 +415,7 @@ async fn bulk_take_gives_each_selected_vm_its_own_request() {
     assert_eq!(res.status().as_u16(), 303);
     let flash = op.flash_at("/vms").await;
     assert!(
-        flash.starts_with("Take snapshot \"second-round\": 1 requested (br-shutoff); 2 not done"),
+        flash.starts_with("Take snapshot “second-round”: 1 requested (br-shutoff); 2 not done"),
         "{flash}"
     );
     assert_eq!(settled_snapshot(&app, &uuids[1]).await.2, "confirmed");
@@ -448,11 +443,11 @@ async fn snapshot_requests_left_pending_by_a_crash_are_settled_at_the_next_start
     };
     let (s, _, detail) = status(sent).await;
     assert_eq!(s, "confirmed");
-    assert!(detail.unwrap().starts_with("snapshot \"kept\": confirmed after vmdeck restarted"));
+    assert!(detail.unwrap().starts_with("snapshot “kept”: confirmed after vmdeck restarted"));
     let (s, error, detail) = status(never).await;
     assert_eq!(s, "failed");
     assert_eq!(error.as_deref(), Some("vmdeck stopped before sending the request"));
-    assert_eq!(detail.as_deref(), Some("snapshot \"never-sent\""));
+    assert_eq!(detail.as_deref(), Some("snapshot “never-sent”"));
     assert!(vmdeck::audit::chain::verify(&app.pool, None).await.is_ok());
 }
 
@@ -476,7 +471,7 @@ async fn a_pending_snapshot_request_changes_the_live_tags_and_shows_on_the_vm_pa
     assert_ne!(list_before, list_after, "the list's tag moves");
     assert_ne!(vm_before, vm_after, "the VM page's tag moves");
     assert!(
-        body.contains("Take snapshot \"slow-one\" requested by alice, requested")
+        body.contains("Take snapshot “slow-one” requested by alice, requested")
             && body.contains("data-pending=\"true\""),
         "{body}"
     );
@@ -493,9 +488,9 @@ async fn a_name_with_quotes_and_markup_works_and_a_deleted_snapshot_cannot_be_re
     let name = r#"it's "before" <b>& after"#;
     let (_, _, status, error, detail) = take(&app, &op, &uuid, name).await;
     assert_eq!(status, "confirmed", "{error:?}");
-    // Quoted as Rust writes a string: quotes inside the name are escaped, so it cannot be
-    // mistaken for the end of the name.
-    let quoted = format!("{name:?}");
+    // Between typographic quotes, as typed: quotes inside the name are not escaped.
+    let quoted = vmdeck::domain::quoted(name);
+    assert_eq!(quoted, "“it's \"before\" <b>& after”");
     assert!(detail.unwrap_or_default().contains(&quoted), "the settled entry names the snapshot");
     let row = row_id(&app, &uuid, name).await;
     let (status, html) = op.get(&format!("/vms/lab/{uuid}")).await;

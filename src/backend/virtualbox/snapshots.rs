@@ -68,9 +68,10 @@ impl VirtualBoxBackend {
                 }
                 if info.snapshots.iter().any(|s| s.name == name) {
                     return Err(BackendError::InvalidState(format!(
-                        "this VM already has a snapshot named {name:?}; choose another name \
+                        "this VM already has a snapshot named {}; choose another name \
                          (VirtualBox would take a second one of the same name, which vmdeck \
-                         refuses so that a name means one snapshot)"
+                         refuses so that a name means one snapshot)",
+                        crate::domain::quoted(name)
                     )));
                 }
                 let name_arg = self.runner.text_arg(name);
@@ -133,7 +134,10 @@ fn snapshot_id(id: &str) -> Result<&str, BackendError> {
     if parse::is_uuid(id) {
         Ok(id)
     } else {
-        Err(BackendError::InvalidState(format!("this VM has no snapshot {id:?}")))
+        Err(BackendError::InvalidState(format!(
+            "this VM has no snapshot {}",
+            crate::domain::quoted(id)
+        )))
     }
 }
 
