@@ -21,11 +21,11 @@ use sqlx::SqlitePool;
 use std::sync::Arc;
 
 use super::relay::{self, End, Summary, Watch};
-use super::{audit, AuditTarget, Consoles, Mode, OpenConsole};
+use super::{audit, AuditTarget, Consoles, Mode, OpenConsole, Place};
 use crate::auth::{CurrentUser, Role, Viewer};
-use crate::backend::DisplayError;
+use crate::backend::{DisplayError, DisplayStream};
 use crate::config::Settings;
-use crate::control::{Control, Target};
+use crate::control::{find, Control, Target};
 use crate::db::Db;
 use crate::domain::{AuditOutcome, HostName, PowerState, VmKey, VmUuid};
 use crate::web::format::{bytes, duration_words};
@@ -58,22 +58,6 @@ struct ConsolePage {
     unavailable: Option<String>,
     /// When an unused console closes, for the page to say.
     idle_secs: u64,
-}
-
-async fn find(
-    control: &Control,
-    host: Result<HostName, &str>,
-    uuid: Result<VmUuid, &str>,
-) -> Result<Target, AppError> {
-    let uuid = uuid.map_err(|given| AppError::NotFound(VmUuid::not_a_uuid(given)))?;
-    let not_found = |host: &str| {
-        AppError::NotFound(format!(
-            "There is no VM {uuid} on a host named {host:?} (it may be gone)."
-        ))
-    };
-    let host = host.map_err(not_found)?;
-    let vm = VmKey::new(host, uuid.clone());
-    control.target(&vm).await?.ok_or_else(|| not_found(vm.host.as_str()))
 }
 
 /// Why `target` has no console now, known without asking its host.
@@ -294,56 +278,18 @@ async fn socket(
     Ok(ws.config(relay::ws_config()).channel(move |mut stream| {
         Box::pin(async move {
             let audit_target = AuditTarget { vm: &vm, vm_name: vm_name.as_deref() };
-            let Some(target) = target else {
-                let why = "the VM is no longer known to vmdeck".to_string();
-                audit(&pool, &actor, &audit_target, AuditOutcome::Refused, "console_open", &why)
-                    .await;
-                refuse_in_preamble(&mut stream, &why).await;
-                return Ok(());
-            };
-            let place = match consoles.enter(OpenConsole {
+            let console = OpenConsole {
                 user_id,
                 user: user_name,
                 vm: vm.clone(),
                 mode,
                 since: std::time::Instant::now(),
-            }) {
-                Ok(place) => place,
-                Err(full) => {
-                    let why = full.words();
-                    audit(
-                        &pool,
-                        &actor,
-                        &audit_target,
-                        AuditOutcome::Refused,
-                        "console_open",
-                        &why,
-                    )
-                    .await;
-                    refuse_in_preamble(&mut stream, &why).await;
-                    return Ok(());
-                }
             };
-            let display = match target.host.backend.open_display(vm.uuid.as_str()).await {
-                Ok(display) => display,
-                Err(e) => {
-                    let why = match e {
-                        // The host's own words alone ("Cannot write data: Broken pipe") do not
-                        // say what failed.
-                        DisplayError::Host(e) => {
-                            format!("vmdeck could not get the VM's display from its host: {e}")
-                        }
-                        e => e.to_string(),
-                    };
-                    audit(
-                        &pool,
-                        &actor,
-                        &audit_target,
-                        AuditOutcome::Refused,
-                        "console_open",
-                        &why,
-                    )
-                    .await;
+            let (place, display) = match prepare(target, &consoles, console).await {
+                Ok(ready) => ready,
+                Err(why) => {
+                    let refused = AuditOutcome::Refused;
+                    audit(&pool, &actor, &audit_target, refused, "console_open", &why).await;
                     refuse_in_preamble(&mut stream, &why).await;
                     return Ok(());
                 }
@@ -362,6 +308,28 @@ async fn socket(
             Ok(())
         })
     }))
+}
+
+/// Everything between a spent ticket and the relay: the console's place under the caps, then
+/// the VM's display; or why not, in words for the preamble and the audit log.
+async fn prepare(
+    target: Option<Target>,
+    consoles: &Arc<Consoles>,
+    console: OpenConsole,
+) -> Result<(Place, DisplayStream), String> {
+    let target = target.ok_or("the VM is no longer known to vmdeck")?;
+    let place = consoles.enter(console).map_err(|full| full.words())?;
+    let display = target.host.backend.open_display(target.uuid.as_str()).await.map_err(|e| {
+        match e {
+            // The host's own words alone ("Cannot write data: Broken pipe") do not say what
+            // failed.
+            DisplayError::Host(e) => {
+                format!("vmdeck could not get the VM's display from its host: {e}")
+            }
+            e => e.to_string(),
+        }
+    })?;
+    Ok((place, display))
 }
 
 /// Refuses a console after its upgrade: the `{"ok":false,"error":…}` preamble, then a close

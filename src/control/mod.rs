@@ -29,7 +29,7 @@ use crate::domain::{
 use crate::hosts::{HostEntry, Hosts};
 use store::{PendingPower, PowerRequest, Recorded, RequestError};
 
-pub use routes::routes;
+pub use routes::{find, routes};
 pub use snapshots::{SnapshotOutcome, SnapshotRequest};
 
 /// Shared state for power control, managed by Rocket.

@@ -28,7 +28,7 @@ pub fn routes() -> Vec<Route> {
 const MAX_BULK: usize = 1000;
 
 /// The VM named by a path, present on a configured host.
-pub(super) async fn find(
+pub async fn find(
     control: &Control,
     host: Result<HostName, &str>,
     uuid: Result<VmUuid, &str>,

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeMetric, MetricEncoder,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -61,8 +63,25 @@ fn count(v: Option<i64>) -> Option<u64> {
 }
 
 impl Scrape {
-    /// One gauge family over every VM, labelled `host`, `uuid`; a VM without a value has no
-    /// series.
+    /// One family over every VM, labelled `host`, `uuid`; a VM without a value has no series.
+    /// `encode` writes one value as the family's type.
+    fn vm_family<N>(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help, kind): (&str, &str, MetricType),
+        value: impl Fn(&VmRow) -> Option<N>,
+        encode: impl Fn(N, MetricEncoder) -> std::fmt::Result,
+    ) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+        for vm in self.vms.iter() {
+            if let Some(v) = value(vm) {
+                let labels = [("host", vm.host.as_str()), ("uuid", vm.uuid.as_str())];
+                encode(v, family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
     fn vm_gauge<N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Debug>(
         &self,
         encoder: &mut DescriptorEncoder,
@@ -70,14 +89,9 @@ impl Scrape {
         help: &str,
         value: impl Fn(&VmRow) -> Option<N>,
     ) -> std::fmt::Result {
-        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for vm in self.vms.iter() {
-            if let Some(v) = value(vm) {
-                let labels = [("host", vm.host.as_str()), ("uuid", vm.uuid.as_str())];
-                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
+        self.vm_family(encoder, (name, help, MetricType::Gauge), value, |v, e| {
+            ConstGauge::new(v).encode(e)
+        })
     }
 
     /// The same for a counter (`name` without `_total`, which the encoder adds).
@@ -88,14 +102,9 @@ impl Scrape {
         help: &str,
         value: impl Fn(&VmRow) -> Option<N>,
     ) -> std::fmt::Result {
-        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for vm in self.vms.iter() {
-            if let Some(v) = value(vm) {
-                let labels = [("host", vm.host.as_str()), ("uuid", vm.uuid.as_str())];
-                ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
+        self.vm_family(encoder, (name, help, MetricType::Counter), value, |v, e| {
+            ConstCounter::new(v).encode(e)
+        })
     }
 
     fn host_gauge<N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Debug>(

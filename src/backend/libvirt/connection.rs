@@ -191,7 +191,7 @@ impl Backend for LibvirtBackend {
     }
 
     async fn open_display(&self, uuid: &str) -> Result<DisplayStream, DisplayError> {
-        use super::display::{Opened, Route};
+        use super::display::Opened;
         let (uuid, uri, via) = (uuid.to_string(), self.inner.uri.clone(), self.console);
         let opened = self
             .with_connection(move |conn| super::display::open(conn, &uuid, &uri, via))
@@ -213,7 +213,7 @@ impl Backend for LibvirtBackend {
                     via: "a socket handed over by libvirt".into(),
                 })
             }
-            Opened::Connect(Route::Tcp { host, port }) => {
+            Opened::Tcp { host, port } => {
                 let to = format!("{host}:{port}");
                 let connect = tokio::net::TcpStream::connect((host.as_str(), port));
                 let io = tokio::time::timeout(self.call_timeout, connect)
@@ -223,14 +223,11 @@ impl Backend for LibvirtBackend {
                 let _ = io.set_nodelay(true);
                 Ok(DisplayStream { io: Box::new(io), via: to })
             }
-            Opened::Connect(Route::Unix { path }) => {
+            Opened::Unix { path } => {
                 let io = tokio::net::UnixStream::connect(&path)
                     .await
                     .map_err(|e| unreachable(&path, e))?;
                 Ok(DisplayStream { io: Box::new(io), via: path })
-            }
-            Opened::Connect(Route::HandOver { .. }) => {
-                Err(DisplayError::Unsupported("libvirt did not hand over the display".into()))
             }
         }
     }

@@ -141,7 +141,8 @@ fn direct(vnc: &Graphics, remote: Option<&String>) -> Result<Route, DisplayError
 /// What [`open`] found: a socket libvirt handed over, or where to connect.
 pub enum Opened {
     Fd(std::os::fd::OwnedFd),
-    Connect(Route),
+    Tcp { host: String, port: u16 },
+    Unix { path: String },
 }
 
 /// Looks the VM up, checks it runs, reads its live XML and either takes a handed-over socket
@@ -162,7 +163,8 @@ pub fn open(
     let parsed = super::xml::parse_domain(&xml).map_err(BackendError::Malformed)?;
     Ok(match route(&parsed.graphics, uri, via) {
         Ok(Route::HandOver { index }) => hand_over(&dom, index).map(Opened::Fd),
-        Ok(other) => Ok(Opened::Connect(other)),
+        Ok(Route::Tcp { host, port }) => Ok(Opened::Tcp { host, port }),
+        Ok(Route::Unix { path }) => Ok(Opened::Unix { path }),
         Err(e) => Err(e),
     })
 }
