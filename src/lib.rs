@@ -10,6 +10,7 @@
 //! (what every page uses), then the features: `inventory`, `history`, `reports`, `control`,
 //! `schedules`, `audit`, `auth`.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod backend;
@@ -109,6 +110,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .attach(console::stage())
         .attach(metrics::stage())
         .attach(schedules::stage())
+        .attach(alerts::stage())
         .attach(poller::stage())
         .attach(audit::retention_stage())
         .attach(history::rollup::stage())
@@ -121,6 +123,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, ConfigError> {
         .mount("/", control::routes())
         .mount("/", console::routes())
         .mount("/", metrics::routes())
+        .mount("/", alerts::routes())
         .mount("/", audit::routes())
         .mount("/", history::routes())
         .mount("/", reports::routes())

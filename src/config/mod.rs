@@ -73,6 +73,40 @@ pub struct Settings {
     pub console: ConsoleLimits,
     /// Who may scrape `/metrics` (`metrics_tokens`, `metrics_allow`); off when neither is set.
     pub metrics: MetricsAccess,
+    /// Alert rules and notification targets from the file, and notification timing.
+    pub alerts: AlertSettings,
+}
+
+/// The configuration file's alerting keys (README "Monitoring and alerts").
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    /// `[[alert_rules]]`: read-only rules, written to the database at every start.
+    pub rules: Vec<crate::alerts::rules::RuleSpec>,
+    /// `[[alert_targets]]`, as written (validated by `alerts::notify` at ignite).
+    pub targets: Vec<Value>,
+    /// How often firing alerts are sent to Alertmanager again (`alert_resend_secs`).
+    pub resend: Duration,
+    /// Least time between two notifications of one group (`alert_group_interval_secs`).
+    pub group_interval: Duration,
+    /// A group whose alerts go on firing unchanged is sent again after this long
+    /// (`alert_repeat_interval_secs`).
+    pub repeat_interval: Duration,
+    /// The first retry of a failed notification waits this long, doubling up to an hour
+    /// (`alert_retry_secs`).
+    pub retry: Duration,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            rules: Vec::new(),
+            targets: Vec::new(),
+            resend: Duration::from_secs(60),
+            group_interval: Duration::from_secs(300),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            retry: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Who may read `GET /metrics`. Off (404) when both lists are empty; with both set, a scrape
@@ -215,6 +249,14 @@ struct RawSettings {
     console_max_per_user: Option<usize>,
     console_max_total: Option<usize>,
     console_ticket_secs: Option<u64>,
+    #[serde(default)]
+    alert_rules: Vec<Value>,
+    #[serde(default)]
+    alert_targets: Vec<Value>,
+    alert_resend_secs: Option<u64>,
+    alert_group_interval_secs: Option<u64>,
+    alert_repeat_interval_secs: Option<u64>,
+    alert_retry_secs: Option<u64>,
 }
 
 /// Checks an optional number against its range; returns the default when absent.
@@ -252,6 +294,62 @@ fn allowed_network(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<ipnet::IpNet>()
         .ok()
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// The alerting timing keys, as written.
+struct RawAlertTimes {
+    alert_resend_secs: Option<u64>,
+    alert_group_interval_secs: Option<u64>,
+    alert_repeat_interval_secs: Option<u64>,
+    alert_retry_secs: Option<u64>,
+}
+
+/// Validates the alerting keys: each `[[alert_rules]]` table through the page's own parser
+/// (`alerts::rules::RuleFields`), so an error names the table and the field.
+fn alert_settings(
+    alert_rules: &[Value],
+    alert_targets: &[Value],
+    raw: &RawAlertTimes,
+) -> Result<AlertSettings, ConfigError> {
+    let defaults = AlertSettings::default();
+    let mut rules: Vec<crate::alerts::rules::RuleSpec> = Vec::new();
+    for (i, table) in alert_rules.iter().enumerate() {
+        let fields: crate::alerts::rules::RuleFields = table
+            .deserialize()
+            .map_err(|e| ConfigError::new(format!("alert_rules[{i}]"), e.to_string()))?;
+        let spec = fields.parse().map_err(|e| {
+            ConfigError::new(format!("alert_rules[{i}].{}", e.field), e.message.clone())
+        })?;
+        if rules.iter().any(|r| r.name.eq_ignore_ascii_case(&spec.name)) {
+            return Err(ConfigError::new(
+                format!("alert_rules[{i}].name"),
+                format!("{:?} is the name of an earlier rule; names must differ", spec.name),
+            ));
+        }
+        rules.push(spec);
+    }
+    let secs =
+        |key: &str, v: Option<u64>, default: Duration, range| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(ranged(key, v, default.as_secs(), range, "seconds")?))
+        };
+    Ok(AlertSettings {
+        rules,
+        targets: alert_targets.to_vec(),
+        resend: secs("alert_resend_secs", raw.alert_resend_secs, defaults.resend, 10..=3600)?,
+        group_interval: secs(
+            "alert_group_interval_secs",
+            raw.alert_group_interval_secs,
+            defaults.group_interval,
+            0..=86_400,
+        )?,
+        repeat_interval: secs(
+            "alert_repeat_interval_secs",
+            raw.alert_repeat_interval_secs,
+            defaults.repeat_interval,
+            60..=7 * 86_400,
+        )?,
+        retry: secs("alert_retry_secs", raw.alert_retry_secs, defaults.retry, 1..=3600)?,
+    })
 }
 
 /// Shortest accepted `healthz_tokens` / `metrics_tokens` entry.
@@ -421,6 +519,16 @@ impl Settings {
                 ));
             }
         }
+        let alerts = alert_settings(
+            &raw.alert_rules,
+            &raw.alert_targets,
+            &RawAlertTimes {
+                alert_resend_secs: raw.alert_resend_secs,
+                alert_group_interval_secs: raw.alert_group_interval_secs,
+                alert_repeat_interval_secs: raw.alert_repeat_interval_secs,
+                alert_retry_secs: raw.alert_retry_secs,
+            },
+        )?;
         let metrics = MetricsAccess {
             tokens: raw.metrics_tokens,
             allow: raw
@@ -516,6 +624,7 @@ impl Settings {
             healthz_tokens: raw.healthz_tokens,
             console,
             metrics,
+            alerts,
         })
     }
 

@@ -19,6 +19,8 @@ pub enum AuditKind {
     Snapshot,
     /// A browser console opened, closed or refused: each entry settled when written.
     Console,
+    /// An alert acknowledged, or an alert rule, notification target or silence changed.
+    Alert,
     Login,
     LoginFailed,
     Logout,
@@ -31,10 +33,11 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 12] = [
+    pub const ALL: [AuditKind; 13] = [
         AuditKind::Power,
         AuditKind::Snapshot,
         AuditKind::Console,
+        AuditKind::Alert,
         AuditKind::Login,
         AuditKind::LoginFailed,
         AuditKind::Logout,
@@ -51,6 +54,7 @@ impl AuditKind {
             AuditKind::Power => "power",
             AuditKind::Snapshot => "snapshot",
             AuditKind::Console => "console",
+            AuditKind::Alert => "alert",
             AuditKind::Login => "login",
             AuditKind::LoginFailed => "login_failed",
             AuditKind::Logout => "logout",

@@ -18,7 +18,7 @@ pub use audit::{Actor, AuditKind, AuditOutcome};
 pub use power::{Offer, PowerAction, PowerState, Why};
 pub use request::RequestAction;
 pub use snapshot::{AfterRevert, SnapshotAction};
-pub use text::quoted;
+pub use text::{glob_matches, quoted};
 pub use time::Resolution;
 pub use user::{CurrentUser, Role, SYSTEM_USER};
 pub use vm::{AddrSource, HostName, VmKey, VmUuid};

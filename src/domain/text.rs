@@ -1,4 +1,4 @@
-//! How sentences users read (flash messages, page titles, confirmation questions, audit
+//! Text rules every layer shares: name globs, and how sentences users read (flash messages, page titles, confirmation questions, audit
 //! texts, errors shown on pages) quote a name.
 
 /// `name` between typographic quotes, as typed: “it's "x"”, not Rust's debug form
@@ -18,6 +18,32 @@ pub fn quoted(name: &str) -> String {
     }
     out.push('\u{201d}');
     out
+}
+
+/// Whether `name` matches the glob `pattern` (`*`: any run of characters, `?`: one character;
+/// case-insensitive, the whole name).
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let n: Vec<char> = name.to_lowercase().chars().collect();
+    // Iterative matching with one backtrack point: linear-ish, no recursion on user input.
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]

@@ -30,6 +30,29 @@ pub struct HostEntry {
     cache: tokio::sync::Mutex<HostCache>,
     runtime: Mutex<Runtime>,
     snapshot_policy: SnapshotPolicy,
+    /// Moved after every poll, stored or not (see [`PollSignal`]).
+    signal: Arc<PollSignal>,
+}
+
+/// Counts finished polls of every host, so work that follows polls (alert evaluation) wakes
+/// after each one without the registry knowing who listens. Rocket state, as `Arc<PollSignal>`.
+pub struct PollSignal(tokio::sync::watch::Sender<u64>);
+
+impl Default for PollSignal {
+    fn default() -> Self {
+        PollSignal(tokio::sync::watch::Sender::new(0))
+    }
+}
+
+impl PollSignal {
+    /// A receiver that sees every later poll (several polls between two looks count once).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+
+    fn polled(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// In-memory poll state (the database has the history; this has what is happening now).
@@ -86,7 +109,14 @@ impl HostEntry {
             cache: tokio::sync::Mutex::default(),
             runtime: Mutex::default(),
             snapshot_policy: SnapshotPolicy::default(),
+            signal: Arc::default(),
         }
+    }
+
+    /// Announces this host's polls on `signal` (shared by every host).
+    pub fn with_signal(mut self, signal: Arc<PollSignal>) -> Self {
+        self.signal = signal;
+        self
     }
 
     /// Reads snapshot sets as `policy` says instead of by the default intervals.
@@ -178,6 +208,7 @@ impl HostEntry {
                 PollOutcome::Failed(_) => r.consecutive_failures += 1,
             }
         });
+        self.signal.polled();
         outcome
     }
 }
@@ -264,6 +295,7 @@ pub fn stage() -> AdHoc {
                 return Err(rocket);
             }
         };
+        let signal = Arc::new(PollSignal::default());
         let entries = settings
             .hosts
             .iter()
@@ -283,10 +315,11 @@ pub fn stage() -> AdHoc {
                     .with_snapshot_policy(SnapshotPolicy {
                         interval_ms: settings.snapshot_interval.as_millis() as i64,
                         poll_interval_ms: settings.poll_interval.as_millis() as i64,
-                    }),
+                    })
+                    .with_signal(signal.clone()),
                 )
             })
             .collect();
-        Ok(rocket.manage(Arc::new(Hosts(entries))))
+        Ok(rocket.manage(Arc::new(Hosts(entries))).manage(signal))
     })
 }

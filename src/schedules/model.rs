@@ -116,31 +116,7 @@ pub fn slot_of_name(name: &str) -> Option<i64> {
     crate::domain::time::parse_time(label, false)
 }
 
-/// Whether `name` matches the glob `pattern` (`*`: any run of characters, `?`: one character;
-/// case-insensitive, the whole name).
-pub fn glob_matches(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let n: Vec<char> = name.to_lowercase().chars().collect();
-    // Iterative matching with one backtrack point: linear-ish, no recursion on user input.
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
+pub use crate::domain::glob_matches;
 
 /// How many of its snapshots a schedule keeps; at least one rule is set, each at least 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -73,6 +73,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     /// The snapshot scheduler, for tests that drive its clock (`tick(now)`).
     pub scheduler: Arc<vmdeck::schedules::Scheduler>,
+    /// The alert evaluator, for tests that drive its clock (`evaluate(now)`).
+    pub alerts: Arc<vmdeck::alerts::AlertEngine>,
     shutdown: rocket::Shutdown,
 }
 
@@ -261,6 +263,8 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, opts: AppOptions) -> TestApp {
     let hosts = rocket.state::<Arc<Hosts>>().expect("hosts state").clone();
     let scheduler =
         rocket.state::<Arc<vmdeck::schedules::Scheduler>>().expect("scheduler state").clone();
+    let alerts =
+        rocket.state::<Arc<vmdeck::alerts::AlertEngine>>().expect("alert engine state").clone();
     let shutdown = rocket.shutdown();
     tokio::spawn(rocket.launch());
     let base = format!("http://127.0.0.1:{port}");
@@ -282,7 +286,8 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, opts: AppOptions) -> TestApp {
     }
     let viewer =
         login(&base, "viewer", PASSWORD).await.unwrap_or_else(|e| panic!("viewer login: {e:?}"));
-    let app = TestApp { base, pool, hosts, client, viewer, routes, dir, scheduler, shutdown };
+    let app =
+        TestApp { base, pool, hosts, client, viewer, routes, dir, scheduler, alerts, shutdown };
     app.wait_for_first_polls().await;
     app
 }

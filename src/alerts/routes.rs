@@ -1,0 +1,5 @@
+//! The Alerts pages.
+
+pub fn routes() -> Vec<rocket::Route> {
+    rocket::routes![]
+}

@@ -1,0 +1,1 @@
+//! The Alerts pages' SQL: lists, history, acknowledgements, silences.
