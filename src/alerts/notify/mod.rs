@@ -28,3 +28,8 @@ impl Notifier {
     /// Starts the sender task (until shutdown).
     pub fn run_sender(_notifier: Arc<Notifier>, _rocket: &Rocket<Orbit>) {}
 }
+
+/// The notification targets' pages (admins).
+pub fn routes() -> Vec<rocket::Route> {
+    rocket::routes![]
+}
