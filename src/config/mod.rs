@@ -767,6 +767,37 @@ mod tests {
     }
 
     #[test]
+    fn alert_rules_in_the_file_are_checked_by_the_pages_parser_naming_table_and_field() {
+        let e = settings("[[alert_rules]]\nname = 'cpu'\ncondition = 'cpu_above'\nthreshold = 200")
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "alert_rules[0].threshold", "{e}");
+        assert!(e.to_string().contains("percentage"), "{e}");
+        let e = settings("[[alert_rules]]\nname = 'a'\ncondition = 'host_unreachable'\n[[alert_rules]]\nname = 'A'\ncondition = 'host_unreachable'")
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "alert_rules[1].name", "{e}");
+        let e =
+            settings("[[alert_rules]]\nname = 'a'\ncondition = 'host_unreachable'\nthresold = 3")
+                .err()
+                .unwrap();
+        assert_eq!(e.key, "alert_rules[0]", "{e}");
+        assert!(e.to_string().contains("thresold"), "an unknown key is named: {e}");
+        let e = settings("alert_repeat_interval_secs = 5").err().unwrap();
+        assert_eq!(e.key, "alert_repeat_interval_secs", "{e}");
+        let s = settings(
+            "[[alert_rules]]\nname = 'big disks'\ncondition = 'disk_growth'\nthreshold = '10 GiB'\nperiod = '1d'\nfor = '5m'\nseverity = 'critical'",
+        )
+        .unwrap();
+        let rule = &s.alerts.rules[0];
+        assert_eq!(rule.for_secs, 300);
+        assert_eq!(
+            rule.condition,
+            crate::alerts::rules::Condition::DiskGrowth { bytes: 10 << 30, period_secs: 86_400 }
+        );
+    }
+
+    #[test]
     fn https_comes_from_the_public_url_and_a_tls_table_is_refused_not_ignored() {
         let e = settings("[tls]\ncerts = 'c.pem'\nkey = 'k.pem'").err().unwrap();
         assert_eq!(e.key, "tls", "{e}");

@@ -13,6 +13,7 @@ mod support {
     pub mod wait;
 }
 
+mod alerts;
 mod audit;
 mod auth;
 mod backend_contract;
