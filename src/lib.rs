@@ -8,7 +8,7 @@
 //! (`config`, `db`, `telemetry`, `security`, `timing`, `background`, `events`), `backend` (one folder
 //! per hypervisor driver), `hosts` (the registry and what it records) and `poller`, `web`
 //! (what every page uses), then the features: `inventory`, `history`, `reports`, `control`,
-//! `schedules`, `audit`, `auth`.
+//! `schedules`, `audit`, `auth`, `console`, `metrics`, `alerts`.
 
 pub mod alerts;
 pub mod audit;
