@@ -73,6 +73,7 @@ pub fn stage(generated: GeneratedUntil) -> AdHoc {
                     history::DAYS
                 );
                 let _ = generated.0.set(g.until);
+                seed_alert_rules(&db.0, crate::db::now_ms()).await;
             }
             Ok(history::Seeded::Before(g)) => {
                 let _ = generated.0.set(g.until);
@@ -85,6 +86,55 @@ pub fn stage(generated: GeneratedUntil) -> AdHoc {
         snapshots::seed(&db.0, host, crate::db::now_ms()).await;
         rocket
     })
+}
+
+/// A few alert rules for a fresh demo database, so its Alerts page has something to show: the
+/// lab's crashed mail relay should run, and the usual host and CPU rules. Added once, with the
+/// history; an admin may change or remove them like any page rule.
+async fn seed_alert_rules(pool: &sqlx::SqlitePool, now: i64) {
+    use crate::alerts::rules::RuleFields;
+    use crate::alerts::store::{insert_rule, Source};
+    let rule = |name: &str, condition: &str| RuleFields {
+        name: name.into(),
+        condition: condition.into(),
+        ..RuleFields::default()
+    };
+    let rules = [
+        RuleFields {
+            expected: "running".into(),
+            scope: "pattern".into(),
+            scope_value: "mail-*".into(),
+            severity: "critical".into(),
+            ..rule("mail must run", "vm_state")
+        },
+        RuleFields {
+            severity: "critical".into(),
+            for_: "1m".into(),
+            ..rule("host unreachable", "host_unreachable")
+        },
+        RuleFields {
+            threshold: "90".into(),
+            for_: "5m".into(),
+            ..rule("CPU above 90 %", "cpu_above")
+        },
+        RuleFields {
+            threshold: "30".into(),
+            severity: "info".into(),
+            ..rule("snapshots older than 30 days", "snapshot_age")
+        },
+    ];
+    for fields in rules {
+        let added = match fields.parse() {
+            Ok(spec) => insert_rule(pool, &spec, Source::Page, "demo", now)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = added {
+            tracing::error!(rule = %fields.name, "demo: adding an alert rule failed: {e}");
+        }
+    }
 }
 
 /// Gives templates `demo_history_until()`: when the demo's generated history ends, as the

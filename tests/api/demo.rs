@@ -220,6 +220,18 @@ async fn a_restarted_demo_keeps_its_generated_history_and_generates_none_again()
         count(&app.pool, "SELECT count(*) FROM audit_log WHERE user_name = 'alice (demo)'").await,
     );
     assert!(before.0 > 12 * 24 * 29 && before.1 == 4, "{before:?}");
+    // Its example alert rules, and the crashed mail relay's alert from the first evaluation.
+    let rules =
+        count(&app.pool, "SELECT count(*) FROM alert_rules WHERE created_by = 'demo'").await;
+    assert_eq!(rules, 4);
+    crate::support::wait::eventually(
+        "the demo's mail relay alert",
+        std::time::Duration::from_secs(10),
+        async || {
+            count(&app.pool, "SELECT count(*) FROM alerts WHERE rule_name = 'mail must run' AND state = 'firing' AND vm_name = 'mail-relay'").await == 1
+        },
+    )
+    .await;
     let dir = app.stop().await;
 
     let again = spawn_app_in(dir, demo()).await;
@@ -229,6 +241,11 @@ async fn a_restarted_demo_keeps_its_generated_history_and_generates_none_again()
         count(&again.pool, "SELECT count(*) FROM audit_log WHERE user_name = 'alice (demo)'").await,
     );
     assert_eq!(after, before, "nothing generated twice");
+    assert_eq!(
+        count(&again.pool, "SELECT count(*) FROM alert_rules").await,
+        4,
+        "the demo's rules are added once"
+    );
     // The demo's snapshots are taken again on the fresh test driver: the same ones, not new
     // ones beside past copies.
     again.poll("demo").await;
