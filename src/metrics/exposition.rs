@@ -39,6 +39,8 @@ pub struct Scrape {
     pub audit: Vec<(String, u64)>,
     pub login_failures: u64,
     pub consoles_open: usize,
+    /// Open alerts by (state, severity): pending and firing, every severity, zeros included.
+    pub alerts: Vec<((String, String), i64)>,
 }
 
 /// The exposition's `Content-Type`, as the encoder defines it.
@@ -306,6 +308,18 @@ impl Collector for Scrape {
             None,
             MetricType::Gauge,
         )?)?;
+        {
+            let mut family = e.encode_descriptor(
+                "vmdeck_alerts",
+                "Open alerts by state (pending, firing) and severity.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for ((state, severity), n) in &self.alerts {
+                let labels = [("state", state.as_str()), ("severity", severity.as_str())];
+                ConstGauge::new(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
         let mut family = e.encode_descriptor(
             "vmdeck_build_info",
             "vmdeck's version (always 1).",

@@ -221,6 +221,17 @@ pub async fn metrics(
     pending.extend(store::pending_requests(pool).await?);
     let audit = state.audit_counts(pool).await?;
     let login_failures = audit.get("login_failed").copied().unwrap_or(0);
+    let mut alerts: BTreeMap<(String, String), i64> = ["pending", "firing"]
+        .into_iter()
+        .flat_map(|state| {
+            crate::alerts::rules::Severity::ALL
+                .into_iter()
+                .map(move |s| ((state.to_string(), s.as_str().to_string()), 0))
+        })
+        .collect();
+    for (state, severity, n) in store::open_alerts(pool).await? {
+        alerts.insert((state, severity), n);
+    }
     let scrape = Scrape {
         now_ms: now_ms(),
         vms,
@@ -229,6 +240,7 @@ pub async fn metrics(
         audit: audit.into_iter().collect(),
         login_failures,
         consoles_open: consoles.map_or(0, |c| c.open().len()),
+        alerts: alerts.into_iter().collect(),
     };
     let body = exposition::encode(scrape)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding the metrics: {e}")))?;

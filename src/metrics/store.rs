@@ -118,3 +118,13 @@ pub async fn audit_counts_after(
 pub async fn inventory_version(pool: &SqlitePool) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT version FROM inventory_version WHERE id = 1").fetch_one(pool).await
 }
+
+/// Open (pending and firing) alerts, counted by state and severity.
+pub async fn open_alerts(pool: &SqlitePool) -> sqlx::Result<Vec<(String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT state, severity, COUNT(*) FROM alerts
+         WHERE state IN ('pending', 'firing') GROUP BY state, severity",
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -290,6 +290,46 @@ async fn gone_vms_are_not_exported_and_counters_follow_the_log() {
 }
 
 #[tokio::test]
+async fn open_alerts_are_counted_by_state_and_severity() {
+    let app = spawn_app(with_tokens(AppOptions::breadth())).await;
+    let samples = scraped(&app).await;
+    let alerts = |samples: &[Sample], state: &str, severity: &str| {
+        value(samples, "vmdeck_alerts", &[("state", state), ("severity", severity)])
+    };
+    assert_eq!(alerts(&samples, "firing", "critical"), Some(0.0), "present before any alert");
+    let t0 = vmdeck::db::now_ms() + 86_400_000;
+    app.alerts.evaluate(t0).await.unwrap();
+    for (name, for_, severity) in [("now", "0", "critical"), ("later", "1h", "info")] {
+        let fields = vmdeck::alerts::rules::RuleFields {
+            name: name.into(),
+            condition: "vm_state".into(),
+            expected: "running".into(),
+            scope: "pattern".into(),
+            scope_value: "br-shut*".into(),
+            for_: for_.into(),
+            severity: severity.into(),
+            ..Default::default()
+        };
+        let spec = fields.parse().unwrap();
+        vmdeck::alerts::store::insert_rule(
+            &app.pool,
+            &spec,
+            vmdeck::alerts::store::Source::Page,
+            "t",
+            t0,
+        )
+        .await
+        .unwrap();
+    }
+    app.alerts.evaluate(t0).await.unwrap();
+    let samples = scraped(&app).await;
+    // br-shutoff and br-shutdown, once per rule.
+    assert_eq!(alerts(&samples, "firing", "critical"), Some(2.0));
+    assert_eq!(alerts(&samples, "pending", "info"), Some(2.0));
+    assert_eq!(alerts(&samples, "firing", "warning"), Some(0.0));
+}
+
+#[tokio::test]
 async fn label_values_with_quotes_backslashes_and_newlines_are_escaped() {
     let app = spawn_app(with_tokens(AppOptions::breadth())).await;
     let uuid = uuid_of(&app, "br-running").await;
