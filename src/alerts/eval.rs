@@ -25,7 +25,7 @@ pub struct VmFacts {
     pub autostart: Option<bool>,
     pub cpu_pct: Option<f64>,
     pub memory_used_kib: Option<i64>,
-    pub memory_max_kib: Option<i64>,
+    pub memory_assigned_kib: Option<i64>,
     pub disk_capacity_bytes: Option<i64>,
     /// Creation time (ms) of the VM's oldest snapshot, when it has any and they were read.
     pub snapshot_oldest: Option<i64>,
@@ -188,7 +188,7 @@ pub fn hits(rules: &[Rule], facts: &Facts) -> Vec<Hit> {
                 }
                 Condition::MemoryAbove { percent } => {
                     if let (true, Some(used), Some(max)) =
-                        (running, vm.memory_used_kib, vm.memory_max_kib)
+                        (running, vm.memory_used_kib, vm.memory_assigned_kib)
                     {
                         if max > 0 {
                             let pct = used as f64 / max as f64 * 100.0;
@@ -394,7 +394,7 @@ mod tests {
                 autostart: Some(true),
                 cpu_pct: cpu,
                 memory_used_kib: Some(900),
-                memory_max_kib: Some(1000),
+                memory_assigned_kib: Some(1000),
                 disk_capacity_bytes: Some(30 << 30),
                 snapshot_oldest: Some(1_000_000 - 20 * 86_400_000),
             }],

@@ -365,7 +365,7 @@ struct VmJson {
     autostart: Option<bool>,
     cpu_pct: Option<f64>,
     memory_used_kib: Option<i64>,
-    memory_max_kib: Option<i64>,
+    memory_assigned_kib: Option<i64>,
     disk_capacity_bytes: Option<i64>,
     snapshot_oldest: Option<i64>,
 }
@@ -403,7 +403,7 @@ pub async fn facts(
                 'host', h.name, 'uuid', v.uuid, 'name', v.name, 'state', v.state,
                 'autostart', json(CASE c.autostart WHEN 1 THEN 'true' WHEN 0 THEN 'false' END),
                 'cpu_pct', s.cpu_pct, 'memory_used_kib', s.memory_used_kib,
-                'memory_max_kib', c.memory_max_kib,
+                'memory_assigned_kib', c.memory_current_kib,
                 'disk_capacity_bytes', c.disk_capacity_bytes,
                 'snapshot_oldest', v.snapshot_oldest)), '[]')
          FROM vms v
@@ -428,7 +428,7 @@ pub async fn facts(
             autostart: v.autostart,
             cpu_pct: v.cpu_pct,
             memory_used_kib: v.memory_used_kib,
-            memory_max_kib: v.memory_max_kib,
+            memory_assigned_kib: v.memory_assigned_kib,
             disk_capacity_bytes: v.disk_capacity_bytes,
             snapshot_oldest: v.snapshot_oldest,
         })
