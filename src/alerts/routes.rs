@@ -146,7 +146,12 @@ async fn audit(
         vm_name: vm.and_then(|a| a.vm_name.clone()),
         action: Some(action.to_string()),
         detail: Some(detail.to_string()),
-        ..events::chain::Content::settled(AuditKind::Alert, &who.actor(), AuditOutcome::Ok, now_ms())
+        ..events::chain::Content::settled(
+            AuditKind::Alert,
+            &who.actor(),
+            AuditOutcome::Ok,
+            now_ms(),
+        )
     };
     if let Err(e) = events::chain::append(pool, content).await {
         tracing::error!(action, "could not write the alert change's audit entry: {e}");
@@ -203,7 +208,8 @@ impl AlertsQuery<'_> {
         }
         let mut severity = text(self.severity, "severity filter", notices);
         if !severity.is_empty() && Severity::parse(&severity).is_none() {
-            notices.push(format!("Unknown severity {}: showing every severity.", quoted(&severity)));
+            notices
+                .push(format!("Unknown severity {}: showing every severity.", quoted(&severity)));
             severity.clear();
         }
         let period = Period::read(
@@ -300,8 +306,7 @@ async fn alerts_page(
         |p| with_query("/alerts", &q.query_string(Some(p))),
         &mut notices,
     );
-    let rows =
-        pages::history(app.pool, &q.filter, PAGE_SIZE as i64, pager.offset() as i64).await?;
+    let rows = pages::history(app.pool, &q.filter, PAGE_SIZE as i64, pager.offset() as i64).await?;
     let failing_targets = pages::failing_targets(app.pool)
         .await?
         .into_iter()
@@ -448,7 +453,8 @@ async fn alert_page_with(
         Some(r) => store::rule(app.pool, r).await?.is_some(),
         None => false,
     };
-    let can_ack = me.can(crate::domain::Role::Operator) && a.state == "firing" && a.ack_by.is_none();
+    let can_ack =
+        me.can(crate::domain::Role::Operator) && a.state == "firing" && a.ack_by.is_none();
     let silence_href = {
         let mut prefill = url::form_urlencoded::Serializer::new(String::new());
         prefill.append_pair("rule_name", &a.rule_name).append_pair("host_name", &a.host_name);
@@ -503,21 +509,24 @@ impl CsrfForm for AckForm {
 
 type FormAnswer = Result<Result<Flash<Redirect>, status::Custom<Template>>, AppError>;
 
-#[rocket::post("/alerts/<id>/acknowledge", data = "<form>")]
+/// Ranked after `/alerts/rules/<id>` (and the targets' forms), which `/alerts/rules/acknowledge`
+/// would also match.
+#[rocket::post("/alerts/<id>/acknowledge", data = "<form>", rank = 2)]
 async fn acknowledge(me: Operator<'_>, id: i64, form: Csrf<AckForm>, app: App<'_>) -> FormAnswer {
     let a = pages::alert(app.pool, id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no alert {id}.")))?;
     let comment = form.0.comment.trim();
     let refuse = |error: String| async {
-        let page =
-            alert_page_with(me.0, &app, id, None, error, cut(comment, MAX_ECHO)).await?;
+        let page = alert_page_with(me.0, &app, id, None, error, cut(comment, MAX_ECHO)).await?;
         Ok::<_, AppError>(Err(status::Custom(Status::BadRequest, page)))
     };
     if comment.is_empty() {
         return refuse("Say why in the comment: an acknowledgement needs one.".into()).await;
     }
-    if comment.chars().count() > MAX_TEXT || comment.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
+    if comment.chars().count() > MAX_TEXT
+        || comment.chars().any(|c| c.is_control() && c != '\n' && c != '\r')
+    {
         return refuse(format!(
             "The comment must be at most {MAX_TEXT} characters, without control characters."
         ))
@@ -873,9 +882,7 @@ async fn refused(
 
 fn save_error(e: SaveError) -> Result<rules::FieldError, AppError> {
     match e {
-        SaveError::NameTaken(_) => {
-            Ok(rules::FieldError { field: "name", message: e.to_string() })
-        }
+        SaveError::NameTaken(_) => Ok(rules::FieldError { field: "name", message: e.to_string() }),
         SaveError::FromFile | SaveError::Missing => {
             Ok(rules::FieldError { field: "rule", message: e.to_string() })
         }
@@ -1314,10 +1321,7 @@ impl SilenceForm {
                 Ok(secs) => Some(now + secs as i64 * 1000),
                 Err(duration_error) => match crate::domain::time::parse_bounded(until, false) {
                     Some(t) if t <= now => {
-                        errors.push(format!(
-                            "The end {} is in the past.",
-                            quoted(&cut(until, 40))
-                        ));
+                        errors.push(format!("The end {} is in the past.", quoted(&cut(until, 40))));
                         None
                     }
                     Some(t) if t > now + rules::MAX_PERIOD_SECS as i64 * 1000 => {
@@ -1373,11 +1377,9 @@ async fn create_silence(me: Operator<'_>, form: Csrf<SilenceForm>, app: App<'_>)
             return Ok(Err(status::Custom(Status::BadRequest, page)));
         }
     };
-    let id =
-        pages::insert_silence(app.pool, &matchers, &comment, ends_at, &me.0.name, now).await?;
+    let id = pages::insert_silence(app.pool, &matchers, &comment, ends_at, &me.0.name, now).await?;
     let words = describe_matchers(&matchers);
-    let detail =
-        format!("silence {id} of {words} until {}: {comment}", view::absolute(ends_at));
+    let detail = format!("silence {id} of {words} until {}: {comment}", view::absolute(ends_at));
     audit(app.pool, me.0, "silence_added", &detail, None).await;
     Ok(Ok(Flash::success(
         Redirect::to("/alerts/silences"),

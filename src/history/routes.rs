@@ -13,6 +13,7 @@ use super::model::{self, History, Span};
 use super::range::{RangeChoice, RangeQuery, RANGES};
 use super::snapshots::SnapshotSection;
 use super::store::{self, VmRow};
+use crate::alerts::store::pages::VmSection;
 use crate::auth::Viewer;
 use crate::backend::{IpAddress, VmConfig};
 use crate::control::store as control;
@@ -24,7 +25,6 @@ use crate::web::csv::{file_safe, Csv};
 use crate::web::format as view;
 use crate::web::live::{Fragment, IfNoneMatch, LiveHint, LiveTag};
 use crate::web::power::{self, PowerMenu};
-use crate::alerts::store::pages::VmSection;
 use crate::web::{App, AppError, Chrome, IpAddressView, Notices};
 
 pub fn routes() -> Vec<Route> {

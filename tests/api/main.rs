@@ -13,6 +13,7 @@ mod support {
     pub mod wait;
 }
 
+mod alerts_pages;
 mod audit;
 mod auth;
 mod backend_contract;

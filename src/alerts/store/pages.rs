@@ -76,7 +76,8 @@ fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &Filter) {
         qb.push(" AND host_name = ").push_bind(f.host.clone());
     }
     if !f.vm.is_empty() {
-        let like = format!("%{}%", f.vm.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let like =
+            format!("%{}%", f.vm.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         qb.push(" AND (vm_uuid = ").push_bind(f.vm.to_ascii_lowercase());
         qb.push(" OR vm_name LIKE ").push_bind(like).push(" ESCAPE '\\')");
     }
