@@ -561,6 +561,16 @@ pub async fn apply(
         match step {
             Step::Start { hit, firing } => {
                 let Some(rule) = by_id.get(&hit.rule_id) else { continue };
+                // A rule removed on the page since this evaluation read the rules starts nothing
+                // (its id would break the foreign key and fail the whole evaluation).
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM alert_rules WHERE id = ?")
+                        .bind(rule.id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    continue;
+                }
                 start(&mut tx, rule, &hit, firing, now).await?;
                 applied.started += 1;
                 if firing {
