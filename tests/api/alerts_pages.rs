@@ -386,6 +386,53 @@ async fn operators_acknowledge_and_silence_through_the_forms() {
     assert!(html.split("id=\"expired-silences\"").nth(1).unwrap().contains("maintenance"));
     let (_, html) = app.get("/alerts").await;
     assert!(!html.contains(&format!("silence {silence}</a>")), "no longer silenced");
+
+    // Until an end time (UTC) rather than a duration; past ones and ones beyond 30 days refused.
+    let operator = &operator;
+    let form = |until: String| async move {
+        let fields = [("host_name", "lab"), ("comment", "window"), ("until", until.as_str())];
+        operator.post("/alerts/silences", &fields).await
+    };
+    let res = form("2000-01-01 00:00".into()).await;
+    assert_eq!(res.status().as_u16(), 400);
+    assert!(text(&res.text().await.unwrap()).contains("is in the past"));
+    let res = form("2999-01-01".into()).await;
+    assert_eq!(res.status().as_u16(), 400);
+    assert!(text(&res.text().await.unwrap()).contains("at most 30 days"));
+    let end = vmdeck::web::format::absolute(ahead(180));
+    let end = end.trim_end_matches(" UTC").get(..16).unwrap().to_string();
+    assert_eq!(form(end.clone()).await.status().as_u16(), 303);
+    let ends: i64 =
+        sqlx::query_scalar("SELECT ends_at FROM alert_silences WHERE comment = 'window'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(vmdeck::domain::time::parse_time(&end, false), Some(ends));
+}
+
+#[tokio::test]
+async fn a_failing_notification_target_is_said_on_the_alerts_page() {
+    let app = breadth_app().await;
+    let (_, html) = app.get("/alerts").await;
+    assert!(!html.contains("target-failing"));
+    assert!(html.contains("href=\"/alerts/targets\""), "links to the targets");
+    sqlx::query(
+        "INSERT INTO alert_targets (name, source, kind, created_by, created_at, updated_at,
+                                    last_error_at, last_error, failures)
+         VALUES ('pager', 'page', 'webhook', 'admin', 1, 1, 1764547200000, 'connection refused', 3)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (_, html) = app.get("/alerts").await;
+    let notice = html.split("class=\"notice target-failing\"").nth(1).expect("a notice");
+    let notice = text(notice.split("</p>").next().unwrap());
+    assert!(
+        notice.contains(
+            "pager is failing (3 failures since 2025-12-01 00:00:00 UTC): connection refused"
+        ),
+        "{notice}"
+    );
 }
 
 #[tokio::test]
