@@ -114,7 +114,7 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
         page("alert-rule-edit", &format!("/alerts/rules/{rule}/edit"), Who::Admin),
         page("alert-rule-delete", &format!("/alerts/rules/{rule}/delete"), Who::Admin),
         page("alert-silences", "/alerts/silences", Who::Admin),
-        page("alert-silence-new", &format!("/alerts/silences/new?rule_name=a11y"), Who::Admin),
+        page("alert-silence-new", "/alerts/silences/new?rule_name=a11y", Who::Admin),
         page("error-404", "/no-such-page", Who::Admin),
         // A 404 from a route (AppError) rather than from the catcher.
         page("error-404-vm", "/vms/lab/00000000-0000-4000-8000-000000000000", Who::Admin),
