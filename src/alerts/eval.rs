@@ -471,13 +471,14 @@ mod tests {
             pending_since: 0,
             summary: hit.summary.clone(),
         };
-        assert!(advance(&rules, &[open.clone()], hits(&rules, &f), &none, 299_999).is_empty());
+        assert!(advance(&rules, std::slice::from_ref(&open), hits(&rules, &f), &none, 299_999)
+            .is_empty());
         assert_eq!(
-            advance(&rules, &[open.clone()], hits(&rules, &f), &none, 300_000),
+            advance(&rules, std::slice::from_ref(&open), hits(&rules, &f), &none, 300_000),
             vec![Step::Fire { id: 7 }]
         );
         let up = facts("running", Some(1.0));
-        let ended = advance(&rules, &[open.clone()], hits(&rules, &up), &none, 100_000);
+        let ended = advance(&rules, std::slice::from_ref(&open), hits(&rules, &up), &none, 100_000);
         assert!(matches!(&ended[..], [Step::End { id: 7, fired: false, .. }]));
         let stale = HashSet::from(["lab".to_string()]);
         assert!(
@@ -499,7 +500,7 @@ mod tests {
             summary: String::new(),
         };
         rules[0].spec.enabled = false;
-        let steps = advance(&rules, &[open.clone()], vec![], &HashSet::new(), 1);
+        let steps = advance(&rules, std::slice::from_ref(&open), vec![], &HashSet::new(), 1);
         assert!(
             matches!(&steps[..], [Step::End { fired: true, why, .. }] if why.contains("disabled"))
         );

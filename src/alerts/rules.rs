@@ -532,7 +532,7 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
         _ => return Err(bad()),
     };
     let bytes = n * mult;
-    if !(bytes >= 1.0 && bytes < 1e18) {
+    if !(1.0..1e18).contains(&bytes) {
         return Err(format!("{} must be at least 1 byte", quoted(t)));
     }
     Ok(bytes as i64)

@@ -13,6 +13,7 @@ use super::model::{self, History, Span};
 use super::range::{RangeChoice, RangeQuery, RANGES};
 use super::snapshots::SnapshotSection;
 use super::store::{self, VmRow};
+use crate::alerts::store::pages::VmSection;
 use crate::auth::Viewer;
 use crate::backend::{IpAddress, VmConfig};
 use crate::control::store as control;
@@ -72,7 +73,13 @@ async fn vm_page(
     let links = head.vm.gone_at.is_none()
         && head.acts_through.as_ref().is_some_and(|b| b.snapshot_caps().supported);
     let snapshots = SnapshotSection::build(&head.key, present, past, links, now_ms());
-    let loaded = Loaded { range, history, versions, addresses, head, snapshots };
+    let alerts = crate::alerts::store::pages::vm_section(
+        pool,
+        head.key.host.as_str(),
+        &head.key.uuid.to_string(),
+    )
+    .await?;
+    let loaded = Loaded { range, history, versions, addresses, head, snapshots, alerts };
     let page = VmPage::build(Chrome::new(user.0, flash, settings), loaded, settings.poll_interval);
     Ok(Template::render("history/vm", page))
 }
@@ -103,6 +110,7 @@ async fn vm_live(
         addresses: Vec::new(),
         head,
         snapshots: SnapshotSection::default(),
+        alerts: VmSection::default(),
     };
     // No flash: the fragment must not take the message meant for the next page.
     let page =
@@ -267,6 +275,8 @@ struct VmPage {
     console: Option<ConsoleLink>,
     back: String,
     snapshots: SnapshotSection,
+    /// The VM's open alerts and its last ended ones (`alerts::store::pages`).
+    alerts: VmSection,
 }
 
 /// Everything the handler loaded for the page.
@@ -277,11 +287,12 @@ struct Loaded {
     addresses: Vec<store::AddressRow>,
     head: Head,
     snapshots: SnapshotSection,
+    alerts: VmSection,
 }
 
 impl VmPage {
     fn build(chrome: Chrome, l: Loaded, poll_interval: Duration) -> VmPage {
-        let Loaded { range, history, versions, addresses, head, snapshots } = l;
+        let Loaded { range, history, versions, addresses, head, snapshots, alerts } = l;
         let Head { key, vm, pending, power_failure, acts_through, figures, console } = head;
         let pending_action = pending.as_ref().map(|p| p.action);
         let pending = pending.map(|p| p.describe());
@@ -388,6 +399,7 @@ impl VmPage {
             console,
             back,
             snapshots,
+            alerts,
             name: vm.name,
         }
     }

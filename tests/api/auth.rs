@@ -43,6 +43,16 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         format!("/schedules/runs/{}", schedule.1),
     );
 
+    let (rule, alert) = crate::alerts_pages::seeded_alert(&app, "matrix").await;
+    let (alert_page, ack, rule_edit, rule_post, rule_delete, rule_enabled) = (
+        format!("/alerts/{alert}"),
+        format!("/alerts/{alert}/acknowledge"),
+        format!("/alerts/rules/{rule}/edit"),
+        format!("/alerts/rules/{rule}"),
+        format!("/alerts/rules/{rule}/delete"),
+        format!("/alerts/rules/{rule}/enabled"),
+    );
+
     // (method, route as Rocket lists it, concrete path, form, [anonymous, viewer, operator, admin])
     type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, [u16; 4]);
     let cases: Vec<Case> = vec![
@@ -268,6 +278,55 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             [401, 403, 403, 303],
         ),
         ("GET", "/schedules/runs/<run>", sched_run, vec![], [401, 403, 403, 200]),
+        ("GET", "/alerts?<query..>", "/alerts".into(), vec![], [401, 200, 200, 200]),
+        ("GET", "/alerts.csv?<query..>", "/alerts.csv".into(), vec![], [401, 200, 200, 200]),
+        ("GET", "/alerts/<id>", alert_page, vec![], [401, 200, 200, 200]),
+        // An empty comment: refused in words (400), nothing acknowledged.
+        ("POST", "/alerts/<id>/acknowledge", ack, vec![("comment", "")], [401, 403, 400, 400]),
+        ("GET", "/alerts/rules", "/alerts/rules".into(), vec![], [401, 200, 200, 200]),
+        ("GET", "/alerts/rules/new", "/alerts/rules/new".into(), vec![], [401, 403, 403, 200]),
+        ("POST", "/alerts/rules", "/alerts/rules".into(), vec![("name", "")], [401, 403, 403, 400]),
+        ("GET", "/alerts/rules/<id>/edit", rule_edit, vec![], [401, 403, 403, 200]),
+        ("POST", "/alerts/rules/<id>", rule_post, vec![("name", "")], [401, 403, 403, 400]),
+        ("GET", "/alerts/rules/<id>/delete", rule_delete, vec![], [401, 403, 403, 200]),
+        (
+            "POST",
+            "/alerts/rules/<id>/delete",
+            "/alerts/rules/999999/delete".into(),
+            vec![],
+            [401, 403, 403, 303],
+        ),
+        // Enabling an enabled rule: answered, nothing changes.
+        (
+            "POST",
+            "/alerts/rules/<id>/enabled",
+            rule_enabled,
+            vec![("enabled", "on")],
+            [401, 403, 403, 303],
+        ),
+        ("GET", "/alerts/silences", "/alerts/silences".into(), vec![], [401, 200, 200, 200]),
+        (
+            "GET",
+            "/alerts/silences/new?<prefill..>",
+            "/alerts/silences/new".into(),
+            vec![],
+            [401, 403, 200, 200],
+        ),
+        // No matcher: refused in words, nothing saved.
+        (
+            "POST",
+            "/alerts/silences",
+            "/alerts/silences".into(),
+            vec![("comment", "")],
+            [401, 403, 400, 400],
+        ),
+        (
+            "POST",
+            "/alerts/silences/<id>/end",
+            "/alerts/silences/999999/end".into(),
+            vec![],
+            [401, 403, 303, 303],
+        ),
         // Last: it ends the session it is sent with.
         ("POST", "/logout", "/logout".into(), vec![], [401, 303, 303, 303]),
     ];

@@ -76,6 +76,8 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
     .await
     .unwrap();
     let with_snapshots = snapshot_tree(app, "br-shutoff").await;
+    // A firing alert of a page rule, for the Alerts pages.
+    let (rule, alert) = crate::alerts_pages::seeded_alert(app, "a11y").await;
     let mut pages = vec![
         page("snapshot-take", &format!("/vms/lab/{uuid}/snapshots/new"), Who::Admin),
         page("snapshot-revert", &format!("/vms/lab/{uuid}/snapshots/{snap}/revert"), Who::Admin),
@@ -105,6 +107,14 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
         page("schedule-edit", &format!("/schedules/{sid}"), Who::Admin),
         page("schedule-delete", &format!("/schedules/{sid}/delete"), Who::Admin),
         page("schedule-run", &format!("/schedules/runs/{run}"), Who::Admin),
+        page("alerts", "/alerts", Who::Admin),
+        page("alert", &format!("/alerts/{alert}"), Who::Admin),
+        page("alert-rules", "/alerts/rules", Who::Admin),
+        page("alert-rule-new", "/alerts/rules/new", Who::Admin),
+        page("alert-rule-edit", &format!("/alerts/rules/{rule}/edit"), Who::Admin),
+        page("alert-rule-delete", &format!("/alerts/rules/{rule}/delete"), Who::Admin),
+        page("alert-silences", "/alerts/silences", Who::Admin),
+        page("alert-silence-new", "/alerts/silences/new?rule_name=a11y", Who::Admin),
         page("error-404", "/no-such-page", Who::Admin),
         // A 404 from a route (AppError) rather than from the catcher.
         page("error-404-vm", "/vms/lab/00000000-0000-4000-8000-000000000000", Who::Admin),

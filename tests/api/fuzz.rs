@@ -105,7 +105,44 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("GET /schedules/<id>/delete", &[]),
     ("POST /schedules/<id>/delete", &["csrf_token"]),
     ("GET /schedules/runs/<run>", &[]),
+    ("GET /alerts?<query..>", &ALERTS_QUERY),
+    ("GET /alerts.csv?<query..>", &ALERTS_QUERY),
+    ("GET /alerts/<id>", &[]),
+    ("POST /alerts/<id>/acknowledge", &["csrf_token", "comment"]),
+    ("GET /alerts/rules", &[]),
+    ("GET /alerts/rules/new", &[]),
+    ("POST /alerts/rules", &RULE_FORM),
+    ("GET /alerts/rules/<id>/edit", &[]),
+    ("POST /alerts/rules/<id>", &RULE_FORM),
+    ("GET /alerts/rules/<id>/delete", &[]),
+    ("POST /alerts/rules/<id>/delete", &["csrf_token"]),
+    ("POST /alerts/rules/<id>/enabled", &["csrf_token", "enabled"]),
+    ("GET /alerts/silences", &[]),
+    ("GET /alerts/silences/new?<prefill..>", &SILENCE_FORM),
+    ("POST /alerts/silences", &SILENCE_FORM),
+    ("POST /alerts/silences/<id>/end", &["csrf_token"]),
 ];
+
+const ALERTS_QUERY: [&str; 8] = ["state", "severity", "rule", "host", "vm", "from", "to", "page"];
+
+const RULE_FORM: [&str; 13] = [
+    "csrf_token",
+    "name",
+    "enabled",
+    "condition",
+    "threshold",
+    "period",
+    "expected",
+    "scope",
+    "scope_value",
+    "vms",
+    "vms_text",
+    "for",
+    "severity",
+];
+
+const SILENCE_FORM: [&str; 6] =
+    ["csrf_token", "rule_name", "host_name", "vm_pattern", "comment", "until"];
 
 /// Routes no request of the fuzzer can get past the checks of, and why: the console's
 /// WebSocket upgrades only with a ticket from the console page, which the lab (libvirt's test
@@ -477,6 +514,9 @@ struct Fuzzer<'a> {
     on_audit: bool,
     /// Whether the route is a schedules page (its `name`, `host` and `vm` mean a schedule's).
     on_schedules: bool,
+    /// Whether the route is an Alerts page (its `name` means a rule's, its `id` a rule's,
+    /// an alert's or a silence's).
+    on_alerts: bool,
     /// Whether the route deletes what its id names (so the baseline deletes the last of them).
     deleting: bool,
     /// A baseline case: every value the first plausible one, nothing hostile.
@@ -498,6 +538,10 @@ impl<'a> Fuzzer<'a> {
         for i in 1..=30 {
             crate::schedules::seeded_schedule(app, &format!("fuzz-schedule-{i}")).await;
         }
+        // Alert rules 1-10 with firing alerts 1-10, for the Alerts pages' ids.
+        for i in 1..=10 {
+            crate::alerts_pages::seeded_alert(app, &format!("fuzz-alert-{i}")).await;
+        }
         let mut uuids = Vec::new();
         for vm in ["br-running", "br-paused", "br-shutoff"] {
             uuids.push(uuid_of(app, vm).await);
@@ -515,6 +559,7 @@ impl<'a> Fuzzer<'a> {
             hostility: 0.3,
             on_audit: false,
             on_schedules: false,
+            on_alerts: false,
             deleting: false,
             baseline: false,
             resent: Vec::new(),
@@ -600,6 +645,36 @@ impl<'a> Fuzzer<'a> {
                 vec![format!("fuzz-schedule-{}", self.rng.gen_range(0..100_000))]
             }
             "host" if self.on_schedules => strs(&["lab"]),
+            // A rule's name (unique, or the form says it exists).
+            "name" if self.on_alerts => {
+                vec![format!("fuzz-rule-{}", self.rng.gen_range(0..100_000))]
+            }
+            // Rules, alerts 1-10 exist at the start (the baseline deletes rule 10).
+            "id" if self.on_alerts && self.deleting => {
+                (0..=10).rev().map(|i| i.to_string()).collect()
+            }
+            "id" if self.on_alerts => (1..=10).chain([0]).map(|i| i.to_string()).collect(),
+            "state" if self.on_alerts => {
+                strs(&["open", "pending", "firing", "resolved", "inactive"])
+            }
+            "vms" => self.uuids.iter().map(|u| format!("lab/{u}")).collect(),
+            "vms_text" => {
+                let mut v = vec![String::new()];
+                v.extend(self.uuids.iter().map(|u| format!("lab/{u}\nlab/{u}")));
+                v
+            }
+            "rule" | "rule_name" => strs(&["fuzz-alert-1", ""]),
+            "host_name" => strs(&["lab", ""]),
+            "vm_pattern" => strs(&["br-*", ""]),
+            "comment" => strs(&["maintenance", ""]),
+            "until" => strs(&["2h", "1d", "2100-01-01", "soon"]),
+            "condition" => strs(&["vm_state", "cpu_above", "host_unreachable", "disk_growth"]),
+            "threshold" => strs(&["90", "10 GiB", "14"]),
+            "period" => strs(&["1d", "", "30m"]),
+            "expected" => strs(&["running", "running_if_autostart"]),
+            "scope_value" => strs(&["br-*", "lab"]),
+            "for" => strs(&["5m", "0", "1h"]),
+            "severity" => strs(&["warning", "critical", "info"]),
             // Schedules 1-30 (with runs 1-30) exist at the start; deletions take some away
             // (the baseline deletes schedule 30, and edits schedule 1).
             "id" if self.on_schedules && self.deleting => {
@@ -772,6 +847,7 @@ impl<'a> Fuzzer<'a> {
         };
         self.on_audit = route.name.starts_with("GET /audit");
         self.on_schedules = route.name.contains(" /schedules");
+        self.on_alerts = route.name.contains(" /alerts");
         self.deleting = route.name.ends_with("/delete");
         let mut path = String::new();
         for segment in &route.path {

@@ -14,6 +14,7 @@ mod support {
 }
 
 mod alerts;
+mod alerts_pages;
 mod audit;
 mod auth;
 mod backend_contract;

@@ -381,7 +381,8 @@ pub async fn facts(
 ) -> sqlx::Result<Facts> {
     let enabled: Vec<&Rule> = rules.iter().filter(|r| r.spec.enabled).collect();
     let mut facts = Facts { now, ..Facts::default() };
-    let host_rows: Vec<(String, Option<bool>, Option<String>, Option<i64>)> = sqlx::query_as(
+    type HostRow = (String, Option<bool>, Option<String>, Option<i64>);
+    let host_rows: Vec<HostRow> = sqlx::query_as(
         "SELECT h.name, lp.ok, lp.error, op.finished_at
          FROM hosts h
          LEFT JOIN polls lp ON lp.id = h.last_poll_id
@@ -480,17 +481,17 @@ async fn disk_before(pool: &SqlitePool, at: i64) -> sqlx::Result<HashMap<(String
 
 /// Power and snapshot requests that failed or were unconfirmed, settled at or after `since`.
 async fn failed_requests(pool: &SqlitePool, since: i64) -> sqlx::Result<Vec<FailedRequest>> {
-    let rows: Vec<(String, String, Option<String>, i64, Option<String>, String, Option<String>)> =
-        sqlx::query_as(
-            "SELECT host_name, vm_uuid, vm_name, settled_at, action, status, error
+    type Row = (String, String, Option<String>, i64, Option<String>, String, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT host_name, vm_uuid, vm_name, settled_at, action, status, error
              FROM audit_log
              WHERE ts >= ?1 - 86400000 AND settled_at >= ?1
                AND kind IN ('power', 'snapshot') AND status IN ('failed', 'unconfirmed')
                AND host_name IS NOT NULL AND vm_uuid IS NOT NULL",
-        )
-        .bind(since)
-        .fetch_all(pool)
-        .await?;
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(host, uuid, vm_name, at, action, outcome, error)| FailedRequest {
@@ -507,7 +508,8 @@ async fn failed_requests(pool: &SqlitePool, since: i64) -> sqlx::Result<Vec<Fail
 
 /// Every open (pending or firing) alert.
 pub async fn open_alerts(pool: &SqlitePool) -> sqlx::Result<Vec<Open>> {
-    let rows: Vec<(i64, Option<i64>, String, String, String, i64, String)> = sqlx::query_as(
+    type Row = (i64, Option<i64>, String, String, String, i64, String);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, rule_id, subject, host_name, state, pending_since, summary
          FROM alerts WHERE state IN ('pending', 'firing')",
     )
@@ -561,6 +563,16 @@ pub async fn apply(
         match step {
             Step::Start { hit, firing } => {
                 let Some(rule) = by_id.get(&hit.rule_id) else { continue };
+                // A rule removed on the page since this evaluation read the rules starts nothing
+                // (its id would break the foreign key and fail the whole evaluation).
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM alert_rules WHERE id = ?")
+                        .bind(rule.id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    continue;
+                }
                 start(&mut tx, rule, &hit, firing, now).await?;
                 applied.started += 1;
                 if firing {
