@@ -459,24 +459,30 @@ pub async fn facts(
     Ok(facts)
 }
 
-/// Each present VM's disk capacity at `at`: the configuration version in force then, or the
-/// VM's first one when it appeared later.
+/// Each present VM's disk capacity at `at` (the configuration version in force then, or the
+/// VM's first one when it appeared later), for the VMs whose capacity is different now: the
+/// others did not grow, and a poll's worth of unchanged rows would cost more than the rest of
+/// the evaluation.
 async fn disk_before(pool: &SqlitePool, at: i64) -> sqlx::Result<HashMap<(String, String), i64>> {
-    let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
-        "SELECT h.name, v.uuid,
-                COALESCE(
-                    (SELECT c.disk_capacity_bytes FROM vm_configs c
-                     WHERE c.vm_id = v.id AND c.valid_from <= ?1
-                     ORDER BY c.valid_from DESC LIMIT 1),
-                    (SELECT c.disk_capacity_bytes FROM vm_configs c
-                     WHERE c.vm_id = v.id ORDER BY c.valid_from LIMIT 1))
-         FROM vms v JOIN hosts h ON h.id = v.host_id
-         WHERE v.gone_at IS NULL",
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT name, uuid, before FROM (
+             SELECT h.name, v.uuid, cur.disk_capacity_bytes AS now,
+                    COALESCE(
+                        (SELECT c.disk_capacity_bytes FROM vm_configs c
+                         WHERE c.vm_id = v.id AND c.valid_from <= ?1
+                         ORDER BY c.valid_from DESC LIMIT 1),
+                        (SELECT c.disk_capacity_bytes FROM vm_configs c
+                         WHERE c.vm_id = v.id ORDER BY c.valid_from LIMIT 1)) AS before
+             FROM vms v
+             JOIN hosts h ON h.id = v.host_id
+             JOIN vm_configs cur ON cur.id = v.config_id
+             WHERE v.gone_at IS NULL)
+         WHERE before IS NOT NULL AND before <> now",
     )
     .bind(at)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().filter_map(|(h, u, c)| Some(((h, u), c?))).collect())
+    Ok(rows.into_iter().map(|(h, u, c)| ((h, u), c)).collect())
 }
 
 /// Power and snapshot requests that failed or were unconfirmed, settled at or after `since`.
@@ -506,25 +512,38 @@ async fn failed_requests(pool: &SqlitePool, since: i64) -> sqlx::Result<Vec<Fail
         .collect())
 }
 
-/// Every open (pending or firing) alert.
+/// Every open (pending or firing) alert, read through the partial index `alerts_one_open`.
 pub async fn open_alerts(pool: &SqlitePool) -> sqlx::Result<Vec<Open>> {
-    type Row = (i64, Option<i64>, String, String, String, i64, String);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, rule_id, subject, host_name, state, pending_since, summary
+    #[derive(Deserialize)]
+    struct Row {
+        id: i64,
+        rule_id: Option<i64>,
+        subject: String,
+        host: String,
+        state: String,
+        pending_since: i64,
+        summary: String,
+    }
+    // One JSON value rather than a row at a time (see `facts`).
+    let json: String = sqlx::query_scalar(
+        "SELECT COALESCE(json_group_array(json_object(
+                'id', id, 'rule_id', rule_id, 'subject', subject, 'host', host_name,
+                'state', state, 'pending_since', pending_since, 'summary', summary)), '[]')
          FROM alerts WHERE state IN ('pending', 'firing')",
     )
-    .fetch_all(pool)
+    .fetch_one(pool)
     .await?;
+    let rows: Vec<Row> = serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(e.into()))?;
     Ok(rows
         .into_iter()
-        .map(|(id, rule_id, subject, host, state, pending_since, summary)| Open {
-            id,
-            rule_id,
-            subject,
-            host,
-            firing: state == "firing",
-            pending_since,
-            summary,
+        .map(|r| Open {
+            id: r.id,
+            rule_id: r.rule_id,
+            subject: r.subject,
+            host: r.host,
+            firing: r.state == "firing",
+            pending_since: r.pending_since,
+            summary: r.summary,
         })
         .collect())
 }
