@@ -105,6 +105,32 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("GET /schedules/<id>/delete", &[]),
     ("POST /schedules/<id>/delete", &["csrf_token"]),
     ("GET /schedules/runs/<run>", &[]),
+    ("GET /alerts/targets", &[]),
+    ("GET /alerts/targets/new", &[]),
+    ("POST /alerts/targets", &TARGET_FORM),
+    ("GET /alerts/targets/<id>", &[]),
+    ("POST /alerts/targets/<id>", &TARGET_FORM),
+    ("POST /alerts/targets/<id>/enabled", &["csrf_token", "enabled"]),
+    ("GET /alerts/targets/<id>/delete", &[]),
+    ("POST /alerts/targets/<id>/delete", &["csrf_token"]),
+];
+
+const TARGET_FORM: [&str; 15] = [
+    "csrf_token",
+    "name",
+    "enabled",
+    "kind",
+    "min_severity",
+    "url",
+    "token",
+    "smtp_host",
+    "smtp_port",
+    "tls",
+    "username",
+    "password",
+    "from",
+    "to",
+    "clear_secret",
 ];
 
 /// Routes no request of the fuzzer can get past the checks of, and why: the console's

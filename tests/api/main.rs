@@ -9,10 +9,12 @@ mod support {
     pub mod browser;
     pub mod fakes;
     pub mod libvirtd;
+    pub mod receiver;
     pub mod rfb;
     pub mod wait;
 }
 
+mod alert_notify;
 mod audit;
 mod auth;
 mod backend_contract;

@@ -312,7 +312,7 @@ async fn plan_group(
 }
 
 /// Alertmanager's v2 `postableAlerts`: firing alerts end 4 re-sends from now (Alertmanager
-/// resolves them itself if vmdeck goes quiet), resolved ones when they ended.
+/// resolves them itself if vmdeck goes quiet; at least 4 evaluation ticks), resolved ones when they ended.
 pub fn alertmanager_payload(ctx: &Context<'_>, firing: &[&AlertRow], resolved: &[&AlertRow]) -> Value {
     let item = |a: &AlertRow, ends: i64| {
         json!({
@@ -323,7 +323,9 @@ pub fn alertmanager_payload(ctx: &Context<'_>, firing: &[&AlertRow], resolved: &
             "generatorURL": ctx.link(a),
         })
     };
-    let ends = ctx.now + 4 * ctx.resend_ms;
+    // Evaluation (which re-sends) runs at least every TICK, whatever the resend setting.
+    let every = ctx.resend_ms.max(i64::try_from(crate::alerts::TICK.as_millis()).unwrap_or(30_000));
+    let ends = ctx.now + 4 * every;
     Value::Array(
         firing
             .iter()
