@@ -14,7 +14,7 @@ use vmdeck::alerts::rules::RuleFields;
 use vmdeck::alerts::store::{self as rules, Source};
 use vmdeck::db::now_ms;
 
-use crate::support::app::{free_port, libvirt_host, spawn_app, AppOptions, TestApp};
+use crate::support::app::{free_port, libvirt_host, spawn_app, unescape, AppOptions, TestApp};
 use crate::support::receiver::{Answer, Receiver};
 use crate::support::wait::eventually;
 
@@ -448,7 +448,7 @@ async fn secrets_are_never_shown_and_an_empty_field_keeps_them() {
         .await;
     assert_eq!(res.status().as_u16(), 400);
     let refused = res.text().await.unwrap();
-    assert!(refused.contains("url: only http:// and https:// URLs"), "{refused}");
+    assert!(unescape(&refused).contains("url: only http:// and https:// URLs"), "{refused}");
     pages.push(refused);
     for html in &pages {
         assert!(!html.contains(TOKEN) && !html.contains(PASSWORD), "a secret on a page:\n{html}");
@@ -532,7 +532,11 @@ async fn configuration_file_targets_are_read_only_and_invalid_ones_refuse_start(
     let err = vmdeck::alerts::notify::file_targets(&settings).expect_err("refused").to_string();
     assert!(err.starts_with("alert_targets[1].url:"), "{err}");
     let rocket = vmdeck::build(figment).expect("builds");
-    assert!(rocket.ignite().await.is_err(), "an invalid target refuses ignite");
+    let refused = rocket.ignite().await.expect_err("an invalid target refuses ignite");
+    assert!(
+        matches!(refused.kind(), rocket::error::ErrorKind::FailedFairings(f) if f.iter().any(|f| f.name == "Alert rules")),
+        "{refused:?}"
+    );
 }
 
 fn daemon_or_skip() -> Option<crate::support::libvirtd::LibvirtDaemon> {
