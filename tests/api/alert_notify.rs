@@ -678,8 +678,8 @@ async fn a_real_alertmanager_gets_the_alert_of_a_real_vm_stopped_behind_vmdecks_
 
 /// A webhook target (with a token) that failed once and then succeeded, for the role matrix
 /// and the accessibility pages; nothing is queued, so nothing is sent.
-pub async fn seeded_target(app: &TestApp) -> i64 {
-    let id = webhook(app, "seeded hook", "http://127.0.0.1:9/hook", TOKEN).await;
+pub async fn seeded_target(app: &TestApp, name: &str) -> i64 {
+    let id = webhook(app, name, "http://127.0.0.1:9/hook", TOKEN).await;
     let now = now_ms();
     sqlx::query(
         "INSERT INTO alert_deliveries (target_id, group_key, created_at, status, alert_count,

@@ -44,7 +44,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     );
 
     // A notification target (admins only: its page shows where alerts go).
-    let target = crate::alert_notify::seeded_target(&app).await;
+    let target = crate::alert_notify::seeded_target(&app, "matrix hook").await;
     let (tgt, tgt_enabled, tgt_delete) = (
         format!("/alerts/targets/{target}"),
         format!("/alerts/targets/{target}/enabled"),

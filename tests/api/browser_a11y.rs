@@ -77,7 +77,7 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
     .unwrap();
     let with_snapshots = snapshot_tree(app, "br-shutoff").await;
     // A notification target with a failed delivery: the list with its status and deliveries.
-    let target = crate::alert_notify::seeded_target(app).await;
+    let target = crate::alert_notify::seeded_target(app, "seeded hook").await;
     let mut pages = vec![
         page("snapshot-take", &format!("/vms/lab/{uuid}/snapshots/new"), Who::Admin),
         page("snapshot-revert", &format!("/vms/lab/{uuid}/snapshots/{snap}/revert"), Who::Admin),
