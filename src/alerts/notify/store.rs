@@ -436,10 +436,12 @@ pub async fn due(pool: &SqlitePool, now: i64, limit: i64) -> sqlx::Result<Vec<Du
     .await
 }
 
-/// When the next queued delivery falls due.
+/// When the next queued delivery of an enabled target falls due (a disabled target's wait).
 pub async fn next_due(pool: &SqlitePool) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
-        "SELECT MIN(next_attempt_at) FROM alert_deliveries WHERE state = 'queued'",
+        "SELECT MIN(d.next_attempt_at)
+         FROM alert_deliveries d JOIN alert_targets t ON t.id = d.target_id
+         WHERE d.state = 'queued' AND t.enabled",
     )
     .fetch_one(pool)
     .await
