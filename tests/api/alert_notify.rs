@@ -65,11 +65,13 @@ async fn webhook(app: &TestApp, name: &str, url: &str, token: &str) -> i64 {
 }
 
 async fn deliveries(app: &TestApp, target: i64) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM alert_deliveries WHERE target_id = ? AND state <> 'superseded'")
-        .bind(target)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM alert_deliveries WHERE target_id = ? AND state <> 'superseded'",
+    )
+    .bind(target)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
 }
 
 async fn firing(app: &TestApp, rule: &str) -> Vec<(String, String)> {
@@ -96,7 +98,10 @@ async fn requests_eventually(r: &Receiver, n: usize) -> Vec<crate::support::rece
 }
 
 fn string(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("{key} is not a string in {v}")).to_string()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{key} is not a string in {v}"))
+        .to_string()
 }
 
 /// Checks one webhook payload's shape (Alertmanager webhook JSON, version 4).
@@ -117,7 +122,9 @@ fn check_v4(p: &Value, receiver: &str, status: &str, n: usize) {
         for key in ["alertname", "severity", "host", "vm", "uuid"] {
             assert!(a["labels"][key].is_string(), "label {key} in {a}");
         }
-        assert!(a["annotations"]["summary"].is_string() && a["annotations"]["description"].is_string());
+        assert!(
+            a["annotations"]["summary"].is_string() && a["annotations"]["description"].is_string()
+        );
         for key in ["startsAt", "endsAt"] {
             let t = string(a, key);
             assert!(t.len() >= 20 && t.as_bytes()[10] == b'T' && t.ends_with('Z'), "{key}: {t}");
@@ -158,11 +165,12 @@ async fn a_host_going_down_sends_one_webhook_notification_then_repeats_and_resol
     assert_eq!(p["commonLabels"]["severity"], "critical");
 
     // Unchanged: not again before the repeat interval (1 h), again after it.
-    let sent_at: i64 = sqlx::query_scalar("SELECT last_sent_at FROM alert_groups WHERE target_id = ?")
-        .bind(target)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let sent_at: i64 =
+        sqlx::query_scalar("SELECT last_sent_at FROM alert_groups WHERE target_id = ?")
+            .bind(target)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     evaluate(&app, sent_at + 59 * MINUTE).await;
     assert_eq!(deliveries(&app, target).await, 1, "nothing is repeated before the repeat interval");
     evaluate(&app, sent_at + 60 * MINUTE).await;
@@ -289,7 +297,11 @@ async fn a_hanging_target_delays_neither_polls_nor_other_targets() {
     let poll = Instant::now();
     app.poll("lab").await;
     evaluate(&app, now_ms() + 2 * MINUTE).await;
-    assert!(poll.elapsed() < Duration::from_secs(3), "a poll and an evaluation took {:?}", poll.elapsed());
+    assert!(
+        poll.elapsed() < Duration::from_secs(3),
+        "a poll and an evaluation took {:?}",
+        poll.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(9));
 }
 
@@ -404,7 +416,12 @@ async fn secrets_are_never_shown_and_an_empty_field_keeps_them() {
     let res = admin
         .post(
             "/alerts/targets",
-            &[("name", "am"), ("kind", "alertmanager"), ("url", "http://127.0.0.1:9/"), ("token", TOKEN)],
+            &[
+                ("name", "am"),
+                ("kind", "alertmanager"),
+                ("url", "http://127.0.0.1:9/"),
+                ("token", TOKEN),
+            ],
         )
         .await;
     assert_eq!(res.status().as_u16(), 303);
@@ -431,12 +448,20 @@ async fn secrets_are_never_shown_and_an_empty_field_keeps_them() {
     let res = admin
         .post(
             &format!("/alerts/targets/{}", ids[0]),
-            &[("name", "am"), ("kind", "alertmanager"), ("url", "http://127.0.0.1:9/v"), ("token", "")],
+            &[
+                ("name", "am"),
+                ("kind", "alertmanager"),
+                ("url", "http://127.0.0.1:9/v"),
+                ("token", ""),
+            ],
         )
         .await;
     assert_eq!(res.status().as_u16(), 303);
     let secrets: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT secret FROM alert_targets ORDER BY name").fetch_all(&app.pool).await.unwrap();
+        sqlx::query_scalar("SELECT secret FROM alert_targets ORDER BY name")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(secrets, vec![Some(TOKEN.to_string()), Some(PASSWORD.to_string())]);
     let mut pages = vec![admin.get("/alerts/targets").await.1];
     for id in &ids {
@@ -444,7 +469,10 @@ async fn secrets_are_never_shown_and_an_empty_field_keeps_them() {
     }
     // A refused form shows what was typed, but never the secret.
     let res = admin
-        .post("/alerts/targets", &[("name", "bad"), ("kind", "webhook"), ("url", "ftp://x"), ("token", TOKEN)])
+        .post(
+            "/alerts/targets",
+            &[("name", "bad"), ("kind", "webhook"), ("url", "ftp://x"), ("token", TOKEN)],
+        )
         .await;
     assert_eq!(res.status().as_u16(), 400);
     let refused = res.text().await.unwrap();
@@ -482,7 +510,10 @@ async fn secrets_are_never_shown_and_an_empty_field_keeps_them() {
     assert!(!enabled);
     let res = admin.post(&format!("/alerts/targets/{}/delete", ids[1]), &[]).await;
     assert_eq!(res.status().as_u16(), 303);
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alert_targets").fetch_one(&app.pool).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alert_targets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(left, 1);
     let removed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_log WHERE kind = 'alert' AND action = 'target_removed'",
@@ -503,14 +534,21 @@ async fn configuration_file_targets_are_read_only_and_invalid_ones_refuse_start(
     .await;
     let admin = app.session("admin").await;
     let (_, html) = admin.get("/alerts/targets").await;
-    assert!(html.contains("file hook") && html.contains("configuration file") && html.contains("read-only"));
+    assert!(
+        html.contains("file hook")
+            && html.contains("configuration file")
+            && html.contains("read-only")
+    );
     assert!(!html.contains(TOKEN));
     let id: i64 = sqlx::query_scalar("SELECT id FROM alert_targets WHERE source = 'file'")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     let res = admin
-        .post(&format!("/alerts/targets/{id}"), &[("name", "x"), ("kind", "webhook"), ("url", "http://h/")])
+        .post(
+            &format!("/alerts/targets/{id}"),
+            &[("name", "x"), ("kind", "webhook"), ("url", "http://h/")],
+        )
         .await;
     assert_eq!(res.status().as_u16(), 400);
     assert!(res.text().await.unwrap().contains("configuration file"));
@@ -589,7 +627,11 @@ async fn alertmanager(forward_to: &str) -> Alertmanager {
     let am = Alertmanager { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
     let client = reqwest::Client::new();
     eventually("Alertmanager ready", Duration::from_secs(30), async || {
-        client.get(format!("{}/-/ready", am.base)).send().await.is_ok_and(|r| r.status().is_success())
+        client
+            .get(format!("{}/-/ready", am.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     })
     .await;
     am

@@ -279,7 +279,13 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         ("GET", "/alerts/targets", "/alerts/targets".into(), vec![], [401, 403, 403, 200]),
         ("GET", "/alerts/targets/new", "/alerts/targets/new".into(), vec![], [401, 403, 403, 200]),
         // An empty form: refused in words, nothing saved.
-        ("POST", "/alerts/targets", "/alerts/targets".into(), vec![("name", "")], [401, 403, 403, 400]),
+        (
+            "POST",
+            "/alerts/targets",
+            "/alerts/targets".into(),
+            vec![("name", "")],
+            [401, 403, 403, 400],
+        ),
         ("GET", "/alerts/targets/<id>", tgt.clone(), vec![], [401, 403, 403, 200]),
         ("POST", "/alerts/targets/<id>", tgt, vec![("name", "")], [401, 403, 403, 400]),
         // Turned on again (no `enabled` field turns it off), so it stays for the next role.

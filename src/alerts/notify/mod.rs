@@ -56,9 +56,8 @@ pub struct Notifier {
 pub fn file_targets(settings: &Settings) -> anyhow::Result<Vec<target::TargetSpec>> {
     let mut specs: Vec<target::TargetSpec> = Vec::new();
     for (i, table) in settings.alerts.targets.iter().enumerate() {
-        let fields: TargetFields = table
-            .deserialize()
-            .map_err(|e| anyhow::anyhow!("alert_targets[{i}]: {e}"))?;
+        let fields: TargetFields =
+            table.deserialize().map_err(|e| anyhow::anyhow!("alert_targets[{i}]: {e}"))?;
         let spec = fields.parse().map_err(|FieldError { field, message }| {
             anyhow::anyhow!("alert_targets[{i}].{field}: {message}")
         })?;

@@ -73,7 +73,9 @@ impl AlertRow {
     }
 
     fn silenced(&self, silences: &[Matchers]) -> bool {
-        silences.iter().any(|m| m.matches(&self.rule_name, &self.host_name, self.vm_name.as_deref()))
+        silences
+            .iter()
+            .any(|m| m.matches(&self.rule_name, &self.host_name, self.vm_name.as_deref()))
     }
 }
 
@@ -181,7 +183,9 @@ pub fn resolved_in(kind: &Kind, created_at: i64, payload: &str) -> Vec<String> {
                     alerts
                         .iter()
                         .filter(|a| {
-                            a.get("endsAt").and_then(Value::as_str).is_some_and(|e| e <= at.as_str())
+                            a.get("endsAt")
+                                .and_then(Value::as_str)
+                                .is_some_and(|e| e <= at.as_str())
                         })
                         .filter_map(|a| fingerprint_of_labels(a.get("labels")?))
                         .collect()
@@ -313,7 +317,11 @@ async fn plan_group(
 
 /// Alertmanager's v2 `postableAlerts`: firing alerts end 4 re-sends from now (Alertmanager
 /// resolves them itself if vmdeck goes quiet; at least 4 evaluation ticks), resolved ones when they ended.
-pub fn alertmanager_payload(ctx: &Context<'_>, firing: &[&AlertRow], resolved: &[&AlertRow]) -> Value {
+pub fn alertmanager_payload(
+    ctx: &Context<'_>,
+    firing: &[&AlertRow],
+    resolved: &[&AlertRow],
+) -> Value {
     let item = |a: &AlertRow, ends: i64| {
         json!({
             "labels": ctx.labels(a),
@@ -392,7 +400,8 @@ pub fn webhook_payload(
 /// An e-mail's subject and plain-text body (and, for superseding, what it resolved).
 pub fn email_payload(ctx: &Context<'_>, firing: &[&AlertRow], resolved: &[&AlertRow]) -> Value {
     let first = firing.first().or(resolved.first());
-    let (rule, host) = first.map(|a| (a.rule_name.as_str(), a.host_name.as_str())).unwrap_or_default();
+    let (rule, host) =
+        first.map(|a| (a.rule_name.as_str(), a.host_name.as_str())).unwrap_or_default();
     let subject = if firing.is_empty() {
         format!("[RESOLVED] {rule} on {host}")
     } else {
@@ -462,6 +471,9 @@ mod tests {
             {"labels": {"alertname": "down", "host": "lab", "uuid": "u2"}, "endsAt": rfc3339(5_000)},
         ]);
         let kind = Kind::Alertmanager { url: "http://am".into() };
-        assert_eq!(resolved_in(&kind, 1_000, &p.to_string()), vec![fingerprint("down", "vm:lab/u1")]);
+        assert_eq!(
+            resolved_in(&kind, 1_000, &p.to_string()),
+            vec![fingerprint("down", "vm:lab/u1")]
+        );
     }
 }

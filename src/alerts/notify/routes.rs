@@ -301,7 +301,13 @@ fn detail(spec: &TargetSpec, secret_set: bool) -> String {
     )
 }
 
-async fn audit(app: &App<'_>, me: &crate::domain::CurrentUser, addr: &ClientAddr, action: &str, detail: &str) {
+async fn audit(
+    app: &App<'_>,
+    me: &crate::domain::CurrentUser,
+    addr: &ClientAddr,
+    action: &str,
+    detail: &str,
+) {
     let actor = Actor { user: Some(me.name.clone()), addr: addr.0.map(|a| a.to_string()) };
     crate::events::record_logged(
         app.pool,
@@ -326,7 +332,12 @@ fn refused(
 }
 
 #[rocket::post("/alerts/targets", data = "<form>")]
-async fn create(me: Admin<'_>, form: Csrf<TargetForm>, app: App<'_>, addr: ClientAddr) -> FormAnswer {
+async fn create(
+    me: Admin<'_>,
+    form: Csrf<TargetForm>,
+    app: App<'_>,
+    addr: ClientAddr,
+) -> FormAnswer {
     let f = form.0;
     let spec = match f.fields().parse() {
         Ok(spec) => spec,
@@ -428,10 +439,15 @@ async fn toggle(
             };
             audit(&app, me.0, &addr, "target_changed", &detail(&spec, t.secret.is_some())).await;
             let word = if enabled { "enabled" } else { "disabled" };
-            Ok(Flash::success(Redirect::to("/alerts/targets"), format!("Target {} {word}.", t.name)))
+            Ok(Flash::success(
+                Redirect::to("/alerts/targets"),
+                format!("Target {} {word}.", t.name),
+            ))
         }
         Err(SaveError::Db(e)) => Err(e.into()),
-        Err(e) => Ok(Flash::error(Redirect::to("/alerts/targets"), format!("Target {}: {e}.", t.name))),
+        Err(e) => {
+            Ok(Flash::error(Redirect::to("/alerts/targets"), format!("Target {}: {e}.", t.name)))
+        }
     }
 }
 
@@ -499,9 +515,14 @@ async fn delete(
                 secret: None,
             };
             audit(&app, me.0, &addr, "target_removed", &detail(&spec, t.secret.is_some())).await;
-            Ok(Flash::success(Redirect::to("/alerts/targets"), format!("Target {} deleted.", t.name)))
+            Ok(Flash::success(
+                Redirect::to("/alerts/targets"),
+                format!("Target {} deleted.", t.name),
+            ))
         }
         Err(SaveError::Db(e)) => Err(e.into()),
-        Err(e) => Ok(Flash::error(Redirect::to("/alerts/targets"), format!("Target {}: {e}.", t.name))),
+        Err(e) => {
+            Ok(Flash::error(Redirect::to("/alerts/targets"), format!("Target {}: {e}.", t.name)))
+        }
     }
 }

@@ -65,11 +65,7 @@ async fn post(
     // A little of the answer helps (Alertmanager says what it did not like); bounded.
     let body = resp.text().await.unwrap_or_default();
     let body: String = body.chars().filter(|c| !c.is_control()).take(200).collect();
-    Err(if body.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {body}")
-    })
+    Err(if body.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {body}") })
 }
 
 /// An error with its causes, in one line.
@@ -92,14 +88,17 @@ async fn mail(email: &Email, target: &Target, payload: &str) -> Result<(), Strin
     let subject = v.get("subject").and_then(Value::as_str).unwrap_or("vmdeck alert");
     let body = v.get("body").and_then(Value::as_str).unwrap_or_default();
     let from: Mailbox = email.from.parse().map_err(|e| format!("from: {e}"))?;
-    let mut builder = Message::builder().from(from).subject(subject).header(ContentType::TEXT_PLAIN);
+    let mut builder =
+        Message::builder().from(from).subject(subject).header(ContentType::TEXT_PLAIN);
     for to in &email.to {
         builder = builder.to(to.parse().map_err(|e| format!("to: {e}"))?);
     }
     let message = builder.body(body.to_string()).map_err(|e| words(&e))?;
     let host = email.smtp_host.as_str();
     let builder = match email.tls {
-        Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(|e| words(&e))?,
+        Tls::Starttls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(|e| words(&e))?
+        }
         Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(|e| words(&e))?,
         Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
     };

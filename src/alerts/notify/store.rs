@@ -193,7 +193,10 @@ async fn write_target(
             .fetch_optional(&mut *tx)
             .await?;
     if old_kind.as_deref() != Some(spec.kind.name()) {
-        sqlx::query("DELETE FROM alert_groups WHERE target_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM alert_groups WHERE target_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     sqlx::query(
         "UPDATE alert_targets SET name = ?, kind = ?, enabled = ?, settings = ?,
@@ -226,7 +229,12 @@ async fn write_target(
 }
 
 /// Turns a page target on or off.
-pub async fn set_enabled(pool: &SqlitePool, id: i64, enabled: bool, now: i64) -> Result<(), SaveError> {
+pub async fn set_enabled(
+    pool: &SqlitePool,
+    id: i64,
+    enabled: bool,
+    now: i64,
+) -> Result<(), SaveError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     check_page_target(&mut tx, id).await?;
     sqlx::query("UPDATE alert_targets SET enabled = ?, updated_at = ? WHERE id = ?")
@@ -297,7 +305,10 @@ pub async fn sync_file_targets(
     }
     for t in stored.iter().filter(|t| t.source == Source::File) {
         if !specs.iter().any(|s| s.name.eq_ignore_ascii_case(&t.name)) {
-            sqlx::query("DELETE FROM alert_targets WHERE id = ?").bind(t.id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM alert_targets WHERE id = ?")
+                .bind(t.id)
+                .execute(&mut *tx)
+                .await?;
             removed.push(t.name.clone());
         }
     }

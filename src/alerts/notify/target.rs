@@ -84,9 +84,13 @@ pub struct Email {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// An Alertmanager's v2 API at this base URL.
-    Alertmanager { url: String },
+    Alertmanager {
+        url: String,
+    },
     /// Alertmanager's webhook JSON (version 4), posted to this URL.
-    Webhook { url: String },
+    Webhook {
+        url: String,
+    },
     Email(Email),
 }
 
@@ -118,10 +122,12 @@ impl Kind {
             url: String,
         }
         match kind {
-            "alertmanager" => {
-                serde_json::from_str::<Url>(settings).ok().map(|u| Kind::Alertmanager { url: u.url })
+            "alertmanager" => serde_json::from_str::<Url>(settings)
+                .ok()
+                .map(|u| Kind::Alertmanager { url: u.url }),
+            "webhook" => {
+                serde_json::from_str::<Url>(settings).ok().map(|u| Kind::Webhook { url: u.url })
             }
-            "webhook" => serde_json::from_str::<Url>(settings).ok().map(|u| Kind::Webhook { url: u.url }),
             "email" => serde_json::from_str::<Email>(settings).ok().map(Kind::Email),
             _ => None,
         }
@@ -259,7 +265,8 @@ fn check_url(s: &str) -> Result<String, FieldError> {
     if s.len() > MAX_URL {
         return Err(err("url", format!("at most {MAX_URL} characters")));
     }
-    let url = url::Url::parse(s).map_err(|e| err("url", format!("{} is not a URL ({e})", shown(s))))?;
+    let url =
+        url::Url::parse(s).map_err(|e| err("url", format!("{} is not a URL ({e})", shown(s))))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(err("url", "only http:// and https:// URLs"));
     }
@@ -322,7 +329,10 @@ impl TargetFields {
             other => {
                 return Err(err(
                     "kind",
-                    format!("{} is not a kind; choose alertmanager, webhook or email", shown(other)),
+                    format!(
+                        "{} is not a kind; choose alertmanager, webhook or email",
+                        shown(other)
+                    ),
                 ))
             }
         };
@@ -341,7 +351,9 @@ impl TargetFields {
             return Err(err("smtp_host", "name the SMTP server"));
         }
         if host.len() > MAX_HOST
-            || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
         {
             return Err(err("smtp_host", format!("{} is not a host name or address", shown(host))));
         }
@@ -377,7 +389,14 @@ impl TargetFields {
         if to.len() > MAX_RECIPIENTS {
             return Err(err("to", format!("at most {MAX_RECIPIENTS} recipients")));
         }
-        Ok(Email { smtp_host: host.to_string(), smtp_port, tls, username: username.into(), from, to })
+        Ok(Email {
+            smtp_host: host.to_string(),
+            smtp_port,
+            tls,
+            username: username.into(),
+            from,
+            to,
+        })
     }
 }
 
