@@ -5,6 +5,7 @@
 //! driven by the engine's controllable clock (`app.alerts.evaluate(now)`).
 
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -82,6 +83,35 @@ async fn firing(app: &TestApp, rule: &str) -> Vec<(String, String)> {
     .fetch_all(&app.pool)
     .await
     .unwrap()
+}
+
+/// Everything logged on this thread (the test's runtime runs the server's tasks too) from now
+/// until the guard is dropped, at every level.
+fn capture_logs() -> (tracing::subscriber::DefaultGuard, Arc<Mutex<Vec<u8>>>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || LogSink(sink.clone()))
+        .finish();
+    (tracing::subscriber::set_default(subscriber), buf)
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logged(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
 }
 
 /// Evaluates at `at` and returns when the engine is done (planning included).
@@ -194,6 +224,47 @@ async fn a_host_going_down_sends_one_webhook_notification_then_repeats_and_resol
 }
 
 #[tokio::test]
+async fn a_group_that_changes_waits_for_the_group_interval() {
+    let app = lab(vec![]).await;
+    let hook = Receiver::start().await;
+    let target = webhook(&app, "hook", &format!("{}/g", hook.base), "").await;
+    let rule = vm_rule(&app, "Stopped", "br-shut*", "warning").await;
+    evaluate(&app, now_ms() + MINUTE).await;
+    let first = firing(&app, "Stopped").await.len();
+    let got = requests_eventually(&hook, 1).await;
+    assert_eq!(got[0].json()["alerts"].as_array().unwrap().len(), first);
+    let sent_at: i64 =
+        sqlx::query_scalar("SELECT last_sent_at FROM alert_groups WHERE target_id = ?")
+            .bind(target)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    // More of the host's VMs trip the same rule: the same group, changed.
+    let wider = RuleFields {
+        name: "Stopped".into(),
+        condition: "vm_state".into(),
+        expected: "running".into(),
+        scope: "pattern".into(),
+        scope_value: "br-*".into(),
+        severity: "warning".into(),
+        ..RuleFields::default()
+    }
+    .parse()
+    .unwrap();
+    rules::update_rule(&app.pool, rule, &wider, now_ms()).await.unwrap();
+    evaluate(&app, sent_at + 4 * MINUTE).await;
+    let now_firing = firing(&app, "Stopped").await.len();
+    assert!(now_firing > first, "the wider rule holds for more VMs");
+    assert_eq!(deliveries(&app, target).await, 1, "a change waits for the group interval (5 min)");
+    evaluate(&app, sent_at + 5 * MINUTE).await;
+    assert_eq!(deliveries(&app, target).await, 2);
+    let got = requests_eventually(&hook, 2).await;
+    let p = got[1].json();
+    check_v4(&p, "hook", "firing", now_firing);
+    assert_eq!(p["groupKey"], got[0].json()["groupKey"], "the same group");
+}
+
+#[tokio::test]
 async fn silenced_alerts_are_not_notified_and_acknowledged_ones_not_repeated() {
     let app = lab(vec![]).await;
     let hook = Receiver::start().await;
@@ -235,11 +306,12 @@ async fn silenced_alerts_are_not_notified_and_acknowledged_ones_not_repeated() {
 
 #[tokio::test]
 async fn a_failing_webhook_is_retried_and_the_page_shows_failure_then_success() {
+    let (_logs, log) = capture_logs();
     let app = lab(vec![]).await;
     let admin = app.session("admin").await;
     let hook = Receiver::start().await;
     hook.answer(Answer::Status(500));
-    let target = webhook(&app, "flaky", &format!("{}/x", hook.base), "").await;
+    let target = webhook(&app, "flaky", &format!("{}/x", hook.base), TOKEN).await;
     vm_rule(&app, "Down", "br-shutoff", "critical").await;
     evaluate(&app, now_ms() + MINUTE).await;
     let html = eventually("the failure on the targets page", Duration::from_secs(15), async || {
@@ -272,6 +344,15 @@ async fn a_failing_webhook_is_retried_and_the_page_shows_failure_then_success() 
             .unwrap();
     assert_eq!(state, "sent");
     assert!(attempts >= 2);
+    // The server's log says what failed, never with the token.
+    let log = logged(&log);
+    assert!(log.contains("notification failed: HTTP 500"), "{log}");
+    assert!(log.contains("notification sent"), "{log}");
+    assert!(!log.contains(TOKEN), "the token in the log:\n{log}");
+    assert!(hook
+        .received()
+        .iter()
+        .all(|r| r.header("authorization") == Some(&format!("Bearer {TOKEN}"))));
 }
 
 #[tokio::test]
@@ -411,6 +492,7 @@ async fn an_email_arrives_at_a_real_smtp_server_with_subject_and_body() {
 
 #[tokio::test]
 async fn secrets_are_never_shown_and_an_empty_field_keeps_them() {
+    let (_logs, log) = capture_logs();
     let app = lab(vec![]).await;
     let admin = app.session("admin").await;
     let res = admin
@@ -498,6 +580,9 @@ async fn secrets_are_never_shown_and_an_empty_field_keeps_them() {
     .await
     .unwrap();
     assert!(!everything.contains(TOKEN) && !everything.contains(PASSWORD));
+    let log = logged(&log);
+    assert!(log.contains("notification target added"), "the log is captured: {log}");
+    assert!(!log.contains(TOKEN) && !log.contains(PASSWORD), "a secret in the log:\n{log}");
 
     // Disable, then delete: audited, gone.
     let res = admin.post(&format!("/alerts/targets/{}/enabled", ids[1]), &[]).await;
