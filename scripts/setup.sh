@@ -4,6 +4,7 @@
 #   scripts/setup.sh --test   also what the test suite and benchmark use: a libvirt daemon,
 #                             QEMU, headless Chromium + ChromeDriver, prometheus-libvirt-exporter,
 #                             Prometheus (tests/api/metrics.rs scrapes vmdeck with it),
+#                             Alertmanager and aiosmtpd (tests/api/alert_notify.rs),
 #                             and cargo-deb with adduser and systemd-analyze (package systemd)
 #                             for the package test (tests/package.sh).
 # Idempotent: packages already present are not reinstalled. Runs apt through sudo when not root.
@@ -22,7 +23,10 @@ if [ "$want_test" = 1 ]; then
          systemd
          # The /metrics test starts /usr/bin/prometheus itself (own config, port and data
          # directory), so whether the package's prometheus.service runs does not matter.
-         prometheus)
+         prometheus
+         # The notification tests (tests/api/alert_notify.rs) start their own Alertmanager
+         # (own config, port, storage; no cluster) and SMTP server (aiosmtpd into a maildir).
+         prometheus-alertmanager python3-aiosmtpd)
 fi
 
 missing=()

@@ -51,6 +51,12 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         format!("/alerts/rules/{rule}"),
         format!("/alerts/rules/{rule}/delete"),
         format!("/alerts/rules/{rule}/enabled"),
+    // A notification target (admins only: its page shows where alerts go).
+    let target = crate::alert_notify::seeded_target(&app, "matrix hook").await;
+    let (tgt, tgt_enabled, tgt_delete) = (
+        format!("/alerts/targets/{target}"),
+        format!("/alerts/targets/{target}/enabled"),
+        format!("/alerts/targets/{target}/delete"),
     );
 
     // (method, route as Rocket lists it, concrete path, form, [anonymous, viewer, operator, admin])
@@ -326,6 +332,33 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             "/alerts/silences/999999/end".into(),
             vec![],
             [401, 403, 303, 303],
+        ("GET", "/alerts/targets", "/alerts/targets".into(), vec![], [401, 403, 403, 200]),
+        ("GET", "/alerts/targets/new", "/alerts/targets/new".into(), vec![], [401, 403, 403, 200]),
+        // An empty form: refused in words, nothing saved.
+        (
+            "POST",
+            "/alerts/targets",
+            "/alerts/targets".into(),
+            vec![("name", "")],
+            [401, 403, 403, 400],
+        ),
+        ("GET", "/alerts/targets/<id>", tgt.clone(), vec![], [401, 403, 403, 200]),
+        ("POST", "/alerts/targets/<id>", tgt, vec![("name", "")], [401, 403, 403, 400]),
+        // Turned on again (no `enabled` field turns it off), so it stays for the next role.
+        (
+            "POST",
+            "/alerts/targets/<id>/enabled",
+            tgt_enabled,
+            vec![("enabled", "on")],
+            [401, 403, 403, 303],
+        ),
+        ("GET", "/alerts/targets/<id>/delete", tgt_delete, vec![], [401, 403, 403, 200]),
+        (
+            "POST",
+            "/alerts/targets/<id>/delete",
+            "/alerts/targets/999999/delete".into(),
+            vec![],
+            [401, 403, 403, 303],
         ),
         // Last: it ends the session it is sent with.
         ("POST", "/logout", "/logout".into(), vec![], [401, 303, 303, 303]),

@@ -78,6 +78,8 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
     let with_snapshots = snapshot_tree(app, "br-shutoff").await;
     // A firing alert of a page rule, for the Alerts pages.
     let (rule, alert) = crate::alerts_pages::seeded_alert(app, "a11y").await;
+    // A notification target with a failed delivery: the list with its status and deliveries.
+    let target = crate::alert_notify::seeded_target(app, "seeded hook").await;
     let mut pages = vec![
         page("snapshot-take", &format!("/vms/lab/{uuid}/snapshots/new"), Who::Admin),
         page("snapshot-revert", &format!("/vms/lab/{uuid}/snapshots/{snap}/revert"), Who::Admin),
@@ -115,6 +117,10 @@ async fn pages(app: &TestApp, b: &Browser) -> Vec<Page> {
         page("alert-rule-delete", &format!("/alerts/rules/{rule}/delete"), Who::Admin),
         page("alert-silences", "/alerts/silences", Who::Admin),
         page("alert-silence-new", "/alerts/silences/new?rule_name=a11y", Who::Admin),
+        page("alert-targets", "/alerts/targets", Who::Admin),
+        page("alert-target-new", "/alerts/targets/new", Who::Admin),
+        page("alert-target-edit", &format!("/alerts/targets/{target}"), Who::Admin),
+        page("alert-target-delete", &format!("/alerts/targets/{target}/delete"), Who::Admin),
         page("error-404", "/no-such-page", Who::Admin),
         // A 404 from a route (AppError) rather than from the catcher.
         page("error-404-vm", "/vms/lab/00000000-0000-4000-8000-000000000000", Who::Admin),

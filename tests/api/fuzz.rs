@@ -121,6 +121,32 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("GET /alerts/silences/new?<prefill..>", &SILENCE_FORM),
     ("POST /alerts/silences", &SILENCE_FORM),
     ("POST /alerts/silences/<id>/end", &["csrf_token"]),
+    ("GET /alerts/targets", &[]),
+    ("GET /alerts/targets/new", &[]),
+    ("POST /alerts/targets", &TARGET_FORM),
+    ("GET /alerts/targets/<id>", &[]),
+    ("POST /alerts/targets/<id>", &TARGET_FORM),
+    ("POST /alerts/targets/<id>/enabled", &["csrf_token", "enabled"]),
+    ("GET /alerts/targets/<id>/delete", &[]),
+    ("POST /alerts/targets/<id>/delete", &["csrf_token"]),
+];
+
+const TARGET_FORM: [&str; 15] = [
+    "csrf_token",
+    "name",
+    "enabled",
+    "kind",
+    "min_severity",
+    "url",
+    "token",
+    "smtp_host",
+    "smtp_port",
+    "tls",
+    "username",
+    "password",
+    "from",
+    "to",
+    "clear_secret",
 ];
 
 const ALERTS_QUERY: [&str; 8] = ["state", "severity", "rule", "host", "vm", "from", "to", "page"];
@@ -517,6 +543,9 @@ struct Fuzzer<'a> {
     /// Whether the route is an Alerts page (its `name` means a rule's, its `id` a rule's,
     /// an alert's or a silence's).
     on_alerts: bool,
+    /// Whether the route is a notification targets page (its `name`, `url`, `to`… mean a
+    /// target's).
+    on_targets: bool,
     /// Whether the route deletes what its id names (so the baseline deletes the last of them).
     deleting: bool,
     /// A baseline case: every value the first plausible one, nothing hostile.
@@ -541,6 +570,9 @@ impl<'a> Fuzzer<'a> {
         // Alert rules 1-10 with firing alerts 1-10, for the Alerts pages' ids.
         for i in 1..=10 {
             crate::alerts_pages::seeded_alert(app, &format!("fuzz-alert-{i}")).await;
+        // Notification targets 1-10, for the targets pages' ids.
+        for i in 1..=10 {
+            crate::alert_notify::seeded_target(app, &format!("fuzz-target-{i}")).await;
         }
         let mut uuids = Vec::new();
         for vm in ["br-running", "br-paused", "br-shutoff"] {
@@ -560,6 +592,7 @@ impl<'a> Fuzzer<'a> {
             on_audit: false,
             on_schedules: false,
             on_alerts: false,
+            on_targets: false,
             deleting: false,
             baseline: false,
             resent: Vec::new(),
@@ -682,6 +715,25 @@ impl<'a> Fuzzer<'a> {
             }
             "id" if self.on_schedules => (1..=30).chain([0]).map(|i| i.to_string()).collect(),
             "vm" if self.on_schedules => self.uuids.iter().map(|u| format!("lab/{u}")).collect(),
+            // Notification targets 1-10 exist at the start (the baseline deletes target 10).
+            "id" if self.on_targets && self.deleting => {
+                (0..=10).rev().map(|i| i.to_string()).collect()
+            }
+            "id" if self.on_targets => (1..=10).chain([0]).map(|i| i.to_string()).collect(),
+            "name" if self.on_targets => {
+                vec![format!("fuzz-target-new-{}", self.rng.gen_range(0..100_000))]
+            }
+            "kind" => strs(&["webhook", "alertmanager", "email"]),
+            "url" => strs(&["http://127.0.0.1:9/hook", "https://am.example:9093/"]),
+            "token" | "password" if self.on_targets => strs(&["", "s3cret-token-0123456789"]),
+            "min_severity" => strs(&["info", "warning", "critical"]),
+            "smtp_host" => strs(&["127.0.0.1", "mail.example"]),
+            "smtp_port" => strs(&["", "25", "587"]),
+            "tls" => strs(&["starttls", "tls", "none"]),
+            "username" if self.on_targets => strs(&["", "vmdeck"]),
+            "from" if self.on_targets => strs(&["vmdeck@example.org"]),
+            "to" if self.on_targets => strs(&["ops@example.org", "a@example.org, b@example.org"]),
+            "clear_secret" => strs(&["", "on"]),
             "host" => strs(&["lab", "all"]),
             "uuid" => self.uuids.clone(),
             "file" => self.uuids.iter().map(|u| format!("{u}.csv")).collect(),
@@ -847,7 +899,9 @@ impl<'a> Fuzzer<'a> {
         };
         self.on_audit = route.name.starts_with("GET /audit");
         self.on_schedules = route.name.contains(" /schedules");
-        self.on_alerts = route.name.contains(" /alerts");
+        self.on_alerts =
+            route.name.contains(" /alerts") && !route.name.contains(" /alerts/targets");
+        self.on_targets = route.name.contains(" /alerts/targets");
         self.deleting = route.name.ends_with("/delete");
         let mut path = String::new();
         for segment in &route.path {

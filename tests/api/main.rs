@@ -9,12 +9,14 @@ mod support {
     pub mod browser;
     pub mod fakes;
     pub mod libvirtd;
+    pub mod receiver;
     pub mod rfb;
     pub mod wait;
 }
 
 mod alerts;
 mod alerts_pages;
+mod alert_notify;
 mod audit;
 mod auth;
 mod backend_contract;
