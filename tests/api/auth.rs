@@ -51,6 +51,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         format!("/alerts/rules/{rule}"),
         format!("/alerts/rules/{rule}/delete"),
         format!("/alerts/rules/{rule}/enabled"),
+    );
     // A notification target (admins only: its page shows where alerts go).
     let target = crate::alert_notify::seeded_target(&app, "matrix hook").await;
     let (tgt, tgt_enabled, tgt_delete) = (
@@ -332,6 +333,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
             "/alerts/silences/999999/end".into(),
             vec![],
             [401, 403, 303, 303],
+        ),
         ("GET", "/alerts/targets", "/alerts/targets".into(), vec![], [401, 403, 403, 200]),
         ("GET", "/alerts/targets/new", "/alerts/targets/new".into(), vec![], [401, 403, 403, 200]),
         // An empty form: refused in words, nothing saved.

@@ -570,6 +570,7 @@ impl<'a> Fuzzer<'a> {
         // Alert rules 1-10 with firing alerts 1-10, for the Alerts pages' ids.
         for i in 1..=10 {
             crate::alerts_pages::seeded_alert(app, &format!("fuzz-alert-{i}")).await;
+        }
         // Notification targets 1-10, for the targets pages' ids.
         for i in 1..=10 {
             crate::alert_notify::seeded_target(app, &format!("fuzz-target-{i}")).await;

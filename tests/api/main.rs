@@ -14,9 +14,9 @@ mod support {
     pub mod wait;
 }
 
+mod alert_notify;
 mod alerts;
 mod alerts_pages;
-mod alert_notify;
 mod audit;
 mod auth;
 mod backend_contract;
