@@ -5,6 +5,7 @@
 //! is audited (`AuditKind::Alert`), and a rule change asks the engine for an evaluation soon (in
 //! a task of its own, never inside the request).
 
+use crate::web::checked;
 use std::sync::Arc;
 
 use rocket::form::FromForm;
@@ -664,10 +665,6 @@ impl CsrfForm for RuleForm {
     fn csrf_token(&self) -> &str {
         &self.csrf_token
     }
-}
-
-fn checked(v: &str) -> bool {
-    matches!(v, "on" | "true" | "1" | "yes")
 }
 
 impl RuleForm {

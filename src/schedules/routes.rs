@@ -2,6 +2,7 @@
 //! run and repeated failures in words), the create and edit forms, deletion through a
 //! confirmation page, and one run's per-VM results.
 
+use crate::web::checked;
 use std::sync::Arc;
 
 use rocket::form::FromForm;
@@ -217,10 +218,6 @@ impl CsrfForm for ScheduleForm {
     fn csrf_token(&self) -> &str {
         &self.csrf_token
     }
-}
-
-fn checked(v: &str) -> bool {
-    matches!(v, "on" | "true" | "1" | "yes")
 }
 
 /// `HH:MM` (UTC) as hour and minute.

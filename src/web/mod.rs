@@ -52,6 +52,12 @@ impl Chrome {
     }
 }
 
+/// Whether a checkbox's submitted value means checked (HTML sends `on`; hand-made forms and
+/// tests may send `true`, `1` or `yes`).
+pub fn checked(v: &str) -> bool {
+    matches!(v, "on" | "true" | "1" | "yes")
+}
+
 /// Whether `target` can be a redirect's `Location` as it is. Rocket answers a redirect to text
 /// that is not a URI (a space, a non-ASCII or control character) with a 500, so a target taken
 /// from a request is checked with this first.

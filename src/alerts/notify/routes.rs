@@ -2,6 +2,7 @@
 //! how sending to it went and its recent deliveries), the add and edit forms, enable/disable,
 //! and deletion through a confirmation page. Secrets are never shown: "set" or "not set".
 
+use crate::web::checked;
 use rocket::form::FromForm;
 use rocket::http::Status;
 use rocket::request::FlashMessage;
@@ -153,10 +154,6 @@ impl CsrfForm for TargetForm {
     fn csrf_token(&self) -> &str {
         &self.csrf_token
     }
-}
-
-fn checked(v: &str) -> bool {
-    matches!(v, "on" | "true" | "1" | "yes")
 }
 
 impl TargetForm {
