@@ -6,11 +6,12 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::Tls as SmtpTls;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 
 use super::store::Target;
-use super::target::{Email, Kind, Tls};
+use super::target::{tls_parameters, Email, Kind, Tls};
 
 /// How long one attempt may take before it counts as failed.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,14 +96,18 @@ async fn mail(email: &Email, target: &Target, payload: &str) -> Result<(), Strin
     }
     let message = builder.body(body.to_string()).map_err(|e| words(&e))?;
     let host = email.smtp_host.as_str();
-    let builder = match email.tls {
-        Tls::Starttls => {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(|e| words(&e))?
-        }
-        Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(|e| words(&e))?,
-        Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+    let ca_file = email.ca_file.as_deref();
+    // STARTTLS is required (`Tls::Required`: never plaintext when the server does not offer
+    // it); the CA file, if any, is read again at every send (it may have been renewed).
+    let tls = match email.tls {
+        Tls::Starttls => SmtpTls::Required(tls_parameters(host, ca_file)?),
+        Tls::Tls => SmtpTls::Wrapper(tls_parameters(host, ca_file)?),
+        Tls::None => SmtpTls::None,
     };
-    let mut builder = builder.port(email.smtp_port).timeout(Some(TIMEOUT));
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(email.smtp_port)
+        .tls(tls)
+        .timeout(Some(TIMEOUT));
     if !email.username.is_empty() {
         let password = target.secret.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
         builder = builder.credentials(Credentials::new(email.username.clone(), password));
