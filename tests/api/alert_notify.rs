@@ -1048,9 +1048,10 @@ fn check_mail(raw: &str, down: &[(String, String)]) {
 async fn failure_shown(admin: &crate::support::app::Session, what: &str) -> String {
     let html = eventually(what, Duration::from_secs(20), async || {
         let (_, html) = admin.get("/alerts/targets").await;
-        html.contains("failure in a row").then_some(html)
+        (html.contains("failure in a row") || html.contains("delivery-sent")).then_some(html)
     })
     .await;
+    assert!(!html.contains("delivery-sent"), "sent, but it should have failed:\n{html}");
     unescape(&html)
 }
 
@@ -1135,6 +1136,7 @@ async fn starttls_without_the_ca_file_fails_on_the_certificate_and_sends_nothing
     evaluate(&app, now_ms() + MINUTE).await;
     let html = failure_shown(&admin, "the certificate failure on the targets page").await;
     assert!(html.contains("invalid peer certificate"), "the error in words:\n{html}");
+    assert!(html.contains("give its CA in ca_file"), "what to do about it:\n{html}");
     assert!(!html.contains(PASSWORD));
     // It got as far as STARTTLS, and no further: no login, no mail.
     let kinds = smtp.kinds();

@@ -81,7 +81,27 @@ fn words(e: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    s.chars().take(500).collect()
+    // lettre says "Connection error: Connection error: …": once is enough.
+    let mut parts: Vec<&str> = s.split(": ").collect();
+    parts.dedup();
+    parts.join(": ").chars().take(500).collect()
+}
+
+/// An SMTP error in words, with what to do about a certificate vmdeck does not trust.
+fn smtp_words(e: &lettre::transport::smtp::Error, email: &Email) -> String {
+    let s = words(e);
+    let hint = if s.contains("UnknownIssuer") {
+        if email.ca_file.is_some() {
+            " (the server's certificate is signed by none of the public CAs nor the ca_file's)"
+        } else {
+            " (the server's certificate is not signed by a public CA: give its CA in ca_file)"
+        }
+    } else if s.contains("NotValidForName") {
+        " (the server's certificate is not for this smtp_host)"
+    } else {
+        ""
+    };
+    format!("{s}{hint}")
 }
 
 async fn mail(email: &Email, target: &Target, payload: &str) -> Result<(), String> {
@@ -112,5 +132,5 @@ async fn mail(email: &Email, target: &Target, payload: &str) -> Result<(), Strin
         let password = target.secret.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
         builder = builder.credentials(Credentials::new(email.username.clone(), password));
     }
-    builder.build().send(message).await.map(|_| ()).map_err(|e| words(&e))
+    builder.build().send(message).await.map(|_| ()).map_err(|e| smtp_words(&e, email))
 }
