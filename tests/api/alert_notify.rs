@@ -833,3 +833,462 @@ pub async fn seeded_target(app: &TestApp, name: &str) -> i64 {
     .unwrap();
     id
 }
+
+/// A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost, made with
+/// /usr/bin/openssl in a temp dir.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        // Arguments without spaces in them: one string each call.
+        let openssl = |args: &str| {
+            let out = Command::new("/usr/bin/openssl")
+                .args(args.split_whitespace())
+                .current_dir(dir.path())
+                .output()
+                .expect("/usr/bin/openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        openssl(&format!(
+            "req -x509 {ec} -days 2 -subj /CN=vmdeck-test-CA -keyout ca.key -out ca.pem"
+        ));
+        openssl(&format!("req {ec} -subj /CN=localhost -keyout server.key -out server.csr"));
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(
+            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+             -extfile ext.cnf -out server.pem",
+        );
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The CA's certificate, the PEM file a target's `ca_file` names.
+    fn ca(&self) -> String {
+        self.path("ca.pem")
+    }
+}
+
+/// The SMTP server for the TLS tests: aiosmtpd with SMTP AUTH (user "vmdeck", [`PASSWORD`]),
+/// in one of three modes: "starttls" (offers and requires STARTTLS, AUTH only after it),
+/// "tls" (TLS on the listener) or "plain" (no TLS at all, AUTH offered in plaintext: what a
+/// client that falls back would use). It records each EHLO, AUTH, MAIL and DATA with whether
+/// the connection was encrypted (events.jsonl) and each message (mail-N.eml).
+const SMTPD_PY: &str = r#"
+import json, os, ssl, sys, threading
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+mode, port, cert, key, out, user, password = sys.argv[1:8]
+
+def record(kind, **data):
+    with open(os.path.join(out, "events.jsonl"), "a") as f:
+        f.write(json.dumps(dict(kind=kind, **data)) + "\n")
+
+def tls(server):
+    return server.transport.get_extra_info("ssl_object") is not None
+
+class Handler:
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        record("ehlo", tls=tls(server), offered=[r[4:] for r in responses])
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        record("mail", tls=tls(server), login=(session.auth_data or b"").decode())
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        n = len([f for f in os.listdir(out) if f.endswith(".eml")])
+        with open(os.path.join(out, "mail.tmp"), "wb") as f:
+            f.write(envelope.original_content)
+        os.rename(os.path.join(out, "mail.tmp"), os.path.join(out, "mail-%d.eml" % n))
+        record("data", tls=tls(server), rcpt=envelope.rcpt_tos)
+        return "250 Message accepted for delivery"
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (isinstance(auth_data, LoginPassword)
+          and auth_data.login.decode() == user and auth_data.password.decode() == password)
+    login = auth_data.login.decode() if isinstance(auth_data, LoginPassword) else ""
+    record("auth", mechanism=mechanism, login=login, ok=ok, tls=tls(server))
+    return AuthResult(success=ok, auth_data=auth_data.login if ok else None)
+
+ctx = None
+if mode != "plain":
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+kwargs = dict(hostname="127.0.0.1", port=int(port), authenticator=authenticator)
+if mode == "starttls":
+    kwargs.update(tls_context=ctx, require_starttls=True, auth_required=True)
+elif mode == "tls":
+    kwargs.update(ssl_context=ctx, auth_require_tls=False)
+else:
+    kwargs.update(auth_require_tls=False)
+controller = Controller(Handler(), **kwargs)
+controller.start()
+open(os.path.join(out, "ready"), "w").close()
+threading.Event().wait()
+"#;
+
+struct TlsSmtp {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TlsSmtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsSmtp {
+    async fn start(mode: &str, pki: &Pki) -> TlsSmtp {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("smtpd.py");
+        std::fs::write(&script, SMTPD_PY).unwrap();
+        let port = free_port();
+        let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+        // Debian's python3 (with python3-aiosmtpd), not whatever python3 is first on PATH.
+        let child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args([mode, &port.to_string(), &pki.path("server.pem"), &pki.path("server.key")])
+            .arg(dir.path())
+            .args(["vmdeck", PASSWORD])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("/usr/bin/python3 runs");
+        let smtp = TlsSmtp { child, port, dir };
+        let ready = smtp.dir.path().join("ready");
+        eventually(&format!("the {mode} SMTP server ready"), Duration::from_secs(15), async || {
+            ready.exists()
+        })
+        .await;
+        smtp
+    }
+
+    /// What the server recorded, in order.
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.events().iter().map(|e| string(e, "kind")).collect()
+    }
+
+    /// The messages received, in order.
+    fn mails(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".eml"))
+            .collect();
+        names.sort();
+        names.iter().map(|n| std::fs::read_to_string(self.dir.path().join(n)).unwrap()).collect()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+}
+
+/// Adds an e-mail target through the page's form (303 expected).
+async fn email_target(admin: &crate::support::app::Session, form: &[(&str, &str)]) {
+    let mut fields = vec![
+        ("name", "tls mail"),
+        ("enabled", "on"),
+        ("kind", "email"),
+        ("from", "vmdeck@lab.example"),
+        ("to", "ops@lab.example"),
+    ];
+    fields.extend_from_slice(form);
+    let res = admin.post("/alerts/targets", &fields).await;
+    assert_eq!(res.status().as_u16(), 303, "{}", res.text().await.unwrap());
+}
+
+/// Checks an e-mail notification of the stopped lab VMs `down` (subject and body).
+fn check_mail(raw: &str, down: &[(String, String)]) {
+    let raw = raw.replace("\r\n", "\n");
+    let (head, body) = raw.split_once("\n\n").expect("headers and body");
+    let subject = format!("Subject: [FIRING:{}] VM not running on lab", down.len());
+    assert!(head.contains(&subject), "{subject} in:\n{head}");
+    assert!(head.contains("To: ops@lab.example"), "{head}");
+    assert!(head.contains("From: vmdeck@lab.example"), "{head}");
+    let body = unquote(body);
+    for (name, uuid) in down {
+        assert!(body.contains(&format!("VM: {name} ({uuid})")), "{name} in:\n{body}");
+        assert!(body.contains(&format!("/vms/lab/{uuid}")), "a link to {name} in:\n{body}");
+    }
+    assert!(body.contains("Host: lab") && body.contains("Since: "), "{body}");
+}
+
+/// The targets page once it shows a failure, and the failure's error (as shown, unescaped).
+async fn failure_shown(admin: &crate::support::app::Session, what: &str) -> String {
+    let html = eventually(what, Duration::from_secs(20), async || {
+        let (_, html) = admin.get("/alerts/targets").await;
+        (html.contains("failure in a row") || html.contains("delivery-sent")).then_some(html)
+    })
+    .await;
+    assert!(!html.contains("delivery-sent"), "sent, but it should have failed:\n{html}");
+    unescape(&html)
+}
+
+#[tokio::test]
+async fn starttls_with_a_ca_file_and_smtp_auth_delivers_and_the_password_stays_hidden() {
+    let (_logs, log) = capture_logs();
+    let pki = Pki::new();
+    let smtp = TlsSmtp::start("starttls", &pki).await;
+    let app = lab(vec![]).await;
+    let admin = app.session("admin").await;
+    let port = smtp.port.to_string();
+    let ca = pki.ca();
+    email_target(
+        &admin,
+        &[
+            ("smtp_host", "127.0.0.1"),
+            ("smtp_port", &port),
+            ("tls", "starttls"),
+            ("username", "vmdeck"),
+            ("password", PASSWORD),
+            ("ca_file", &ca),
+        ],
+    )
+    .await;
+    vm_rule(&app, "VM not running", "br-sh*", "critical").await;
+    evaluate(&app, now_ms() + MINUTE).await;
+    let down = firing(&app, "VM not running").await;
+    let mails = eventually("the e-mail over STARTTLS", Duration::from_secs(20), async || {
+        let m = smtp.mails();
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(mails.len(), 1, "one e-mail");
+    check_mail(&mails[0], &down);
+    // Upgraded first, then logged in (checked by the server) and sent, all encrypted.
+    let events = smtp.events();
+    let kinds = smtp.kinds();
+    assert_eq!(kinds, ["ehlo", "ehlo", "auth", "mail", "data"], "{events:?}\n{}", smtp.stderr());
+    assert_eq!(events[0]["tls"], false);
+    assert!(events[0]["offered"].as_array().unwrap().iter().any(|o| o == "STARTTLS"));
+    assert!(events[1..].iter().all(|e| e["tls"] == true), "{events:?}");
+    assert_eq!(
+        (events[2]["login"].as_str(), events[2]["ok"].as_bool()),
+        (Some("vmdeck"), Some(true))
+    );
+    assert_eq!(events[3]["login"], "vmdeck", "the mail was sent logged in");
+
+    let (_, list) = admin.get("/alerts/targets").await;
+    assert!(list.contains("Last sent:") && !list.contains("failure in a row"), "{list}");
+    assert!(unescape(&list).contains(&format!("CA file {ca}")), "{list}");
+    let id: i64 =
+        sqlx::query_scalar("SELECT id FROM alert_targets").fetch_one(&app.pool).await.unwrap();
+    let (_, form) = admin.get(&format!("/alerts/targets/{id}")).await;
+    assert!(unescape(&form).contains(&format!("name=\"ca_file\" value=\"{ca}\"")), "{form}");
+    for html in [&list, &form] {
+        assert!(!html.contains(PASSWORD), "the password on a page:\n{html}");
+    }
+    let log = logged(&log);
+    assert!(log.contains("vmdeck::"), "the server's log is captured: {log}");
+    assert!(!log.contains(PASSWORD), "the password in the log:\n{log}");
+}
+
+#[tokio::test]
+async fn starttls_without_the_ca_file_fails_on_the_certificate_and_sends_nothing() {
+    let pki = Pki::new();
+    let smtp = TlsSmtp::start("starttls", &pki).await;
+    let app = lab(vec![]).await;
+    let admin = app.session("admin").await;
+    let port = smtp.port.to_string();
+    email_target(
+        &admin,
+        &[
+            ("smtp_host", "127.0.0.1"),
+            ("smtp_port", &port),
+            ("tls", "starttls"),
+            ("username", "vmdeck"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    vm_rule(&app, "VM not running", "br-sh*", "critical").await;
+    evaluate(&app, now_ms() + MINUTE).await;
+    let html = failure_shown(&admin, "the certificate failure on the targets page").await;
+    assert!(html.contains("invalid peer certificate"), "the error in words:\n{html}");
+    assert!(html.contains("give its CA in ca_file"), "what to do about it:\n{html}");
+    assert!(!html.contains(PASSWORD));
+    // It got as far as STARTTLS, and no further: no login, no mail.
+    let kinds = smtp.kinds();
+    assert_eq!(kinds.first().map(String::as_str), Some("ehlo"), "{kinds:?}");
+    assert!(kinds.iter().all(|k| k == "ehlo"), "nothing after the failed handshake: {kinds:?}");
+    assert!(smtp.mails().is_empty());
+    let error: String = sqlx::query_scalar("SELECT last_error FROM alert_deliveries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(error.contains("invalid peer certificate"), "{error}");
+}
+
+#[tokio::test]
+async fn implicit_tls_with_a_ca_file_delivers() {
+    let pki = Pki::new();
+    let smtp = TlsSmtp::start("tls", &pki).await;
+    let app = lab(vec![]).await;
+    let admin = app.session("admin").await;
+    let port = smtp.port.to_string();
+    let ca = pki.ca();
+    // By name this time: the certificate's DNS name.
+    email_target(
+        &admin,
+        &[("smtp_host", "localhost"), ("smtp_port", &port), ("tls", "tls"), ("ca_file", &ca)],
+    )
+    .await;
+    vm_rule(&app, "VM not running", "br-sh*", "critical").await;
+    evaluate(&app, now_ms() + MINUTE).await;
+    let down = firing(&app, "VM not running").await;
+    let mails = eventually("the e-mail over TLS", Duration::from_secs(20), async || {
+        let m = smtp.mails();
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    check_mail(&mails[0], &down);
+    let events = smtp.events();
+    assert_eq!(smtp.kinds(), ["ehlo", "mail", "data"], "{events:?}\n{}", smtp.stderr());
+    assert!(events.iter().all(|e| e["tls"] == true), "encrypted from the first byte: {events:?}");
+}
+
+#[tokio::test]
+async fn a_server_without_starttls_gets_nothing_from_a_starttls_target() {
+    let pki = Pki::new();
+    let smtp = TlsSmtp::start("plain", &pki).await;
+    let app = lab(vec![]).await;
+    let admin = app.session("admin").await;
+    let port = smtp.port.to_string();
+    let ca = pki.ca();
+    email_target(
+        &admin,
+        &[
+            ("smtp_host", "127.0.0.1"),
+            ("smtp_port", &port),
+            ("tls", "starttls"),
+            ("username", "vmdeck"),
+            ("password", PASSWORD),
+            ("ca_file", &ca),
+        ],
+    )
+    .await;
+    vm_rule(&app, "VM not running", "br-sh*", "critical").await;
+    evaluate(&app, now_ms() + MINUTE).await;
+    let html = failure_shown(&admin, "the missing STARTTLS on the targets page").await;
+    assert!(html.contains("STARTTLS is not supported"), "the error in words:\n{html}");
+    // The server offered AUTH in plaintext; vmdeck used neither it nor MAIL.
+    let events = smtp.events();
+    assert!(!events.is_empty(), "vmdeck did connect: {events:?}");
+    assert!(events[0]["offered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o.as_str().is_some_and(|o| o.starts_with("AUTH"))));
+    assert!(smtp.kinds().iter().all(|k| k == "ehlo"), "nothing sent in plaintext: {events:?}");
+    assert!(smtp.mails().is_empty());
+}
+
+#[tokio::test]
+async fn a_ca_file_is_checked_when_saved_and_at_start() {
+    let pki = Pki::new();
+    let app = lab(vec![]).await;
+    let admin = app.session("admin").await;
+    let not_pem = pki.path("ext.cnf");
+    let missing = pki.path("missing.pem");
+    for (ca_file, tls, says) in [
+        (missing.as_str(), "starttls", "ca_file: cannot read the CA file"),
+        (not_pem.as_str(), "tls", "ca_file: the CA file"),
+        ("ca.pem", "starttls", "ca_file: give the CA file's absolute path"),
+        (pki.path("ca.pem").as_str(), "none", "ca_file: a CA file needs tls = starttls or tls"),
+    ] {
+        let res = admin
+            .post(
+                "/alerts/targets",
+                &[
+                    ("name", "mail"),
+                    ("kind", "email"),
+                    ("smtp_host", "mail.internal"),
+                    ("tls", tls),
+                    ("from", "a@example.org"),
+                    ("to", "b@example.org"),
+                    ("ca_file", ca_file),
+                ],
+            )
+            .await;
+        assert_eq!(res.status().as_u16(), 400, "{ca_file}");
+        let html = unescape(&res.text().await.unwrap());
+        assert!(html.contains(says), "{says} in:\n{html}");
+        assert!(html.contains(&format!("name=\"ca_file\" value=\"{ca_file}\"")), "kept as typed");
+    }
+    assert!(unescape(
+        &admin
+            .post(
+                "/alerts/targets",
+                &[
+                    ("name", "x"),
+                    ("kind", "email"),
+                    ("smtp_host", "h"),
+                    ("from", "a@example.org"),
+                    ("to", "b@example.org"),
+                    ("ca_file", &not_pem)
+                ]
+            )
+            .await
+            .text()
+            .await
+            .unwrap()
+    )
+    .contains("holds no PEM certificate"));
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alert_targets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "nothing saved");
+    drop(app);
+
+    // The configuration file: a good CA file is stored with the target, a bad one refuses start.
+    let table = |ca_file: &str| {
+        json!([{ "name": "file mail", "kind": "email", "smtp_host": "mail.internal", "tls": "tls",
+                 "from": "a@example.org", "to": ["b@example.org"], "ca_file": ca_file }])
+    };
+    let app = lab(vec![("alert_targets", table(&pki.ca()))]).await;
+    let settings: String = sqlx::query_scalar("SELECT settings FROM alert_targets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&settings).unwrap()["ca_file"], pki.ca().as_str());
+    drop(app);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = AppOptions::breadth();
+    opts.extra = vec![("alert_targets", table(&missing))];
+    let figment = crate::support::app::test_figment(dir.path(), &opts, free_port());
+    let settings = vmdeck::config::Settings::from_figment(&figment).expect("the rest is valid");
+    let err = vmdeck::alerts::notify::file_targets(&settings).expect_err("refused").to_string();
+    assert!(err.starts_with("alert_targets[0].ca_file: cannot read the CA file"), "{err}");
+}

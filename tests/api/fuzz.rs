@@ -131,7 +131,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("POST /alerts/targets/<id>/delete", &["csrf_token"]),
 ];
 
-const TARGET_FORM: [&str; 15] = [
+const TARGET_FORM: [&str; 16] = [
     "csrf_token",
     "name",
     "enabled",
@@ -146,6 +146,7 @@ const TARGET_FORM: [&str; 15] = [
     "password",
     "from",
     "to",
+    "ca_file",
     "clear_secret",
 ];
 
@@ -734,6 +735,8 @@ impl<'a> Fuzzer<'a> {
             "username" if self.on_targets => strs(&["", "vmdeck"]),
             "from" if self.on_targets => strs(&["vmdeck@example.org"]),
             "to" if self.on_targets => strs(&["ops@example.org", "a@example.org, b@example.org"]),
+            // Empty (most forms), a missing file, and a file that is no PEM certificate.
+            "ca_file" => strs(&["", "", "/nonexistent/ca.pem", "/etc/hostname"]),
             "clear_secret" => strs(&["", "on"]),
             "host" => strs(&["lab", "all"]),
             "uuid" => self.uuids.clone(),

@@ -147,6 +147,8 @@ struct TargetForm {
     #[field(default = String::new())]
     to: String,
     #[field(default = String::new())]
+    ca_file: String,
+    #[field(default = String::new())]
     clear_secret: String,
 }
 
@@ -172,6 +174,7 @@ impl TargetForm {
             password: self.password.clone(),
             from: self.from.clone(),
             to: split_addresses(&self.to),
+            ca_file: self.ca_file.clone(),
         }
     }
 }
@@ -190,6 +193,7 @@ struct FormValues {
     username: String,
     from: String,
     to: String,
+    ca_file: String,
 }
 
 impl FormValues {
@@ -207,6 +211,7 @@ impl FormValues {
             username: cut(&f.username, 400),
             from: cut(&f.from, 400),
             to: cut(&f.to, 20_000),
+            ca_file: cut(&f.ca_file, super::target::MAX_PATH + 20),
         }
     }
 
@@ -228,6 +233,7 @@ impl FormValues {
                 v.username = e.username.clone();
                 v.from = e.from.clone();
                 v.to = e.to.join("\n");
+                v.ca_file = e.ca_file.clone().unwrap_or_default();
             }
         }
         v

@@ -6,11 +6,12 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::Tls as SmtpTls;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 
 use super::store::Target;
-use super::target::{Email, Kind, Tls};
+use super::target::{tls_parameters, Email, Kind, Tls};
 
 /// How long one attempt may take before it counts as failed.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,7 +81,27 @@ fn words(e: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    s.chars().take(500).collect()
+    // lettre says "Connection error: Connection error: …": once is enough.
+    let mut parts: Vec<&str> = s.split(": ").collect();
+    parts.dedup();
+    parts.join(": ").chars().take(500).collect()
+}
+
+/// An SMTP error in words, with what to do about a certificate vmdeck does not trust.
+fn smtp_words(e: &lettre::transport::smtp::Error, email: &Email) -> String {
+    let s = words(e);
+    let hint = if s.contains("UnknownIssuer") {
+        if email.ca_file.is_some() {
+            " (the server's certificate is signed by none of the public CAs nor the ca_file's)"
+        } else {
+            " (the server's certificate is not signed by a public CA: give its CA in ca_file)"
+        }
+    } else if s.contains("NotValidForName") {
+        " (the server's certificate is not for this smtp_host)"
+    } else {
+        ""
+    };
+    format!("{s}{hint}")
 }
 
 async fn mail(email: &Email, target: &Target, payload: &str) -> Result<(), String> {
@@ -95,17 +116,21 @@ async fn mail(email: &Email, target: &Target, payload: &str) -> Result<(), Strin
     }
     let message = builder.body(body.to_string()).map_err(|e| words(&e))?;
     let host = email.smtp_host.as_str();
-    let builder = match email.tls {
-        Tls::Starttls => {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(|e| words(&e))?
-        }
-        Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(|e| words(&e))?,
-        Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+    let ca_file = email.ca_file.as_deref();
+    // STARTTLS is required (`Tls::Required`: never plaintext when the server does not offer
+    // it); the CA file, if any, is read again at every send (it may have been renewed).
+    let tls = match email.tls {
+        Tls::Starttls => SmtpTls::Required(tls_parameters(host, ca_file)?),
+        Tls::Tls => SmtpTls::Wrapper(tls_parameters(host, ca_file)?),
+        Tls::None => SmtpTls::None,
     };
-    let mut builder = builder.port(email.smtp_port).timeout(Some(TIMEOUT));
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(email.smtp_port)
+        .tls(tls)
+        .timeout(Some(TIMEOUT));
     if !email.username.is_empty() {
         let password = target.secret.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
         builder = builder.credentials(Credentials::new(email.username.clone(), password));
     }
-    builder.build().send(message).await.map(|_| ()).map_err(|e| words(&e))
+    builder.build().send(message).await.map(|_| ()).map_err(|e| smtp_words(&e, email))
 }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::rules::{FieldError, Severity, MAX_NAME};
@@ -16,6 +17,9 @@ pub const MAX_SECRET: usize = 4_096;
 pub const MAX_HOST: usize = 253;
 pub const MAX_ADDRESS: usize = 320;
 pub const MAX_RECIPIENTS: usize = 50;
+/// Largest CA certificate file (`ca_file`), and longest path to it.
+pub const MAX_CA_FILE: u64 = 1024 * 1024;
+pub const MAX_PATH: usize = 4_096;
 
 /// A bearer token or SMTP password: never printed (its Debug is `***`), never serialized.
 #[derive(Clone, PartialEq, Eq)]
@@ -78,6 +82,10 @@ pub struct Email {
     pub username: String,
     pub from: String,
     pub to: Vec<String>,
+    /// A PEM file of CA certificates trusted for this server besides the webpki roots
+    /// (an internal CA); read again at every send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// Where a target's notifications go (stored as `kind` and the JSON `settings`).
@@ -139,11 +147,12 @@ impl Kind {
             Kind::Alertmanager { url } => format!("Alertmanager at {url}"),
             Kind::Webhook { url } => format!("webhook {url}"),
             Kind::Email(e) => format!(
-                "e-mail to {} via {}:{} ({})",
+                "e-mail to {} via {}:{} ({}{})",
                 e.to.join(", "),
                 e.smtp_host,
                 e.smtp_port,
-                e.tls.as_str()
+                e.tls.as_str(),
+                e.ca_file.as_ref().map(|f| format!(", CA file {f}")).unwrap_or_default()
             ),
         }
     }
@@ -198,6 +207,9 @@ pub struct TargetFields {
     /// Recipients: a list (file) or text separated by commas or line breaks (page).
     #[serde(default, deserialize_with = "list_or_text")]
     pub to: Vec<String>,
+    /// E-mail: a PEM file of CA certificates to trust besides the webpki roots (optional).
+    #[serde(default)]
+    pub ca_file: String,
 }
 
 impl fmt::Debug for TargetFields {
@@ -209,6 +221,7 @@ impl fmt::Debug for TargetFields {
             .field("token", &"***")
             .field("smtp_host", &self.smtp_host)
             .field("password", &"***")
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -389,6 +402,22 @@ impl TargetFields {
         if to.len() > MAX_RECIPIENTS {
             return Err(err("to", format!("at most {MAX_RECIPIENTS} recipients")));
         }
+        let ca_file = match self.ca_file.trim() {
+            "" => None,
+            _ if tls == Tls::None => {
+                return Err(err("ca_file", "a CA file needs tls = starttls or tls"))
+            }
+            path => {
+                if path.len() > MAX_PATH
+                    || path.chars().any(char::is_control)
+                    || !std::path::Path::new(path).is_absolute()
+                {
+                    return Err(err("ca_file", "give the CA file's absolute path, on one line"));
+                }
+                tls_parameters(host, Some(path)).map_err(|e| err("ca_file", e))?;
+                Some(path.to_string())
+            }
+        };
         Ok(Email {
             smtp_host: host.to_string(),
             smtp_port,
@@ -396,8 +425,48 @@ impl TargetFields {
             username: username.into(),
             from,
             to,
+            ca_file,
         })
     }
+}
+
+/// Reads a PEM file of CA certificates (at most [`MAX_CA_FILE`] bytes, at least one
+/// certificate); the error says what is wrong in words (never the file's content).
+pub fn read_ca_file(path: &str) -> Result<Certificate, String> {
+    use std::io::Read;
+    let shown = shown(path);
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read the CA file {shown}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read the CA file {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("the CA file {shown} is not a file"));
+    }
+    let mut pem = Vec::new();
+    file.take(MAX_CA_FILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| format!("cannot read the CA file {shown}: {e}"))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(format!("the CA file {shown} is larger than 1 MiB"));
+    }
+    let not_pem =
+        || format!("the CA file {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(not_pem());
+    }
+    Certificate::from_pem(&pem)
+        .map_err(|_| format!("the CA file {shown} holds a PEM certificate that cannot be decoded"))
+}
+
+/// The TLS settings for an SMTP server: the webpki roots, plus the certificates of `ca_file`.
+pub fn tls_parameters(host: &str, ca_file: Option<&str>) -> Result<TlsParameters, String> {
+    let mut builder = TlsParameters::builder(host.to_string());
+    if let Some(path) = ca_file {
+        builder = builder.add_root_certificate(read_ca_file(path)?);
+    }
+    builder.build().map_err(|e| match ca_file {
+        Some(path) => format!("the CA file {} is not usable: {e}", shown(path)),
+        None => format!("TLS settings for {}: {e}", shown(host)),
+    })
 }
 
 #[cfg(test)]
@@ -454,6 +523,83 @@ mod tests {
         assert_eq!(f.parse().unwrap_err().field, "min_severity");
         f.min_severity = "critical".into();
         assert_eq!(f.parse().unwrap().min_severity, Severity::Critical);
+    }
+
+    /// A throwaway CA certificate made with /usr/bin/openssl.
+    fn ca_pem(dir: &std::path::Path) -> String {
+        let (key, pem) = (dir.join("ca.key"), dir.join("ca.pem"));
+        let out = std::process::Command::new("/usr/bin/openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=vmdeck unit test CA", "-keyout"])
+            .args([&key, std::path::Path::new("-out"), &pem])
+            .output()
+            .expect("/usr/bin/openssl runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        pem.display().to_string()
+    }
+
+    #[test]
+    fn a_ca_file_must_be_a_readable_pem_certificate_file_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = fields("email");
+        f.smtp_host = "mail.internal".into();
+        f.from = "a@b.c".into();
+        f.to = vec!["d@e.f".into()];
+        let refused = |f: &TargetFields| {
+            let e = f.parse().unwrap_err();
+            assert_eq!(e.field, "ca_file", "{e}");
+            e.message
+        };
+        f.ca_file = dir.path().join("missing.pem").display().to_string();
+        assert!(refused(&f).contains("cannot read the CA file"));
+        f.ca_file = "ca.pem".into();
+        assert!(refused(&f).contains("absolute path"));
+        f.ca_file = dir.path().display().to_string();
+        assert!(refused(&f).contains("is not a file"));
+        let write = |name: &str, text: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        f.ca_file =
+            write("key.pem", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+        assert!(refused(&f).contains("holds no PEM certificate"));
+        f.ca_file =
+            write("bad.pem", b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n");
+        assert!(refused(&f).contains("cannot be decoded"));
+        // Good base64, but not a certificate.
+        f.ca_file = write(
+            "hello.pem",
+            b"-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+        );
+        assert!(refused(&f).contains("is not usable"));
+        let mut big = vec![b'#'; MAX_CA_FILE as usize];
+        big.extend_from_slice(b"-----BEGIN CERTIFICATE-----");
+        f.ca_file = write("big.pem", &big);
+        assert!(refused(&f).contains("larger than 1 MiB"));
+
+        let ca = ca_pem(dir.path());
+        f.ca_file = format!("  {ca}  ");
+        let Kind::Email(e) = f.parse().unwrap().kind else { panic!("not email") };
+        assert_eq!(e.ca_file.as_deref(), Some(ca.as_str()));
+        assert!(Kind::Email(e.clone()).describe().contains(&format!("CA file {ca}")));
+        assert_eq!(
+            Kind::from_columns("email", &Kind::Email(e.clone()).settings_json()),
+            Some(Kind::Email(e))
+        );
+        f.tls = "tls".into();
+        assert!(f.parse().is_ok());
+        // Plain SMTP has no certificate to check.
+        f.tls = "none".into();
+        assert!(refused(&f).contains("starttls or tls"));
+    }
+
+    #[test]
+    fn settings_stored_before_ca_files_existed_still_read() {
+        let old = r#"{"smtp_host":"mx","smtp_port":25,"tls":"none","username":"","from":"a@b.c","to":["d@e.f"]}"#;
+        let Some(Kind::Email(e)) = Kind::from_columns("email", old) else { panic!("unreadable") };
+        assert_eq!(e.ca_file, None);
+        assert!(!Kind::Email(e).settings_json().contains("ca_file"));
     }
 
     #[test]
