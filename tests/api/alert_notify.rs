@@ -1055,29 +1055,45 @@ async fn failure_shown(admin: &crate::support::app::Session, what: &str) -> Stri
     unescape(&html)
 }
 
-#[tokio::test]
-async fn starttls_with_a_ca_file_and_smtp_auth_delivers_and_the_password_stays_hidden() {
-    let (_logs, log) = capture_logs();
+/// One TLS e-mail case: a real aiosmtpd in `server` mode ("starttls", "tls" or "plain"), the
+/// breadth lab with an e-mail target made through the form (`tls`, at `host`, with the CA file
+/// and a login when asked), and a critical rule that fires for the lab's stopped VMs, evaluated.
+/// Bind every field but `ca` when destructuring: a field left to `..` is dropped at once, which
+/// would stop the server or delete the CA file.
+struct TlsCase {
+    smtp: TlsSmtp,
+    app: TestApp,
+    admin: crate::support::app::Session,
+    /// The CA file's path.
+    ca: String,
+    _pki: Pki,
+}
+
+async fn tls_case(server: &str, host: &str, tls: &str, with_ca: bool, login: bool) -> TlsCase {
     let pki = Pki::new();
-    let smtp = TlsSmtp::start("starttls", &pki).await;
+    let smtp = TlsSmtp::start(server, &pki).await;
     let app = lab(vec![]).await;
     let admin = app.session("admin").await;
     let port = smtp.port.to_string();
     let ca = pki.ca();
-    email_target(
-        &admin,
-        &[
-            ("smtp_host", "127.0.0.1"),
-            ("smtp_port", &port),
-            ("tls", "starttls"),
-            ("username", "vmdeck"),
-            ("password", PASSWORD),
-            ("ca_file", &ca),
-        ],
-    )
-    .await;
+    let mut form = vec![("smtp_host", host), ("smtp_port", &port), ("tls", tls)];
+    if login {
+        form.extend([("username", "vmdeck"), ("password", PASSWORD)]);
+    }
+    if with_ca {
+        form.push(("ca_file", &ca));
+    }
+    email_target(&admin, &form).await;
     vm_rule(&app, "VM not running", "br-sh*", "critical").await;
     evaluate(&app, now_ms() + MINUTE).await;
+    TlsCase { smtp, app, admin, ca, _pki: pki }
+}
+
+#[tokio::test]
+async fn starttls_with_a_ca_file_and_smtp_auth_delivers_and_the_password_stays_hidden() {
+    let (_logs, log) = capture_logs();
+    let TlsCase { smtp, app, admin, ca, _pki } =
+        tls_case("starttls", "127.0.0.1", "starttls", true, true).await;
     let down = firing(&app, "VM not running").await;
     let mails = eventually("the e-mail over STARTTLS", Duration::from_secs(20), async || {
         let m = smtp.mails();
@@ -1116,24 +1132,8 @@ async fn starttls_with_a_ca_file_and_smtp_auth_delivers_and_the_password_stays_h
 
 #[tokio::test]
 async fn starttls_without_the_ca_file_fails_on_the_certificate_and_sends_nothing() {
-    let pki = Pki::new();
-    let smtp = TlsSmtp::start("starttls", &pki).await;
-    let app = lab(vec![]).await;
-    let admin = app.session("admin").await;
-    let port = smtp.port.to_string();
-    email_target(
-        &admin,
-        &[
-            ("smtp_host", "127.0.0.1"),
-            ("smtp_port", &port),
-            ("tls", "starttls"),
-            ("username", "vmdeck"),
-            ("password", PASSWORD),
-        ],
-    )
-    .await;
-    vm_rule(&app, "VM not running", "br-sh*", "critical").await;
-    evaluate(&app, now_ms() + MINUTE).await;
+    let TlsCase { smtp, app, admin, _pki, .. } =
+        tls_case("starttls", "127.0.0.1", "starttls", false, true).await;
     let html = failure_shown(&admin, "the certificate failure on the targets page").await;
     assert!(html.contains("invalid peer certificate"), "the error in words:\n{html}");
     assert!(html.contains("give its CA in ca_file"), "what to do about it:\n{html}");
@@ -1152,20 +1152,9 @@ async fn starttls_without_the_ca_file_fails_on_the_certificate_and_sends_nothing
 
 #[tokio::test]
 async fn implicit_tls_with_a_ca_file_delivers() {
-    let pki = Pki::new();
-    let smtp = TlsSmtp::start("tls", &pki).await;
-    let app = lab(vec![]).await;
-    let admin = app.session("admin").await;
-    let port = smtp.port.to_string();
-    let ca = pki.ca();
     // By name this time: the certificate's DNS name.
-    email_target(
-        &admin,
-        &[("smtp_host", "localhost"), ("smtp_port", &port), ("tls", "tls"), ("ca_file", &ca)],
-    )
-    .await;
-    vm_rule(&app, "VM not running", "br-sh*", "critical").await;
-    evaluate(&app, now_ms() + MINUTE).await;
+    let TlsCase { smtp, app, admin: _admin, _pki, .. } =
+        tls_case("tls", "localhost", "tls", true, false).await;
     let down = firing(&app, "VM not running").await;
     let mails = eventually("the e-mail over TLS", Duration::from_secs(20), async || {
         let m = smtp.mails();
@@ -1180,26 +1169,8 @@ async fn implicit_tls_with_a_ca_file_delivers() {
 
 #[tokio::test]
 async fn a_server_without_starttls_gets_nothing_from_a_starttls_target() {
-    let pki = Pki::new();
-    let smtp = TlsSmtp::start("plain", &pki).await;
-    let app = lab(vec![]).await;
-    let admin = app.session("admin").await;
-    let port = smtp.port.to_string();
-    let ca = pki.ca();
-    email_target(
-        &admin,
-        &[
-            ("smtp_host", "127.0.0.1"),
-            ("smtp_port", &port),
-            ("tls", "starttls"),
-            ("username", "vmdeck"),
-            ("password", PASSWORD),
-            ("ca_file", &ca),
-        ],
-    )
-    .await;
-    vm_rule(&app, "VM not running", "br-sh*", "critical").await;
-    evaluate(&app, now_ms() + MINUTE).await;
+    let TlsCase { smtp, admin, app: _app, _pki, .. } =
+        tls_case("plain", "127.0.0.1", "starttls", true, true).await;
     let html = failure_shown(&admin, "the missing STARTTLS on the targets page").await;
     assert!(html.contains("STARTTLS is not supported"), "the error in words:\n{html}");
     // The server offered AUTH in plaintext; vmdeck used neither it nor MAIL.

@@ -152,6 +152,19 @@ pub async fn insert_rule(
     if taken.is_some() {
         return Err(SaveError::NameTaken(crate::domain::quoted(&spec.name)));
     }
+    let id = write_new_rule(&mut tx, spec, source, by, now).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Inserts a rule and its listed VMs inside the caller's transaction; returns its id.
+async fn write_new_rule(
+    tx: &mut sqlx::SqliteConnection,
+    spec: &RuleSpec,
+    source: Source,
+    by: &str,
+    now: i64,
+) -> sqlx::Result<i64> {
     let (threshold, period, expected) = spec.condition.columns();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO alert_rules (name, source, enabled, kind, threshold, period_secs, expected,
@@ -175,8 +188,7 @@ pub async fn insert_rule(
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    write_listed(&mut tx, id, &spec.scope).await?;
-    tx.commit().await?;
+    write_listed(tx, id, &spec.scope).await?;
     Ok(id)
 }
 
@@ -311,29 +323,7 @@ pub async fn sync_file_rules(
                 write_rule(&mut tx, r.id, spec, now).await?;
             }
             None => {
-                let (threshold, period, expected) = spec.condition.columns();
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO alert_rules (name, source, enabled, kind, threshold, period_secs,
-                         expected, scope, scope_value, for_secs, severity, created_by,
-                         created_at, updated_at)
-                     VALUES (?, 'file', ?, ?, ?, ?, ?, ?, ?, ?, ?, 'configuration file', ?, ?)
-                     RETURNING id",
-                )
-                .bind(&spec.name)
-                .bind(spec.enabled)
-                .bind(spec.condition.kind())
-                .bind(threshold)
-                .bind(period)
-                .bind(expected)
-                .bind(spec.scope.kind())
-                .bind(spec.scope.value())
-                .bind(spec.for_secs as i64)
-                .bind(spec.severity.as_str())
-                .bind(now)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-                write_listed(&mut tx, id, &spec.scope).await?;
+                write_new_rule(&mut tx, spec, Source::File, "configuration file", now).await?;
                 synced.added.push(spec.name.clone());
             }
         }
