@@ -98,7 +98,7 @@ impl AlertEngine {
         let applied = store::apply(&self.pool, &rules, steps, now).await?;
         let written = started.elapsed();
         let started = Instant::now();
-        self.notifier.after_evaluation(now).await;
+        self.notifier.after_evaluation(now, &stored).await;
         let notified = started.elapsed();
         if applied.transitions() > 0 {
             tracing::info!(

@@ -21,7 +21,7 @@ use super::rules::{self, Matchers, RuleFields, Scope, Severity, MAX_NAME, MAX_TE
 use super::store::pages::{self, AlertRow, Filter, SilenceRow};
 use super::store::{self, SaveError, Source, StoredRule};
 use super::AlertEngine;
-use crate::auth::{Admin, Csrf, CsrfForm, Operator, Viewer};
+use crate::auth::{Admin, Csrf, CsrfForm, Operator, TokenForm, Viewer};
 use crate::db::now_ms;
 use crate::domain::time::Period;
 use crate::domain::{quoted, AuditKind, AuditOutcome, CurrentUser};
@@ -997,18 +997,6 @@ async fn delete_rule_confirm(me: Admin<'_>, id: i64, app: App<'_>) -> Result<Tem
     ))
 }
 
-#[derive(FromForm)]
-struct TokenForm {
-    #[field(default = String::new())]
-    csrf_token: String,
-}
-
-impl CsrfForm for TokenForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-}
-
 #[rocket::post("/alerts/rules/<id>/delete", data = "<_form>")]
 async fn delete_rule(
     me: Admin<'_>,
@@ -1034,12 +1022,13 @@ async fn delete_rule(
     }
 }
 
+/// The enable/disable button of a rule or a notification target.
 #[derive(FromForm)]
-struct EnableForm {
+pub(crate) struct EnableForm {
     #[field(default = String::new())]
     csrf_token: String,
     #[field(default = String::new())]
-    enabled: String,
+    pub(crate) enabled: String,
 }
 
 impl CsrfForm for EnableForm {

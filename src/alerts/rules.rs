@@ -328,23 +328,31 @@ impl fmt::Display for FieldError {
     }
 }
 
-fn err(field: &'static str, message: impl Into<String>) -> FieldError {
+/// A mistake in `field`, in words.
+pub fn err(field: &'static str, message: impl Into<String>) -> FieldError {
     FieldError { field, message: message.into() }
+}
+
+/// A rule's or a target's `name`, trimmed: required, at most [`MAX_NAME`] characters, on one
+/// line. `what` names the thing in the error ("a rule needs a name").
+pub fn check_name(name: &str, what: &str) -> Result<String, FieldError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(err("name", format!("{what} needs a name")));
+    }
+    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(err(
+            "name",
+            format!("at most {MAX_NAME} characters, without line breaks or tabs"),
+        ));
+    }
+    Ok(name.to_string())
 }
 
 impl RuleFields {
     /// Validates every field; the first mistake is returned in words, naming its field.
     pub fn parse(&self) -> Result<RuleSpec, FieldError> {
-        let name = self.name.trim();
-        if name.is_empty() {
-            return Err(err("name", "a rule needs a name"));
-        }
-        if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-            return Err(err(
-                "name",
-                format!("at most {MAX_NAME} characters, without line breaks or tabs"),
-            ));
-        }
+        let name = check_name(&self.name, "a rule")?;
         let severity = match self.severity.trim() {
             "" => Severity::Warning,
             s => Severity::parse(s)
@@ -363,7 +371,7 @@ impl RuleFields {
             ));
         }
         Ok(RuleSpec {
-            name: name.to_string(),
+            name,
             enabled: self.enabled.unwrap_or(true),
             condition,
             scope,

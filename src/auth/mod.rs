@@ -211,6 +211,20 @@ pub trait CsrfForm {
     fn csrf_token(&self) -> &str;
 }
 
+/// A form that carries nothing but the CSRF token: a button that acts on what its URL names
+/// (log out, delete, end a silence).
+#[derive(rocket::FromForm)]
+pub struct TokenForm {
+    #[field(default = String::new())]
+    csrf_token: String,
+}
+
+impl CsrfForm for TokenForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
 /// A form checked against the session's CSRF token and the request's Origin: a data guard, so
 /// a route that takes `Csrf<T>` never sees a forged request.
 pub struct Csrf<T>(pub T);

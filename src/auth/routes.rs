@@ -10,8 +10,8 @@ use rocket_dyn_templates::Template;
 use serde::Serialize;
 
 use super::{
-    hash_token, new_token, password, store, users, ClientAddr, Csrf, CsrfForm, LoginThrottle,
-    SameOrigin, Viewer,
+    hash_token, new_token, password, store, users, ClientAddr, Csrf, LoginThrottle, SameOrigin,
+    TokenForm, Viewer,
 };
 use crate::config::Settings;
 use crate::db::{now_ms, Db};
@@ -229,22 +229,10 @@ async fn login(
     Ok(Redirect::to(next))
 }
 
-#[derive(FromForm)]
-struct LogoutForm {
-    #[field(default = String::new())]
-    csrf_token: String,
-}
-
-impl CsrfForm for LogoutForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-}
-
 #[rocket::post("/logout", data = "<_form>")]
 async fn logout(
     user: Viewer<'_>,
-    _form: Csrf<LogoutForm>,
+    _form: Csrf<TokenForm>,
     db: &State<Db>,
     cookies: &CookieJar<'_>,
     settings: &State<Settings>,

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::model::{Frequency, Retention, WEEKDAYS};
 use super::store::{self, Schedule, ScheduleSpec, Scope};
 use super::Scheduler;
-use crate::auth::{Admin, Csrf, CsrfForm};
+use crate::auth::{Admin, Csrf, CsrfForm, TokenForm};
 use crate::domain::quoted;
 use crate::web::format as view;
 use crate::web::{App, AppError, Chrome};
@@ -681,23 +681,11 @@ async fn delete_confirm(me: Admin<'_>, id: i64, app: App<'_>) -> Result<Template
     ))
 }
 
-#[derive(FromForm)]
-struct DeleteForm {
-    #[field(default = String::new())]
-    csrf_token: String,
-}
-
-impl CsrfForm for DeleteForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-}
-
 #[rocket::post("/schedules/<id>/delete", data = "<_form>")]
 async fn delete(
     me: Admin<'_>,
     id: i64,
-    _form: Csrf<DeleteForm>,
+    _form: Csrf<TokenForm>,
     app: App<'_>,
 ) -> Result<Flash<Redirect>, AppError> {
     let Some(s) = store::get(app.pool, id).await? else {

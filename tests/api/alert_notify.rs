@@ -1263,3 +1263,33 @@ async fn a_ca_file_is_checked_when_saved_and_at_start() {
     let err = vmdeck::alerts::notify::file_targets(&settings).expect_err("refused").to_string();
     assert!(err.starts_with("alert_targets[0].ca_file: cannot read the CA file"), "{err}");
 }
+
+#[tokio::test]
+async fn planning_for_a_target_removed_meanwhile_queues_nothing_and_fails_nothing() {
+    let app = lab(vec![]).await;
+    let id = seeded_target(&app, "gone soon").await;
+    sqlx::query("DELETE FROM alert_targets WHERE id = ?")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // What planning read before the target was removed, written after.
+    let queued = targets::Queued {
+        target_id: id,
+        group_key: "{alertname=\"x\",host=\"lab\"}".into(),
+        firing: true,
+        alert_count: 1,
+        payload: "{}".into(),
+        group_firing: vec!["0123456789abcdef".into()],
+    };
+    targets::queue(&app.pool, &queued, now_ms()).await.expect("no foreign key failure");
+    let mut conn = app.pool.acquire().await.unwrap();
+    targets::write_group(&mut conn, id, "k", &[], None).await.expect("no foreign key failure");
+    let rows: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM alert_deliveries), (SELECT COUNT(*) FROM alert_groups)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, (0, 0));
+}

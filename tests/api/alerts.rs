@@ -289,3 +289,30 @@ async fn a_poll_wakes_the_servers_own_evaluation() {
     .await;
     assert_eq!(alerts_of(&app.pool, "auto").await[0].0, "firing");
 }
+
+#[tokio::test]
+async fn an_evaluation_that_read_a_rule_removed_meanwhile_starts_nothing_for_it() {
+    use vmdeck::alerts::eval::{vm_subject, Hit, Rule, Step};
+    let app = breadth_app().await;
+    let uuid = uuid_of(&app, "br-shutoff").await;
+    let t0 = clock_to_tomorrow(&app).await;
+    let id = add_rule(&app, should_run("removed meanwhile", &format!("lab/{uuid}"), "0")).await;
+    let spec = store::rule(&app.pool, id).await.unwrap().unwrap().spec;
+    store::delete_rule(&app.pool, id).await.unwrap();
+    // The steps an evaluation that read the rule just before it was removed would write.
+    let hit = Hit {
+        rule_id: id,
+        subject: vm_subject("lab", &uuid),
+        host: "lab".into(),
+        vm_uuid: Some(uuid.clone()),
+        vm_name: Some("br-shutoff".into()),
+        summary: "x".into(),
+        value: None,
+    };
+    let applied =
+        store::apply(&app.pool, &[Rule { id, spec }], vec![Step::Start { hit, firing: true }], t0)
+            .await
+            .expect("no foreign key failure");
+    assert_eq!(applied.started, 0);
+    assert!(alerts_of(&app.pool, "removed meanwhile").await.is_empty());
+}

@@ -115,16 +115,21 @@ impl Notifier {
 
     /// Queues the notifications due at `now` after an evaluation. Reads and writes the
     /// database only; a failure is logged (the next evaluation plans again).
-    pub async fn after_evaluation(&self, now: i64) {
+    /// `rules` are the ones the evaluation read (their conditions describe the alerts).
+    pub async fn after_evaluation(&self, now: i64, rules: &[crate::alerts::store::StoredRule]) {
         self.lead_ms.fetch_max(now - now_ms(), Ordering::Relaxed);
-        match self.plan(now).await {
+        match self.plan(now, rules).await {
             Ok(0) => {}
             Ok(_) => self.wake.notify_one(),
             Err(e) => tracing::error!("planning notifications failed: {e}"),
         }
     }
 
-    async fn plan(&self, now: i64) -> sqlx::Result<usize> {
+    async fn plan(
+        &self,
+        now: i64,
+        rules: &[crate::alerts::store::StoredRule],
+    ) -> sqlx::Result<usize> {
         let targets: Vec<store::Target> =
             store::targets(&self.pool).await?.into_iter().filter(|t| t.enabled).collect();
         if targets.is_empty() {
@@ -132,11 +137,8 @@ impl Notifier {
         }
         let firing = plan::firing_alerts(&self.pool).await?;
         let silences = crate::alerts::store::active_silences(&self.pool, now).await?;
-        let descriptions: HashMap<i64, String> = crate::alerts::store::rules(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r.spec.condition.describe()))
-            .collect();
+        let descriptions: HashMap<i64, String> =
+            rules.iter().map(|r| (r.id, r.spec.condition.describe())).collect();
         let base = self.base();
         let ctx = plan::Context {
             now,

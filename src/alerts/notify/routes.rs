@@ -13,8 +13,9 @@ use serde::Serialize;
 
 use super::store::{self, SaveError, Target};
 use super::target::{split_addresses, Kind, TargetFields, TargetSpec, Tls};
+use crate::alerts::routes::EnableForm;
 use crate::alerts::store::Source;
-use crate::auth::{Admin, ClientAddr, Csrf, CsrfForm};
+use crate::auth::{Admin, ClientAddr, Csrf, CsrfForm, TokenForm};
 use crate::domain::{quoted, Actor, AuditKind, AuditOutcome};
 use crate::web::format as view;
 use crate::web::{App, AppError, Chrome};
@@ -407,25 +408,11 @@ async fn update(
     }
 }
 
-#[derive(FromForm)]
-struct ToggleForm {
-    #[field(default = String::new())]
-    csrf_token: String,
-    #[field(default = String::new())]
-    enabled: String,
-}
-
-impl CsrfForm for ToggleForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-}
-
 #[rocket::post("/alerts/targets/<id>/enabled", data = "<form>", rank = 3)]
 async fn toggle(
     me: Admin<'_>,
     id: i64,
-    form: Csrf<ToggleForm>,
+    form: Csrf<EnableForm>,
     app: App<'_>,
     addr: ClientAddr,
 ) -> Result<Flash<Redirect>, AppError> {
@@ -482,23 +469,11 @@ async fn delete_confirm(me: Admin<'_>, id: i64, app: App<'_>) -> Result<Template
     ))
 }
 
-#[derive(FromForm)]
-struct DeleteForm {
-    #[field(default = String::new())]
-    csrf_token: String,
-}
-
-impl CsrfForm for DeleteForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-}
-
 #[rocket::post("/alerts/targets/<id>/delete", data = "<_form>", rank = 3)]
 async fn delete(
     me: Admin<'_>,
     id: i64,
-    _form: Csrf<DeleteForm>,
+    _form: Csrf<TokenForm>,
     app: App<'_>,
     addr: ClientAddr,
 ) -> Result<Flash<Redirect>, AppError> {

@@ -366,10 +366,11 @@ pub async fn queue(pool: &SqlitePool, q: &Queued, now: i64) -> sqlx::Result<()> 
     .bind(&q.group_key)
     .execute(&mut *tx)
     .await?;
+    // A target removed on the page since planning read it gets nothing (and breaks nothing).
     sqlx::query(
         "INSERT INTO alert_deliveries (target_id, group_key, created_at, status, alert_count,
                                        payload, next_attempt_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM alert_targets WHERE id = ?1)",
     )
     .bind(q.target_id)
     .bind(&q.group_key)
@@ -384,7 +385,8 @@ pub async fn queue(pool: &SqlitePool, q: &Queued, now: i64) -> sqlx::Result<()> 
     tx.commit().await
 }
 
-/// Records a group's firing set without sending (e.g. alerts carried over while silenced).
+/// Records a group's firing set without sending (e.g. alerts carried over while silenced);
+/// nothing for a target removed meanwhile.
 pub async fn write_group(
     tx: &mut sqlx::SqliteConnection,
     target_id: i64,
@@ -394,7 +396,8 @@ pub async fn write_group(
 ) -> sqlx::Result<()> {
     let json = serde_json::to_string(firing).unwrap_or_else(|_| "[]".into());
     sqlx::query(
-        "INSERT INTO alert_groups (target_id, group_key, firing, last_sent_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO alert_groups (target_id, group_key, firing, last_sent_at)
+         SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM alert_targets WHERE id = ?1)
          ON CONFLICT (target_id, group_key) DO UPDATE
          SET firing = excluded.firing, last_sent_at = COALESCE(excluded.last_sent_at, last_sent_at)",
     )

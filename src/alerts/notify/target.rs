@@ -8,7 +8,7 @@ use std::fmt;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::rules::{FieldError, Severity, MAX_NAME};
+use crate::alerts::rules::{check_name, err, FieldError, Severity};
 use crate::domain::quoted;
 
 /// Longest URL, token or password, SMTP host, address; most recipients.
@@ -261,10 +261,6 @@ pub fn split_addresses(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn err(field: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError { field, message: message.into() }
-}
-
 fn shown(s: &str) -> String {
     quoted(&s.chars().take(80).collect::<String>())
 }
@@ -314,16 +310,7 @@ fn check_address(field: &'static str, s: &str) -> Result<String, FieldError> {
 impl TargetFields {
     /// Validates every field; the first mistake is returned in words, naming its field.
     pub fn parse(&self) -> Result<TargetSpec, FieldError> {
-        let name = self.name.trim();
-        if name.is_empty() {
-            return Err(err("name", "a target needs a name"));
-        }
-        if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-            return Err(err(
-                "name",
-                format!("at most {MAX_NAME} characters, without line breaks or tabs"),
-            ));
-        }
+        let name = check_name(&self.name, "a target")?;
         let min_severity = match self.min_severity.trim() {
             "" => Severity::Info,
             s => Severity::parse(s)

@@ -568,20 +568,22 @@ pub async fn apply(
     }
     let by_id: HashMap<i64, &Rule> = rules.iter().map(|r| (r.id, r)).collect();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // The rules as they are now, inside the write transaction: one may have been removed since
+    // the evaluation read them.
+    let present: std::collections::HashSet<i64> =
+        sqlx::query_scalar::<_, i64>("SELECT id FROM alert_rules")
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
     for step in steps {
         match step {
             Step::Start { hit, firing } => {
-                let Some(rule) = by_id.get(&hit.rule_id) else { continue };
                 // A rule removed on the page since this evaluation read the rules starts nothing
                 // (its id would break the foreign key and fail the whole evaluation).
-                let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM alert_rules WHERE id = ?")
-                        .bind(rule.id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if exists.is_none() {
+                let Some(rule) = by_id.get(&hit.rule_id).filter(|r| present.contains(&r.id)) else {
                     continue;
-                }
+                };
                 start(&mut tx, rule, &hit, firing, now).await?;
                 applied.started += 1;
                 if firing {
